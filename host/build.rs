@@ -1,0 +1,150 @@
+//! Builds the guest workspace (`steps/`: built-in steps, test steps, example steps) for
+//! wasm32-wasip2 and embeds the built-in steps in the binary as `builtin:NAME`.
+//!
+//! The nested cargo gets its own target directory: the outer build holds the lock on ours.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+/// Built-in steps: crate `step-NAME` in `steps/NAME`, embedded as `builtin:NAME`.
+const BUILTINS: &[&str] = &["exec", "version"];
+/// Example steps copied next to the pipeline that uses them: (artifact, destination).
+const EXAMPLE_STEPS: &[(&str, &str)] = &[("greet", "examples/hello/greet.wasm")];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    for watched in ["steps", "wit", "tests/steps", "examples/hello/greet"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"))
+        .join("guests");
+
+    ensure_wasm_target(&root);
+    build_guests(&root, &target_dir);
+
+    let artifacts = target_dir.join(TARGET).join("release");
+    let mut code =
+        String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
+    code.push_str("pub static BUILTINS: &[(&str, &[u8])] = &[\n");
+    for name in BUILTINS {
+        let wasm = artifacts.join(format!("step_{name}.wasm"));
+        assert!(
+            wasm.exists(),
+            "built-in step {name} was not built: {} is missing",
+            wasm.display()
+        );
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            wasm.display().to_string()
+        )
+        .unwrap();
+    }
+    code.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
+    std::fs::write(out, code).unwrap();
+
+    for (artifact, destination) in EXAMPLE_STEPS {
+        let built = artifacts.join(format!("{artifact}.wasm"));
+        copy_if_changed(&built, &root.join(destination));
+    }
+    // Integration tests find the test steps here.
+    println!(
+        "cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}",
+        artifacts.display()
+    );
+}
+
+fn ensure_wasm_target(root: &Path) {
+    if target_installed() {
+        return;
+    }
+    let _ = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .current_dir(root)
+        .status();
+    if target_installed() {
+        return;
+    }
+    let bundled = root.join("../shared/toolchain/ensure-wasm-target");
+    if bundled.exists() {
+        let _ = Command::new("bash")
+            .arg(&bundled)
+            .current_dir(root)
+            .status();
+        if target_installed() {
+            return;
+        }
+    }
+    panic!(
+        "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain \
+         lacks that target.\nInstall it with:\n\n    rustup target add {TARGET}\n\n\
+         (offline: ../shared/toolchain/ensure-wasm-target installs a bundled copy for rustc 1.95.0)\n"
+    );
+}
+
+fn target_installed() -> bool {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .exists()
+}
+
+fn build_guests(root: &Path, target_dir: &Path) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--workspace", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(root.join("steps/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    // Flags meant for the host build must not leak into the guest build; clippy's wrapper
+    // would lint the guests on every `cargo clippy`.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    // Our stdout is cargo's directive channel; the nested build talks on stderr.
+    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
+    let status = cmd.status().expect("run cargo for the guest workspace");
+    assert!(
+        status.success(),
+        "building the guest steps (steps/Cargo.toml) for {TARGET} failed; see above"
+    );
+}
+
+fn copy_if_changed(from: &Path, to: &Path) {
+    let new = std::fs::read(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    if std::fs::read(to).ok().as_deref() != Some(&new[..]) {
+        std::fs::write(to, new).unwrap_or_else(|e| panic!("write {}: {e}", to.display()));
+    }
+}

@@ -1,0 +1,315 @@
+//! `process`: run a program in the workspace, stream its output to the step log and capture
+//! it. Each program runs in its own process group, so a timeout or a failed step also ends
+//! whatever the program started.
+
+use super::{StepScope, step_error};
+use crate::engine::bindings::wharf::step::process::{Command, Completion, Host};
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::engine::state::StepState;
+use crate::events::{Level, Stream};
+use std::collections::VecDeque;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Host environment variables a program sees besides the ones the step sets. Everything else
+/// of the wharf process (tokens, `WHARF_SECRET_*`) stays out.
+pub const PASSTHROUGH_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+];
+
+/// Bytes of stdout and of stderr kept for the completion; the log gets everything.
+pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
+
+impl Host for StepState {
+    async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Completion, StepError>> {
+        Ok(run_program(&self.scope, cmd, DEFAULT_CAPTURE_LIMIT).await)
+    }
+}
+
+/// `cwd` (relative) inside the workspace; `..` may not leave it.
+pub fn resolve_in_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, StepError> {
+    let mut out = workspace.to_path_buf();
+    let mut depth = 0usize;
+    for part in Path::new(relative).components() {
+        match part {
+            Component::Normal(p) => {
+                out.push(p);
+                depth += 1;
+            }
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => {
+                out.pop();
+                depth -= 1;
+            }
+            _ => {
+                return Err(step_error(
+                    ErrorKind::InvalidInput,
+                    format!("`{relative}` leaves the workspace; use a path relative to it"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run_program(
+    scope: &StepScope,
+    cmd: Command,
+    capture_limit: usize,
+) -> Result<Completion, StepError> {
+    let cwd = match &cmd.cwd {
+        Some(dir) => resolve_in_workspace(&scope.workspace, dir)?,
+        None => scope.workspace.clone(),
+    };
+    let program = if cmd.program.contains('/') {
+        resolve_in_workspace(&scope.workspace, &cmd.program)?.into_os_string()
+    } else {
+        cmd.program.clone().into()
+    };
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args(&cmd.args)
+        .current_dir(&cwd)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for key in PASSTHROUGH_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
+
+    let shown = format!("{} {}", cmd.program, cmd.args.join(" "));
+    scope.log(Level::Debug, format!("$ {}", shown.trim_end()));
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => step_error(
+            ErrorKind::InvalidInput,
+            format!(
+                "program `{}` was not found (PATH and the workspace were searched)",
+                cmd.program
+            ),
+        ),
+        _ => step_error(
+            ErrorKind::Permanent,
+            format!("cannot start `{}`: {e}", cmd.program),
+        ),
+    })?;
+    let group = ProcessGroup(child.id());
+
+    let stdout = pump(
+        scope,
+        child.stdout.take().unwrap(),
+        Stream::Stdout,
+        capture_limit,
+    );
+    let stderr = pump(
+        scope,
+        child.stderr.take().unwrap(),
+        Stream::Stderr,
+        capture_limit,
+    );
+    let exited = async {
+        let status = child.wait().await;
+        group.kill(); // leftovers in the group would hold the pipes open
+        status
+    };
+    let finished = async { tokio::join!(exited, stdout, stderr) };
+    let outcome = match cmd.timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), finished)
+            .await
+            .ok(),
+        None => Some(finished.await),
+    };
+    group.kill(); // on timeout: the program and everything it started
+    let Some((status, stdout, stderr)) = outcome else {
+        return Err(step_error(
+            ErrorKind::Permanent,
+            format!(
+                "`{}` did not finish within {} and was killed with its child processes",
+                cmd.program,
+                humantime::format_duration(Duration::from_millis(
+                    cmd.timeout_ms.unwrap_or_default()
+                ))
+            ),
+        ));
+    };
+    let status = status.map_err(|e| {
+        step_error(
+            ErrorKind::Permanent,
+            format!("waiting for `{}`: {e}", cmd.program),
+        )
+    })?;
+    Ok(Completion {
+        exit_code: status.code(),
+        stdout,
+        stderr,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Kills the whole process group when dropped: on timeout, on completion (leftover
+/// background children) and when the step itself is cancelled.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        if let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: killpg has no memory-safety preconditions; a stale group id only fails.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Stream lines to the log and keep the last `limit` bytes.
+async fn pump(
+    scope: &StepScope,
+    pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    limit: usize,
+) -> String {
+    let mut reader = BufReader::new(pipe);
+    let mut kept: VecDeque<u8> = VecDeque::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                kept.extend(&line);
+                while kept.len() > limit {
+                    kept.pop_front();
+                }
+                let text = String::from_utf8_lossy(&line);
+                scope.line(Level::Info, stream, text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+    String::from_utf8_lossy(kept.make_contiguous()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Events, Recorder};
+    use std::sync::Arc;
+
+    fn scope(dir: &Path) -> (StepScope, Arc<Recorder>) {
+        let events = Events::new();
+        let recorder = Arc::new(Recorder::default());
+        events.add_sink(recorder.clone());
+        let scope = StepScope {
+            run_id: "r".into(),
+            step_id: "s".into(),
+            workspace: dir.to_path_buf(),
+            events,
+        };
+        (scope, recorder)
+    }
+
+    fn command(program: &str, args: &[&str]) -> Command {
+        Command {
+            program: program.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("GREETING".into(), "hi".into())],
+            cwd: None,
+            timeout_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn captures_and_streams_output_with_a_clean_environment() {
+        let dir = std::env::temp_dir();
+        let (scope, recorder) = scope(&dir);
+        // SAFETY: tests in this module do not read the variable concurrently.
+        unsafe { std::env::set_var("WHARF_SECRET_LEAK", "nope") };
+        let done = run_program(
+            &scope,
+            command("sh", &["-c", "echo $GREETING; env; echo oops >&2; exit 3"]),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.exit_code, Some(3));
+        assert!(done.stdout.starts_with("hi\n"));
+        assert!(
+            !done.stdout.contains("WHARF_SECRET_LEAK"),
+            "{}",
+            done.stdout
+        );
+        assert_eq!(done.stderr, "oops\n");
+        let events = recorder.0.lock().unwrap();
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Log { stream: Stream::Stderr, message, .. } if message == "oops")
+        ));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_program_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scope, _) = scope(dir.path());
+        let marker = dir.path().join("child-alive");
+        let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let mut cmd = command("sh", &["-c", &script]);
+        cmd.timeout_ms = Some(300);
+        let started = Instant::now();
+        let err = run_program(&scope, cmd, 1024).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.message.contains("did not finish within 300ms"),
+            "{}",
+            err.message
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "the background child survived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn capture_keeps_the_tail_and_missing_programs_are_clear() {
+        let dir = std::env::temp_dir();
+        let (scope, _) = scope(&dir);
+        let done = run_program(&scope, command("sh", &["-c", "seq 1 1000"]), 10)
+            .await
+            .unwrap();
+        let background = run_program(
+            &scope,
+            command("sh", &["-c", "sleep 30 & echo started"]),
+            10,
+        );
+        let done_bg = tokio::time::timeout(Duration::from_secs(5), background)
+            .await
+            .expect("a background child kept the step waiting");
+        assert_eq!(done_bg.unwrap().stdout, "started\n");
+        assert_eq!(done.stdout, "\n999\n1000\n");
+        let err = run_program(&scope, command("no-such-program-xyz", &[]), 10)
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("was not found"));
+        let mut escape = command("sh", &[]);
+        escape.cwd = Some("../..".into());
+        assert!(
+            run_program(&scope, escape, 10)
+                .await
+                .unwrap_err()
+                .message
+                .contains("leaves the workspace")
+        );
+    }
+}

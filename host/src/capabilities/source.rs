@@ -1,0 +1,133 @@
+//! `source`: git describe of the workspace, taken apart so the version step can build
+//! `TAG-COMMITS-SHA` without parsing git's output itself.
+
+use super::step_error;
+use crate::engine::bindings::wharf::step::source::{Host, Revision};
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::engine::state::StepState;
+use std::path::Path;
+
+impl Host for StepState {
+    async fn describe(&mut self) -> wasmtime::Result<Result<Revision, StepError>> {
+        Ok(describe(&self.scope.workspace).await)
+    }
+}
+
+async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, StepError> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| {
+            step_error(
+                ErrorKind::Permanent,
+                format!("cannot run git: {e}; install git on the machine running wharf"),
+            )
+        })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+pub async fn describe(workspace: &Path) -> Result<Revision, StepError> {
+    let Some(sha) = git(workspace, &["rev-parse", "--verify", "HEAD"]).await? else {
+        return Err(step_error(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not in a git repository with at least one commit; the version comes from git describe",
+                workspace.display()
+            ),
+        ));
+    };
+    let tag = git(workspace, &["describe", "--tags", "--abbrev=0", "HEAD"]).await?;
+    let range = match &tag {
+        Some(tag) => format!("{tag}..HEAD"),
+        None => "HEAD".to_string(),
+    };
+    let commits = git(workspace, &["rev-list", "--count", &range])
+        .await?
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let dirty = !git(
+        workspace,
+        &["status", "--porcelain", "--untracked-files=no"],
+    )
+    .await?
+    .unwrap_or_default()
+    .is_empty();
+    Ok(Revision {
+        tag,
+        commits_since: commits,
+        short_sha: sha.chars().take(7).collect(),
+        sha,
+        dirty,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::process::Command;
+
+    pub fn git_repo(dir: &Path) {
+        let run = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "-q"]);
+        std::fs::write(dir.join("a.txt"), "1").unwrap();
+        run(&["add", "."]);
+        run(&["commit", "-qm", "one"]);
+    }
+
+    #[tokio::test]
+    async fn describes_tags_commits_and_dirt() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let no_repo = describe(ws).await.unwrap_err();
+        assert!(no_repo.message.contains("not in a git repository"));
+
+        git_repo(ws);
+        let r = describe(ws).await.unwrap();
+        assert_eq!(
+            (r.tag.as_deref(), r.commits_since, r.dirty),
+            (None, 1, false)
+        );
+        assert_eq!(r.short_sha.len(), 7);
+
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(ws)
+                .args(args)
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@e")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@e")
+                .status()
+                .unwrap()
+        };
+        git(&["tag", "v1.0.1"]);
+        std::fs::write(ws.join("a.txt"), "2").unwrap();
+        git(&["commit", "-qam", "two"]);
+        std::fs::write(ws.join("a.txt"), "3").unwrap();
+        let r = describe(ws).await.unwrap();
+        assert_eq!(
+            (r.tag.as_deref(), r.commits_since, r.dirty),
+            (Some("v1.0.1"), 1, true)
+        );
+    }
+}

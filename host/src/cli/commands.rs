@@ -1,0 +1,353 @@
+//! What each command does.
+
+use super::render::Human;
+use super::{Cli, Command, exit};
+use crate::capabilities::secrets::SecretStore;
+use crate::engine::bindings::wharf::step::types::{CapabilityKind, StepInfo};
+use crate::engine::{LoadedStep, Runtime};
+use crate::events::{Events, Outcome};
+use crate::pipeline::params::{display, type_name};
+use crate::pipeline::validate::{LoadProblem, StepShape, validate};
+use crate::pipeline::{Pipeline, StepSource};
+use crate::run::{RunRequest, execute, new_run_id};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The pipeline file
+    file: PathBuf,
+    /// Set a pipeline var, overriding its default (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Directory the steps work in [default: the pipeline file's directory]
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Provide secret NAME from a file (repeatable)
+    #[arg(long = "secret-file", value_name = "NAME=PATH")]
+    secret_files: Vec<String>,
+    /// Show each step's log, outputs and component loading
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The pipeline file
+    file: PathBuf,
+    /// Set a pipeline var, as `wharf run` would (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// `builtin:NAME` or a path to a .wasm component
+    step: String,
+}
+
+pub async fn dispatch(cli: Cli) -> u8 {
+    let runtime = match Runtime::new(cli.cache_dir()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the WebAssembly engine: {e:#}");
+            return exit::FAILED;
+        }
+    };
+    let color = cli.color();
+    match cli.command {
+        Command::Run(args) => run(&runtime, args, color).await,
+        Command::Validate(args) => validate_cmd(&runtime, args).await,
+        Command::Steps => steps(&runtime).await,
+        Command::Inspect(args) => inspect(&runtime, args).await,
+    }
+}
+
+/// A pipeline that passed validation, with its steps loaded.
+struct Prepared {
+    pipeline: Pipeline,
+    steps: Vec<Arc<LoadedStep>>,
+    vars: BTreeMap<String, String>,
+}
+
+fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, String> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("`{flag} {p}` must look like `{flag} NAME=VALUE`")),
+        })
+        .collect()
+}
+
+async fn prepare(
+    runtime: &Runtime,
+    file: &Path,
+    var_args: &[String],
+    events: &Events,
+) -> Result<Prepared, u8> {
+    let pipeline = Pipeline::load(file).map_err(|d| {
+        eprintln!("{d}");
+        exit::INVALID
+    })?;
+    let overrides = parse_pairs(var_args, "--var").map_err(|e| {
+        eprintln!("error: {e}");
+        exit::INVALID
+    })?;
+    for (name, _) in &overrides {
+        if !pipeline.vars.iter().any(|v| v.name == *name) {
+            let declared: Vec<&str> = pipeline.vars.iter().map(|v| v.name.as_str()).collect();
+            eprintln!(
+                "error: `--var {name}=...`: {} declares no var `{name}`\n  = help: its vars are: {}",
+                file.display(),
+                if declared.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            );
+            return Err(exit::INVALID);
+        }
+    }
+    let mut loaded: Vec<Result<Arc<LoadedStep>, LoadProblem>> = Vec::new();
+    for step in &pipeline.steps {
+        loaded.push(runtime.load(&step.source(pipeline.dir()), events).await);
+    }
+    let shapes: Vec<Result<StepShape, LoadProblem>> = loaded
+        .iter()
+        .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))
+        .collect();
+    if let Err(d) = validate(&pipeline, &shapes, &overrides) {
+        eprintln!("{d}");
+        return Err(exit::INVALID);
+    }
+    let mut vars = BTreeMap::new();
+    for v in &pipeline.vars {
+        if let Some(d) = &v.default {
+            vars.insert(v.name.clone(), d.clone());
+        }
+    }
+    vars.extend(overrides);
+    let steps = loaded.into_iter().map(|l| l.expect("validated")).collect();
+    Ok(Prepared {
+        pipeline,
+        steps,
+        vars,
+    })
+}
+
+async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
+    let events = Events::new();
+    let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
+    events.add_sink(human.clone());
+    let mut secrets = SecretStore::from_env();
+    match parse_pairs(&args.secret_files, "--secret-file") {
+        Ok(pairs) => {
+            for (name, path) in pairs {
+                if let Err(e) = secrets.add_file(&name, Path::new(&path)) {
+                    eprintln!("error: {e}");
+                    return exit::INVALID;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    }
+    for value in secrets.values() {
+        events.add_secret(value);
+    }
+    let prepared = match prepare(runtime, &args.file, &args.vars, &events).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let workspace = args
+        .workspace
+        .clone()
+        .unwrap_or_else(|| prepared.pipeline.dir().to_path_buf());
+    let workspace = match std::fs::canonicalize(if workspace.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &workspace
+    }) {
+        Ok(w) if w.is_dir() => w,
+        _ => {
+            eprintln!(
+                "error: workspace {} is not a directory",
+                workspace.display()
+            );
+            return exit::INVALID;
+        }
+    };
+    human.set_name_width(
+        prepared
+            .pipeline
+            .steps
+            .iter()
+            .map(|s| s.id.len())
+            .max()
+            .unwrap_or(4),
+    );
+    let report = execute(RunRequest {
+        pipeline: &prepared.pipeline,
+        steps: prepared.steps,
+        vars: prepared.vars,
+        workspace,
+        run_id: new_run_id(),
+        secrets: Arc::new(secrets),
+        events,
+    })
+    .await;
+    match report.outcome {
+        Outcome::Success => exit::SUCCESS,
+        _ => exit::FAILED,
+    }
+}
+
+async fn validate_cmd(runtime: &Runtime, args: ValidateArgs) -> u8 {
+    let events = Events::new();
+    match prepare(runtime, &args.file, &args.vars, &events).await {
+        Ok(p) => {
+            println!(
+                "{}: valid · pipeline `{}` · {} steps",
+                args.file.display(),
+                p.pipeline.name,
+                p.steps.len()
+            );
+            for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {
+                let kind = if step.info.is_some() {
+                    "typed step"
+                } else {
+                    "WASI command"
+                };
+                println!(
+                    "  {:<12} {} ({kind}, {})",
+                    decl.id,
+                    decl.uses,
+                    short_digest(&step.digest)
+                );
+            }
+            exit::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn short_digest(d: &str) -> String {
+    d.chars().take("sha256:".len() + 12).collect()
+}
+
+async fn steps(runtime: &Runtime) -> u8 {
+    let events = Events::new();
+    let mut rows = Vec::new();
+    for name in crate::builtins::names() {
+        match runtime
+            .load(&StepSource::Builtin(name.into()), &events)
+            .await
+        {
+            Ok(step) => {
+                let info = step.info.as_ref();
+                rows.push((
+                    format!("builtin:{name}"),
+                    info.map(|i| i.version.clone()).unwrap_or_default(),
+                    info.map(|i| i.summary.clone()).unwrap_or_default(),
+                ));
+            }
+            Err(p) => rows.push((
+                format!("builtin:{name}"),
+                "?".into(),
+                format!("failed to load: {}", p.message),
+            )),
+        }
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (name, version, summary) in rows {
+        println!("{name:<width$}  {version:<6}  {summary}");
+    }
+    println!("\n`wharf inspect builtin:NAME` shows a step's parameters, outputs and capabilities.");
+    exit::SUCCESS
+}
+
+async fn inspect(runtime: &Runtime, args: InspectArgs) -> u8 {
+    let source = match args.step.strip_prefix("builtin:") {
+        Some(name) => StepSource::Builtin(name.into()),
+        None => StepSource::File(PathBuf::from(&args.step)),
+    };
+    let step = match runtime.load(&source, &Events::new()).await {
+        Ok(s) => s,
+        Err(p) => {
+            eprintln!("error: {}\n  = help: {}", p.message, p.help);
+            return exit::INVALID;
+        }
+    };
+    println!("{}  ({})", step.origin, step.digest);
+    match &step.info {
+        Some(info) => print_info(info),
+        None => {
+            println!("WASI command step (exports wasi:cli/run)");
+            println!("  parameters arrive as WHARF_PARAM_<NAME> environment variables;");
+            println!("  outputs are key=value lines written to the file named by WHARF_OUTPUT;");
+            println!("  exit code 0 is success.");
+        }
+    }
+    exit::SUCCESS
+}
+
+fn print_info(info: &StepInfo) {
+    println!("{} {} · {}", info.name, info.version, info.summary);
+    println!("\nparameters:");
+    if info.params.is_empty() {
+        println!("  (none)");
+    }
+    for p in &info.params {
+        let mut attrs = vec![type_name(p.type_).to_string()];
+        if p.required {
+            attrs.push("required".into());
+        }
+        if let Some(d) = &p.default {
+            attrs.push(format!("default {}", display(d)));
+        }
+        println!(
+            "  {:<18} {:<34} {}",
+            p.name,
+            format!("({})", attrs.join(", ")),
+            p.description
+        );
+    }
+    println!("\noutputs:");
+    if info.outputs.is_empty() {
+        println!("  (none)");
+    }
+    for o in &info.outputs {
+        println!("  {:<18} {}", o.name, o.description);
+    }
+    println!("\ncapabilities:");
+    if info.capabilities.is_empty() {
+        println!("  (none)");
+    }
+    for c in &info.capabilities {
+        let scope = c
+            .scope_param
+            .as_ref()
+            .map(|p| format!(" (scoped by `{p}`)"))
+            .unwrap_or_default();
+        println!("  {:<18} {}{scope}", capability_name(c.kind), c.reason);
+    }
+}
+
+pub fn capability_name(kind: CapabilityKind) -> &'static str {
+    match kind {
+        CapabilityKind::Process => "process",
+        CapabilityKind::Source => "source",
+        CapabilityKind::Secrets => "secrets",
+        CapabilityKind::Http => "http",
+        CapabilityKind::Images => "images",
+        CapabilityKind::Registry => "registry",
+        CapabilityKind::Deploy => "deploy",
+        CapabilityKind::WorkspaceRead => "workspace-read",
+        CapabilityKind::WorkspaceWrite => "workspace-write",
+    }
+}

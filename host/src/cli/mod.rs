@@ -1,0 +1,148 @@
+//! The `wharf` command line.
+
+mod commands;
+pub mod render;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// The pipeline ran and every step that had to run succeeded.
+    pub const SUCCESS: u8 = 0;
+    /// A step failed; no deploy was changed (or none was involved).
+    pub const FAILED: u8 = 1;
+    /// The pipeline file or the command line is invalid; nothing ran.
+    pub const INVALID: u8 = 2;
+    /// A step failed after a deploy and the service was rolled back to its previous revision.
+    pub const ROLLED_BACK: u8 = 3;
+    /// A rollback failed or was not possible: a service needs a human.
+    pub const NEEDS_HUMAN: u8 = 4;
+}
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  wharf run examples/hello/pipeline.yml
+  wharf run pipeline.yml --var status=FAIL -v
+  wharf validate pipeline.yml
+  wharf steps
+  wharf inspect builtin:version";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  wharf run examples/hello/pipeline.yml
+  wharf run pipeline.yml --var registry=127.0.0.1:5000 --var status=FAIL
+  wharf run pipeline.yml --workspace ../app -v
+  WHARF_SECRET_REGISTRY_PASSWORD=... wharf run pipeline.yml
+
+Secrets come from the environment of wharf (WHARF_SECRET_<NAME>) or --secret-file,
+never from the pipeline file; their values are masked in all output.";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  a step failed before anything was deployed
+  2  invalid pipeline or command line; nothing ran
+  3  a step failed after deploying and wharf rolled the service back
+  4  a rollback failed: a service needs a human (see `wharf status`)";
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Run CI/CD pipelines whose steps are sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Directory for compiled components [default: $WHARF_CACHE_DIR, $XDG_CACHE_HOME/wharf or ~/.cache/wharf]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile components in memory only
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    /// Colour and symbols in output [default: auto, off when NO_COLOR is set or not a terminal]
+    #[arg(long, global = true, value_name = "WHEN", value_parser = ["auto", "always", "never"], default_value = "auto")]
+    color: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(commands::RunArgs),
+    /// Check a pipeline without running it: keys, steps, parameters, references
+    #[command(after_help = "Examples:
+  wharf validate examples/hello/pipeline.yml
+  wharf validate pipeline.yml --var registry=127.0.0.1:5000
+
+Every problem is reported with file, line and column. Exit code 2 when invalid.")]
+    Validate(commands::ValidateArgs),
+    /// List the built-in steps
+    #[command(after_help = "Examples:
+  wharf steps
+  wharf inspect builtin:exec      # one step in detail")]
+    Steps,
+    /// Show what a step declares: parameters, outputs, capabilities
+    #[command(after_help = "Examples:
+  wharf inspect builtin:version
+  wharf inspect ./steps/my-step.wasm")]
+    Inspect(commands::InspectArgs),
+}
+
+/// Commands whose help lists the exit codes.
+const WITH_EXIT_CODES: &[&str] = &["run"];
+
+pub fn main() -> std::process::ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command().after_help(format!("{TOP_EXAMPLES}\n\n{EXIT_CODES}"));
+    for name in WITH_EXIT_CODES {
+        command = command.mut_subcommand(name, |sub| {
+            let examples = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            sub.after_help(format!("{examples}\n\n{EXIT_CODES}"))
+        });
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = runtime.block_on(commands::dispatch(cli));
+    std::process::ExitCode::from(code)
+}
+
+impl Cli {
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .map(|d| d.join("components"))
+            .or_else(crate::engine::cache::ComponentCache::default_dir)
+    }
+
+    fn color(&self) -> bool {
+        use std::io::IsTerminal;
+        match self.color.as_str() {
+            "always" => true,
+            "never" => false,
+            _ => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        }
+    }
+}

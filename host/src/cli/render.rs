@@ -1,0 +1,195 @@
+//! Renderers of run events for people: a terminal (colour, symbols) or a CI log (plain).
+
+use crate::events::{Event, Level, Outcome, Sink, Stream};
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub struct Human {
+    verbose: bool,
+    color: bool,
+    out: Mutex<Box<dyn Write + Send>>,
+    width: Mutex<usize>,
+}
+
+impl Human {
+    pub fn new(verbose: bool, color: bool, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            verbose,
+            color,
+            out: Mutex::new(out),
+            width: Mutex::new(12),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn mark(&self, outcome: Outcome) -> String {
+        match (outcome, self.color) {
+            (Outcome::Success, true) => self.paint("32", "✓"),
+            (Outcome::Failure, true) => self.paint("31", "✗"),
+            (Outcome::Skipped, true) => self.paint("2", "-"),
+            (Outcome::Success, false) => "ok  ".into(),
+            (Outcome::Failure, false) => "FAIL".into(),
+            (Outcome::Skipped, false) => "skip".into(),
+        }
+    }
+}
+
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+impl Sink for Human {
+    fn event(&self, event: &Event) {
+        let mut out = self.out.lock().unwrap();
+        let width = *self.width.lock().unwrap();
+        let _ = match event {
+            Event::RunStarted {
+                run_id,
+                pipeline,
+                steps,
+            } => {
+                writeln!(
+                    out,
+                    "{} {pipeline} · run {run_id} · {steps} steps",
+                    self.paint("1", "wharf run")
+                )
+            }
+            Event::ComponentLoaded {
+                origin,
+                cached,
+                duration: d,
+                ..
+            } if self.verbose => writeln!(
+                out,
+                "  {} {origin} ({})",
+                if *cached { "cached  " } else { "compiled" },
+                duration(*d)
+            ),
+            Event::StepStarted {
+                step,
+                uses,
+                attempt,
+            } if self.verbose => {
+                let again = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                writeln!(out, "  {} {step} · {uses}{again}", self.paint("2", "▸"))
+            }
+            Event::Log {
+                level,
+                stream,
+                message,
+                ..
+            } if self.verbose || *level >= Level::Error => {
+                let tag = match stream {
+                    Stream::Log => match level {
+                        Level::Warn => "warn ",
+                        Level::Error => "error ",
+                        _ => "",
+                    },
+                    Stream::Stdout => "",
+                    Stream::Stderr => "stderr ",
+                };
+                writeln!(out, "    {} {tag}{message}", self.paint("2", "│"))
+            }
+            Event::Annotation {
+                level,
+                message,
+                file,
+                line,
+                ..
+            } => {
+                let place = match (file, line) {
+                    (Some(f), Some(l)) => format!("{f}:{l}: "),
+                    (Some(f), None) => format!("{f}: "),
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "    {} {place}{message}",
+                    if *level >= Level::Warn { "⚠" } else { "ℹ" }
+                )
+            }
+            Event::StepRetrying {
+                step,
+                attempt,
+                error,
+                delay,
+            } => writeln!(
+                out,
+                "  {} {step} attempt {attempt} failed ({error}); retrying in {}",
+                self.paint("33", "↻"),
+                duration(*delay)
+            ),
+            Event::StepFinished {
+                step,
+                outcome,
+                duration: d,
+                detail,
+                outputs,
+            } => {
+                let mut line = format!(
+                    "  {} {step:<width$} {:>7}",
+                    self.mark(*outcome),
+                    duration(*d)
+                );
+                if let Some(detail) = detail {
+                    let mut lines = detail.lines();
+                    line.push_str("  ");
+                    line.push_str(lines.next().unwrap_or_default());
+                    for l in lines {
+                        line.push_str(&format!("\n      {l}"));
+                    }
+                }
+                if self.verbose {
+                    for (k, v) in outputs {
+                        let v: String = v.chars().take(200).collect();
+                        line.push_str(&format!(
+                            "\n      {} {k}={}",
+                            self.paint("2", "→"),
+                            v.replace('\n', "\\n")
+                        ));
+                    }
+                }
+                writeln!(out, "{line}")
+            }
+            Event::RunFinished {
+                outcome,
+                duration: d,
+                summary,
+            } => {
+                let word = match outcome {
+                    Outcome::Success => self.paint("32;1", "succeeded"),
+                    _ => self.paint("31;1", "failed"),
+                };
+                writeln!(out, "{word} in {}: {summary}", duration(*d))
+            }
+            _ => Ok(()),
+        };
+        let _ = out.flush();
+    }
+}
+
+impl Human {
+    /// Align step names in status lines.
+    pub fn set_name_width(&self, width: usize) {
+        *self.width.lock().unwrap() = width.max(4);
+    }
+}

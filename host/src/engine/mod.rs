@@ -1,0 +1,342 @@
+//! The wasmtime side: one `Engine` per process, a linker with every host interface, the
+//! compile cache, and loaded steps kept as `InstancePre` so each run only instantiates.
+
+pub mod bindings;
+pub mod cache;
+pub mod limits;
+pub mod state;
+pub mod step;
+
+use crate::builtins;
+use crate::events::{Event, Events};
+use crate::pipeline::StepSource;
+use crate::pipeline::validate::{LoadProblem, StepShape};
+use bindings::TypedStepPre;
+use bindings::wharf::step::types::StepInfo;
+use cache::ComponentCache;
+use sha2::{Digest, Sha256};
+use state::StepState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// How often the epoch advances: the granularity at which a busy step yields so timeouts
+/// can fire.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A step ready to instantiate.
+pub struct LoadedStep {
+    /// `builtin:NAME` or the file path.
+    pub origin: String,
+    /// `sha256:HEX` of the component bytes.
+    pub digest: String,
+    pub kind: StepKind,
+    /// `describe()` of a typed step.
+    pub info: Option<StepInfo>,
+}
+
+pub enum StepKind {
+    Typed(TypedStepPre<StepState>),
+    Command(CommandPre<StepState>),
+}
+
+impl LoadedStep {
+    pub fn shape(&self) -> StepShape {
+        match &self.info {
+            Some(info) => StepShape::Typed(info.clone()),
+            None => StepShape::Command,
+        }
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: ComponentCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedStep>>>,
+    pooling: bool,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+pub const TYPED_EXPORT: &str = "wharf:step/step@0.1.0";
+pub const COMMAND_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
+
+impl Runtime {
+    /// `cache_dir` None: compile in memory only.
+    pub fn new(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        let (engine, pooling) = new_engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        bindings::TypedStep::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+        let cache = ComponentCache::new(&engine, cache_dir);
+        let ticker = Arc::new(AtomicBool::new(false));
+        let stop = ticker.clone();
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wharf-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            pooling,
+            ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn uses_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Read, compile (or fetch from the cache), link and describe a step.
+    pub async fn load(
+        &self,
+        source: &StepSource,
+        events: &Events,
+    ) -> Result<Arc<LoadedStep>, LoadProblem> {
+        let (origin, bytes) = read_source(source)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if let Some(step) = self.loaded.lock().unwrap().get(&digest) {
+            return Ok(step.clone());
+        }
+        check_header(&origin, &bytes)?;
+        let started = Instant::now();
+        let (component, cached) = self
+            .cache
+            .load(&self.engine, &digest["sha256:".len()..], &bytes)
+            .map_err(|e| LoadProblem {
+                message: format!("{origin} is not a valid WebAssembly component: {}", root_cause(&e)),
+                help: "build it for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or with a componentizing toolchain".into(),
+            })?;
+        events.emit(Event::ComponentLoaded {
+            origin: origin.clone(),
+            digest: digest.clone(),
+            cached,
+            duration: started.elapsed(),
+        });
+        let step = self.link(origin, digest.clone(), &component).await?;
+        let step = Arc::new(step);
+        self.loaded.lock().unwrap().insert(digest, step.clone());
+        Ok(step)
+    }
+
+    async fn link(
+        &self,
+        origin: String,
+        digest: String,
+        component: &Component,
+    ) -> Result<LoadedStep, LoadProblem> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let typed = exports.iter().any(|e| e == TYPED_EXPORT);
+        let command = exports.iter().any(|e| e.starts_with(COMMAND_EXPORT_PREFIX));
+        if !typed && !command {
+            return Err(LoadProblem {
+                message: format!(
+                    "{origin} is neither a typed step (exporting `{TYPED_EXPORT}`) nor a WASI command (exporting `wasi:cli/run`); it exports: {}",
+                    if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                ),
+                help: "build a typed step with the wharf-step crate, or a plain command with `fn main` for wasm32-wasip2".into(),
+            });
+        }
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            let missing = self.missing_imports(component);
+            LoadProblem {
+                message: if missing.is_empty() {
+                    format!("{origin} cannot be linked: {}", root_cause(&e))
+                } else {
+                    format!("{origin} imports what wharf does not provide: {}", missing.join(", "))
+                },
+                help: "steps may import the wharf:step@0.1.0 interfaces and WASI 0.2 (cli, clocks, filesystem, random, io, http)".into(),
+            }
+        })?;
+        let bad_link = |e: wasmtime::Error| LoadProblem {
+            message: format!(
+                "{origin} does not match the step contract: {}",
+                root_cause(&e)
+            ),
+            help: format!("rebuild it against wharf:step@0.1.0 (exports `{TYPED_EXPORT}`)"),
+        };
+        if typed {
+            let pre = TypedStepPre::new(pre).map_err(bad_link)?;
+            let info = step::describe(&pre).await.map_err(|message| LoadProblem {
+                message: format!("{origin}: describe() failed: {message}"),
+                help: "describe() must return without side effects; fix the step".into(),
+            })?;
+            Ok(LoadedStep {
+                origin,
+                digest,
+                kind: StepKind::Typed(pre),
+                info: Some(info),
+            })
+        } else {
+            let pre = CommandPre::new(pre).map_err(bad_link)?;
+            Ok(LoadedStep {
+                origin,
+                digest,
+                kind: StepKind::Command(pre),
+                info: None,
+            })
+        }
+    }
+
+    /// Imports of `component` this host's linker does not define.
+    fn missing_imports(&self, component: &Component) -> Vec<String> {
+        let provided = self.provided_interfaces();
+        component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !provided.iter().any(|p| name.starts_with(p)))
+            .collect()
+    }
+
+    /// Interface-name prefixes the linker defines; only consulted to explain a failed link
+    /// (wasmtime names just the first missing import, and the linker cannot be queried).
+    fn provided_interfaces(&self) -> &'static [&'static str] {
+        &[
+            "wasi:cli/environment@0.2",
+            "wasi:cli/exit@0.2",
+            "wasi:cli/stdin@0.2",
+            "wasi:cli/stdout@0.2",
+            "wasi:cli/stderr@0.2",
+            "wasi:cli/terminal-input@0.2",
+            "wasi:cli/terminal-output@0.2",
+            "wasi:cli/terminal-stdin@0.2",
+            "wasi:cli/terminal-stdout@0.2",
+            "wasi:cli/terminal-stderr@0.2",
+            "wasi:clocks/monotonic-clock@0.2",
+            "wasi:clocks/wall-clock@0.2",
+            "wasi:filesystem/types@0.2",
+            "wasi:filesystem/preopens@0.2",
+            "wasi:io/error@0.2",
+            "wasi:io/poll@0.2",
+            "wasi:io/streams@0.2",
+            "wasi:random/random@0.2",
+            "wasi:random/insecure@0.2",
+            "wasi:random/insecure-seed@0.2",
+            "wasi:sockets/",
+            "wasi:http/types@0.2",
+            "wasi:http/outgoing-handler@0.2",
+            "wharf:step/types@0.1",
+            "wharf:step/log@0.1",
+            "wharf:step/process@0.1",
+            "wharf:step/source@0.1",
+            "wharf:step/secrets@0.1",
+            "wharf:step/images@0.1",
+            "wharf:step/registry@0.1",
+            "wharf:step/deploy@0.1",
+        ]
+    }
+}
+
+/// Pooling allocation makes instantiation cheap but reserves a lot of address space up
+/// front; where that reservation fails (a `ulimit -v`, 32-bit hosts), fall back.
+fn new_engine() -> anyhow::Result<(Engine, bool)> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(64)
+        .total_core_instances(256)
+        .total_memories(128)
+        .total_tables(256)
+        .total_stacks(64)
+        .max_memory_size(4 << 30)
+        .max_component_instance_size(1 << 20)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64);
+    let mut pooled = config.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    if std::env::var_os("WHARF_NO_POOLING").is_none() {
+        match Engine::new(&pooled) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => {
+                tracing::debug!("pooling allocator unavailable ({e}); using on-demand allocation")
+            }
+        }
+    }
+    Ok((Engine::new(&config)?, false))
+}
+
+fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
+    match source {
+        StepSource::Builtin(name) => match builtins::get(name) {
+            Some(bytes) => Ok((format!("builtin:{name}"), bytes.to_vec())),
+            None => Err(LoadProblem {
+                message: format!("unknown built-in step `builtin:{name}`"),
+                help: match crate::pipeline::diagnostic::suggest(name, builtins::names()) {
+                    Some(s) => format!("did you mean `builtin:{s}`? `wharf steps` lists them all"),
+                    None => format!(
+                        "built-in steps: {}",
+                        builtins::names()
+                            .map(|n| format!("builtin:{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            }),
+        },
+        StepSource::File(path) => match std::fs::read(path) {
+            Ok(bytes) => Ok((path.display().to_string(), bytes)),
+            Err(e) => Err(LoadProblem {
+                message: format!("cannot read step {}: {e}", path.display()),
+                help: "`uses:` takes `builtin:NAME` or a .wasm path relative to the pipeline file"
+                    .into(),
+            }),
+        },
+    }
+}
+
+/// Name the common mistakes before wasmtime's parser does.
+fn check_header(origin: &str, bytes: &[u8]) -> Result<(), LoadProblem> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadProblem {
+            message: format!("{origin} is not a WebAssembly file (no `\\0asm` header)"),
+            help: "point `uses:` at a .wasm component built for wasm32-wasip2".into(),
+        });
+    }
+    // Layer field: 0 for a core module, 1 for a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadProblem {
+            message: format!("{origin} is a core WebAssembly module, not a component"),
+            help: "build for wasm32-wasip2, or wrap it: `wasm-tools component new module.wasm --adapt wasi_snapshot_preview1.command.wasm -o step.wasm`".into(),
+        });
+    }
+    Ok(())
+}
+
+pub fn root_cause(e: &wasmtime::Error) -> String {
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    chain.join(": ")
+}

@@ -1,0 +1,40 @@
+//! What one step's `Store` holds: the WASI contexts, the resource table, resource limits and
+//! the host state every capability reads. Nothing in it outlives the step.
+
+use crate::capabilities::StepScope;
+use crate::capabilities::http::StepHttpHooks;
+use crate::capabilities::secrets::SecretStore;
+use crate::engine::limits::StepLimiter;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub struct StepState {
+    pub scope: StepScope,
+    pub secrets: Arc<SecretStore>,
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub http_hooks: StepHttpHooks,
+    pub table: ResourceTable,
+    pub limiter: StepLimiter,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StepState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A run is a stream of events; terminals, CI logs and (later) journals are renderers of it.
+//! Every event passes the secret redactor before any renderer sees it.
+
+use crate::capabilities::secrets::Redactor;
+use serde::Serialize;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The step's `log` calls.
+    Log,
+    /// A WASI command step's stdout, or a program's run through `process`.
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        steps: usize,
+    },
+    ComponentLoaded {
+        origin: String,
+        digest: String,
+        /// Read from the compile cache instead of compiled.
+        cached: bool,
+        duration: Duration,
+    },
+    StepStarted {
+        step: String,
+        uses: String,
+        attempt: u32,
+    },
+    Log {
+        step: String,
+        level: Level,
+        stream: Stream,
+        message: String,
+    },
+    Progress {
+        step: String,
+        label: String,
+        done: u64,
+        total: Option<u64>,
+    },
+    Annotation {
+        step: String,
+        level: Level,
+        title: Option<String>,
+        message: String,
+        file: Option<String>,
+        line: Option<u32>,
+        column: Option<u32>,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        error: String,
+        delay: Duration,
+    },
+    StepFinished {
+        step: String,
+        outcome: Outcome,
+        duration: Duration,
+        /// `kind: message` for a failure, the `if:` text for a skip.
+        detail: Option<String>,
+        outputs: Vec<(String, String)>,
+    },
+    RunFinished {
+        outcome: Outcome,
+        duration: Duration,
+        summary: String,
+    },
+}
+
+impl Event {
+    fn redact(&mut self, r: &Redactor) {
+        let fix = |s: &mut String| {
+            if let Some(clean) = r.redact(s) {
+                *s = clean;
+            }
+        };
+        match self {
+            Event::Log { message, .. } => fix(message),
+            Event::Progress { label, .. } => fix(label),
+            Event::Annotation {
+                title,
+                message,
+                file,
+                ..
+            } => {
+                fix(message);
+                title.iter_mut().for_each(fix);
+                file.iter_mut().for_each(fix);
+            }
+            Event::StepRetrying { error, .. } => fix(error),
+            Event::StepFinished {
+                detail, outputs, ..
+            } => {
+                detail.iter_mut().for_each(fix);
+                outputs.iter_mut().for_each(|(_, v)| fix(v));
+            }
+            Event::RunFinished { summary, .. } => fix(summary),
+            Event::RunStarted { .. }
+            | Event::ComponentLoaded { .. }
+            | Event::StepStarted { .. } => {}
+        }
+    }
+}
+
+/// Something that consumes events: a terminal renderer, a CI log, a journal.
+pub trait Sink: Send + Sync {
+    fn event(&self, event: &Event);
+}
+
+#[derive(Clone, Default)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sinks: RwLock<Vec<Arc<dyn Sink>>>,
+    redactor: RwLock<Redactor>,
+}
+
+impl Events {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_sink(&self, sink: Arc<dyn Sink>) {
+        self.inner.sinks.write().unwrap().push(sink);
+    }
+
+    /// Mask `secret` in every later event.
+    pub fn add_secret(&self, secret: &str) {
+        self.inner.redactor.write().unwrap().add(secret);
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        self.inner
+            .redactor
+            .read()
+            .unwrap()
+            .redact(text)
+            .unwrap_or_else(|| text.to_string())
+    }
+
+    pub fn emit(&self, mut event: Event) {
+        event.redact(&self.inner.redactor.read().unwrap());
+        for sink in self.inner.sinks.read().unwrap().iter() {
+            sink.event(&event);
+        }
+    }
+}
+
+/// Collects events in memory; for tests and for callers that inspect a run afterwards.
+#[derive(Default)]
+pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
+
+impl Sink for Recorder {
+    fn event(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}

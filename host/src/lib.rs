@@ -1,0 +1,13 @@
+//! wharf: a CI/CD step runner whose steps are sandboxed WebAssembly components.
+//!
+//! Start at `docs/architecture.md`. The pieces: [`pipeline`] reads and validates pipeline
+//! files, [`engine`] loads and runs components, [`capabilities`] is the host side of the
+//! WIT contract, [`run`] executes a pipeline, [`events`] carries what happens to renderers.
+
+pub mod builtins;
+pub mod capabilities;
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod pipeline;
+pub mod run;

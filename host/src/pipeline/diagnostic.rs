@@ -1,0 +1,176 @@
+//! Errors about a pipeline file that point at the line and column to fix.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A position in a pipeline file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Span {
+    pub fn new(line: usize, column: usize) -> Self {
+        Self { line, column }
+    }
+
+    pub fn from_marked(span: &marked_yaml::Span) -> Self {
+        span.start()
+            .map_or_else(Self::default, |m| Self::new(m.line(), m.column()))
+    }
+}
+
+/// The text of a pipeline file, kept to quote the offending line in diagnostics.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: Arc<str>,
+}
+
+impl SourceFile {
+    pub fn line(&self, line: usize) -> Option<&str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub span: Span,
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(span: Span, message: impl Into<String>) -> Self {
+        Self {
+            span,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Every problem found in one file; validation reports them all at once.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub source: SourceFile,
+    pub items: Vec<Diagnostic>,
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.source.path.display();
+        for (i, d) in self.items.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            writeln!(f, "error: {}", d.message)?;
+            writeln!(f, "  --> {path}:{}:{}", d.span.line, d.span.column)?;
+            if let Some(text) = self.source.line(d.span.line) {
+                let gutter = d.span.line.to_string();
+                let pad = " ".repeat(gutter.len());
+                writeln!(f, "{pad} |")?;
+                writeln!(f, "{gutter} | {text}")?;
+                let indent: String = text
+                    .chars()
+                    .take(d.span.column.saturating_sub(1))
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                let width = token_width(text, d.span.column);
+                writeln!(f, "{pad} | {indent}{}", "^".repeat(width))?;
+            }
+            if let Some(help) = &d.help {
+                writeln!(f, "  = help: {help}")?;
+            }
+        }
+        let n = self.items.len();
+        write!(
+            f,
+            "{n} error{} in {path}; nothing was run",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Width of the token starting at `column`, for the caret line: a quoted string, a key up
+/// to its `:`, a value in a flow collection up to its `,`, or a value up to a comment.
+fn token_width(line: &str, column: usize) -> usize {
+    let before: String = line.chars().take(column.saturating_sub(1)).collect();
+    let rest: String = line.chars().skip(column.saturating_sub(1)).collect();
+    let in_flow = before.matches(['[', '{']).count() > before.matches([']', '}']).count();
+    let end = if let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        rest[1..].find(quote).map_or(rest.len(), |end| end + 2)
+    } else if in_flow {
+        rest.find([',', ']', '}']).unwrap_or(rest.len())
+    } else if let Some(colon) = rest.find(": ").or_else(|| rest.strip_suffix(':').map(str::len)) {
+        colon
+    } else {
+        rest.find(" #").unwrap_or(rest.len())
+    };
+    rest[..end.min(rest.len())].trim_end().chars().count().max(1)
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(suggest("progam", ["program", "args"]), Some("program"));
+        assert_eq!(suggest("xyz", ["program", "args"]), None);
+    }
+
+    #[test]
+    fn renders_file_line_column_and_caret() {
+        let source = SourceFile {
+            path: "p.yml".into(),
+            text: "name: x\nsteps:\n  - id: a\n    uses: builtin:nope\n".into(),
+        };
+        let d = Diagnostics {
+            source,
+            items: vec![
+                Diagnostic::new(Span::new(4, 11), "unknown step `builtin:nope`")
+                    .help("see `wharf steps`"),
+            ],
+        };
+        let text = d.to_string();
+        assert!(text.contains("--> p.yml:4:11"), "{text}");
+        assert!(text.contains("4 |     uses: builtin:nope"), "{text}");
+        assert!(text.contains("  |           ^^^^^^^^^^^^"), "{text}");
+        assert!(text.contains("help: see `wharf steps`"), "{text}");
+    }
+}

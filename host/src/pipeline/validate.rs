@@ -1,0 +1,237 @@
+//! Checks a whole pipeline before any step runs: every `uses` resolves, every parameter
+//! matches the step's `describe`, every reference points at a var or an earlier step.
+//! Problems are collected, not stopped at, so one run of `wharf validate` shows them all.
+
+use super::diagnostic::{Diagnostic, Diagnostics, suggest};
+use super::expr::Reference;
+use super::model::{Pipeline, StepDecl, template};
+use super::params::{self, scalars};
+use crate::engine::bindings::wharf::step::types::{ParamType, StepInfo};
+
+/// What validation needs to know about a step's component.
+#[derive(Debug, Clone)]
+pub enum StepShape {
+    Typed(StepInfo),
+    /// A WASI command: takes any text parameters, declares no outputs.
+    Command,
+}
+
+/// Why a step's component could not be loaded.
+#[derive(Debug, Clone)]
+pub struct LoadProblem {
+    pub message: String,
+    pub help: String,
+}
+
+pub fn validate(
+    pipeline: &Pipeline,
+    shapes: &[Result<StepShape, LoadProblem>],
+    overrides: &[(String, String)],
+) -> Result<(), Diagnostics> {
+    let mut errors = Vec::new();
+    for var in &pipeline.vars {
+        if var.default.is_none() && !overrides.iter().any(|(k, _)| *k == var.name) {
+            errors.push(
+                Diagnostic::new(
+                    var.span,
+                    format!("var `{}` has no default and no value was given", var.name),
+                )
+                .help(format!(
+                    "pass `--var {}=VALUE`, or give it a default here",
+                    var.name
+                )),
+            );
+        }
+    }
+    for (index, (step, shape)) in pipeline.steps.iter().zip(shapes).enumerate() {
+        match shape {
+            Err(problem) => {
+                errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help))
+            }
+            Ok(shape) => check_params(step, shape, &mut errors),
+        }
+        check_references(pipeline, index, shapes, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        errors.sort_by_key(|d| (d.span.line, d.span.column));
+        Err(Diagnostics {
+            source: pipeline.source.clone(),
+            items: errors,
+        })
+    }
+}
+
+fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>) {
+    let info = match shape {
+        StepShape::Typed(info) => info,
+        StepShape::Command => {
+            for param in &step.with {
+                if param.value.as_scalar().is_none() {
+                    errors.push(
+                        Diagnostic::new(param.value.span(), format!("parameter `{}` must be a single value", param.name))
+                            .help("a WASI command step receives each parameter as one environment variable"),
+                    );
+                }
+            }
+            return;
+        }
+    };
+    let uses = &step.uses;
+    for param in &step.with {
+        let Some(spec) = info.params.iter().find(|p| p.name == param.name) else {
+            let names: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
+            let help = match suggest(&param.name, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? {uses} takes: {}", names.join(", ")),
+                None if names.is_empty() => format!("{uses} takes no parameters"),
+                None => format!("{uses} takes: {}", names.join(", ")),
+            };
+            errors.push(
+                Diagnostic::new(
+                    param.name_span,
+                    format!("unknown parameter `{}` for {uses}", param.name),
+                )
+                .help(help),
+            );
+            continue;
+        };
+        let literal = scalars(&param.value)
+            .iter()
+            .all(|s| !s.text.contains("${{"));
+        if literal {
+            if let Err(d) = params::convert(&param.name, &param.value, spec.type_) {
+                errors.push(d);
+            }
+        } else {
+            // Interpolated values are known at run time; their shape is known now.
+            let shape =
+                params::map_scalars::<()>(&param.value, &mut |_| Ok(String::new())).unwrap();
+            let ty = match spec.type_ {
+                ParamType::TextList | ParamType::TextMap => spec.type_,
+                _ if shape.as_scalar().is_some() => continue,
+                _ => spec.type_,
+            };
+            if let Err(d) = params::convert(&param.name, &shape, ty) {
+                errors.push(d);
+            }
+        }
+    }
+    for spec in &info.params {
+        if spec.required && spec.default.is_none() && !step.with.iter().any(|p| p.name == spec.name)
+        {
+            errors.push(
+                Diagnostic::new(
+                    step.uses_span,
+                    format!(
+                        "{uses} needs parameter `{}`: {}",
+                        spec.name, spec.description
+                    ),
+                )
+                .help(format!(
+                    "add `{}: ...` ({}) under `with:`",
+                    spec.name,
+                    params::type_name(spec.type_)
+                )),
+            );
+        }
+    }
+}
+
+fn check_references(
+    pipeline: &Pipeline,
+    index: usize,
+    shapes: &[Result<StepShape, LoadProblem>],
+    errors: &mut Vec<Diagnostic>,
+) {
+    let step = &pipeline.steps[index];
+    let mut refs: Vec<(Reference, super::Span)> = Vec::new();
+    for param in &step.with {
+        for s in scalars(&param.value) {
+            match template(s) {
+                Ok(t) => {
+                    for e in t.exprs() {
+                        refs.extend(e.references().into_iter().map(|r| (r.clone(), s.span)));
+                    }
+                }
+                Err(d) => errors.push(d),
+            }
+        }
+    }
+    if let Some((cond, span)) = &step.condition {
+        refs.extend(cond.references().into_iter().map(|r| (r.clone(), *span)));
+    }
+    for (reference, span) in refs {
+        match &reference {
+            Reference::Var(name) => {
+                if !pipeline.vars.iter().any(|v| v.name == *name) {
+                    let names: Vec<&str> = pipeline.vars.iter().map(|v| v.name.as_str()).collect();
+                    let help = match suggest(name, names.iter().copied()) {
+                        Some(s) => format!("did you mean `vars.{s}`?"),
+                        None => {
+                            format!("declare it under `vars:` at the top, e.g. `{name}: default`")
+                        }
+                    };
+                    errors.push(
+                        Diagnostic::new(span, format!("`{reference}` refers to an undeclared var"))
+                            .help(help),
+                    );
+                }
+            }
+            Reference::StepOutput { step: target, .. }
+            | Reference::StepOutcome { step: target } => {
+                let Some(target_index) = pipeline.steps.iter().position(|s| s.id == *target) else {
+                    let help = match suggest(
+                        target,
+                        pipeline.steps[..index].iter().map(|s| s.id.as_str()),
+                    ) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "a step can refer to the steps before it".to_string(),
+                    };
+                    errors.push(
+                        Diagnostic::new(
+                            span,
+                            format!("`{reference}` refers to an unknown step `{target}`"),
+                        )
+                        .help(help),
+                    );
+                    continue;
+                };
+                if target_index >= index {
+                    errors.push(
+                        Diagnostic::new(
+                            span,
+                            format!(
+                                "`{reference}` refers to step `{target}`, which runs {}",
+                                if target_index == index {
+                                    "as this step"
+                                } else {
+                                    "later"
+                                }
+                            ),
+                        )
+                        .help("a step can only use outputs of the steps before it; move it below"),
+                    );
+                    continue;
+                }
+                if let (Reference::StepOutput { key, .. }, Some(Ok(StepShape::Typed(info)))) =
+                    (&reference, shapes.get(target_index))
+                    && !info.outputs.iter().any(|o| o.name == *key)
+                {
+                    let names: Vec<&str> = info.outputs.iter().map(|o| o.name.as_str()).collect();
+                    errors.push(
+                        Diagnostic::new(
+                            span,
+                            format!(
+                                "step `{target}` ({}) has no output `{key}`",
+                                pipeline.steps[target_index].uses
+                            ),
+                        )
+                        .help(format!("its outputs are: {}", names.join(", "))),
+                    );
+                }
+            }
+            Reference::Env(_) | Reference::RunId => {}
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! YAML values that keep the position of every node, so that an error about a step's
+//! parameter can name its line and column, not only parse errors can.
+
+use super::diagnostic::{Diagnostic, Span};
+use marked_yaml::{LoaderOptions, Node};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub text: String,
+    pub span: Span,
+    /// Unquoted: `true`, `3` and `~` mean boolean, number and null only when plain.
+    pub plain: bool,
+}
+
+impl Scalar {
+    pub fn is_null(&self) -> bool {
+        self.plain && matches!(self.text.as_str(), "" | "~" | "null" | "Null" | "NULL")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Yaml {
+    Scalar(Scalar),
+    List(Vec<Yaml>, Span),
+    Map(Vec<(Scalar, Yaml)>, Span),
+}
+
+impl Yaml {
+    pub fn span(&self) -> Span {
+        match self {
+            Yaml::Scalar(s) => s.span,
+            Yaml::List(_, span) | Yaml::Map(_, span) => *span,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Yaml::Scalar(_) => "a single value",
+            Yaml::List(..) => "a list",
+            Yaml::Map(..) => "a mapping",
+        }
+    }
+
+    pub fn as_scalar(&self) -> Option<&Scalar> {
+        match self {
+            Yaml::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Yaml, Diagnostic> {
+        let options = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
+        let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(load_error)?;
+        Ok(Self::from_node(&node))
+    }
+
+    fn from_node(node: &Node) -> Yaml {
+        match node {
+            Node::Scalar(s) => Yaml::Scalar(scalar(s)),
+            Node::Sequence(seq) => Yaml::List(
+                seq.iter().map(Self::from_node).collect(),
+                Span::from_marked(seq.span()),
+            ),
+            Node::Mapping(map) => Yaml::Map(
+                map.iter()
+                    .map(|(k, v)| (scalar(k), Self::from_node(v)))
+                    .collect(),
+                Span::from_marked(map.span()),
+            ),
+        }
+    }
+}
+
+fn scalar(s: &marked_yaml::types::MarkedScalarNode) -> Scalar {
+    Scalar {
+        text: s.as_str().to_string(),
+        span: Span::from_marked(s.span()),
+        plain: s.may_coerce(),
+    }
+}
+
+fn load_error(e: marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError::*;
+    let at = |m: &marked_yaml::Marker| Span::new(m.line(), m.column());
+    match e {
+        TopLevelMustBeMapping(m) => Diagnostic::new(at(&m), "a pipeline file must be a mapping")
+            .help("start with `name: my-pipeline` and a `steps:` list"),
+        TopLevelMustBeSequence(m) => Diagnostic::new(at(&m), "expected a list"),
+        UnexpectedAnchor(m) => Diagnostic::new(
+            at(&m),
+            "YAML anchors and aliases are not supported in pipelines",
+        ),
+        MappingKeyMustBeScalar(m) => Diagnostic::new(at(&m), "mapping keys must be plain names"),
+        UnexpectedTag(m) => {
+            Diagnostic::new(at(&m), "YAML tags (`!tag`) are not supported in pipelines")
+        }
+        ScanError(m, err) => Diagnostic::new(at(&m), format!("invalid YAML: {}", err.info()))
+            .help("check indentation and quoting around this position"),
+        DuplicateKey(inner) => {
+            let prev = inner.prev_key.span().start().map(|m| m.line()).unwrap_or(0);
+            Diagnostic::new(
+                Span::from_marked(inner.key.span()),
+                format!(
+                    "`{}` appears twice in this mapping (first on line {prev})",
+                    inner.key.as_str()
+                ),
+            )
+            .help("remove one of them")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_positions_of_nested_values() {
+        let y = Yaml::parse("a:\n  b: [x, 'y']\n").unwrap();
+        let Yaml::Map(top, _) = y else { panic!() };
+        let Yaml::Map(inner, _) = &top[0].1 else {
+            panic!()
+        };
+        let Yaml::List(items, _) = &inner[0].1 else {
+            panic!()
+        };
+        assert_eq!(items[1].span(), Span::new(2, 10));
+        assert!(!items[1].as_scalar().unwrap().plain);
+    }
+
+    #[test]
+    fn reports_syntax_errors_with_position() {
+        let e = Yaml::parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(
+            e.span.line >= 1 && e.message.starts_with("invalid YAML"),
+            "{e:?}"
+        );
+        let e = Yaml::parse("a: 1\na: 2\n").unwrap_err();
+        assert_eq!(e.span, Span::new(2, 1));
+        assert!(e.message.contains("appears twice"));
+    }
+}

@@ -1,0 +1,339 @@
+//! Executing a validated pipeline: conditions, interpolation, retries, outputs passed
+//! forward. Each step runs in its own store; only declared outputs travel between steps.
+
+use crate::capabilities::StepScope;
+use crate::capabilities::secrets::SecretStore;
+use crate::engine::LoadedStep;
+use crate::engine::bindings::wharf::step::types::Value;
+use crate::engine::limits::StepLimits;
+use crate::engine::step::{self, FailureKind, StepFailure, StepInput, StepParams};
+use crate::events::{Event, Events, Outcome};
+use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
+use crate::pipeline::model::template;
+use crate::pipeline::params::{convert, map_scalars};
+use crate::pipeline::{Diagnostic, Pipeline, StepDecl};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct RunRequest<'a> {
+    pub pipeline: &'a Pipeline,
+    /// One per pipeline step, in order.
+    pub steps: Vec<Arc<LoadedStep>>,
+    pub vars: BTreeMap<String, String>,
+    pub workspace: PathBuf,
+    pub run_id: String,
+    pub secrets: Arc<SecretStore>,
+    pub events: Events,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub id: String,
+    pub outcome: Outcome,
+    pub outputs: Vec<(String, String)>,
+    pub failure: Option<StepFailure>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub steps: Vec<StepRecord>,
+    pub duration: Duration,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> impl Iterator<Item = &StepRecord> {
+        self.steps.iter().filter(|s| s.outcome == Outcome::Failure)
+    }
+}
+
+/// A fresh run id: sortable by time, unique enough for one workspace.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let random = RandomState::new().hash_one(std::process::id()) & 0xffff;
+    format!("{}-{}-{random:04x}", &digits[..8], &digits[8..14])
+}
+
+struct RunScope<'a> {
+    vars: &'a BTreeMap<String, String>,
+    records: &'a [StepRecord],
+    run_id: &'a str,
+}
+
+impl Scope for RunScope<'_> {
+    fn lookup(&self, reference: &Reference) -> Result<String, String> {
+        let record = |id: &str| self.records.iter().find(|r| r.id == id);
+        match reference {
+            Reference::Var(name) => self
+                .vars
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("var `{name}` has no value")),
+            Reference::Env(name) => Ok(std::env::var(name).unwrap_or_default()),
+            Reference::RunId => Ok(self.run_id.to_string()),
+            Reference::StepOutcome { step } => Ok(record(step)
+                .map_or("skipped", |r| r.outcome.as_str())
+                .to_string()),
+            Reference::StepOutput { step, key } => match record(step) {
+                Some(r) if r.outcome == Outcome::Success => r
+                    .outputs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("step `{step}` produced no output `{key}`")),
+                Some(r) => Err(format!(
+                    "`{reference}` is not available: step `{step}` {}",
+                    describe_outcome(r.outcome)
+                )),
+                None => Err(format!(
+                    "`{reference}` is not available: step `{step}` has not run"
+                )),
+            },
+        }
+    }
+
+    fn status(&self, f: StatusFn) -> bool {
+        let failed = self.records.iter().any(|r| r.outcome == Outcome::Failure);
+        match f {
+            StatusFn::Success => !failed,
+            StatusFn::Failure => failed,
+            StatusFn::Always => true,
+        }
+    }
+}
+
+fn describe_outcome(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Success => "succeeded",
+        Outcome::Failure => "failed",
+        Outcome::Skipped => "was skipped",
+    }
+}
+
+pub async fn execute(req: RunRequest<'_>) -> RunReport {
+    let started = Instant::now();
+    let pipeline = req.pipeline;
+    req.events.emit(Event::RunStarted {
+        run_id: req.run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        steps: pipeline.steps.len(),
+    });
+    let mut records: Vec<StepRecord> = Vec::new();
+    for (decl, loaded) in pipeline.steps.iter().zip(&req.steps) {
+        let record = run_one(&req, decl, loaded, &records).await;
+        req.events.emit(Event::StepFinished {
+            step: record.id.clone(),
+            outcome: record.outcome,
+            duration: record.duration,
+            detail: match (&record.failure, record.outcome) {
+                (Some(f), _) => Some(format!("{}: {}", f.kind_name(), f.message)),
+                (None, Outcome::Skipped) => Some(match &decl.condition {
+                    Some(_) => "condition not met".into(),
+                    None => "an earlier step failed".into(),
+                }),
+                _ => None,
+            },
+            outputs: record.outputs.clone(),
+        });
+        records.push(record);
+    }
+    let failed = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failure)
+        .count();
+    let outcome = if failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    let duration = started.elapsed();
+    let summary = match failed {
+        0 => format!(
+            "{} steps succeeded",
+            records
+                .iter()
+                .filter(|r| r.outcome == Outcome::Success)
+                .count()
+        ),
+        n => format!("{n} step{} failed", if n == 1 { "" } else { "s" }),
+    };
+    req.events.emit(Event::RunFinished {
+        outcome,
+        duration,
+        summary,
+    });
+    RunReport {
+        run_id: req.run_id,
+        outcome,
+        steps: records,
+        duration,
+    }
+}
+
+async fn run_one(
+    req: &RunRequest<'_>,
+    decl: &StepDecl,
+    loaded: &LoadedStep,
+    records: &[StepRecord],
+) -> StepRecord {
+    let started = Instant::now();
+    let scope = RunScope {
+        vars: &req.vars,
+        records,
+        run_id: &req.run_id,
+    };
+    let record = |outcome, outputs, failure| StepRecord {
+        id: decl.id.clone(),
+        outcome,
+        outputs,
+        failure,
+        duration: started.elapsed(),
+    };
+    let skip = match &decl.condition {
+        None => !scope.status(StatusFn::Success),
+        Some((cond, _)) => match expr::evaluate(cond, &scope) {
+            Ok(v) => !v.truthy(),
+            Err(e) => {
+                return record(
+                    Outcome::Failure,
+                    Vec::new(),
+                    Some(invalid(format!("in `if:`: {e}"))),
+                );
+            }
+        },
+    };
+    if skip {
+        return record(Outcome::Skipped, Vec::new(), None);
+    }
+    let params = match resolve_params(decl, loaded, &scope, req.pipeline) {
+        Ok(p) => p,
+        Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
+    };
+    let limits = StepLimits {
+        timeout: decl.timeout.unwrap_or(StepLimits::default().timeout),
+        ..StepLimits::default()
+    };
+    let mut attempt = 1;
+    loop {
+        req.events.emit(Event::StepStarted {
+            step: decl.id.clone(),
+            uses: decl.uses.clone(),
+            attempt,
+        });
+        let input = StepInput {
+            scope: StepScope {
+                run_id: req.run_id.clone(),
+                step_id: decl.id.clone(),
+                workspace: req.workspace.clone(),
+                events: req.events.clone(),
+            },
+            pipeline: req.pipeline.name.clone(),
+            attempt,
+            params: params.clone(),
+            secrets: req.secrets.clone(),
+            limits,
+        };
+        match step::run(loaded, input).await {
+            Ok(outputs) => {
+                let outputs = outputs
+                    .into_iter()
+                    .map(|(k, v)| (k, req.events.redact(&v)))
+                    .collect();
+                return record(Outcome::Success, outputs, None);
+            }
+            Err(f) if f.retryable() && attempt < decl.retry.attempts => {
+                let delay = decl
+                    .retry
+                    .backoff
+                    .saturating_mul(1 << (attempt - 1).min(16));
+                req.events.emit(Event::StepRetrying {
+                    step: decl.id.clone(),
+                    attempt,
+                    error: f.message.clone(),
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
+        }
+    }
+}
+
+fn invalid(message: String) -> StepFailure {
+    StepFailure {
+        kind: FailureKind::Error(
+            crate::engine::bindings::wharf::step::types::ErrorKind::InvalidInput,
+        ),
+        message,
+    }
+}
+
+fn at(pipeline: &Pipeline, d: &Diagnostic) -> String {
+    format!(
+        "{}:{}:{}: {}",
+        pipeline.source.path.display(),
+        d.span.line,
+        d.span.column,
+        d.message
+    )
+}
+
+/// Interpolate `with:` and convert it to what the step takes.
+fn resolve_params(
+    decl: &StepDecl,
+    loaded: &LoadedStep,
+    scope: &RunScope<'_>,
+    pipeline: &Pipeline,
+) -> Result<StepParams, StepFailure> {
+    let mut render = |s: &crate::pipeline::yaml::Scalar| -> Result<String, StepFailure> {
+        let t = template(s).map_err(|d| invalid(at(pipeline, &d)))?;
+        t.render(scope).map_err(|e| {
+            invalid(format!(
+                "{}:{}:{}: {e}",
+                pipeline.source.path.display(),
+                s.span.line,
+                s.span.column
+            ))
+        })
+    };
+    match &loaded.info {
+        None => {
+            let mut out = Vec::new();
+            for p in &decl.with {
+                let value = map_scalars(&p.value, &mut render)?;
+                let text = value
+                    .as_scalar()
+                    .map(|s| s.text.clone())
+                    .unwrap_or_default();
+                out.push((p.name.clone(), text));
+            }
+            Ok(StepParams::Command(out))
+        }
+        Some(info) => {
+            let mut out: Vec<(String, Value)> = Vec::new();
+            for spec in &info.params {
+                match decl.with.iter().find(|p| p.name == spec.name) {
+                    Some(p) => {
+                        let value = map_scalars(&p.value, &mut render)?;
+                        let typed = convert(&p.name, &value, spec.type_)
+                            .map_err(|d| invalid(at(pipeline, &d)))?;
+                        out.push((spec.name.clone(), typed));
+                    }
+                    None => {
+                        if let Some(default) = &spec.default {
+                            out.push((spec.name.clone(), default.clone()));
+                        }
+                    }
+                }
+            }
+            Ok(StepParams::Typed(out))
+        }
+    }
+}

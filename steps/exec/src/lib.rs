@@ -1,0 +1,99 @@
+//! `builtin:exec`: run one program in the workspace (the app's build or test command).
+
+use wharf_step::process::{self, Command};
+use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, param};
+
+/// How much of stdout the `stdout` output keeps; the full output is in the step log.
+const STDOUT_OUTPUT_LIMIT: usize = 4096;
+
+struct Exec;
+
+impl Step for Exec {
+    fn describe() -> StepInfo {
+        StepInfo::new(
+            "exec",
+            "Run one program in the workspace and fail when it fails",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .param(
+            param::text(
+                "program",
+                "Program to run, found on PATH or relative to the workspace",
+            )
+            .required(),
+        )
+        .param(param::text_list("args", "Arguments"))
+        .param(param::text_map(
+            "env",
+            "Environment variables for the program",
+        ))
+        .param(param::text(
+            "cwd",
+            "Working directory, relative to the workspace",
+        ))
+        .param(param::duration(
+            "timeout",
+            "Kill the program (and its children) after this long",
+        ))
+        .param(
+            param::boolean(
+                "allow-failure",
+                "Succeed even when the program exits non-zero",
+            )
+            .default_bool(false),
+        )
+        .output("exit-code", "The program's exit code")
+        .output(
+            "stdout",
+            "The program's standard output, trimmed (first 4 KiB)",
+        )
+        .needs(CapabilityKind::Process, "runs the program", Some("program"))
+    }
+
+    fn run(ctx: Context) -> Result<Outputs, StepError> {
+        let program = ctx.text("program")?;
+        let done = process::run(&Command {
+            program: program.clone(),
+            args: ctx.list("args")?,
+            env: ctx.map("env")?,
+            cwd: ctx.opt_text("cwd")?,
+            timeout_ms: ctx.opt_duration_ms("timeout")?,
+        })?;
+        let code = done.exit_code;
+        if code != Some(0) && !ctx.flag("allow-failure")? {
+            let how = match code {
+                Some(c) => format!("exited with {c}"),
+                None => "was killed by a signal".to_string(),
+            };
+            let tail = last_lines(&done.stderr, 5);
+            let mut message = format!("`{program}` {how}");
+            if !tail.is_empty() {
+                message.push_str(":\n");
+                message.push_str(&tail);
+            }
+            return Err(error::permanent(message));
+        }
+        let mut stdout = done.stdout.trim().to_string();
+        if stdout.len() > STDOUT_OUTPUT_LIMIT {
+            let mut cut = STDOUT_OUTPUT_LIMIT;
+            while !stdout.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            stdout.truncate(cut);
+        }
+        Ok(vec![
+            (
+                "exit-code".into(),
+                code.map_or("signal".into(), |c| c.to_string()),
+            ),
+            ("stdout".into(), stdout),
+        ])
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+wharf_step::export!(Exec);

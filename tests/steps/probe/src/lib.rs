@@ -1,0 +1,63 @@
+//! A typed test step. `mode` picks what it does, so the tests can drive every outcome the
+//! host must handle from one component.
+
+use wharf_step::{Context, ErrorKind, Outputs, Step, StepError, StepInfo, error, log, param};
+
+struct Probe;
+
+impl Step for Probe {
+    fn describe() -> StepInfo {
+        StepInfo::new("probe", "Test step: echo a value, fail, or trap on request")
+            .version("0.1.0")
+            .param(param::text("mode", "ok | fail | transient | trap | panic").default_text("ok"))
+            .param(param::text("echo", "Returned as the `echo` output").default_text(""))
+            .param(
+                param::integer(
+                    "succeed-on-attempt",
+                    "With mode transient: the attempt that succeeds",
+                )
+                .default_int(0),
+            )
+            .param(param::integer("count", "An integer, returned as `count`").default_int(0))
+            .param(param::duration("wait", "A duration, returned in ms as `wait-ms`").default_ms(0))
+            .param(param::text_list("items", "Joined with commas as `items`"))
+            .output("echo", "the echo parameter")
+            .output("attempt", "which attempt this was")
+            .output("count", "the count parameter")
+            .output("wait-ms", "the wait parameter in milliseconds")
+            .output("items", "the items parameter, comma separated")
+    }
+
+    fn run(ctx: Context) -> Result<Outputs, StepError> {
+        let echo = ctx.text("echo")?;
+        log::info(&format!(
+            "probe {} attempt {} echo={echo}",
+            ctx.step_id, ctx.attempt
+        ));
+        match ctx.text("mode")?.as_str() {
+            "ok" => {}
+            "fail" => return Err(error::permanent(format!("failed on purpose: {echo}"))),
+            "gate" => return Err(error::new(ErrorKind::GateFailed, "gate failed on purpose")),
+            "transient" => {
+                if i64::from(ctx.attempt) < ctx.int("succeed-on-attempt")? {
+                    return Err(error::transient(format!(
+                        "transient failure on attempt {}",
+                        ctx.attempt
+                    )));
+                }
+            }
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => panic!("probe panicked on purpose"),
+            other => return Err(error::invalid_input(format!("unknown mode `{other}`"))),
+        }
+        Ok(vec![
+            ("echo".into(), echo),
+            ("attempt".into(), ctx.attempt.to_string()),
+            ("count".into(), ctx.int("count")?.to_string()),
+            ("wait-ms".into(), ctx.duration_ms("wait")?.to_string()),
+            ("items".into(), ctx.list("items")?.join(",")),
+        ])
+    }
+}
+
+wharf_step::export!(Probe);
