@@ -23,13 +23,7 @@ fn main() {
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        })
+        .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
         .unwrap_or_else(|| root.join("target"))
         .join("guests");
 
@@ -37,8 +31,7 @@ fn main() {
     build_guests(&root, &target_dir);
 
     let artifacts = target_dir.join(TARGET).join("release");
-    let mut code =
-        String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
+    let mut code = String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
     code.push_str("pub static BUILTINS: &[(&str, &[u8])] = &[\n");
     for name in BUILTINS {
         let wasm = artifacts.join(format!("step_{name}.wasm"));
@@ -63,10 +56,7 @@ fn main() {
         copy_if_changed(&built, &root.join(destination));
     }
     // Integration tests find the test steps here.
-    println!(
-        "cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}",
-        artifacts.display()
-    );
+    println!("cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}", artifacts.display());
 }
 
 fn ensure_wasm_target(root: &Path) {
@@ -82,10 +72,7 @@ fn ensure_wasm_target(root: &Path) {
     }
     let bundled = root.join("../shared/toolchain/ensure-wasm-target");
     if bundled.exists() {
-        let _ = Command::new("bash")
-            .arg(&bundled)
-            .current_dir(root)
-            .status();
+        let _ = Command::new("bash").arg(&bundled).current_dir(root).status();
         if target_installed() {
             return;
         }

@@ -3,10 +3,7 @@
 include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    BUILTINS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 pub fn names() -> impl Iterator<Item = &'static str> {

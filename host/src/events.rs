@@ -118,26 +118,19 @@ impl Event {
             Event::Log { message, .. } => fix(message),
             Event::Progress { label, .. } => fix(label),
             Event::Annotation {
-                title,
-                message,
-                file,
-                ..
+                title, message, file, ..
             } => {
                 fix(message);
                 title.iter_mut().for_each(fix);
                 file.iter_mut().for_each(fix);
             }
             Event::StepRetrying { error, .. } => fix(error),
-            Event::StepFinished {
-                detail, outputs, ..
-            } => {
+            Event::StepFinished { detail, outputs, .. } => {
                 detail.iter_mut().for_each(fix);
                 outputs.iter_mut().for_each(|(_, v)| fix(v));
             }
             Event::RunFinished { summary, .. } => fix(summary),
-            Event::RunStarted { .. }
-            | Event::ComponentLoaded { .. }
-            | Event::StepStarted { .. } => {}
+            Event::RunStarted { .. } | Event::ComponentLoaded { .. } | Event::StepStarted { .. } => {}
         }
     }
 }

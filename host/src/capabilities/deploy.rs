@@ -13,16 +13,10 @@ fn unavailable<T>() -> wasmtime::Result<Result<T, StepError>> {
 }
 
 impl Host for StepState {
-    async fn begin_upgrade(
-        &mut self,
-        _spec: ServiceSpec,
-    ) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
+    async fn begin_upgrade(&mut self, _spec: ServiceSpec) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
         unavailable()
     }
-    async fn start_instance(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<Instance, StepError>> {
+    async fn start_instance(&mut self, _service: String) -> wasmtime::Result<Result<Instance, StepError>> {
         unavailable()
     }
     async fn wait_healthy(
@@ -33,41 +27,22 @@ impl Host for StepState {
     ) -> wasmtime::Result<Result<(), StepError>> {
         unavailable()
     }
-    async fn stop_instance(
-        &mut self,
-        _service: String,
-        _instance: String,
-    ) -> wasmtime::Result<Result<(), StepError>> {
+    async fn stop_instance(&mut self, _service: String, _instance: String) -> wasmtime::Result<Result<(), StepError>> {
         unavailable()
     }
-    async fn finish_upgrade(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
+    async fn finish_upgrade(&mut self, _service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
         unavailable()
     }
-    async fn confirm(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
+    async fn confirm(&mut self, _service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
         unavailable()
     }
-    async fn rollback(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
+    async fn rollback(&mut self, _service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
         unavailable()
     }
-    async fn status(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
+    async fn status(&mut self, _service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
         unavailable()
     }
-    async fn instances(
-        &mut self,
-        _service: String,
-    ) -> wasmtime::Result<Result<Vec<Instance>, StepError>> {
+    async fn instances(&mut self, _service: String) -> wasmtime::Result<Result<Vec<Instance>, StepError>> {
         unavailable()
     }
 }

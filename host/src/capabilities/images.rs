@@ -1,9 +1,7 @@
 //! `images`: OCI images assembled in the host.
 
 use super::step_error;
-use crate::engine::bindings::wharf::step::images::{
-    AssembleRequest, DockerBuildRequest, Host, Image,
-};
+use crate::engine::bindings::wharf::step::images::{AssembleRequest, DockerBuildRequest, Host, Image};
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::engine::state::StepState;
 
@@ -15,16 +13,10 @@ fn unavailable<T>() -> wasmtime::Result<Result<T, StepError>> {
 }
 
 impl Host for StepState {
-    async fn assemble(
-        &mut self,
-        _request: AssembleRequest,
-    ) -> wasmtime::Result<Result<Image, StepError>> {
+    async fn assemble(&mut self, _request: AssembleRequest) -> wasmtime::Result<Result<Image, StepError>> {
         unavailable()
     }
-    async fn docker_build(
-        &mut self,
-        _request: DockerBuildRequest,
-    ) -> wasmtime::Result<Result<Image, StepError>> {
+    async fn docker_build(&mut self, _request: DockerBuildRequest) -> wasmtime::Result<Result<Image, StepError>> {
         unavailable()
     }
     async fn inspect(&mut self, _reference: String) -> wasmtime::Result<Result<Image, StepError>> {

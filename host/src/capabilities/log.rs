@@ -22,12 +22,7 @@ impl Host for StepState {
         Ok(())
     }
 
-    async fn progress(
-        &mut self,
-        label: String,
-        done: u64,
-        total: Option<u64>,
-    ) -> wasmtime::Result<()> {
+    async fn progress(&mut self, label: String, done: u64, total: Option<u64>) -> wasmtime::Result<()> {
         self.scope.events.emit(Event::Progress {
             step: self.scope.step_id.clone(),
             label,

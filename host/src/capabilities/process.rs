@@ -54,11 +54,7 @@ pub fn resolve_in_workspace(workspace: &Path, relative: &str) -> Result<PathBuf,
     Ok(out)
 }
 
-pub async fn run_program(
-    scope: &StepScope,
-    cmd: Command,
-    capture_limit: usize,
-) -> Result<Completion, StepError> {
+pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) -> Result<Completion, StepError> {
     let cwd = match &cmd.cwd {
         Some(dir) => resolve_in_workspace(&scope.workspace, dir)?,
         None => scope.workspace.clone(),
@@ -96,25 +92,12 @@ pub async fn run_program(
                 cmd.program
             ),
         ),
-        _ => step_error(
-            ErrorKind::Permanent,
-            format!("cannot start `{}`: {e}", cmd.program),
-        ),
+        _ => step_error(ErrorKind::Permanent, format!("cannot start `{}`: {e}", cmd.program)),
     })?;
     let group = ProcessGroup(child.id());
 
-    let stdout = pump(
-        scope,
-        child.stdout.take().unwrap(),
-        Stream::Stdout,
-        capture_limit,
-    );
-    let stderr = pump(
-        scope,
-        child.stderr.take().unwrap(),
-        Stream::Stderr,
-        capture_limit,
-    );
+    let stdout = pump(scope, child.stdout.take().unwrap(), Stream::Stdout, capture_limit);
+    let stderr = pump(scope, child.stderr.take().unwrap(), Stream::Stderr, capture_limit);
     let exited = async {
         let status = child.wait().await;
         group.kill(); // leftovers in the group would hold the pipes open
@@ -122,9 +105,7 @@ pub async fn run_program(
     };
     let finished = async { tokio::join!(exited, stdout, stderr) };
     let outcome = match cmd.timeout_ms {
-        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), finished)
-            .await
-            .ok(),
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), finished).await.ok(),
         None => Some(finished.await),
     };
     group.kill(); // on timeout: the program and everything it started
@@ -134,18 +115,11 @@ pub async fn run_program(
             format!(
                 "`{}` did not finish within {} and was killed with its child processes",
                 cmd.program,
-                humantime::format_duration(Duration::from_millis(
-                    cmd.timeout_ms.unwrap_or_default()
-                ))
+                humantime::format_duration(Duration::from_millis(cmd.timeout_ms.unwrap_or_default()))
             ),
         ));
     };
-    let status = status.map_err(|e| {
-        step_error(
-            ErrorKind::Permanent,
-            format!("waiting for `{}`: {e}", cmd.program),
-        )
-    })?;
+    let status = status.map_err(|e| step_error(ErrorKind::Permanent, format!("waiting for `{}`: {e}", cmd.program)))?;
     Ok(Completion {
         exit_code: status.code(),
         stdout,
@@ -176,12 +150,7 @@ impl Drop for ProcessGroup {
 }
 
 /// Stream lines to the log and keep the last `limit` bytes.
-async fn pump(
-    scope: &StepScope,
-    pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    limit: usize,
-) -> String {
+async fn pump(scope: &StepScope, pipe: impl AsyncRead + Unpin, stream: Stream, limit: usize) -> String {
     let mut reader = BufReader::new(pipe);
     let mut kept: VecDeque<u8> = VecDeque::new();
     let mut line = Vec::new();
@@ -246,16 +215,14 @@ mod tests {
         .unwrap();
         assert_eq!(done.exit_code, Some(3));
         assert!(done.stdout.starts_with("hi\n"));
-        assert!(
-            !done.stdout.contains("WHARF_SECRET_LEAK"),
-            "{}",
-            done.stdout
-        );
+        assert!(!done.stdout.contains("WHARF_SECRET_LEAK"), "{}", done.stdout);
         assert_eq!(done.stderr, "oops\n");
         let events = recorder.0.lock().unwrap();
-        assert!(events.iter().any(
-            |e| matches!(e, Event::Log { stream: Stream::Stderr, message, .. } if message == "oops")
-        ));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Log { stream: Stream::Stderr, message, .. } if message == "oops"))
+        );
     }
 
     #[tokio::test]
@@ -269,16 +236,9 @@ mod tests {
         let started = Instant::now();
         let err = run_program(&scope, cmd, 1024).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(
-            err.message.contains("did not finish within 300ms"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("did not finish within 300ms"), "{}", err.message);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            !marker.exists(),
-            "the background child survived the timeout"
-        );
+        assert!(!marker.exists(), "the background child survived the timeout");
     }
 
     #[tokio::test]
@@ -288,11 +248,7 @@ mod tests {
         let done = run_program(&scope, command("sh", &["-c", "seq 1 1000"]), 10)
             .await
             .unwrap();
-        let background = run_program(
-            &scope,
-            command("sh", &["-c", "sleep 30 & echo started"]),
-            10,
-        );
+        let background = run_program(&scope, command("sh", &["-c", "sleep 30 & echo started"]), 10);
         let done_bg = tokio::time::timeout(Duration::from_secs(5), background)
             .await
             .expect("a background child kept the step waiting");

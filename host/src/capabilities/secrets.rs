@@ -23,10 +23,7 @@ pub const MIN_MASKED_LEN: usize = 4;
 /// The environment-variable form of a secret name: `registry-password` ->
 /// `WHARF_SECRET_REGISTRY_PASSWORD`.
 pub fn env_key(name: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        name.to_uppercase().replace(['-', '.'], "_")
-    )
+    format!("{ENV_PREFIX}{}", name.to_uppercase().replace(['-', '.'], "_"))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,8 +84,7 @@ impl Redactor {
             secret.to_string(),
             b64.trim_end_matches('=').to_string(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
-            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-                .to_string(),
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
         ];
         for form in forms {
             if form.len() >= MIN_MASKED_LEN && !self.patterns.contains(&form) {
@@ -125,10 +121,7 @@ impl StepState {
 }
 
 impl Host for StepState {
-    async fn get(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
         if self.secrets.get(&name).is_none() {
             return Ok(Err(StepError {
                 kind: ErrorKind::Denied,
@@ -149,10 +142,8 @@ impl HostSecret for StepState {
 
     async fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
         let name = self.table.get(&secret)?.name.clone();
-        self.scope.log(
-            Level::Debug,
-            format!("revealed secret `{name}` to the step"),
-        );
+        self.scope
+            .log(Level::Debug, format!("revealed secret `{name}` to the step"));
         Ok(self.secrets.get(&name).unwrap_or_default().to_string())
     }
 
@@ -186,10 +177,7 @@ mod tests {
 
     #[test]
     fn names_map_to_env_vars() {
-        assert_eq!(
-            env_key("registry-password"),
-            "WHARF_SECRET_REGISTRY_PASSWORD"
-        );
+        assert_eq!(env_key("registry-password"), "WHARF_SECRET_REGISTRY_PASSWORD");
         let mut s = SecretStore::default();
         s.insert("REGISTRY_PASSWORD", "x1234");
         assert_eq!(s.get("registry-password"), Some("x1234"));

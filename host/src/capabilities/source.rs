@@ -51,13 +51,10 @@ pub async fn describe(workspace: &Path) -> Result<Revision, StepError> {
         .await?
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    let dirty = !git(
-        workspace,
-        &["status", "--porcelain", "--untracked-files=no"],
-    )
-    .await?
-    .unwrap_or_default()
-    .is_empty();
+    let dirty = !git(workspace, &["status", "--porcelain", "--untracked-files=no"])
+        .await?
+        .unwrap_or_default()
+        .is_empty();
     Ok(Revision {
         tag,
         commits_since: commits,
@@ -102,10 +99,7 @@ pub(crate) mod tests {
 
         git_repo(ws);
         let r = describe(ws).await.unwrap();
-        assert_eq!(
-            (r.tag.as_deref(), r.commits_since, r.dirty),
-            (None, 1, false)
-        );
+        assert_eq!((r.tag.as_deref(), r.commits_since, r.dirty), (None, 1, false));
         assert_eq!(r.short_sha.len(), 7);
 
         let git = |args: &[&str]| {
@@ -125,9 +119,6 @@ pub(crate) mod tests {
         git(&["commit", "-qam", "two"]);
         std::fs::write(ws.join("a.txt"), "3").unwrap();
         let r = describe(ws).await.unwrap();
-        assert_eq!(
-            (r.tag.as_deref(), r.commits_since, r.dirty),
-            (Some("v1.0.1"), 1, true)
-        );
+        assert_eq!((r.tag.as_deref(), r.commits_since, r.dirty), (Some("v1.0.1"), 1, true));
     }
 }

@@ -82,12 +82,7 @@ fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, St
         .collect()
 }
 
-async fn prepare(
-    runtime: &Runtime,
-    file: &Path,
-    var_args: &[String],
-    events: &Events,
-) -> Result<Prepared, u8> {
+async fn prepare(runtime: &Runtime, file: &Path, var_args: &[String], events: &Events) -> Result<Prepared, u8> {
     let pipeline = Pipeline::load(file).map_err(|d| {
         eprintln!("{d}");
         exit::INVALID
@@ -131,11 +126,7 @@ async fn prepare(
     }
     vars.extend(overrides);
     let steps = loaded.into_iter().map(|l| l.expect("validated")).collect();
-    Ok(Prepared {
-        pipeline,
-        steps,
-        vars,
-    })
+    Ok(Prepared { pipeline, steps, vars })
 }
 
 async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
@@ -175,22 +166,11 @@ async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
     }) {
         Ok(w) if w.is_dir() => w,
         _ => {
-            eprintln!(
-                "error: workspace {} is not a directory",
-                workspace.display()
-            );
+            eprintln!("error: workspace {} is not a directory", workspace.display());
             return exit::INVALID;
         }
     };
-    human.set_name_width(
-        prepared
-            .pipeline
-            .steps
-            .iter()
-            .map(|s| s.id.len())
-            .max()
-            .unwrap_or(4),
-    );
+    human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
     let report = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -244,10 +224,7 @@ async fn steps(runtime: &Runtime) -> u8 {
     let events = Events::new();
     let mut rows = Vec::new();
     for name in crate::builtins::names() {
-        match runtime
-            .load(&StepSource::Builtin(name.into()), &events)
-            .await
-        {
+        match runtime.load(&StepSource::Builtin(name.into()), &events).await {
             Ok(step) => {
                 let info = step.info.as_ref();
                 rows.push((

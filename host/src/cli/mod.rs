@@ -101,10 +101,7 @@ pub fn main() -> std::process::ExitCode {
     let mut command = Cli::command().after_help(format!("{TOP_EXAMPLES}\n\n{EXIT_CODES}"));
     for name in WITH_EXIT_CODES {
         command = command.mut_subcommand(name, |sub| {
-            let examples = sub
-                .get_after_help()
-                .map(|h| h.to_string())
-                .unwrap_or_default();
+            let examples = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
             sub.after_help(format!("{examples}\n\n{EXIT_CODES}"))
         });
     }
@@ -112,10 +109,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -80,11 +80,7 @@ impl Sink for Human {
                 if *cached { "cached  " } else { "compiled" },
                 duration(*d)
             ),
-            Event::StepStarted {
-                step,
-                uses,
-                attempt,
-            } if self.verbose => {
+            Event::StepStarted { step, uses, attempt } if self.verbose => {
                 let again = if *attempt > 1 {
                     format!(" (attempt {attempt})")
                 } else {
@@ -93,10 +89,7 @@ impl Sink for Human {
                 writeln!(out, "  {} {step} · {uses}{again}", self.paint("2", "▸"))
             }
             Event::Log {
-                level,
-                stream,
-                message,
-                ..
+                level, stream, message, ..
             } if self.verbose || *level >= Level::Error => {
                 let tag = match stream {
                     Stream::Log => match level {
@@ -145,11 +138,7 @@ impl Sink for Human {
                 detail,
                 outputs,
             } => {
-                let mut line = format!(
-                    "  {} {step:<width$} {:>7}",
-                    self.mark(*outcome),
-                    duration(*d)
-                );
+                let mut line = format!("  {} {step:<width$} {:>7}", self.mark(*outcome), duration(*d));
                 if let Some(detail) = detail {
                     let mut lines = detail.lines();
                     line.push_str("  ");

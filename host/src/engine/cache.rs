@@ -51,12 +51,7 @@ impl ComponentCache {
     }
 
     /// The component for `bytes`, and whether it came from the cache.
-    pub fn load(
-        &self,
-        engine: &Engine,
-        sha256: &str,
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, bool)> {
+    pub fn load(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
         if let Some(path) = self.path_for(sha256)
             && path.exists()
         {
@@ -75,10 +70,7 @@ impl ComponentCache {
         if let Some(path) = self.path_for(sha256)
             && let Err(e) = store(&component, &path)
         {
-            tracing::warn!(
-                "could not cache the compiled component at {}: {e}",
-                path.display()
-            );
+            tracing::warn!("could not cache the compiled component at {}: {e}", path.display());
         }
         Ok((component, false))
     }
@@ -96,10 +88,7 @@ fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o022 != 0 {
         return Err(std::io::Error::other(format!(

@@ -83,17 +83,15 @@ impl Runtime {
         let ticker = Arc::new(AtomicBool::new(false));
         let stop = ticker.clone();
         let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("wharf-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
+        std::thread::Builder::new().name("wharf-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
-            })?;
+            }
+        })?;
         Ok(Self {
             engine,
             linker,
@@ -113,11 +111,7 @@ impl Runtime {
     }
 
     /// Read, compile (or fetch from the cache), link and describe a step.
-    pub async fn load(
-        &self,
-        source: &StepSource,
-        events: &Events,
-    ) -> Result<Arc<LoadedStep>, LoadProblem> {
+    pub async fn load(&self, source: &StepSource, events: &Events) -> Result<Arc<LoadedStep>, LoadProblem> {
         let (origin, bytes) = read_source(source)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if let Some(step) = self.loaded.lock().unwrap().get(&digest) {
@@ -144,12 +138,7 @@ impl Runtime {
         Ok(step)
     }
 
-    async fn link(
-        &self,
-        origin: String,
-        digest: String,
-        component: &Component,
-    ) -> Result<LoadedStep, LoadProblem> {
+    async fn link(&self, origin: String, digest: String, component: &Component) -> Result<LoadedStep, LoadProblem> {
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
@@ -161,9 +150,15 @@ impl Runtime {
             return Err(LoadProblem {
                 message: format!(
                     "{origin} is neither a typed step (exporting `{TYPED_EXPORT}`) nor a WASI command (exporting `wasi:cli/run`); it exports: {}",
-                    if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                    if exports.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        exports.join(", ")
+                    }
                 ),
-                help: "build a typed step with the wharf-step crate, or a plain command with `fn main` for wasm32-wasip2".into(),
+                help:
+                    "build a typed step with the wharf-step crate, or a plain command with `fn main` for wasm32-wasip2"
+                        .into(),
             });
         }
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
@@ -178,10 +173,7 @@ impl Runtime {
             }
         })?;
         let bad_link = |e: wasmtime::Error| LoadProblem {
-            message: format!(
-                "{origin} does not match the step contract: {}",
-                root_cause(&e)
-            ),
+            message: format!("{origin} does not match the step contract: {}", root_cause(&e)),
             help: format!("rebuild it against wharf:step@0.1.0 (exports `{TYPED_EXPORT}`)"),
         };
         if typed {
@@ -310,8 +302,7 @@ fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
             Ok(bytes) => Ok((path.display().to_string(), bytes)),
             Err(e) => Err(LoadProblem {
                 message: format!("cannot read step {}: {e}", path.display()),
-                help: "`uses:` takes `builtin:NAME` or a .wasm path relative to the pipeline file"
-                    .into(),
+                help: "`uses:` takes `builtin:NAME` or a .wasm path relative to the pipeline file".into(),
             }),
         },
     }

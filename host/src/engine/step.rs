@@ -133,9 +133,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 pipeline: input.pipeline.clone(),
                 params: match input.params {
                     StepParams::Typed(p) => p,
-                    StepParams::Command(p) => {
-                        p.into_iter().map(|(k, v)| (k, Value::Text(v))).collect()
-                    }
+                    StepParams::Command(p) => p.into_iter().map(|(k, v)| (k, Value::Text(v))).collect(),
                 },
                 attempt: input.attempt,
             };
@@ -211,10 +209,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
 
 /// `WHARF_PARAM_<NAME>`: upper case, `-` and `.` become `_`.
 pub fn param_env_name(name: &str) -> String {
-    format!(
-        "WHARF_PARAM_{}",
-        name.to_uppercase().replace(['-', '.'], "_")
-    )
+    format!("WHARF_PARAM_{}", name.to_uppercase().replace(['-', '.'], "_"))
 }
 
 /// `key=value` lines; `key<<DELIM` ... `DELIM` for multi-line values (GitHub's convention).
@@ -246,10 +241,7 @@ pub fn parse_outputs(text: &str) -> Result<Outputs, String> {
             }
             (_, Some(e)) => (line[..e].to_string(), line[e + 1..].to_string()),
             _ => {
-                return Err(format!(
-                    "line {}: expected `key=value`, got `{line}`",
-                    n + 1
-                ));
+                return Err(format!("line {}: expected `key=value`, got `{line}`", n + 1));
             }
         };
         if key.is_empty() {
@@ -273,14 +265,9 @@ fn base_wasi(scope: &StepScope, tail: &StderrTail) -> WasiCtxBuilder {
         stream: Stream::Stderr,
         tail: Some(tail.clone()),
     });
-    b.allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+    b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
     if let Err(e) = b.preopened_dir(&scope.workspace, ".", FsPerms::ReadWrite) {
-        tracing::warn!(
-            "workspace {} not available to the step: {e}",
-            scope.workspace.display()
-        );
+        tracing::warn!("workspace {} not available to the step: {e}", scope.workspace.display());
     }
     b
 }
@@ -318,12 +305,7 @@ fn timeout(limits: &StepLimits) -> StepFailure {
     }
 }
 
-fn trap_failure(
-    e: &wasmtime::Error,
-    tail: &StderrTail,
-    refused: Option<usize>,
-    limits: &StepLimits,
-) -> StepFailure {
+fn trap_failure(e: &wasmtime::Error, tail: &StderrTail, refused: Option<usize>, limits: &StepLimits) -> StepFailure {
     if let Some(wanted) = refused {
         return StepFailure {
             kind: FailureKind::MemoryLimit,
@@ -365,6 +347,9 @@ impl StderrTail {
     const LINES: usize = 5;
 
     fn push(&self, line: String) {
+        if line.trim().is_empty() {
+            return;
+        }
         let mut lines = self.0.lock().unwrap();
         if lines.len() == Self::LINES {
             lines.pop_front();
@@ -472,8 +457,7 @@ mod tests {
 
     #[test]
     fn outputs_file_format() {
-        let text =
-            "version=1.0.1-22-7e56158\nempty=\nnotes<<EOF\nline one\nline=two\nEOF\nversion=2\n";
+        let text = "version=1.0.1-22-7e56158\nempty=\nnotes<<EOF\nline one\nline=two\nEOF\nversion=2\n";
         let out = parse_outputs(text).unwrap();
         assert_eq!(
             out,
@@ -484,11 +468,7 @@ mod tests {
             ]
         );
         assert!(parse_outputs("novalue\n").unwrap_err().contains("line 1"));
-        assert!(
-            parse_outputs("x<<END\nabc\n")
-                .unwrap_err()
-                .contains("never closes")
-        );
+        assert!(parse_outputs("x<<END\nabc\n").unwrap_err().contains("never closes"));
     }
 
     #[test]

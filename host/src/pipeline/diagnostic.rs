@@ -130,18 +130,27 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Optimal-string-alignment distance: a swapped pair of letters counts as one edit.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -152,6 +161,7 @@ mod tests {
     fn suggests_close_names_only() {
         assert_eq!(suggest("progam", ["program", "args"]), Some("program"));
         assert_eq!(suggest("xyz", ["program", "args"]), None);
+        assert_eq!(suggest("exce", ["exec", "version"]), Some("exec"));
     }
 
     #[test]
@@ -162,10 +172,7 @@ mod tests {
         };
         let d = Diagnostics {
             source,
-            items: vec![
-                Diagnostic::new(Span::new(4, 11), "unknown step `builtin:nope`")
-                    .help("see `wharf steps`"),
-            ],
+            items: vec![Diagnostic::new(Span::new(4, 11), "unknown step `builtin:nope`").help("see `wharf steps`")],
         };
         let text = d.to_string();
         assert!(text.contains("--> p.yml:4:11"), "{text}");

@@ -78,9 +78,7 @@ impl Expr {
         match self {
             Expr::Status(_) => true,
             Expr::Not(e) => e.uses_status(),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Eq(a, b) | Expr::Ne(a, b) => {
-                a.uses_status() || b.uses_status()
-            }
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Eq(a, b) | Expr::Ne(a, b) => a.uses_status() || b.uses_status(),
             Expr::Ref(_) | Expr::Text(_) | Expr::Bool(_) => false,
         }
     }
@@ -121,18 +119,10 @@ pub fn evaluate(expr: &Expr, scope: &dyn Scope) -> Result<Evaluated, String> {
         Expr::Bool(b) => Evaluated::Bool(*b),
         Expr::Status(f) => Evaluated::Bool(scope.status(*f)),
         Expr::Not(e) => Evaluated::Bool(!evaluate(e, scope)?.truthy()),
-        Expr::And(a, b) => {
-            Evaluated::Bool(evaluate(a, scope)?.truthy() && evaluate(b, scope)?.truthy())
-        }
-        Expr::Or(a, b) => {
-            Evaluated::Bool(evaluate(a, scope)?.truthy() || evaluate(b, scope)?.truthy())
-        }
-        Expr::Eq(a, b) => {
-            Evaluated::Bool(evaluate(a, scope)?.into_text() == evaluate(b, scope)?.into_text())
-        }
-        Expr::Ne(a, b) => {
-            Evaluated::Bool(evaluate(a, scope)?.into_text() != evaluate(b, scope)?.into_text())
-        }
+        Expr::And(a, b) => Evaluated::Bool(evaluate(a, scope)?.truthy() && evaluate(b, scope)?.truthy()),
+        Expr::Or(a, b) => Evaluated::Bool(evaluate(a, scope)?.truthy() || evaluate(b, scope)?.truthy()),
+        Expr::Eq(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() == evaluate(b, scope)?.into_text()),
+        Expr::Ne(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() != evaluate(b, scope)?.into_text()),
     })
 }
 
@@ -316,9 +306,7 @@ impl Parser {
                         "always" => Ok(Expr::Status(StatusFn::Always)),
                         other => Err(ParseError {
                             offset: start,
-                            message: format!(
-                                "unknown function `{other}()`; use success(), failure() or always()"
-                            ),
+                            message: format!("unknown function `{other}()`; use success(), failure() or always()"),
                         }),
                     };
                 }
@@ -339,14 +327,9 @@ impl Parser {
                 }
                 reference(&path)
                     .map(Expr::Ref)
-                    .map_err(|message| ParseError {
-                        offset: start,
-                        message,
-                    })
+                    .map_err(|message| ParseError { offset: start, message })
             }
-            Some(_) => self.error(
-                "expected a value: a reference such as `vars.NAME`, a 'string' or success()",
-            ),
+            Some(_) => self.error("expected a value: a reference such as `vars.NAME`, a 'string' or success()"),
             None => self.error("expected an expression"),
         }
     }
@@ -361,9 +344,7 @@ fn reference(path: &[String]) -> Result<Reference, String> {
             step: step.to_string(),
             key: key.to_string(),
         }),
-        ["steps", step, "outcome"] => Ok(Reference::StepOutcome {
-            step: step.to_string(),
-        }),
+        ["steps", step, "outcome"] => Ok(Reference::StepOutcome { step: step.to_string() }),
         ["run", "id"] => Ok(Reference::RunId),
         _ => Err(format!(
             "unknown reference `{}`; use vars.NAME, env.NAME, steps.ID.outputs.KEY, steps.ID.outcome or run.id",
@@ -456,10 +437,7 @@ impl Template {
 /// An `if:` condition; a `${{ }}` wrapper around it is optional.
 pub fn parse_condition(src: &str) -> Result<Expr, ParseError> {
     let trimmed = src.trim();
-    if let Some(inner) = trimmed
-        .strip_prefix("${{")
-        .and_then(|s| s.strip_suffix("}}"))
-    {
+    if let Some(inner) = trimmed.strip_prefix("${{").and_then(|s| s.strip_suffix("}}")) {
         let lead = src.find("${{").unwrap_or(0) + 3;
         return parse(inner).map_err(|e| ParseError {
             offset: lead + e.offset,
@@ -499,21 +477,14 @@ mod tests {
         let mut values = HashMap::new();
         values.insert("vars.status".into(), "OK".into());
         values.insert("steps.gate.outcome".into(), "failure".into());
-        values.insert(
-            "steps.version.outputs.version".into(),
-            "1.0.1-22-7e56158".into(),
-        );
+        values.insert("steps.version.outputs.version".into(), "1.0.1-22-7e56158".into());
         TestScope { values, failed }
     }
 
     #[test]
     fn conditions_over_outcomes() {
         let s = scope(true);
-        let eval = |src: &str| {
-            evaluate(&parse_condition(src).unwrap(), &s)
-                .unwrap()
-                .truthy()
-        };
+        let eval = |src: &str| evaluate(&parse_condition(src).unwrap(), &s).unwrap().truthy();
         assert!(eval("failure()"));
         assert!(!eval("success()"));
         assert!(eval("${{ failure() && steps.gate.outcome == 'failure' }}"));
@@ -525,8 +496,7 @@ mod tests {
 
     #[test]
     fn templates_interpolate() {
-        let t =
-            Template::parse("app:${{ steps.version.outputs.version }}-${{vars.status}}").unwrap();
+        let t = Template::parse("app:${{ steps.version.outputs.version }}-${{vars.status}}").unwrap();
         assert_eq!(t.render(&scope(false)).unwrap(), "app:1.0.1-22-7e56158-OK");
         assert!(Template::parse("plain").unwrap().is_literal());
     }

@@ -82,7 +82,13 @@ impl StepDecl {
     pub fn source(&self, pipeline_dir: &Path) -> StepSource {
         match self.uses.strip_prefix("builtin:") {
             Some(name) => StepSource::Builtin(name.to_string()),
-            None => StepSource::File(pipeline_dir.join(&self.uses)),
+            None => {
+                let relative: PathBuf = Path::new(&self.uses)
+                    .components()
+                    .filter(|c| *c != std::path::Component::CurDir)
+                    .collect();
+                StepSource::File(pipeline_dir.join(relative))
+            }
         }
     }
 }
@@ -151,10 +157,7 @@ impl Reader {
                     Some(s) => format!("did you mean `{s}`? {what} takes: {}", allowed.join(", ")),
                     None => format!("{what} takes: {}", allowed.join(", ")),
                 };
-                self.error(
-                    Diagnostic::new(key.span, format!("unknown key `{}` in {what}", key.text))
-                        .help(help),
-                );
+                self.error(Diagnostic::new(key.span, format!("unknown key `{}` in {what}", key.text)).help(help));
             }
         }
     }
@@ -196,11 +199,7 @@ impl Reader {
         let vars = get("vars").map(|v| self.vars(v)).unwrap_or_default();
         let on_failure = match get("on-failure") {
             None => OnFailure::default(),
-            Some(v) => match self
-                .text(v, "`on-failure`")
-                .as_ref()
-                .map(|s| s.text.as_str())
-            {
+            Some(v) => match self.text(v, "`on-failure`").as_ref().map(|s| s.text.as_str()) {
                 Some("rollback") => OnFailure::Rollback,
                 Some("pause") => OnFailure::Pause,
                 Some(other) => {
@@ -223,10 +222,7 @@ impl Reader {
                 Vec::new()
             }
             None => {
-                self.error(
-                    Diagnostic::new(yaml.span(), "the pipeline has no `steps`")
-                        .help("add a `steps:` list"),
-                );
+                self.error(Diagnostic::new(yaml.span(), "the pipeline has no `steps`").help("add a `steps:` list"));
                 Vec::new()
             }
         };
@@ -237,10 +233,7 @@ impl Reader {
                 duplicates.push(
                     Diagnostic::new(
                         step.id_span,
-                        format!(
-                            "step id `{}` is used twice (first on line {})",
-                            step.id, first.line
-                        ),
+                        format!("step id `{}` is used twice (first on line {})", step.id, first.line),
                     )
                     .help("give every step its own id"),
                 );
@@ -261,11 +254,8 @@ impl Reader {
     fn vars(&mut self, yaml: &Yaml) -> Vec<VarDecl> {
         let Yaml::Map(map, _) = yaml else {
             self.error(
-                Diagnostic::new(
-                    yaml.span(),
-                    format!("`vars` must be a mapping, not {}", yaml.kind()),
-                )
-                .help("write `vars:` then `  NAME: default` lines"),
+                Diagnostic::new(yaml.span(), format!("`vars` must be a mapping, not {}", yaml.kind()))
+                    .help("write `vars:` then `  NAME: default` lines"),
             );
             return Vec::new();
         };
@@ -313,11 +303,8 @@ impl Reader {
     fn step(&mut self, yaml: &Yaml) -> Option<StepDecl> {
         let Yaml::Map(map, span) = yaml else {
             self.error(
-                Diagnostic::new(
-                    yaml.span(),
-                    format!("a step must be a mapping, not {}", yaml.kind()),
-                )
-                .help("write `- id: NAME` and `uses: builtin:NAME` under `steps:`"),
+                Diagnostic::new(yaml.span(), format!("a step must be a mapping, not {}", yaml.kind()))
+                    .help("write `- id: NAME` and `uses: builtin:NAME` under `steps:`"),
             );
             return None;
         };
@@ -327,8 +314,7 @@ impl Reader {
             Some(v) => self.text(v, "`id`")?,
             None => {
                 self.error(
-                    Diagnostic::new(*span, "this step has no `id`")
-                        .help("add `id: NAME`; later steps refer to it"),
+                    Diagnostic::new(*span, "this step has no `id`").help("add `id: NAME`; later steps refer to it"),
                 );
                 return None;
             }
@@ -362,10 +348,7 @@ impl Reader {
             Some(other) => {
                 self.error(Diagnostic::new(
                     other.span(),
-                    format!(
-                        "`with` must be a mapping of parameters, not {}",
-                        other.kind()
-                    ),
+                    format!("`with` must be a mapping of parameters, not {}", other.kind()),
                 ));
                 Vec::new()
             }
@@ -402,10 +385,7 @@ impl Reader {
         match parse_duration(&s.text) {
             Ok(d) => Some(d),
             Err(message) => {
-                self.error(
-                    Diagnostic::new(s.span, message)
-                        .help("write a duration such as `90s`, `5m` or `1h30m`"),
-                );
+                self.error(Diagnostic::new(s.span, message).help("write a duration such as `90s`, `5m` or `1h30m`"));
                 None
             }
         }
@@ -510,7 +490,7 @@ mod tests {
         assert_eq!(p.steps[0].retry.attempts, 3);
         assert_eq!(
             p.steps[1].source(Path::new("/x")),
-            StepSource::File("/x/./b.wasm".into())
+            StepSource::File("/x/b.wasm".into())
         );
         assert!(p.steps[1].condition.is_some());
     }
@@ -527,10 +507,7 @@ mod tests {
         assert!(text.contains("p.yml:2:1"), "{text}");
         assert!(text.contains("did you mean `timeout`?"), "{text}");
         assert!(text.contains("p.yml:6:5"), "{text}");
-        assert!(
-            text.contains("step id `a` is used twice (first on line 4)"),
-            "{text}"
-        );
+        assert!(text.contains("step id `a` is used twice (first on line 4)"), "{text}");
         assert!(text.contains("unknown function `succes()`"), "{text}");
         assert!(text.contains("p.yml:9:9"), "{text}");
         assert!(text.contains("`5` has no unit"), "{text}");

@@ -30,11 +30,8 @@ fn example(ty: ParamType) -> &'static str {
 /// Convert a (fully interpolated) YAML value to a typed value.
 pub fn convert(name: &str, value: &Yaml, ty: ParamType) -> Result<Value, Diagnostic> {
     let wrong = |span: Span, what: String| {
-        Diagnostic::new(
-            span,
-            format!("parameter `{name}` must be {} but {what}", type_name(ty)),
-        )
-        .help(format!("write {}", example(ty)))
+        Diagnostic::new(span, format!("parameter `{name}` must be {} but {what}", type_name(ty)))
+            .help(format!("write {}", example(ty)))
     };
     let scalar = |v: &Yaml| -> Result<Scalar, Diagnostic> {
         match v {
@@ -104,20 +101,14 @@ pub fn scalars(value: &Yaml) -> Vec<&Scalar> {
 }
 
 /// Rewrite every scalar with `f` (interpolation), keeping positions.
-pub fn map_scalars<E>(
-    value: &Yaml,
-    f: &mut dyn FnMut(&Scalar) -> Result<String, E>,
-) -> Result<Yaml, E> {
+pub fn map_scalars<E>(value: &Yaml, f: &mut dyn FnMut(&Scalar) -> Result<String, E>) -> Result<Yaml, E> {
     Ok(match value {
         Yaml::Scalar(s) => Yaml::Scalar(Scalar {
             text: f(s)?,
             ..s.clone()
         }),
         Yaml::List(items, span) => Yaml::List(
-            items
-                .iter()
-                .map(|i| map_scalars(i, f))
-                .collect::<Result<_, _>>()?,
+            items.iter().map(|i| map_scalars(i, f)).collect::<Result<_, _>>()?,
             *span,
         ),
         Yaml::Map(entries, span) => Yaml::Map(
@@ -136,9 +127,7 @@ pub fn display(value: &Value) -> String {
         Value::Text(s) => s.clone(),
         Value::Boolean(b) => b.to_string(),
         Value::Integer(i) => i.to_string(),
-        Value::DurationMs(ms) => {
-            humantime::format_duration(std::time::Duration::from_millis(*ms)).to_string()
-        }
+        Value::DurationMs(ms) => humantime::format_duration(std::time::Duration::from_millis(*ms)).to_string(),
         Value::TextList(l) => format!("[{}]", l.join(", ")),
         Value::TextMap(m) => format!(
             "{{{}}}",
@@ -196,10 +185,7 @@ mod tests {
     #[test]
     fn wrong_types_explain_what_to_write() {
         let e = convert("replicas", &yaml("three"), ParamType::Integer).unwrap_err();
-        assert_eq!(
-            e.message,
-            "parameter `replicas` must be integer but is `three`"
-        );
+        assert_eq!(e.message, "parameter `replicas` must be integer but is `three`");
         assert_eq!(e.span, Span::new(1, 4));
         let e = convert("args", &yaml("build"), ParamType::TextList).unwrap_err();
         assert!(e.help.unwrap().contains("YAML list"));

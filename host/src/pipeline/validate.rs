@@ -36,18 +36,13 @@ pub fn validate(
                     var.span,
                     format!("var `{}` has no default and no value was given", var.name),
                 )
-                .help(format!(
-                    "pass `--var {}=VALUE`, or give it a default here",
-                    var.name
-                )),
+                .help(format!("pass `--var {}=VALUE`, or give it a default here", var.name)),
             );
         }
     }
     for (index, (step, shape)) in pipeline.steps.iter().zip(shapes).enumerate() {
         match shape {
-            Err(problem) => {
-                errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help))
-            }
+            Err(problem) => errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help)),
             Ok(shape) => check_params(step, shape, &mut errors),
         }
         check_references(pipeline, index, shapes, &mut errors);
@@ -70,8 +65,11 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
             for param in &step.with {
                 if param.value.as_scalar().is_none() {
                     errors.push(
-                        Diagnostic::new(param.value.span(), format!("parameter `{}` must be a single value", param.name))
-                            .help("a WASI command step receives each parameter as one environment variable"),
+                        Diagnostic::new(
+                            param.value.span(),
+                            format!("parameter `{}` must be a single value", param.name),
+                        )
+                        .help("a WASI command step receives each parameter as one environment variable"),
                     );
                 }
             }
@@ -96,17 +94,14 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
             );
             continue;
         };
-        let literal = scalars(&param.value)
-            .iter()
-            .all(|s| !s.text.contains("${{"));
+        let literal = scalars(&param.value).iter().all(|s| !s.text.contains("${{"));
         if literal {
             if let Err(d) = params::convert(&param.name, &param.value, spec.type_) {
                 errors.push(d);
             }
         } else {
             // Interpolated values are known at run time; their shape is known now.
-            let shape =
-                params::map_scalars::<()>(&param.value, &mut |_| Ok(String::new())).unwrap();
+            let shape = params::map_scalars::<()>(&param.value, &mut |_| Ok(String::new())).unwrap();
             let ty = match spec.type_ {
                 ParamType::TextList | ParamType::TextMap => spec.type_,
                 _ if shape.as_scalar().is_some() => continue,
@@ -118,15 +113,11 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
         }
     }
     for spec in &info.params {
-        if spec.required && spec.default.is_none() && !step.with.iter().any(|p| p.name == spec.name)
-        {
+        if spec.required && spec.default.is_none() && !step.with.iter().any(|p| p.name == spec.name) {
             errors.push(
                 Diagnostic::new(
                     step.uses_span,
-                    format!(
-                        "{uses} needs parameter `{}`: {}",
-                        spec.name, spec.description
-                    ),
+                    format!("{uses} needs parameter `{}`: {}", spec.name, spec.description),
                 )
                 .help(format!(
                     "add `{}: ...` ({}) under `with:`",
@@ -172,28 +163,17 @@ fn check_references(
                             format!("declare it under `vars:` at the top, e.g. `{name}: default`")
                         }
                     };
-                    errors.push(
-                        Diagnostic::new(span, format!("`{reference}` refers to an undeclared var"))
-                            .help(help),
-                    );
+                    errors.push(Diagnostic::new(span, format!("`{reference}` refers to an undeclared var")).help(help));
                 }
             }
-            Reference::StepOutput { step: target, .. }
-            | Reference::StepOutcome { step: target } => {
+            Reference::StepOutput { step: target, .. } | Reference::StepOutcome { step: target } => {
                 let Some(target_index) = pipeline.steps.iter().position(|s| s.id == *target) else {
-                    let help = match suggest(
-                        target,
-                        pipeline.steps[..index].iter().map(|s| s.id.as_str()),
-                    ) {
+                    let help = match suggest(target, pipeline.steps[..index].iter().map(|s| s.id.as_str())) {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => "a step can refer to the steps before it".to_string(),
                     };
                     errors.push(
-                        Diagnostic::new(
-                            span,
-                            format!("`{reference}` refers to an unknown step `{target}`"),
-                        )
-                        .help(help),
+                        Diagnostic::new(span, format!("`{reference}` refers to an unknown step `{target}`")).help(help),
                     );
                     continue;
                 };
@@ -203,11 +183,7 @@ fn check_references(
                             span,
                             format!(
                                 "`{reference}` refers to step `{target}`, which runs {}",
-                                if target_index == index {
-                                    "as this step"
-                                } else {
-                                    "later"
-                                }
+                                if target_index == index { "as this step" } else { "later" }
                             ),
                         )
                         .help("a step can only use outputs of the steps before it; move it below"),

@@ -49,32 +49,63 @@ impl Yaml {
     }
 
     pub fn parse(text: &str) -> Result<Yaml, Diagnostic> {
-        let options = LoaderOptions::default().error_on_duplicate_keys(true).prevent_coercion(true);
+        let options = LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true);
         let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(load_error)?;
-        Ok(Self::from_node(&node))
+        let lines: Vec<&str> = text.lines().collect();
+        Ok(Self::from_node(&node, &lines))
     }
 
-    fn from_node(node: &Node) -> Yaml {
+    fn from_node(node: &Node, lines: &[&str]) -> Yaml {
         match node {
-            Node::Scalar(s) => Yaml::Scalar(scalar(s)),
+            Node::Scalar(s) => Yaml::Scalar(scalar(s, lines)),
             Node::Sequence(seq) => Yaml::List(
-                seq.iter().map(Self::from_node).collect(),
+                seq.iter().map(|n| Self::from_node(n, lines)).collect(),
                 Span::from_marked(seq.span()),
             ),
-            Node::Mapping(map) => Yaml::Map(
-                map.iter()
-                    .map(|(k, v)| (scalar(k), Self::from_node(v)))
-                    .collect(),
-                Span::from_marked(map.span()),
-            ),
+            Node::Mapping(map) => {
+                let entries: Vec<(Scalar, Yaml)> = map
+                    .iter()
+                    .map(|(k, v)| (scalar(k, lines), Self::from_node(v, lines)))
+                    .collect();
+                // The parser marks a block mapping where its first value starts; its first
+                // key is where a reader sees it begin.
+                let span = entries
+                    .first()
+                    .map_or_else(|| Span::from_marked(map.span()), |(k, _)| k.span);
+                Yaml::Map(entries, span)
+            }
         }
     }
 }
 
-fn scalar(s: &marked_yaml::types::MarkedScalarNode) -> Scalar {
+fn scalar(s: &marked_yaml::types::MarkedScalarNode, lines: &[&str]) -> Scalar {
+    let text = s.as_str().to_string();
+    let mut span = Span::from_marked(s.span());
+    // The parser marks the first key of a block mapping that opens a sequence entry
+    // (`- id: a`) at its colon; find the key itself on that line.
+    if s.may_coerce()
+        && !text.is_empty()
+        && let Some(line) = span.line.checked_sub(1).and_then(|i| lines.get(i))
+    {
+        let chars: Vec<char> = line.chars().collect();
+        let at = |col: usize| {
+            chars
+                .iter()
+                .skip(col.saturating_sub(1))
+                .collect::<String>()
+                .starts_with(&text)
+        };
+        if !at(span.column)
+            && let Some(col) = (1..span.column).rev().find(|c| at(*c))
+        {
+            span.column = col;
+        }
+    }
     Scalar {
-        text: s.as_str().to_string(),
-        span: Span::from_marked(s.span()),
+        text,
+        span,
         plain: s.may_coerce(),
     }
 }
@@ -86,14 +117,9 @@ fn load_error(e: marked_yaml::LoadError) -> Diagnostic {
         TopLevelMustBeMapping(m) => Diagnostic::new(at(&m), "a pipeline file must be a mapping")
             .help("start with `name: my-pipeline` and a `steps:` list"),
         TopLevelMustBeSequence(m) => Diagnostic::new(at(&m), "expected a list"),
-        UnexpectedAnchor(m) => Diagnostic::new(
-            at(&m),
-            "YAML anchors and aliases are not supported in pipelines",
-        ),
+        UnexpectedAnchor(m) => Diagnostic::new(at(&m), "YAML anchors and aliases are not supported in pipelines"),
         MappingKeyMustBeScalar(m) => Diagnostic::new(at(&m), "mapping keys must be plain names"),
-        UnexpectedTag(m) => {
-            Diagnostic::new(at(&m), "YAML tags (`!tag`) are not supported in pipelines")
-        }
+        UnexpectedTag(m) => Diagnostic::new(at(&m), "YAML tags (`!tag`) are not supported in pipelines"),
         ScanError(m, err) => Diagnostic::new(at(&m), format!("invalid YAML: {}", err.info()))
             .help("check indentation and quoting around this position"),
         DuplicateKey(inner) => {
@@ -118,12 +144,8 @@ mod tests {
     fn keeps_positions_of_nested_values() {
         let y = Yaml::parse("a:\n  b: [x, 'y']\n").unwrap();
         let Yaml::Map(top, _) = y else { panic!() };
-        let Yaml::Map(inner, _) = &top[0].1 else {
-            panic!()
-        };
-        let Yaml::List(items, _) = &inner[0].1 else {
-            panic!()
-        };
+        let Yaml::Map(inner, _) = &top[0].1 else { panic!() };
+        let Yaml::List(items, _) = &inner[0].1 else { panic!() };
         assert_eq!(items[1].span(), Span::new(2, 10));
         assert!(!items[1].as_scalar().unwrap().plain);
     }
@@ -131,10 +153,7 @@ mod tests {
     #[test]
     fn reports_syntax_errors_with_position() {
         let e = Yaml::parse("a: [1, 2\nb: 3\n").unwrap_err();
-        assert!(
-            e.span.line >= 1 && e.message.starts_with("invalid YAML"),
-            "{e:?}"
-        );
+        assert!(e.span.line >= 1 && e.message.starts_with("invalid YAML"), "{e:?}");
         let e = Yaml::parse("a: 1\na: 2\n").unwrap_err();
         assert_eq!(e.span, Span::new(2, 1));
         assert!(e.message.contains("appears twice"));

@@ -77,9 +77,7 @@ impl Scope for RunScope<'_> {
                 .ok_or_else(|| format!("var `{name}` has no value")),
             Reference::Env(name) => Ok(std::env::var(name).unwrap_or_default()),
             Reference::RunId => Ok(self.run_id.to_string()),
-            Reference::StepOutcome { step } => Ok(record(step)
-                .map_or("skipped", |r| r.outcome.as_str())
-                .to_string()),
+            Reference::StepOutcome { step } => Ok(record(step).map_or("skipped", |r| r.outcome.as_str()).to_string()),
             Reference::StepOutput { step, key } => match record(step) {
                 Some(r) if r.outcome == Outcome::Success => r
                     .outputs
@@ -91,9 +89,7 @@ impl Scope for RunScope<'_> {
                     "`{reference}` is not available: step `{step}` {}",
                     describe_outcome(r.outcome)
                 )),
-                None => Err(format!(
-                    "`{reference}` is not available: step `{step}` has not run"
-                )),
+                None => Err(format!("`{reference}` is not available: step `{step}` has not run")),
             },
         }
     }
@@ -143,10 +139,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
         });
         records.push(record);
     }
-    let failed = records
-        .iter()
-        .filter(|r| r.outcome == Outcome::Failure)
-        .count();
+    let failed = records.iter().filter(|r| r.outcome == Outcome::Failure).count();
     let outcome = if failed == 0 {
         Outcome::Success
     } else {
@@ -156,10 +149,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     let summary = match failed {
         0 => format!(
             "{} steps succeeded",
-            records
-                .iter()
-                .filter(|r| r.outcome == Outcome::Success)
-                .count()
+            records.iter().filter(|r| r.outcome == Outcome::Success).count()
         ),
         n => format!("{n} step{} failed", if n == 1 { "" } else { "s" }),
     };
@@ -176,12 +166,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     }
 }
 
-async fn run_one(
-    req: &RunRequest<'_>,
-    decl: &StepDecl,
-    loaded: &LoadedStep,
-    records: &[StepRecord],
-) -> StepRecord {
+async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, records: &[StepRecord]) -> StepRecord {
     let started = Instant::now();
     let scope = RunScope {
         vars: &req.vars,
@@ -200,11 +185,7 @@ async fn run_one(
         Some((cond, _)) => match expr::evaluate(cond, &scope) {
             Ok(v) => !v.truthy(),
             Err(e) => {
-                return record(
-                    Outcome::Failure,
-                    Vec::new(),
-                    Some(invalid(format!("in `if:`: {e}"))),
-                );
+                return record(Outcome::Failure, Vec::new(), Some(invalid(format!("in `if:`: {e}"))));
             }
         },
     };
@@ -241,17 +222,11 @@ async fn run_one(
         };
         match step::run(loaded, input).await {
             Ok(outputs) => {
-                let outputs = outputs
-                    .into_iter()
-                    .map(|(k, v)| (k, req.events.redact(&v)))
-                    .collect();
+                let outputs = outputs.into_iter().map(|(k, v)| (k, req.events.redact(&v))).collect();
                 return record(Outcome::Success, outputs, None);
             }
             Err(f) if f.retryable() && attempt < decl.retry.attempts => {
-                let delay = decl
-                    .retry
-                    .backoff
-                    .saturating_mul(1 << (attempt - 1).min(16));
+                let delay = decl.retry.backoff.saturating_mul(1 << (attempt - 1).min(16));
                 req.events.emit(Event::StepRetrying {
                     step: decl.id.clone(),
                     attempt,
@@ -268,9 +243,7 @@ async fn run_one(
 
 fn invalid(message: String) -> StepFailure {
     StepFailure {
-        kind: FailureKind::Error(
-            crate::engine::bindings::wharf::step::types::ErrorKind::InvalidInput,
-        ),
+        kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::InvalidInput),
         message,
     }
 }
@@ -308,10 +281,7 @@ fn resolve_params(
             let mut out = Vec::new();
             for p in &decl.with {
                 let value = map_scalars(&p.value, &mut render)?;
-                let text = value
-                    .as_scalar()
-                    .map(|s| s.text.clone())
-                    .unwrap_or_default();
+                let text = value.as_scalar().map(|s| s.text.clone()).unwrap_or_default();
                 out.push((p.name.clone(), text));
             }
             Ok(StepParams::Command(out))
@@ -322,8 +292,7 @@ fn resolve_params(
                 match decl.with.iter().find(|p| p.name == spec.name) {
                     Some(p) => {
                         let value = map_scalars(&p.value, &mut render)?;
-                        let typed = convert(&p.name, &value, spec.type_)
-                            .map_err(|d| invalid(at(pipeline, &d)))?;
+                        let typed = convert(&p.name, &value, spec.type_).map_err(|d| invalid(at(pipeline, &d)))?;
                         out.push((spec.name.clone(), typed));
                     }
                     None => {

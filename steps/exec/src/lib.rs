@@ -10,44 +10,20 @@ struct Exec;
 
 impl Step for Exec {
     fn describe() -> StepInfo {
-        StepInfo::new(
-            "exec",
-            "Run one program in the workspace and fail when it fails",
-        )
-        .version(env!("CARGO_PKG_VERSION"))
-        .param(
-            param::text(
-                "program",
-                "Program to run, found on PATH or relative to the workspace",
-            )
-            .required(),
-        )
-        .param(param::text_list("args", "Arguments"))
-        .param(param::text_map(
-            "env",
-            "Environment variables for the program",
-        ))
-        .param(param::text(
-            "cwd",
-            "Working directory, relative to the workspace",
-        ))
-        .param(param::duration(
-            "timeout",
-            "Kill the program (and its children) after this long",
-        ))
-        .param(
-            param::boolean(
-                "allow-failure",
-                "Succeed even when the program exits non-zero",
-            )
-            .default_bool(false),
-        )
-        .output("exit-code", "The program's exit code")
-        .output(
-            "stdout",
-            "The program's standard output, trimmed (first 4 KiB)",
-        )
-        .needs(CapabilityKind::Process, "runs the program", Some("program"))
+        StepInfo::new("exec", "Run one program in the workspace and fail when it fails")
+            .version(env!("CARGO_PKG_VERSION"))
+            .param(param::text("program", "Program to run, found on PATH or relative to the workspace").required())
+            .param(param::text_list("args", "Arguments"))
+            .param(param::text_map("env", "Environment variables for the program"))
+            .param(param::text("cwd", "Working directory, relative to the workspace"))
+            .param(param::duration(
+                "timeout",
+                "Kill the program (and its children) after this long",
+            ))
+            .param(param::boolean("allow-failure", "Succeed even when the program exits non-zero").default_bool(false))
+            .output("exit-code", "The program's exit code")
+            .output("stdout", "The program's standard output, trimmed (first 4 KiB)")
+            .needs(CapabilityKind::Process, "runs the program", Some("program"))
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
@@ -82,10 +58,7 @@ impl Step for Exec {
             stdout.truncate(cut);
         }
         Ok(vec![
-            (
-                "exit-code".into(),
-                code.map_or("signal".into(), |c| c.to_string()),
-            ),
+            ("exit-code".into(), code.map_or("signal".into(), |c| c.to_string())),
             ("stdout".into(), stdout),
         ])
     }

@@ -33,8 +33,8 @@ pub mod bindings {
 
 pub use bindings::exports::wharf::step::step::Guest;
 pub use bindings::wharf::step::types::{
-    Capability, CapabilityKind, Context as RawContext, ErrorKind, OutputSpec, ParamSpec, ParamType,
-    StepError, StepInfo as RawStepInfo, Value,
+    Capability, CapabilityKind, Context as RawContext, ErrorKind, OutputSpec, ParamSpec, ParamType, StepError,
+    StepInfo as RawStepInfo, Value,
 };
 pub use bindings::wharf::step::{deploy, images, process, registry, secrets, source};
 
@@ -241,8 +241,7 @@ impl Context {
         }
     }
     pub fn duration_ms(&self, name: &str) -> Result<u64, StepError> {
-        self.opt_duration_ms(name)?
-            .ok_or_else(|| Self::missing(name))
+        self.opt_duration_ms(name)?.ok_or_else(|| Self::missing(name))
     }
     pub fn list(&self, name: &str) -> Result<Vec<String>, StepError> {
         match self.value(name) {

@@ -14,13 +14,7 @@ impl Step for Version {
             "Derive an immutable version (TAG-COMMITS-SHA) from git describe",
         )
         .version(env!("CARGO_PKG_VERSION"))
-        .param(
-            param::boolean(
-                "allow-dirty",
-                "Accept uncommitted changes and append `-dirty`",
-            )
-            .default_bool(false),
-        )
+        .param(param::boolean("allow-dirty", "Accept uncommitted changes and append `-dirty`").default_bool(false))
         .output("version", "TAG-COMMITS-SHA, e.g. 1.0.1-22-7e56158")
         .output(
             "tag",
@@ -29,11 +23,7 @@ impl Step for Version {
         .output("commits", "Commits since the tag")
         .output("sha", "Abbreviated commit id")
         .output("dirty", "true when the work tree had uncommitted changes")
-        .needs(
-            CapabilityKind::Source,
-            "reads git describe of the workspace",
-            None,
-        )
+        .needs(CapabilityKind::Source, "reads git describe of the workspace", None)
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
@@ -59,12 +49,7 @@ fn tag_of(revision: &Revision) -> String {
 }
 
 fn version_of(revision: &Revision, allow_dirty: bool) -> Result<String, StepError> {
-    let mut version = format!(
-        "{}-{}-{}",
-        tag_of(revision),
-        revision.commits_since,
-        revision.short_sha
-    );
+    let mut version = format!("{}-{}-{}", tag_of(revision), revision.commits_since, revision.short_sha);
     if revision.dirty {
         if !allow_dirty {
             return Err(error::invalid_input(

@@ -8,11 +8,7 @@ fn main() {
     let mut outputs = String::new();
     for (key, value) in std::env::vars() {
         if let Some(name) = key.strip_prefix("WHARF_PARAM_") {
-            outputs.push_str(&format!(
-                "{}={}\n",
-                name.to_lowercase().replace('_', "-"),
-                value
-            ));
+            outputs.push_str(&format!("{}={}\n", name.to_lowercase().replace('_', "-"), value));
         }
     }
     println!("cmd-step says hello on stdout");

@@ -12,11 +12,7 @@ impl Step for Probe {
             .param(param::text("mode", "ok | fail | transient | trap | panic").default_text("ok"))
             .param(param::text("echo", "Returned as the `echo` output").default_text(""))
             .param(
-                param::integer(
-                    "succeed-on-attempt",
-                    "With mode transient: the attempt that succeeds",
-                )
-                .default_int(0),
+                param::integer("succeed-on-attempt", "With mode transient: the attempt that succeeds").default_int(0),
             )
             .param(param::integer("count", "An integer, returned as `count`").default_int(0))
             .param(param::duration("wait", "A duration, returned in ms as `wait-ms`").default_ms(0))
@@ -30,10 +26,7 @@ impl Step for Probe {
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
         let echo = ctx.text("echo")?;
-        log::info(&format!(
-            "probe {} attempt {} echo={echo}",
-            ctx.step_id, ctx.attempt
-        ));
+        log::info(&format!("probe {} attempt {} echo={echo}", ctx.step_id, ctx.attempt));
         match ctx.text("mode")?.as_str() {
             "ok" => {}
             "fail" => return Err(error::permanent(format!("failed on purpose: {echo}"))),
