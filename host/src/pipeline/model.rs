@@ -488,10 +488,7 @@ mod tests {
         assert_eq!(p.vars[2].description.as_deref(), Some("where"));
         assert_eq!(p.steps[0].timeout, Some(Duration::from_secs(90)));
         assert_eq!(p.steps[0].retry.attempts, 3);
-        assert_eq!(
-            p.steps[1].source(Path::new("/x")),
-            StepSource::File("/x/b.wasm".into())
-        );
+        assert_eq!(p.steps[1].source(Path::new("/x")), StepSource::File("/x/b.wasm".into()));
         assert!(p.steps[1].condition.is_some());
     }
 
