@@ -10,7 +10,16 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// Built-in steps: crate `step-NAME` in `steps/NAME`, embedded as `builtin:NAME`.
-const BUILTINS: &[&str] = &["exec", "version"];
+const BUILTINS: &[&str] = &[
+    "build",
+    "exec",
+    "finish",
+    "http-gate",
+    "push",
+    "render",
+    "upgrade",
+    "version",
+];
 /// Example steps copied next to the pipeline that uses them: (artifact, destination).
 const EXAMPLE_STEPS: &[(&str, &str)] = &[("greet", "examples/hello/greet.wasm")];
 
@@ -34,7 +43,7 @@ fn main() {
     let mut code = String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
     code.push_str("pub static BUILTINS: &[(&str, &[u8])] = &[\n");
     for name in BUILTINS {
-        let wasm = artifacts.join(format!("step_{name}.wasm"));
+        let wasm = artifacts.join(format!("step_{}.wasm", name.replace('-', "_")));
         assert!(
             wasm.exists(),
             "built-in step {name} was not built: {} is missing",

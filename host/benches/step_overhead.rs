@@ -44,6 +44,7 @@ fn input(step_id: &str, params: StepParams) -> StepInput {
         attempt: 1,
         params,
         secrets: Arc::default(),
+        deployer: None,
         limits: StepLimits::default(),
     }
 }

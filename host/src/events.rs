@@ -100,6 +100,11 @@ pub enum Event {
         detail: Option<String>,
         outputs: Vec<(String, String)>,
     },
+    /// Something the run's operator must see whatever the verbosity: deploy decisions,
+    /// interruptions.
+    Notice {
+        message: String,
+    },
     RunFinished {
         outcome: Outcome,
         duration: Duration,
@@ -130,6 +135,7 @@ impl Event {
                 outputs.iter_mut().for_each(|(_, v)| fix(v));
             }
             Event::RunFinished { summary, .. } => fix(summary),
+            Event::Notice { message } => fix(message),
             Event::RunStarted { .. } | Event::ComponentLoaded { .. } | Event::StepStarted { .. } => {}
         }
     }

@@ -7,7 +7,10 @@
 pub mod builtins;
 pub mod capabilities;
 pub mod cli;
+pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod oci;
 pub mod pipeline;
 pub mod run;
+pub mod targets;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -53,6 +55,56 @@ impl Workspace {
         ws
     }
 
+    /// A copy of `examples/seed` as a repository tagged `v1.0.0` with one commit after it,
+    /// so its version is `1.0.0-1-SHA`.
+    pub fn seed() -> Self {
+        let ws = Self {
+            dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
+        for file in [
+            "pipeline.yml",
+            "upstreams.conf.tmpl",
+            ".gitignore",
+            "service/Cargo.toml",
+            "service/src/main.rs",
+        ] {
+            let to = ws.path().join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(example.join(file), to).unwrap();
+        }
+        git(ws.path(), &["init", "-q", "-b", "main"]);
+        git(ws.path(), &["add", "."]);
+        git(ws.path(), &["commit", "-qm", "seed service"]);
+        git(ws.path(), &["tag", "v1.0.0"]);
+        ws.commit("first change");
+        ws
+    }
+
+    /// An empty commit: the next version.
+    pub fn commit(&self, message: &str) {
+        git(self.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
+    /// `.wharf/state/services/SERVICE.json`.
+    pub fn service_state(&self, service: &str) -> serde_json::Value {
+        let path = self.path().join(format!(".wharf/state/services/{service}.json"));
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    }
+
+    /// Addresses of the running instances of a service, per `wharf status`.
+    pub fn running_urls(&self, service: &str) -> Vec<String> {
+        let status = self.wharf(&["status", service]);
+        assert_eq!(status.code(), 0, "{}", status.all());
+        status
+            .stdout()
+            .lines()
+            .filter(|l| l.trim_end().ends_with("running"))
+            .map(|l| format!("http://{}", l.split_whitespace().nth(2).unwrap()))
+            .collect()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -77,6 +129,37 @@ impl Workspace {
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG");
         cmd
+    }
+}
+
+/// Stop whatever the tests deployed from this workspace: local processes and containers.
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let dir = self.path().join(".wharf/state/services");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for instance in state["instances"].as_array().into_iter().flatten() {
+                let handle = instance["handle"].as_str().unwrap_or_default();
+                match state["target"].as_str() {
+                    Some("local") => {
+                        if let Ok(pid) = handle.parse::<i32>() {
+                            // SAFETY: signalling a process group has no memory-safety preconditions.
+                            unsafe { libc::killpg(pid, libc::SIGKILL) };
+                        }
+                    }
+                    Some("docker") => {
+                        let _ = Command::new("docker").args(["rm", "-f", handle]).output();
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,19 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 /// Host environment variables a program sees besides the ones the step sets. Everything else
 /// of the wharf process (tokens, `WHARF_SECRET_*`) stays out.
 pub const PASSTHROUGH_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    // Where the Rust toolchain lives, so a build step builds with the toolchain wharf ran under.
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
 ];
 
 /// Bytes of stdout and of stderr kept for the completion; the log gets everything.

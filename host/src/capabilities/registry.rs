@@ -1,34 +1,134 @@
-//! `registry`: OCI distribution registries.
+//! `registry`: push images from the workspace's store to an OCI distribution registry, and
+//! resolve tags to digests. Credentials come from secrets the step holds as handles; the
+//! values never enter the step.
 
+use super::images::open_store;
 use super::secrets::SecretHandle;
-use super::step_error;
+use super::{StepScope, step_error};
 use crate::engine::bindings::wharf::step::registry::{Host, PushRequest, Pushed};
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::engine::state::StepState;
+use crate::events::{Event, Level};
+use crate::oci::reference::ImageRef;
+use crate::oci::registry::{self, Credentials, Registry, is_loopback};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
-
-fn unavailable<T>() -> wasmtime::Result<Result<T, StepError>> {
-    Ok(Err(step_error(
-        ErrorKind::Permanent,
-        "the registry capability is not available in this version of wharf",
-    )))
-}
 
 impl Host for StepState {
     async fn push(
         &mut self,
-        _request: PushRequest,
-        _password: Option<Resource<SecretHandle>>,
+        request: PushRequest,
+        password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<Pushed, StepError>> {
-        unavailable()
+        let password = password.map(|p| self.secret_value(&p)).transpose()?;
+        Ok(push(&self.scope, request, password).await)
     }
+
     async fn resolve(
         &mut self,
-        _reference: String,
-        _insecure: bool,
-        _username: Option<String>,
-        _password: Option<Resource<SecretHandle>>,
+        reference: String,
+        insecure: bool,
+        username: Option<String>,
+        password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<String, StepError>> {
-        unavailable()
+        let password = password.map(|p| self.secret_value(&p)).transpose()?;
+        Ok(resolve(&reference, insecure, username, password).await)
     }
+}
+
+fn connect(
+    host: &str,
+    insecure: bool,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Registry, StepError> {
+    if insecure && !is_loopback(host) {
+        return Err(step_error(
+            ErrorKind::InvalidInput,
+            format!("plain HTTP is only used for loopback registries; {host} is spoken to over HTTPS"),
+        ));
+    }
+    Registry::new(host, Credentials { username, password })
+}
+
+pub async fn push(scope: &StepScope, req: PushRequest, password: Option<String>) -> Result<Pushed, StepError> {
+    let local = ImageRef::parse(&req.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+    let store = open_store(&scope.workspace)?;
+    let name = local.local_name();
+    let image = store
+        .resolve(local.tag.as_ref().map(|_| name.as_str()), local.digest.as_deref())
+        .map_err(|e| step_error(ErrorKind::Permanent, e.to_string()))?
+        .ok_or_else(|| {
+            step_error(
+                ErrorKind::InvalidInput,
+                format!("{} is not in the image store; build it first", req.image),
+            )
+        })?;
+    let target = ImageRef::parse(&format!("{}/{}:{}", req.registry, req.repository, req.tag))
+        .map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+    let registry = connect(&req.registry, req.insecure, req.username.clone(), password)?;
+    let last = Mutex::new(Instant::now() - Duration::from_secs(1));
+    let (events, step, label) = (scope.events.clone(), scope.step_id.clone(), format!("push {target}"));
+    let progress: registry::Progress = Arc::new(move |done: u64, total: u64| {
+        let mut last = last.lock().unwrap();
+        if done == total || last.elapsed() >= Duration::from_millis(500) {
+            *last = Instant::now();
+            events.emit(Event::Progress {
+                step: step.clone(),
+                label: label.clone(),
+                done,
+                total: Some(total),
+            });
+        }
+    });
+    let started = Instant::now();
+    let report = registry::push(
+        &store,
+        &image,
+        &registry,
+        &target.repository,
+        req.tag.as_str(),
+        progress,
+    )
+    .await?;
+    let reference = format!("{}/{}:{}@{}", req.registry, req.repository, req.tag, report.digest);
+    scope.log(
+        Level::Info,
+        format!(
+            "pushed {reference}: {} blob(s) uploaded ({} bytes), {} already there, in {}",
+            report.uploaded,
+            report.bytes,
+            report.skipped,
+            crate::cli::render::duration(started.elapsed())
+        ),
+    );
+    Ok(Pushed {
+        reference,
+        digest: report.digest,
+        blobs_uploaded: report.uploaded,
+        blobs_skipped: report.skipped,
+        bytes_uploaded: report.bytes,
+    })
+}
+
+pub async fn resolve(
+    reference: &str,
+    insecure: bool,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<String, StepError> {
+    let r = ImageRef::parse(reference).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+    let Some(host) = &r.registry else {
+        return Err(step_error(
+            ErrorKind::InvalidInput,
+            format!("{reference} names no registry"),
+        ));
+    };
+    let registry = connect(host, insecure, username, password)?;
+    let tag = r.digest.clone().or(r.tag.clone()).unwrap_or_else(|| "latest".into());
+    registry
+        .manifest_digest(&r.repository, &tag)
+        .await?
+        .ok_or_else(|| step_error(ErrorKind::Permanent, format!("{reference} does not exist")))
 }

@@ -3,9 +3,12 @@
 use super::render::Human;
 use super::{Cli, Command, exit};
 use crate::capabilities::secrets::SecretStore;
+use crate::deploy::state::ServiceRecord;
+use crate::deploy::{Deployer, Ledger};
+use crate::engine::bindings::wharf::step::types::ErrorKind;
 use crate::engine::bindings::wharf::step::types::{CapabilityKind, StepInfo};
 use crate::engine::{LoadedStep, Runtime};
-use crate::events::{Events, Outcome};
+use crate::events::{Event, Events, Outcome};
 use crate::pipeline::params::{display, type_name};
 use crate::pipeline::validate::{LoadProblem, StepShape, validate};
 use crate::pipeline::{Pipeline, StepSource};
@@ -43,6 +46,24 @@ pub struct ValidateArgs {
 }
 
 #[derive(Args)]
+pub struct StatusArgs {
+    /// One service [default: all]
+    service: Option<String>,
+    /// The workspace whose `.wharf/state` holds the services
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ServiceArgs {
+    /// The service
+    service: String,
+    /// The workspace whose `.wharf/state` holds the service
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
 pub struct InspectArgs {
     /// `builtin:NAME` or a path to a .wasm component
     step: String,
@@ -62,6 +83,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Validate(args) => validate_cmd(&runtime, args).await,
         Command::Steps => steps(&runtime).await,
         Command::Inspect(args) => inspect(&runtime, args).await,
+        Command::Status(args) => status(args).await,
+        Command::Confirm(args) => decide(args, true).await,
+        Command::Rollback(args) => decide(args, false).await,
     }
 }
 
@@ -171,19 +195,55 @@ async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         }
     };
     human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
-    let report = execute(RunRequest {
+    let run_id = new_run_id();
+    let deployer = Arc::new(Deployer::new(&workspace, &run_id, events.clone()));
+    let on_failure = prepared.pipeline.on_failure;
+    let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
         vars: prepared.vars,
         workspace,
-        run_id: new_run_id(),
+        run_id,
         secrets: Arc::new(secrets),
-        events,
-    })
-    .await;
-    match report.outcome {
-        Outcome::Success => exit::SUCCESS,
-        _ => exit::FAILED,
+        deployer: deployer.clone(),
+        events: events.clone(),
+    });
+    // An interrupt drops the running step (its store, its child processes) and then rolls
+    // back what the run left unconfirmed, like a failure.
+    let failed = tokio::select! {
+        report = run => report.outcome == Outcome::Failure,
+        signal = interrupted() => {
+            events.emit(Event::Notice { message: format!("{signal}: stopping the run") });
+            true
+        }
+    };
+    let ledger = deployer.settle(failed, on_failure).await;
+    exit_code(failed, &ledger)
+}
+
+/// Exit code of a run from its outcome and what happened to its deploys.
+pub fn exit_code(failed: bool, ledger: &Ledger) -> u8 {
+    if !ledger.rollback_failed.is_empty() || (failed && !ledger.paused.is_empty()) {
+        exit::NEEDS_HUMAN
+    } else if failed && !ledger.rolled_back.is_empty() {
+        exit::ROLLED_BACK
+    } else if failed {
+        exit::FAILED
+    } else {
+        exit::SUCCESS
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+        _ = term.recv() => "terminated (SIGTERM)",
     }
 }
 
@@ -326,5 +386,94 @@ pub fn capability_name(kind: CapabilityKind) -> &'static str {
         CapabilityKind::Deploy => "deploy",
         CapabilityKind::WorkspaceRead => "workspace-read",
         CapabilityKind::WorkspaceWrite => "workspace-write",
+    }
+}
+
+fn print_service(r: &ServiceRecord) {
+    println!("{}  target {}  state {}", r.service, r.target, r.state.as_str());
+    for (label, spec) in [("current", &r.current), ("previous", &r.previous)] {
+        if let Some(spec) = spec {
+            println!("  {label:<9} {}  {}", spec.revision.version, spec.revision.image);
+        }
+    }
+    if r.instances.is_empty() {
+        println!("  no instances");
+    }
+    for i in &r.instances {
+        println!(
+            "  {:<14} {:<24} {}:{:<6} {}",
+            i.id,
+            i.version,
+            i.address,
+            i.port,
+            if i.running { "running" } else { "stopped" }
+        );
+    }
+}
+
+fn service_deployer(workspace: &Path) -> Result<Deployer, u8> {
+    let workspace = std::fs::canonicalize(workspace).map_err(|e| {
+        eprintln!("error: workspace {}: {e}", workspace.display());
+        exit::INVALID
+    })?;
+    let run_id = format!("cli-{}", std::process::id());
+    let events = Events::new();
+    events.add_sink(Arc::new(Human::new(false, false, Box::new(std::io::stdout()))));
+    Ok(Deployer::new(&workspace, &run_id, events))
+}
+
+async fn status(args: StatusArgs) -> u8 {
+    let deployer = match service_deployer(&args.workspace) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let records = match &args.service {
+        Some(s) => deployer.status(s).await.map(|r| vec![r]),
+        None => deployer.list().await,
+    };
+    match records {
+        Ok(records) if records.is_empty() => {
+            println!("no services deployed from {}", args.workspace.display());
+            exit::SUCCESS
+        }
+        Ok(records) => {
+            for (n, r) in records.iter().enumerate() {
+                if n > 0 {
+                    println!();
+                }
+                print_service(r);
+            }
+            exit::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            exit::INVALID
+        }
+    }
+}
+
+async fn decide(args: ServiceArgs, confirm: bool) -> u8 {
+    let deployer = match service_deployer(&args.workspace) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let result = if confirm {
+        deployer.confirm(&args.service).await
+    } else {
+        deployer.rollback(&args.service).await
+    };
+    match result {
+        Ok(record) => {
+            print_service(&record);
+            exit::SUCCESS
+        }
+        Err(e) if e.kind == ErrorKind::InvalidInput => {
+            eprintln!("error: {}", e.message);
+            exit::INVALID
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if confirm { exit::FAILED } else { exit::NEEDS_HUMAN }
+        }
     }
 }

@@ -91,6 +91,23 @@ Every problem is reported with file, line and column. Exit code 2 when invalid."
   wharf inspect builtin:version
   wharf inspect ./steps/my-step.wasm")]
     Inspect(commands::InspectArgs),
+    /// Show deployed services: state, current and previous revision, instances
+    #[command(after_help = "Examples:
+  wharf status                         # every service deployed from this directory
+  wharf status seed --workspace examples/seed")]
+    Status(commands::StatusArgs),
+    /// Finish an upgrade: keep the new revision, remove the previous one's instances
+    #[command(after_help = "Examples:
+  wharf confirm seed --workspace examples/seed
+
+Only a service in state `upgraded` can be confirmed.")]
+    Confirm(commands::ServiceArgs),
+    /// Roll an upgrade back to the recorded previous revision (by digest)
+    #[command(after_help = "Examples:
+  wharf rollback seed --workspace examples/seed
+
+Exit code 4 when the rollback fails: the service needs a human.")]
+    Rollback(commands::ServiceArgs),
 }
 
 /// Commands whose help lists the exit codes.

@@ -159,6 +159,7 @@ impl Sink for Human {
                 }
                 writeln!(out, "{line}")
             }
+            Event::Notice { message } => writeln!(out, "  {} {message}", self.paint("1", "»")),
             Event::RunFinished {
                 outcome,
                 duration: d,

@@ -4,6 +4,7 @@
 use crate::capabilities::StepScope;
 use crate::capabilities::http::StepHttpHooks;
 use crate::capabilities::secrets::SecretStore;
+use crate::deploy::Deployer;
 use crate::engine::limits::StepLimiter;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -13,6 +14,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub struct StepState {
     pub scope: StepScope,
     pub secrets: Arc<SecretStore>,
+    /// The run's deploys; None while describing a step.
+    pub deployer: Option<Arc<Deployer>>,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub http_hooks: StepHttpHooks,

@@ -40,6 +40,7 @@ pub struct StepInput {
     pub attempt: u32,
     pub params: StepParams,
     pub secrets: Arc<SecretStore>,
+    pub deployer: Option<Arc<crate::deploy::Deployer>>,
     pub limits: StepLimits,
 }
 
@@ -109,7 +110,7 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
     };
     let tail = StderrTail::default();
     let wasi = base_wasi(&scope, &tail).build();
-    let mut store = new_store(pre.engine(), scope, Arc::default(), wasi, &limits);
+    let mut store = new_store(pre.engine(), scope, Arc::default(), None, wasi, &limits);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wharf_step_step().call_describe(&mut store).await
@@ -137,7 +138,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 },
                 attempt: input.attempt,
             };
-            let mut store = new_store(pre.engine(), input.scope, input.secrets, wasi, &limits);
+            let mut store = new_store(pre.engine(), input.scope, input.secrets, input.deployer, wasi, &limits);
             let call = async {
                 let instance: TypedStep = pre.instantiate_async(&mut store).await?;
                 instance.wharf_step_step().call_run(&mut store, &ctx).await
@@ -175,7 +176,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                     message: format!("cannot open the step's output directory: {e}"),
                 })?;
             let wasi = builder.build();
-            let mut store = new_store(pre.engine(), input.scope, input.secrets, wasi, &limits);
+            let mut store = new_store(pre.engine(), input.scope, input.secrets, input.deployer, wasi, &limits);
             let call = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.wasi_cli_run().call_run(&mut store).await
@@ -276,12 +277,14 @@ fn new_store(
     engine: &wasmtime::Engine,
     scope: StepScope,
     secrets: Arc<SecretStore>,
+    deployer: Option<Arc<crate::deploy::Deployer>>,
     wasi: WasiCtx,
     limits: &StepLimits,
 ) -> Store<StepState> {
     let state = StepState {
         scope,
         secrets,
+        deployer,
         wasi,
         http: WasiHttpCtx::new(),
         http_hooks: StepHttpHooks::default(),

@@ -3,6 +3,7 @@
 
 use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
+use crate::deploy::Deployer;
 use crate::engine::LoadedStep;
 use crate::engine::bindings::wharf::step::types::Value;
 use crate::engine::limits::StepLimits;
@@ -25,6 +26,7 @@ pub struct RunRequest<'a> {
     pub workspace: PathBuf,
     pub run_id: String,
     pub secrets: Arc<SecretStore>,
+    pub deployer: Arc<Deployer>,
     pub events: Events,
 }
 
@@ -218,6 +220,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             attempt,
             params: params.clone(),
             secrets: req.secrets.clone(),
+            deployer: Some(req.deployer.clone()),
             limits,
         };
         match step::run(loaded, input).await {

@@ -1,0 +1,561 @@
+//! Deploying services: one state machine on every target.
+//!
+//! ```text
+//! absent/active --begin_upgrade--> upgrading --finish_upgrade--> upgraded --confirm--> active
+//!                                      |                            |
+//!                                      +---------rollback-----------+--> rolling-back --> active (previous)
+//! ```
+//!
+//! The previous revision (digest, version and how it ran) is recorded before anything is
+//! replaced, and a rollback always returns to that digest, never to whatever a tag points to
+//! now. A service left `upgraded` blocks the next upgrade until it is confirmed or rolled
+//! back. The upgrade step decides the rolling order; the host owns state, locks and rollback.
+
+pub mod health;
+pub mod lock;
+pub mod state;
+
+use crate::capabilities::step_error;
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::events::{Event, Events};
+use crate::oci::reference::ImageRef;
+use crate::pipeline::OnFailure;
+use crate::targets::docker::DockerTarget;
+use crate::targets::local::LocalTarget;
+use crate::targets::{Host, Target, TargetPaths};
+use lock::ServiceLock;
+use state::{Instance, ServiceRecord, Spec, State};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use state::Revision;
+
+/// What the deploys of one run came to; decides the exit code.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    /// Services this run began upgrading.
+    pub touched: BTreeSet<String>,
+    pub rolled_back: BTreeSet<String>,
+    pub rollback_failed: Vec<(String, String)>,
+    /// Left `upgraded` on purpose (`on-failure: pause`).
+    pub paused: BTreeSet<String>,
+}
+
+pub struct Deployer {
+    paths: TargetPaths,
+    services_dir: PathBuf,
+    locks_dir: PathBuf,
+    run_id: String,
+    events: Events,
+    local: LocalTarget,
+    docker: tokio::sync::OnceCell<Result<DockerTarget, StepError>>,
+    held: Mutex<HashMap<String, ServiceLock>>,
+    ledger: Mutex<Ledger>,
+}
+
+fn permanent(message: String) -> StepError {
+    step_error(ErrorKind::Permanent, message)
+}
+
+fn invalid(message: String) -> StepError {
+    step_error(ErrorKind::InvalidInput, message)
+}
+
+/// `.wharf/state` under a workspace.
+pub fn state_dir(workspace: &Path) -> PathBuf {
+    workspace.join(".wharf/state")
+}
+
+impl Deployer {
+    pub fn new(workspace: &Path, run_id: &str, events: Events) -> Self {
+        let state = state_dir(workspace);
+        let paths = TargetPaths {
+            state: state.clone(),
+            store: workspace.join(".wharf/oci"),
+        };
+        Self {
+            local: LocalTarget::new(paths.clone()),
+            paths,
+            services_dir: state.join("services"),
+            locks_dir: state.join("locks"),
+            run_id: run_id.to_string(),
+            events,
+            docker: tokio::sync::OnceCell::new(),
+            held: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::default()),
+        }
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.lock().unwrap().clone()
+    }
+
+    fn note(&self, message: String) {
+        self.events.emit(Event::Notice { message });
+    }
+
+    async fn target(&self, name: &str) -> Result<&dyn Target, StepError> {
+        match name {
+            "local" => Ok(&self.local),
+            "docker" => match self
+                .docker
+                .get_or_init(|| async { DockerTarget::connect(self.paths.clone()).await })
+                .await
+            {
+                Ok(docker) => Ok(docker),
+                Err(e) => Err(e.clone()),
+            },
+            other => Err(invalid(format!(
+                "unknown deploy target `{other}`; use `local` or `docker`"
+            ))),
+        }
+    }
+
+    fn load(&self, service: &str) -> Result<Option<ServiceRecord>, StepError> {
+        ServiceRecord::load(&self.services_dir, service).map_err(|e| permanent(format!("state of `{service}`: {e}")))
+    }
+
+    fn save(&self, record: &mut ServiceRecord) -> Result<(), StepError> {
+        record.run_id = Some(self.run_id.clone());
+        record
+            .save(&self.services_dir)
+            .map_err(|e| permanent(format!("saving the state of `{}`: {e}", record.service)))
+    }
+
+    fn existing(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.load(service)?.ok_or_else(|| {
+            let known: Vec<String> = ServiceRecord::list(&self.services_dir)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.service)
+                .collect();
+            invalid(format!(
+                "no service `{service}` has been deployed from {}{}",
+                self.paths.state.display(),
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!("; known: {}", known.join(", "))
+                }
+            ))
+        })
+    }
+
+    /// Take the service's lock unless this process already holds it.
+    fn lock(&self, service: &str) -> Result<(), StepError> {
+        let mut held = self.held.lock().unwrap();
+        if !held.contains_key(service) {
+            let lock = ServiceLock::acquire(&self.locks_dir, service, &self.run_id)?;
+            held.insert(service.to_string(), lock);
+        }
+        Ok(())
+    }
+
+    fn unlock(&self, service: &str) {
+        self.held.lock().unwrap().remove(service);
+    }
+
+    fn holds(&self, service: &str) -> bool {
+        self.held.lock().unwrap().contains_key(service)
+    }
+
+    async fn eligible_hosts(&self, target: &dyn Target, spec: &Spec) -> Result<Vec<Host>, StepError> {
+        let hosts = target.hosts().await?;
+        let eligible: Vec<Host> = hosts
+            .iter()
+            .filter(|h| spec.host_labels.iter().all(|want| h.labels.contains(want)))
+            .cloned()
+            .collect();
+        if eligible.is_empty() {
+            let want: Vec<String> = spec.host_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let have: Vec<String> = hosts
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} [{}]",
+                        h.name,
+                        h.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect();
+            let hint = match target.name() {
+                "local" => "label the local host with WHARF_HOST_LABELS=key=value,...",
+                _ => "label the Docker engine (dockerd --label key=value)",
+            };
+            return Err(invalid(format!(
+                "no host of target `{}` carries the labels {}; hosts: {}; {hint}",
+                target.name(),
+                want.join(", "),
+                have.join("; ")
+            )));
+        }
+        if spec.one_per_host && spec.replicas as usize > eligible.len() {
+            return Err(invalid(format!(
+                "one instance per host allows at most {} replica(s) on target `{}` ({} eligible host{}), not {}",
+                eligible.len(),
+                target.name(),
+                eligible.len(),
+                if eligible.len() == 1 { "" } else { "s" },
+                spec.replicas
+            )));
+        }
+        Ok(eligible)
+    }
+
+    pub async fn begin_upgrade(&self, spec: Spec) -> Result<ServiceRecord, StepError> {
+        let service = spec.service.clone();
+        if !crate::pipeline::model::is_identifier(&service) {
+            return Err(invalid(format!(
+                "`{service}` is not a valid service name (letters, digits, `-`, `_`)"
+            )));
+        }
+        let reference = ImageRef::parse(&spec.revision.image).map_err(invalid)?;
+        match &reference.digest {
+            None => {
+                return Err(invalid(format!(
+                    "{} has no digest; deploys pin digests so a rollback returns to exactly this build: use the `image` output of builtin:push",
+                    spec.revision.image
+                )));
+            }
+            Some(d) if *d != spec.revision.digest => {
+                return Err(invalid(format!(
+                    "{} does not match digest {}",
+                    spec.revision.image, spec.revision.digest
+                )));
+            }
+            Some(_) => {}
+        }
+        let target = self.target(&spec.target).await?;
+        self.lock(&service)?;
+        let result = self.begin_locked(spec, target).await;
+        if result.is_err() {
+            self.unlock(&service);
+        }
+        result
+    }
+
+    async fn begin_locked(&self, spec: Spec, target: &dyn Target) -> Result<ServiceRecord, StepError> {
+        let service = &spec.service.clone();
+        let mut record = self
+            .load(service)?
+            .unwrap_or_else(|| ServiceRecord::new(service, &spec.target));
+        match record.state {
+            State::Upgraded => {
+                return Err(invalid(format!(
+                    "service `{service}` is upgraded to {} and awaits a decision; finish it first with `wharf confirm {service}` or `wharf rollback {service}`",
+                    record.current.as_ref().map_or("?", |s| s.revision.version.as_str())
+                )));
+            }
+            State::Upgrading | State::RollingBack => {
+                return Err(invalid(format!(
+                    "an earlier change of service `{service}` did not finish (state {}, run {}); roll it back with `wharf rollback {service}`",
+                    record.state.as_str(),
+                    record.run_id.as_deref().unwrap_or("?")
+                )));
+            }
+            State::Absent | State::Active => {}
+        }
+        if record.state != State::Absent && record.target != spec.target {
+            return Err(invalid(format!(
+                "service `{service}` runs on target `{}`, not `{}`; deploy it under another name",
+                record.target, spec.target
+            )));
+        }
+        self.eligible_hosts(target, &spec).await?;
+        target.prepare(&spec).await?;
+        for instance in &mut record.instances {
+            instance.running = target.is_running(instance).await;
+        }
+        record.target = spec.target.clone();
+        record.previous = record.current.take();
+        record.current = Some(spec);
+        record.state = State::Upgrading;
+        self.save(&mut record)?;
+        self.ledger.lock().unwrap().touched.insert(service.clone());
+        self.note(format!(
+            "{service}: upgrading to {}",
+            record.current.as_ref().unwrap().revision.version
+        ));
+        Ok(record)
+    }
+
+    fn upgrading(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        let record = self.existing(service)?;
+        if record.state != State::Upgrading || !self.holds(service) {
+            return Err(invalid(format!(
+                "service `{service}` is {}, not being upgraded by this run; call begin-upgrade first",
+                record.state.as_str()
+            )));
+        }
+        Ok(record)
+    }
+
+    pub async fn start_instance(&self, service: &str) -> Result<Instance, StepError> {
+        let mut record = self.upgrading(service)?;
+        let spec = record.current.clone().expect("upgrading has a current spec");
+        let target = self.target(&record.target).await?;
+        let hosts = self.eligible_hosts(target, &spec).await?;
+        let host = hosts
+            .iter()
+            .find(|h| !spec.one_per_host || !record.instances.iter().any(|i| i.running && i.host == h.name))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "one instance per host: every eligible host already runs an instance of `{service}`; use `order: stop-first` so the old one makes room"
+                ))
+            })?;
+        let next = record
+            .instances
+            .iter()
+            .filter_map(|i| i.id.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok()))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let id = format!("{service}-{next}");
+        let instance = target.start(&spec, &id, host).await?;
+        record.instances.push(instance.clone());
+        self.save(&mut record)?;
+        Ok(instance)
+    }
+
+    pub async fn wait_healthy(&self, service: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
+        let record = self.existing(service)?;
+        let instance = find(&record, id)?;
+        let spec = record
+            .current
+            .as_ref()
+            .filter(|s| s.revision.digest == instance.digest)
+            .or(record.previous.as_ref());
+        let path = spec.map_or("/", |s| s.health_path.as_str());
+        let target = self.target(&record.target).await?;
+        health::wait(target, instance, path, timeout).await
+    }
+
+    pub async fn stop_instance(&self, service: &str, id: &str) -> Result<(), StepError> {
+        let mut record = self.upgrading(service)?;
+        let target = self.target(&record.target).await?;
+        let instance = find(&record, id)?.clone();
+        target.stop(&instance).await?;
+        if let Some(i) = record.instances.iter_mut().find(|i| i.id == id) {
+            i.running = false;
+        }
+        self.save(&mut record)
+    }
+
+    pub async fn finish_upgrade(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        let mut record = self.upgrading(service)?;
+        record.state = State::Upgraded;
+        self.save(&mut record)?;
+        self.unlock(service);
+        self.note(format!("{service}: upgraded, awaiting confirm or rollback"));
+        Ok(record)
+    }
+
+    /// Finish Upgrade: the new revision stays, the previous revision's instances go.
+    pub async fn confirm(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.lock(service)?;
+        let result = self.confirm_locked(service).await;
+        self.unlock(service);
+        result
+    }
+
+    async fn confirm_locked(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        let mut record = self.existing(service)?;
+        if record.state != State::Upgraded {
+            return Err(invalid(format!(
+                "service `{service}` is {}; only an upgraded service can be confirmed",
+                record.state.as_str()
+            )));
+        }
+        let target = self.target(&record.target).await?;
+        let current = record.current.clone().expect("upgraded has a current spec");
+        let (keep, old): (Vec<Instance>, Vec<Instance>) = record
+            .instances
+            .drain(..)
+            .partition(|i| i.digest == current.revision.digest && i.running);
+        for instance in &old {
+            target.remove(instance).await?;
+        }
+        record.instances = keep;
+        record.state = State::Active;
+        self.save(&mut record)?;
+        self.note(format!("{service}: confirmed {}", current.revision.version));
+        Ok(record)
+    }
+
+    /// Rollback: remove the new revision's instances and bring back the recorded previous
+    /// revision by digest.
+    pub async fn rollback(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.lock(service)?;
+        let result = self.rollback_locked(service).await;
+        self.unlock(service);
+        let mut ledger = self.ledger.lock().unwrap();
+        match &result {
+            Ok(_) => {
+                ledger.rolled_back.insert(service.to_string());
+            }
+            Err(e) => ledger.rollback_failed.push((service.to_string(), e.message.clone())),
+        }
+        result
+    }
+
+    async fn rollback_locked(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        let mut record = self.existing(service)?;
+        if !matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack) {
+            return Err(invalid(format!(
+                "service `{service}` is {}{}; there is no upgrade to roll back",
+                record.state.as_str(),
+                record
+                    .current
+                    .as_ref()
+                    .map(|s| format!(" on {}", s.revision.version))
+                    .unwrap_or_default()
+            )));
+        }
+        let target = self.target(&record.target).await?;
+        record.state = State::RollingBack;
+        self.save(&mut record)?;
+        let previous = record.previous.clone();
+        let previous_digest = previous.as_ref().map(|s| s.revision.digest.clone());
+        // The new revision's instances go; an instance of the previous digest started by
+        // this upgrade (a redeploy of the same image) stays.
+        let mut kept = Vec::new();
+        for instance in std::mem::take(&mut record.instances) {
+            if Some(&instance.digest) == previous_digest.as_ref() {
+                kept.push(instance);
+            } else {
+                target.remove(&instance).await?;
+            }
+        }
+        record.instances = kept;
+        self.save(&mut record)?;
+        if let Some(prev) = &previous {
+            let hosts = self.eligible_hosts(target, prev).await.unwrap_or_default();
+            let host = hosts.first().cloned().unwrap_or(Host {
+                name: target.name().into(),
+                labels: Vec::new(),
+            });
+            target.prepare(prev).await?;
+            let mut running = 0;
+            for i in 0..record.instances.len() {
+                let instance = record.instances[i].clone();
+                let instance = if target.is_running(&instance).await {
+                    instance
+                } else {
+                    target.resume(prev, &instance).await?
+                };
+                health::wait(target, &instance, &prev.health_path, Duration::from_secs(60)).await?;
+                record.instances[i] = Instance {
+                    running: true,
+                    ..instance
+                };
+                running += 1;
+                self.save(&mut record)?;
+            }
+            while running < prev.replicas {
+                let id = format!("{service}-r{}", record.instances.len() + 1);
+                let instance = target.start(prev, &id, &host).await?;
+                health::wait(target, &instance, &prev.health_path, Duration::from_secs(60)).await?;
+                record.instances.push(instance);
+                running += 1;
+                self.save(&mut record)?;
+            }
+            record.state = State::Active;
+        } else {
+            record.state = State::Absent;
+        }
+        record.current = previous;
+        record.previous = None;
+        self.save(&mut record)?;
+        self.note(match &record.current {
+            Some(spec) => format!(
+                "{service}: rolled back to {} ({})",
+                spec.revision.version, spec.revision.digest
+            ),
+            None => format!("{service}: rolled back; no earlier revision, nothing runs"),
+        });
+        Ok(record)
+    }
+
+    /// The service with each instance's running flag checked against the target.
+    pub async fn status(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        let mut record = self.existing(service)?;
+        let target = self.target(&record.target).await?;
+        for instance in &mut record.instances {
+            instance.running = target.is_running(instance).await;
+        }
+        Ok(record)
+    }
+
+    pub async fn list(&self) -> Result<Vec<ServiceRecord>, StepError> {
+        let records = ServiceRecord::list(&self.services_dir).map_err(|e| permanent(e.to_string()))?;
+        let mut out = Vec::new();
+        for r in records {
+            out.push(self.status(&r.service).await?);
+        }
+        Ok(out)
+    }
+
+    /// Running instances; none for a service never deployed (a template's fallback).
+    pub async fn instances(&self, service: &str) -> Result<Vec<Instance>, StepError> {
+        if self.load(service)?.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .status(service)
+            .await?
+            .instances
+            .into_iter()
+            .filter(|i| i.running)
+            .collect())
+    }
+
+    /// After a run: a failed or interrupted run rolls back what it left unconfirmed, unless
+    /// the pipeline says `on-failure: pause`.
+    pub async fn settle(&self, run_failed: bool, on_failure: OnFailure) -> Ledger {
+        let touched = self.ledger.lock().unwrap().touched.clone();
+        for service in touched {
+            let Ok(Some(record)) = self.load(&service) else {
+                continue;
+            };
+            if !matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack) {
+                continue;
+            }
+            if !run_failed {
+                if record.state == State::Upgraded {
+                    self.note(format!(
+                        "{service}: left upgraded; finish with `wharf confirm {service}` or `wharf rollback {service}`"
+                    ));
+                }
+                continue;
+            }
+            match on_failure {
+                OnFailure::Rollback => {
+                    self.note(format!("{service}: the run failed; rolling back"));
+                    let _ = self.rollback(&service).await;
+                }
+                OnFailure::Pause => {
+                    self.unlock(&service);
+                    self.ledger.lock().unwrap().paused.insert(service.clone());
+                    self.note(format!(
+                        "{service}: the run failed and on-failure is pause; decide with `wharf confirm {service}` or `wharf rollback {service}`"
+                    ));
+                }
+            }
+        }
+        self.ledger()
+    }
+}
+
+fn find<'a>(record: &'a ServiceRecord, id: &str) -> Result<&'a Instance, StepError> {
+    record
+        .instances
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| invalid(format!("service `{}` has no instance `{id}`", record.service)))
+}

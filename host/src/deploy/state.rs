@@ -1,0 +1,135 @@
+//! What wharf knows about a service, persisted in `.wharf/state/services/SERVICE.json` so it
+//! survives a restart of wharf. Written atomically (temporary file, then rename).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Absent,
+    Active,
+    Upgrading,
+    Upgraded,
+    RollingBack,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Absent => "absent",
+            State::Active => "active",
+            State::Upgrading => "upgrading",
+            State::Upgraded => "upgraded",
+            State::RollingBack => "rolling-back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// `REGISTRY/REPO:TAG@sha256:...` (or `REPO:TAG@sha256:...` in the local store).
+    pub image: String,
+    pub digest: String,
+    pub version: String,
+}
+
+/// How a revision runs: everything needed to start (or restart, on rollback) its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub service: String,
+    pub target: String,
+    pub revision: Revision,
+    pub replicas: u32,
+    pub port: u16,
+    pub health_path: String,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub one_per_host: bool,
+    pub host_labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub digest: String,
+    pub version: String,
+    /// Where the host reaches it.
+    pub address: String,
+    pub port: u16,
+    pub running: bool,
+    /// The host it runs on.
+    pub host: String,
+    /// Target-specific: a process id, a container id.
+    pub handle: String,
+    pub labels: Vec<(String, String)>,
+    /// Where its output goes, when the target keeps it in a file.
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub service: String,
+    pub target: String,
+    pub state: State,
+    pub current: Option<Spec>,
+    pub previous: Option<Spec>,
+    pub instances: Vec<Instance>,
+    /// The run that last changed the service.
+    pub run_id: Option<String>,
+    pub updated: String,
+}
+
+impl ServiceRecord {
+    pub fn new(service: &str, target: &str) -> Self {
+        Self {
+            service: service.into(),
+            target: target.into(),
+            state: State::Absent,
+            current: None,
+            previous: None,
+            instances: Vec::new(),
+            run_id: None,
+            updated: String::new(),
+        }
+    }
+
+    pub fn load(dir: &Path, service: &str) -> std::io::Result<Option<ServiceRecord>> {
+        let path = dir.join(format!("{service}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&mut self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        self.updated = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let path = dir.join(format!("{}.json", self.service));
+        let tmp = dir.join(format!(".{}.json.tmp{}", self.service, std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+
+    pub fn list(dir: &Path) -> std::io::Result<Vec<ServiceRecord>> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(out);
+        };
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if let Some(service) = name.strip_suffix(".json")
+                && !service.starts_with('.')
+                && let Some(record) = Self::load(dir, service)?
+            {
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(out)
+    }
+}

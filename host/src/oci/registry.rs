@@ -1,0 +1,551 @@
+//! A client for the OCI distribution API: push with a HEAD check per blob, monolithic
+//! streamed uploads, manifest PUT; pull; basic auth, the bearer-token flow and static bearer
+//! tokens. Plain HTTP only to loopback registries.
+
+use super::layout::{Store, StoredImage};
+use super::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Index, MEDIA_INDEX, MEDIA_MANIFEST, Manifest, digest_of,
+};
+use crate::capabilities::step_error;
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use futures_util::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// With a password: basic auth, and the token flow when the registry asks for it.
+    pub username: Option<String>,
+    /// Without a username: sent as a bearer token.
+    pub password: Option<String>,
+}
+
+pub struct Registry {
+    http: reqwest::Client,
+    host: String,
+    base: String,
+    credentials: Credentials,
+    /// The `Authorization` value that worked last.
+    authorization: Mutex<Option<HeaderValue>>,
+}
+
+/// Bytes moved so far and in all, reported as an upload proceeds.
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn transient(message: String) -> StepError {
+    step_error(ErrorKind::Transient, message)
+}
+
+fn permanent(message: String) -> StepError {
+    step_error(ErrorKind::Permanent, message)
+}
+
+impl Registry {
+    /// Loopback registries are spoken to over plain HTTP, every other over HTTPS.
+    pub fn new(host: &str, credentials: Credentials) -> Result<Registry, StepError> {
+        if host.is_empty() || host.contains('/') {
+            return Err(step_error(
+                ErrorKind::InvalidInput,
+                format!("`{host}` is not a registry host (HOST[:PORT])"),
+            ));
+        }
+        let scheme = if is_loopback(host) { "http" } else { "https" };
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| permanent(format!("cannot create an HTTP client: {e}")))?;
+        let authorization = match (&credentials.username, &credentials.password) {
+            (None, Some(token)) => HeaderValue::from_str(&format!("Bearer {token}")).ok(),
+            _ => None,
+        };
+        Ok(Registry {
+            http,
+            host: host.to_string(),
+            base: format!("{scheme}://{host}"),
+            credentials,
+            authorization: Mutex::new(authorization),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    /// Send a request, answering one authentication challenge if the registry raises it.
+    async fn send(&self, make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Sync)) -> Result<Response, StepError> {
+        for attempt in 0..2 {
+            let mut request = make(&self.http);
+            if let Some(auth) = self.authorization.lock().unwrap().clone() {
+                request = request.header(AUTHORIZATION, auth);
+            }
+            let response = request.send().await.map_err(|e| self.network_error(e))?;
+            if response.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+                return Ok(response);
+            }
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let auth = self.answer(&challenge).await?;
+            *self.authorization.lock().unwrap() = Some(auth);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn network_error(&self, e: reqwest::Error) -> StepError {
+        let mut message = format!("registry {} unreachable: {e}", self.host);
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        transient(message)
+    }
+
+    async fn answer(&self, challenge: &str) -> Result<HeaderValue, StepError> {
+        let denied = |why: &str| {
+            step_error(
+                ErrorKind::Denied,
+                format!(
+                    "registry {} refused the credentials{why}; check the username and the password secret",
+                    self.host
+                ),
+            )
+        };
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        let (Some(user), Some(pass)) = (&self.credentials.username, &self.credentials.password) else {
+            if self.credentials.password.is_some() {
+                return Err(denied(" (bearer token)"));
+            }
+            return Err(step_error(
+                ErrorKind::Denied,
+                format!(
+                    "registry {} requires authentication; set `username` and `password-secret` on the step",
+                    self.host
+                ),
+            ));
+        };
+        if scheme.eq_ignore_ascii_case("basic") {
+            let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{pass}"));
+            return HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| denied(""));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(permanent(format!(
+                "registry {} asks for unsupported auth `{scheme}`",
+                self.host
+            )));
+        }
+        let fields = parse_challenge(params);
+        let realm = fields
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                permanent(format!(
+                    "registry {} sent a bearer challenge without a realm",
+                    self.host
+                ))
+            })?;
+        let query: Vec<(String, String)> = fields
+            .into_iter()
+            .filter(|(k, _)| k == "service" || k == "scope")
+            .collect();
+        let response = self
+            .http
+            .get(&realm)
+            .query(&query)
+            .basic_auth(user, Some(pass))
+            .send()
+            .await
+            .map_err(|e| self.network_error(e))?;
+        if !response.status().is_success() {
+            return Err(denied(&format!(" (token endpoint answered {})", response.status())));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| permanent(format!("token response: {e}")))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| permanent("token response has no token".into()))?;
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| denied(""))
+    }
+
+    fn unexpected(&self, what: &str, status: StatusCode, body: &str) -> StepError {
+        let message = format!("registry {}: {what} answered {status}: {}", self.host, body.trim());
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => step_error(ErrorKind::Denied, message),
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => transient(message),
+            _ => permanent(message),
+        }
+    }
+
+    /// The digest a tag or digest names now, or None when the registry does not have it.
+    pub async fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<String>, StepError> {
+        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
+        let response = self.send(&|c| c.head(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(response
+                .headers()
+                .get("Docker-Content-Digest")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)),
+            s => Err(self.unexpected("manifest HEAD", s, "")),
+        }
+    }
+
+    pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, StepError> {
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let response = self.send(&|c| c.head(&url)).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => Ok(true),
+            s => Err(self.unexpected("blob HEAD", s, "")),
+        }
+    }
+
+    /// One monolithic upload, streamed from the store.
+    pub async fn upload_blob(
+        &self,
+        store: &Store,
+        repository: &str,
+        digest: &str,
+        size: u64,
+        progress: Progress,
+    ) -> Result<(), StepError> {
+        let start = self.url(&format!("/v2/{repository}/blobs/uploads/"));
+        let response = self.send(&|c| c.post(&start).header(CONTENT_LENGTH, 0)).await?;
+        if response.status() != StatusCode::ACCEPTED {
+            let status = response.status();
+            return Err(self.unexpected("upload start", status, &response.text().await.unwrap_or_default()));
+        }
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| permanent(format!("registry {} started an upload without a Location", self.host)))?
+            .to_string();
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let put = self.url(&format!("{location}{separator}digest={digest}"));
+        let path = store.blob_path(digest).map_err(|e| permanent(e.to_string()))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| permanent(format!("{}: {e}", path.display())))?;
+        let mut sent = 0u64;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK).inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                sent += bytes.len() as u64;
+                progress(sent, size);
+            }
+        });
+        // No challenge round here: the upload's POST above already settled authentication,
+        // and a streamed body cannot be sent twice.
+        let mut request = self
+            .http
+            .put(&put)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(auth) = self.authorization.lock().unwrap().clone() {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let response = request.send().await.map_err(|e| self.network_error(e))?;
+        if response.status() != StatusCode::CREATED {
+            let status = response.status();
+            return Err(self.unexpected(
+                &format!("upload of {digest}"),
+                status,
+                &response.text().await.unwrap_or_default(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String, StepError> {
+        let url = self.url(&format!("/v2/{repository}/manifests/{tag}"));
+        let body = bytes.to_vec();
+        let response = self
+            .send(&|c| c.put(&url).header(CONTENT_TYPE, media_type).body(body.clone()))
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            let status = response.status();
+            return Err(self.unexpected("manifest PUT", status, &response.text().await.unwrap_or_default()));
+        }
+        Ok(response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .unwrap_or_else(|| digest_of(bytes)))
+    }
+
+    /// Manifest bytes, their media type and digest (checked when asked for by digest).
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, String), StepError> {
+        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
+        let response = self.send(&|c| c.get(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(permanent(format!(
+                "{}/{repository}:{reference} does not exist",
+                self.host
+            )));
+        }
+        if !status.is_success() {
+            return Err(self.unexpected("manifest GET", status, &response.text().await.unwrap_or_default()));
+        }
+        let media_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(MEDIA_MANIFEST)
+            .to_string();
+        let bytes = response.bytes().await.map_err(|e| self.network_error(e))?.to_vec();
+        let digest = digest_of(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(permanent(format!(
+                "registry {} returned a manifest that does not match {reference}",
+                self.host
+            )));
+        }
+        Ok((bytes, media_type, digest))
+    }
+
+    /// Download a blob into the store, checking its digest.
+    pub async fn fetch_blob(&self, store: &Store, repository: &str, digest: &str) -> Result<(), StepError> {
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let response = self.send(&|c| c.get(&url)).await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(self.unexpected(&format!("blob GET {digest}"), status, ""));
+        }
+        let mut writer = store.blob_writer().map_err(|e| permanent(e.to_string()))?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.network_error(e))?;
+            writer.write_all(&chunk).map_err(|e| permanent(e.to_string()))?;
+        }
+        // finish() renames the blob to the digest of what arrived: check before trusting it.
+        let (got, _) = writer.finish().map_err(|e| permanent(e.to_string()))?;
+        if got != digest {
+            let _ = std::fs::remove_file(store.blob_path(&got).unwrap_or_default());
+            return Err(permanent(format!(
+                "registry {} sent content for {digest} that hashes to {got}",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_challenge(params: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_string();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push((key, value.to_string()));
+        rest = next.trim_start_matches(',').trim();
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    pub digest: String,
+    pub uploaded: u32,
+    pub skipped: u32,
+    pub bytes: u64,
+}
+
+/// Push `image` as `repository:tag`. Version tags are immutable: a tag that points to
+/// another digest is refused and left as it was; the same digest again uploads nothing.
+pub async fn push(
+    store: &Store,
+    image: &StoredImage,
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    progress: Progress,
+) -> Result<PushReport, StepError> {
+    let digest = &image.manifest_descriptor.digest;
+    let blobs: Vec<&Descriptor> = std::iter::once(&image.manifest.config)
+        .chain(&image.manifest.layers)
+        .collect();
+    if let Some(existing) = registry.manifest_digest(repository, tag).await? {
+        if existing == *digest {
+            return Ok(PushReport {
+                digest: digest.clone(),
+                uploaded: 0,
+                skipped: blobs.len() as u32,
+                bytes: 0,
+            });
+        }
+        return Err(step_error(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}/{repository}:{tag} already points to {existing}; version tags are immutable, so pushing {digest} under it was refused and the tag was left as it was. Build a new version (commit, then re-run) instead",
+                registry.host()
+            ),
+        ));
+    }
+    let mut report = PushReport {
+        digest: digest.clone(),
+        uploaded: 0,
+        skipped: 0,
+        bytes: 0,
+    };
+    let total: u64 = blobs.iter().map(|b| b.size).sum();
+    let mut done = 0u64;
+    for blob in blobs {
+        if registry.blob_exists(repository, &blob.digest).await? {
+            report.skipped += 1;
+            done += blob.size;
+            continue;
+        }
+        let base = done;
+        let overall = progress.clone();
+        let blob_progress: Progress = std::sync::Arc::new(move |sent, _size| overall(base + sent, total));
+        registry
+            .upload_blob(store, repository, &blob.digest, blob.size, blob_progress)
+            .await?;
+        done += blob.size;
+        report.uploaded += 1;
+        report.bytes += blob.size;
+    }
+    let bytes = store.read_blob(digest).map_err(|e| permanent(e.to_string()))?;
+    let media_type = image
+        .manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| MEDIA_MANIFEST.into());
+    let pushed = registry.put_manifest(repository, tag, &media_type, &bytes).await?;
+    if pushed != *digest {
+        return Err(permanent(format!(
+            "registry {} stored the manifest as {pushed}, expected {digest}",
+            registry.host()
+        )));
+    }
+    Ok(report)
+}
+
+/// Pull `repository` at `reference` (tag or digest) into the store, choosing linux/amd64
+/// from a multi-platform index, and name it `name` there.
+pub async fn pull(
+    store: &Store,
+    registry: &Registry,
+    repository: &str,
+    reference: &str,
+    name: Option<&str>,
+) -> Result<StoredImage, StepError> {
+    let (mut bytes, mut media_type, mut digest) = registry.get_manifest(repository, reference).await?;
+    if media_type.starts_with(MEDIA_INDEX) || media_type.starts_with(DOCKER_MANIFEST_LIST) {
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| permanent(format!("image index: {e}")))?;
+        let chosen = index
+            .manifests
+            .iter()
+            .find(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            })
+            .ok_or_else(|| permanent(format!("{repository}:{reference} has no linux/amd64 image")))?;
+        (bytes, media_type, digest) = registry.get_manifest(repository, &chosen.digest).await?;
+    }
+    if !(media_type.starts_with(MEDIA_MANIFEST) || media_type.starts_with(DOCKER_MANIFEST)) {
+        return Err(permanent(format!(
+            "{repository}:{reference} is a `{media_type}`, not an image manifest"
+        )));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| permanent(format!("manifest: {e}")))?;
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        registry.fetch_blob(store, repository, &blob.digest).await?;
+    }
+    store.put_blob(&bytes).map_err(|e| permanent(e.to_string()))?;
+    let descriptor = Descriptor {
+        media_type: media_type
+            .split(';')
+            .next()
+            .unwrap_or(MEDIA_MANIFEST)
+            .trim()
+            .to_string(),
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        annotations: None,
+        platform: None,
+    };
+    if let Some(name) = name {
+        store.tag(name, &descriptor).map_err(|e| permanent(e.to_string()))?;
+    }
+    store
+        .resolve(None, Some(&digest))
+        .map_err(|e| permanent(e.to_string()))?
+        .ok_or_else(|| permanent(format!("pulled {digest} but cannot read it back")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_and_loopback() {
+        let c = parse_challenge(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(c[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(c[2], ("scope".into(), "repository:a/b:pull,push".into()));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("registry.example:5000"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The `docker` target: instances are containers on a Docker engine, through its API.
+//!
+//! Images are pulled by digest from the registry they were pushed to, containers carry the
+//! labels `wharf.service`, `wharf.version`, `wharf.revision` and `wharf.instance`, and each
+//! publishes its port on a host port the engine picks on 127.0.0.1, so replicas never collide.
+//! Stopped containers are kept until confirm, so a rollback starts the previous digest again.
+//!
+//! Placement on one engine: the engine is one host. Host labels are the engine's own
+//! (`dockerd --label`). `one-per-host` therefore allows one replica, and a start-first
+//! rolling upgrade of such a service needs `order: stop-first`. Spreading across several
+//! hosts needs several engines (a scheduler), which this target does not drive.
+
+use super::{Host, Target, TargetPaths};
+use crate::capabilities::step_error;
+use crate::deploy::state::{Instance, Spec};
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::oci::reference::ImageRef;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+
+pub struct DockerTarget {
+    docker: Docker,
+}
+
+fn engine_error(what: &str, e: bollard::errors::Error) -> StepError {
+    step_error(ErrorKind::Permanent, format!("Docker engine: {what}: {e}"))
+}
+
+impl DockerTarget {
+    /// Connect to the engine at `DOCKER_HOST` or the local socket, agreeing on an API version.
+    pub async fn connect(_paths: TargetPaths) -> Result<DockerTarget, StepError> {
+        let unreachable = |e: bollard::errors::Error| {
+            step_error(
+                ErrorKind::Permanent,
+                format!(
+                    "no Docker engine reachable ({e}); start dockerd, or set DOCKER_HOST, or deploy with target `local`"
+                ),
+            )
+        };
+        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerTarget { docker })
+    }
+
+    /// The registry reference the engine pulls: `REGISTRY/REPO@sha256:...`.
+    fn pull_reference(spec: &Spec) -> Result<String, StepError> {
+        let r = ImageRef::parse(&spec.revision.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+        let Some(registry) = r.registry else {
+            return Err(step_error(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the docker target pulls images from a registry, and {} is only in the local store; push it first (set the push step's `registry`)",
+                    spec.revision.image
+                ),
+            ));
+        };
+        Ok(format!("{registry}/{}@{}", r.repository, spec.revision.digest))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<(bool, u16), StepError> {
+        let info = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| engine_error("inspect", e))?;
+        let running = info.state.and_then(|s| s.running).unwrap_or(false);
+        let port = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| {
+                ports
+                    .into_values()
+                    .flatten()
+                    .flatten()
+                    .find_map(|b| b.host_port?.parse().ok())
+            })
+            .unwrap_or(0);
+        Ok((running, port))
+    }
+
+    async fn start_container(&self, id: &str) -> Result<u16, StepError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| engine_error("start", e))?;
+        let (_, port) = self.inspect(id).await?;
+        Ok(port)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for DockerTarget {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn hosts(&self) -> Result<Vec<Host>, StepError> {
+        let info = self.docker.info().await.map_err(|e| engine_error("info", e))?;
+        let labels = info
+            .labels
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(vec![Host {
+            name: info.name.unwrap_or_else(|| "docker".into()),
+            labels,
+        }])
+    }
+
+    async fn prepare(&self, spec: &Spec) -> Result<(), StepError> {
+        let reference = Self::pull_reference(spec)?;
+        let options = CreateImageOptions {
+            from_image: Some(reference.clone()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            progress.map_err(|e| engine_error(&format!("pull {reference}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &Spec, id: &str, host: &Host) -> Result<Instance, StepError> {
+        let image = Self::pull_reference(spec)?;
+        let port_key = format!("{}/tcp", spec.port);
+        let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+        labels.insert("wharf.service".into(), spec.service.clone());
+        labels.insert("wharf.version".into(), spec.revision.version.clone());
+        labels.insert("wharf.revision".into(), spec.revision.digest.clone());
+        labels.insert("wharf.instance".into(), id.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            exposed_ports: Some(vec![port_key.clone()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("wharf-{id}-{}", &spec.revision.digest["sha256:".len()..][..12]);
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| engine_error("create container", e))?;
+        let port = self.start_container(&created.id).await?;
+        Ok(Instance {
+            id: id.to_string(),
+            digest: spec.revision.digest.clone(),
+            version: spec.revision.version.clone(),
+            address: "127.0.0.1".into(),
+            port,
+            running: true,
+            host: host.name.clone(),
+            handle: created.id,
+            labels: spec.labels.clone(),
+            log: None,
+        })
+    }
+
+    async fn stop(&self, instance: &Instance) -> Result<(), StepError> {
+        let options = StopContainerOptions {
+            t: Some(5),
+            ..Default::default()
+        };
+        match self.docker.stop_container(&instance.handle, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error("stop", e)),
+        }
+    }
+
+    async fn resume(&self, _spec: &Spec, instance: &Instance) -> Result<Instance, StepError> {
+        let port = self.start_container(&instance.handle).await?;
+        Ok(Instance {
+            port,
+            running: true,
+            ..instance.clone()
+        })
+    }
+
+    async fn remove(&self, instance: &Instance) -> Result<(), StepError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&instance.handle, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(engine_error("remove", e)),
+        }
+    }
+
+    async fn is_running(&self, instance: &Instance) -> bool {
+        self.inspect(&instance.handle)
+            .await
+            .map(|(running, _)| running)
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,227 @@
+//! The `local` target, the embedded default: each instance is a process started from the
+//! image's unpacked root filesystem and entrypoint, on a port of its own (`$PORT`), so two
+//! instances never fight over one. Output goes to `.wharf/state/logs/SERVICE/ID.log`;
+//! instances outlive the wharf process and are found again by pid.
+//!
+//! It is not a container: the process sees the host's filesystem and network. It exists so
+//! the pipeline runs on a laptop or CI runner with nothing installed.
+
+use super::{Host, Target, TargetPaths, free_port, labels_from_env};
+use crate::capabilities::step_error;
+use crate::deploy::state::{Instance, Spec};
+use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::oci::layout::{Store, StoredImage};
+use crate::oci::reference::ImageRef;
+use crate::oci::registry::{self, Credentials, Registry};
+use crate::oci::{digest_hex, unpack};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub struct LocalTarget {
+    paths: TargetPaths,
+}
+
+fn permanent(message: String) -> StepError {
+    step_error(ErrorKind::Permanent, message)
+}
+
+impl LocalTarget {
+    pub fn new(paths: TargetPaths) -> Self {
+        Self { paths }
+    }
+
+    fn rootfs(&self, digest: &str) -> Result<PathBuf, StepError> {
+        let hex = digest_hex(digest).ok_or_else(|| permanent(format!("`{digest}` is not a sha256 digest")))?;
+        Ok(self.paths.state.join("rootfs").join(hex))
+    }
+
+    fn store(&self) -> Result<Store, StepError> {
+        Store::open(&self.paths.store)
+            .map_err(|e| permanent(format!("image store {}: {e}", self.paths.store.display())))
+    }
+
+    fn image(&self, spec: &Spec) -> Result<StoredImage, StepError> {
+        self.store()?
+            .resolve(None, Some(&spec.revision.digest))
+            .map_err(|e| permanent(e.to_string()))?
+            .ok_or_else(|| permanent(format!("{} is not in the local image store", spec.revision.image)))
+    }
+
+    fn spawn(&self, spec: &Spec, id: &str) -> Result<Instance, StepError> {
+        let image = self.image(spec)?;
+        let rootfs = self.rootfs(&spec.revision.digest)?;
+        let config = image.config.config;
+        let mut argv: Vec<String> = config.entrypoint.unwrap_or_default();
+        argv.extend(config.cmd.unwrap_or_default());
+        let Some(program) = argv.first() else {
+            return Err(step_error(
+                ErrorKind::InvalidInput,
+                format!("{} has neither entrypoint nor cmd: nothing to run", spec.revision.image),
+            ));
+        };
+        let program_path = rootfs.join(program.trim_start_matches('/'));
+        let workdir = rootfs.join(config.working_dir.unwrap_or_default().trim_start_matches('/'));
+        let port = free_port().map_err(|e| permanent(format!("no free port: {e}")))?;
+        let logs = self.paths.state.join("logs").join(&spec.service);
+        std::fs::create_dir_all(&logs).map_err(|e| permanent(e.to_string()))?;
+        let log_path = logs.join(format!("{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| permanent(format!("{}: {e}", log_path.display())))?;
+        let mut command = std::process::Command::new(&program_path);
+        command
+            .args(&argv[1..])
+            .current_dir(&workdir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| permanent(e.to_string()))?)
+            .stderr(log);
+        for kv in config.env.unwrap_or_default() {
+            if let Some((k, v)) = kv.split_once('=') {
+                command.env(k, v);
+            }
+        }
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        command.env("PORT", port.to_string()).env("WHARF_INSTANCE", id);
+        // Its own process group: a Ctrl-C at the terminal stops wharf, not the service.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
+            .spawn()
+            .map_err(|e| permanent(format!("cannot start {} from {}: {e}", program, rootfs.display())))?;
+        Ok(Instance {
+            id: id.to_string(),
+            digest: spec.revision.digest.clone(),
+            version: spec.revision.version.clone(),
+            address: "127.0.0.1".into(),
+            port,
+            running: true,
+            host: "local".into(),
+            handle: child.id().to_string(),
+            labels: spec.labels.clone(),
+            log: Some(log_path.display().to_string()),
+        })
+    }
+}
+
+fn pid_of(instance: &Instance) -> Option<libc::pid_t> {
+    instance.handle.parse().ok()
+}
+
+/// Alive, not a zombie, and running from a wharf rootfs (not a reused pid).
+fn alive(pid: libc::pid_t, rootfs: &std::path::Path) -> bool {
+    // Reap it if it is our exited child.
+    // SAFETY: waitpid with WNOHANG on a pid has no memory-safety preconditions.
+    unsafe {
+        libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if state == Some('Z') || state == Some('X') {
+        return false;
+    }
+    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(rootfs))
+}
+
+#[async_trait::async_trait]
+impl Target for LocalTarget {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn hosts(&self) -> Result<Vec<Host>, StepError> {
+        Ok(vec![Host {
+            name: "local".into(),
+            labels: labels_from_env(),
+        }])
+    }
+
+    async fn prepare(&self, spec: &Spec) -> Result<(), StepError> {
+        let store = self.store()?;
+        let present = store
+            .resolve(None, Some(&spec.revision.digest))
+            .map_err(|e| permanent(e.to_string()))?;
+        let image = match present {
+            Some(image) => image,
+            None => {
+                let reference =
+                    ImageRef::parse(&spec.revision.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+                let Some(host) = &reference.registry else {
+                    return Err(permanent(format!(
+                        "{} is not in the local image store",
+                        spec.revision.image
+                    )));
+                };
+                let registry = Registry::new(host, Credentials::default())?;
+                registry::pull(&store, &registry, &reference.repository, &spec.revision.digest, None).await?
+            }
+        };
+        let rootfs = self.rootfs(&spec.revision.digest)?;
+        if rootfs.exists() {
+            return Ok(());
+        }
+        let staging = rootfs.with_extension(format!("tmp{}", std::process::id()));
+        let store_dir = self.paths.store.clone();
+        let staged = staging.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = Store::open(&store_dir)?;
+            unpack::unpack(&store, &image, &staged)
+        })
+        .await
+        .map_err(|e| permanent(e.to_string()))?
+        .map_err(|e| permanent(format!("unpacking {}: {e}", spec.revision.image)))?;
+        std::fs::rename(&staging, &rootfs).map_err(|e| permanent(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn start(&self, spec: &Spec, id: &str, _host: &Host) -> Result<Instance, StepError> {
+        self.spawn(spec, id)
+    }
+
+    async fn stop(&self, instance: &Instance) -> Result<(), StepError> {
+        let Some(pid) = pid_of(instance) else { return Ok(()) };
+        let rootfs = self.rootfs(&instance.digest)?;
+        if !alive(pid, &rootfs) {
+            return Ok(());
+        }
+        // SAFETY: signalling a process group has no memory-safety preconditions.
+        unsafe {
+            libc::killpg(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !alive(pid, &rootfs) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        alive(pid, &rootfs);
+        Ok(())
+    }
+
+    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, StepError> {
+        self.spawn(spec, &instance.id)
+    }
+
+    async fn remove(&self, instance: &Instance) -> Result<(), StepError> {
+        self.stop(instance).await
+    }
+
+    async fn is_running(&self, instance: &Instance) -> bool {
+        match (pid_of(instance), self.rootfs(&instance.digest)) {
+            (Some(pid), Ok(rootfs)) => alive(pid, &rootfs),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Real services the tests drive, started on loopback ports and stopped on drop: Debian's
+//! `docker-registry` and `nginx`. A missing program fails the test with the package to
+//! install; `.ci/run` installs them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{program}` is not installed: `apt-get install {package}` (.ci/run does it)"
+    );
+}
+
+/// `GET url` over plain HTTP/1.0: (status, body). None when nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what} did not come up within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's `docker-registry` (distribution 2.8) on a loopback port.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With htpasswd basic auth for one user.
+    pub fn start_with_user(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Self {
+        require("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let hash = bcrypt::hash(password, 5).unwrap();
+            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://{addr}/v2/");
+        wait_until("docker-registry", Duration::from_secs(15), || {
+            matches!(http_get(&url), Some((200 | 401, _)))
+        });
+        Registry { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skopeo inspect` of a tag in a loopback registry, as JSON.
+pub fn skopeo_inspect(reference: &str, config: bool) -> serde_json::Value {
+    require("skopeo", "skopeo");
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("inspect").arg("--tls-verify=false");
+    if config {
+        cmd.arg("--config");
+    }
+    let out = cmd.arg(format!("docker://{reference}")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// nginx proxying `/` to `upstream seed`, whose servers come from an included file.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    prefix: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(upstreams: &Path) -> Self {
+        require("nginx", "nginx");
+        let prefix = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let p = prefix.path().display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\nerror_log {p}/error.log;\npid {p}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             include {};\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://seed; }}\n  }}\n}}\n",
+            upstreams.display()
+        );
+        std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
+        let nginx = Nginx {
+            child: Command::new("nginx")
+                .args(Self::args(prefix.path()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+            prefix,
+        };
+        wait_until("nginx", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        nginx
+    }
+
+    fn args(prefix: &Path) -> Vec<String> {
+        let p = prefix.display();
+        vec![
+            "-p".into(),
+            format!("{p}/"),
+            "-c".into(),
+            format!("{p}/nginx.conf"),
+            "-e".into(),
+            format!("{p}/error.log"),
+        ]
+    }
+
+    /// The reload command, as the render step's `reload` list.
+    pub fn reload_command(&self) -> Vec<String> {
+        let mut cmd = vec!["nginx".to_string()];
+        cmd.extend(Self::args(self.prefix.path()));
+        cmd.extend(["-s".to_string(), "reload".to_string()]);
+        cmd
+    }
+
+    pub fn error_log(&self) -> PathBuf {
+        self.prefix.path().join("error.log")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

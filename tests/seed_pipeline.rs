@@ -1,0 +1,291 @@
+//! The article's pipeline, end to end on the local target with a real registry
+//! (Debian's docker-registry): version, build, push, rolling upgrade, gate, confirm or
+//! rollback, interruption, and the state machine's guard rails.
+
+mod common;
+use common::Workspace;
+use common::services::{Registry, http_get};
+use std::time::{Duration, Instant};
+
+const VERSION: &str = r"^\d+\.\d+\.\d+-\d+-[0-9a-f]{7}$";
+
+fn answer(url: &str, path: &str) -> String {
+    http_get(&format!("{url}{path}"))
+        .map(|(_, body)| body.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn deploys_with_an_immutable_version_through_a_real_registry() {
+    let registry = Registry::start();
+    let ws = Workspace::seed();
+    let run = ws.wharf(&[
+        "run",
+        "pipeline.yml",
+        "-v",
+        "--var",
+        &format!("registry={}", registry.addr),
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+
+    let version = run.output_of("version", "version").unwrap();
+    assert!(regex::Regex::new(VERSION).unwrap().is_match(&version), "{version}");
+    assert!(version.starts_with("1.0.0-1-"), "{version}");
+    let image = run.output_of("push", "image").unwrap();
+    let digest = run.output_of("build", "digest").unwrap();
+    assert_eq!(image, format!("{}/seed:{version}@{digest}", registry.addr));
+    assert_eq!(run.output_of("finish", "action").unwrap(), "confirmed");
+
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["image"], image.as_str());
+    let urls = ws.running_urls("seed");
+    assert_eq!(urls.len(), 2, "two replicas, each on its own port");
+    for url in &urls {
+        assert_eq!(answer(url, "/api/v1/status"), "OK");
+        assert_eq!(answer(url, "/api/v1/version"), version);
+    }
+}
+
+#[test]
+fn a_broken_release_is_rolled_back_to_the_previous_version() {
+    let registry = Registry::start();
+    let ws = Workspace::seed();
+    let reg = format!("registry={}", registry.addr);
+    let good = ws.wharf(&["run", "pipeline.yml", "-v", "--var", &reg]);
+    assert_eq!(good.code(), 0, "{}", good.all());
+    let good_version = good.output_of("version", "version").unwrap();
+    let good_digest = good.output_of("push", "digest").unwrap();
+
+    ws.commit("a change that breaks the status endpoint");
+    let broken = ws.wharf(&["run", "pipeline.yml", "-v", "--var", &reg, "--var", "status=FAIL"]);
+    assert_eq!(broken.code(), 3, "exit code 3 means rolled back:\n{}", broken.all());
+    assert!(broken.step_line("gate").contains("gate-failed"), "{}", broken.all());
+    assert!(
+        broken.step_line("gate").contains("body does not contain \"OK\""),
+        "{}",
+        broken.all()
+    );
+    assert_eq!(broken.output_of("finish", "action").unwrap(), "rolled-back");
+    assert_eq!(broken.output_of("upgrade", "previous-version").unwrap(), good_version);
+    assert!(
+        broken
+            .stdout()
+            .contains(&format!("seed: rolled back to {good_version} ({good_digest})")),
+        "{}",
+        broken.all()
+    );
+
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["digest"], good_digest.as_str());
+    let urls = ws.running_urls("seed");
+    assert_eq!(urls.len(), 2);
+    for url in &urls {
+        assert_eq!(answer(url, "/api/v1/version"), good_version);
+        assert_eq!(answer(url, "/api/v1/status"), "OK");
+    }
+}
+
+/// The seed pipeline up to the upgrade, plus `extra` steps.
+fn pipeline_until_upgrade(ws: &Workspace, extra: &str) -> String {
+    let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
+    let cut = text.find("  - id: discover").unwrap();
+    let name = "partial.yml";
+    ws.write(name, &format!("{}{extra}", &text[..cut]));
+    name.to_string()
+}
+
+#[test]
+fn an_interrupted_run_rolls_back_its_upgrade() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    let first_version = first.output_of("version", "version").unwrap();
+
+    ws.commit("next");
+    let pipeline = pipeline_until_upgrade(
+        &ws,
+        "  - id: manual-testing\n    uses: builtin:exec\n    with: { program: sleep, args: [\"60\"] }\n",
+    );
+    let mut child = ws
+        .command(&["run", &pipeline])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let path = ws.path().join(".wharf/state/services/seed.json");
+        let state = std::fs::read_to_string(&path).unwrap_or_default();
+        if state.contains("\"state\": \"upgraded\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upgrade never finished"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(out.contains("terminated (SIGTERM): stopping the run"), "{out}");
+    assert!(out.contains(&format!("seed: rolled back to {first_version}")), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "the sleeping step was not stopped"
+    );
+    assert_eq!(ws.service_state("seed")["state"], "active");
+    for url in ws.running_urls("seed") {
+        assert_eq!(answer(&url, "/api/v1/version"), first_version);
+    }
+    assert!(
+        !ws.path().join(".wharf/state/locks/seed.lock").exists(),
+        "the lock outlived the rollback"
+    );
+}
+
+#[test]
+fn an_unconfirmed_upgrade_blocks_the_next_until_confirm_or_rollback() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    let first_version = ws.service_state("seed")["current"]["revision"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Upgrade without a gate or a finish: the run succeeds and leaves the service upgraded.
+    ws.commit("second");
+    let pipeline = pipeline_until_upgrade(&ws, "");
+    let upgraded = ws.wharf(&["run", &pipeline, "-v"]);
+    assert_eq!(upgraded.code(), 0, "{}", upgraded.all());
+    assert!(
+        upgraded
+            .stdout()
+            .contains("seed: left upgraded; finish with `wharf confirm seed` or `wharf rollback seed`"),
+        "{}",
+        upgraded.all()
+    );
+    let second_version = upgraded.output_of("version", "version").unwrap();
+    assert_eq!(ws.service_state("seed")["state"], "upgraded");
+
+    // The next upgrade is refused and names both ways out; nothing changes.
+    ws.commit("third");
+    let blocked = ws.wharf(&["run", &pipeline]);
+    assert_eq!(blocked.code(), 1, "{}", blocked.all());
+    let line = blocked.step_line("upgrade");
+    assert!(line.contains("awaits a decision"), "{line}");
+    assert!(
+        line.contains("`wharf confirm seed`") && line.contains("`wharf rollback seed`"),
+        "{line}"
+    );
+    assert_eq!(
+        ws.service_state("seed")["current"]["revision"]["version"],
+        second_version.as_str()
+    );
+
+    let status = ws.wharf(&["status", "seed"]);
+    assert!(status.stdout().contains("state upgraded"), "{}", status.all());
+    assert!(
+        status.stdout().contains(&format!("previous  {first_version}")),
+        "{}",
+        status.all()
+    );
+
+    // Rollback brings back the first version; then the third can go out and be confirmed.
+    let rollback = ws.wharf(&["rollback", "seed"]);
+    assert_eq!(rollback.code(), 0, "{}", rollback.all());
+    assert_eq!(
+        ws.service_state("seed")["current"]["revision"]["version"],
+        first_version.as_str()
+    );
+    for url in ws.running_urls("seed") {
+        assert_eq!(answer(&url, "/api/v1/version"), first_version);
+    }
+    let again = ws.wharf(&["rollback", "seed"]);
+    assert_eq!(again.code(), 2, "{}", again.all());
+    assert!(
+        again.stderr().contains("there is no upgrade to roll back"),
+        "{}",
+        again.all()
+    );
+
+    let third = ws.wharf(&["run", &pipeline, "-v"]);
+    assert_eq!(third.code(), 0, "{}", third.all());
+    let third_version = third.output_of("version", "version").unwrap();
+    let confirm = ws.wharf(&["confirm", "seed"]);
+    assert_eq!(confirm.code(), 0, "{}", confirm.all());
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["version"], third_version.as_str());
+    assert_eq!(
+        state["instances"].as_array().unwrap().len(),
+        2,
+        "confirm removed the old instances: {state}"
+    );
+    for url in ws.running_urls("seed") {
+        assert_eq!(answer(&url, "/api/v1/version"), third_version);
+    }
+}
+
+#[test]
+fn mutable_tags_and_digestless_images_are_refused() {
+    let ws = Workspace::seed();
+    let latest = "name: m\nsteps:\n  - id: up\n    uses: builtin:upgrade\n    with:\n      service: seed\n      image: 127.0.0.1:5000/seed:latest@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n";
+    ws.write("latest.yml", latest);
+    let run = ws.wharf(&["run", "latest.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.step_line("up").contains("tag `latest` is mutable"), "{}", run.all());
+
+    ws.write(
+        "nodigest.yml",
+        &latest
+            .replace(
+                "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "",
+            )
+            .replace(":latest", ":1.0.0-1-abcdef0"),
+    );
+    let run = ws.wharf(&["run", "nodigest.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(run.step_line("up").contains("has no digest"), "{}", run.all());
+}
+
+#[test]
+fn a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_respected() {
+    let ws = Workspace::seed();
+    let locks = ws.path().join(".wharf/state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // A lock left behind by a crashed wharf.
+    std::fs::write(
+        locks.join("seed.lock"),
+        r#"{"pid":999999999,"comm":"wharf","run_id":"crashed","since":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 0, "a stale lock blocked the run:\n{}", run.all());
+
+    // A lock held by a live process (this test, pretending to be wharf).
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    std::fs::write(
+        locks.join("seed.lock"),
+        format!(
+            r#"{{"pid":{},"comm":"{}","run_id":"busy","since":"now"}}"#,
+            std::process::id(),
+            me.trim()
+        ),
+    )
+    .unwrap();
+    ws.commit("next");
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.step_line("upgrade").contains("is being changed by run busy"),
+        "{}",
+        run.all()
+    );
+}
