@@ -96,3 +96,41 @@ fn docker_target_deploys_by_digest_and_rolls_back() {
         );
     }
 }
+
+#[test]
+fn builder_docker_builds_a_dockerfile_into_the_store_and_pushes_it() {
+    let engine = Command::new("docker").args(["info"]).output();
+    assert!(
+        engine.is_ok_and(|o| o.status.success()),
+        "no Docker engine answers here; this test needs one"
+    );
+    let registry = common::services::Registry::start();
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path().join("site")).unwrap();
+    ws.write("site/index.html", "built by docker\n");
+    ws.write(
+        "site/Dockerfile",
+        "FROM scratch\nCOPY index.html /srv/index.html\nLABEL built.with=dockerfile\n",
+    );
+    ws.write(
+        "pipeline.yml",
+        "name: docker-build\nvars:\n  registry: \"\"\nsteps:\n  - id: build\n    uses: builtin:build\n    with:\n      builder: docker\n      context: site\n      repository: site\n      tag: 2.0.0-1-abcdef0\n  - id: push\n    uses: builtin:push\n    with:\n      image: ${{ steps.build.outputs.image }}\n      registry: ${{ vars.registry }}\n",
+    );
+    let run = ws.wharf(&[
+        "run",
+        "pipeline.yml",
+        "-v",
+        "--var",
+        &format!("registry={}", registry.addr),
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let digest = run.output_of("push", "digest").unwrap();
+    let tag = format!("{}/site:2.0.0-1-abcdef0", registry.addr);
+    let inspect = common::services::skopeo_inspect(&tag, false);
+    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Labels"]["built.with"], "dockerfile");
+    assert_eq!(inspect["Labels"]["org.opencontainers.image.version"], "2.0.0-1-abcdef0");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "wharf-build/site:2.0.0-1-abcdef0"])
+        .output();
+}

@@ -230,6 +230,19 @@ fn an_unconfirmed_upgrade_blocks_the_next_until_confirm_or_rollback() {
     for url in ws.running_urls("seed") {
         assert_eq!(answer(&url, "/api/v1/version"), third_version);
     }
+
+    // Remove stops everything and forgets the service.
+    let urls = ws.running_urls("seed");
+    let remove = ws.wharf(&["remove", "seed"]);
+    assert_eq!(remove.code(), 0, "{}", remove.all());
+    for url in urls {
+        assert!(
+            http_get(&format!("{url}/api/v1/version")).is_none(),
+            "{url} still answers"
+        );
+    }
+    let status = ws.wharf(&["status"]);
+    assert!(status.stdout().contains("no services deployed"), "{}", status.all());
 }
 
 #[test]
@@ -288,4 +301,67 @@ fn a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_respected() {
         "{}",
         run.all()
     );
+}
+
+/// The seed pipeline up to the upgrade, with more `with:` lines for the upgrade step.
+fn upgrade_with(ws: &Workspace, name: &str, lines: &str) -> String {
+    let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
+    let cut = text.find("  - id: discover").unwrap();
+    let anchor = "      health-path: /api/v1/version\n";
+    let text = text[..cut].replace(anchor, &format!("{anchor}{lines}"));
+    ws.write(name, &text);
+    name.to_string()
+}
+
+#[test]
+fn placement_rules_host_labels_and_one_per_host() {
+    let ws = Workspace::seed();
+    let ssd = upgrade_with(&ws, "ssd.yml", "      host-labels: { storage: ssd }\n");
+    let unlabelled = ws.wharf(&["run", &ssd]);
+    assert_eq!(unlabelled.code(), 1, "{}", unlabelled.all());
+    let line = unlabelled.step_line("upgrade");
+    assert!(
+        line.contains("no host of target `local` carries the labels storage=ssd"),
+        "{line}"
+    );
+    assert!(line.contains("WHARF_HOST_LABELS"), "{line}");
+
+    let labelled = common::Run(
+        ws.command(&["run", &ssd, "--var", "replicas=1"])
+            .env("WHARF_HOST_LABELS", "storage=ssd,zone=a")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(labelled.code(), 0, "{}", labelled.all());
+    let confirm = ws.wharf(&["confirm", "seed"]);
+    assert_eq!(confirm.code(), 0, "{}", confirm.all());
+
+    // The article's anti-affinity: one instance per host. The local target is one host.
+    ws.commit("next");
+    let spread = upgrade_with(&ws, "spread.yml", "      one-per-host: true\n");
+    let two = ws.wharf(&["run", &spread]);
+    assert_eq!(two.code(), 1, "{}", two.all());
+    assert!(
+        two.step_line("upgrade")
+            .contains("one instance per host allows at most 1 replica(s) on target `local`"),
+        "{}",
+        two.all()
+    );
+
+    let start_first = ws.wharf(&["run", &spread, "--var", "replicas=1"]);
+    assert_eq!(start_first.code(), 3, "{}", start_first.all());
+    assert!(
+        start_first.step_line("upgrade").contains("use `order: stop-first`"),
+        "{}",
+        start_first.all()
+    );
+
+    let stop_first = upgrade_with(&ws, "stop-first.yml", "      one-per-host: true\n");
+    let text = std::fs::read_to_string(ws.path().join(&stop_first))
+        .unwrap()
+        .replace("order: start-first", "order: stop-first");
+    ws.write(&stop_first, &text);
+    let ok = ws.wharf(&["run", &stop_first, "--var", "replicas=1", "-v"]);
+    assert_eq!(ok.code(), 0, "{}", ok.all());
+    assert_eq!(ok.output_of("upgrade", "instances").unwrap(), "1");
 }

@@ -86,6 +86,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Status(args) => status(args).await,
         Command::Confirm(args) => decide(args, true).await,
         Command::Rollback(args) => decide(args, false).await,
+        Command::Remove(args) => remove(args).await,
     }
 }
 
@@ -474,6 +475,24 @@ async fn decide(args: ServiceArgs, confirm: bool) -> u8 {
         Err(e) => {
             eprintln!("error: {}", e.message);
             if confirm { exit::FAILED } else { exit::NEEDS_HUMAN }
+        }
+    }
+}
+
+async fn remove(args: ServiceArgs) -> u8 {
+    let deployer = match service_deployer(&args.workspace) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match deployer.remove(&args.service).await {
+        Ok(_) => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if e.kind == ErrorKind::InvalidInput {
+                exit::INVALID
+            } else {
+                exit::FAILED
+            }
         }
     }
 }

@@ -108,6 +108,10 @@ Only a service in state `upgraded` can be confirmed.")]
 
 Exit code 4 when the rollback fails: the service needs a human.")]
     Rollback(commands::ServiceArgs),
+    /// Stop and delete a service's instances and forget it
+    #[command(after_help = "Examples:
+  wharf remove seed --workspace examples/seed")]
+    Remove(commands::ServiceArgs),
 }
 
 /// Commands whose help lists the exit codes.

@@ -482,6 +482,26 @@ impl Deployer {
         Ok(record)
     }
 
+    /// Stop and delete every instance and forget the service (its images stay).
+    pub async fn remove(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.lock(service)?;
+        let result = async {
+            let mut record = self.existing(service)?;
+            let target = self.target(&record.target).await?;
+            for instance in std::mem::take(&mut record.instances) {
+                target.remove(&instance).await?;
+            }
+            std::fs::remove_file(self.services_dir.join(format!("{service}.json")))
+                .map_err(|e| permanent(e.to_string()))?;
+            record.state = State::Absent;
+            self.note(format!("{service}: removed"));
+            Ok(record)
+        }
+        .await;
+        self.unlock(service);
+        result
+    }
+
     /// The service with each instance's running flag checked against the target.
     pub async fn status(&self, service: &str) -> Result<ServiceRecord, StepError> {
         let mut record = self.existing(service)?;

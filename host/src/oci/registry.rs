@@ -535,6 +535,64 @@ pub async fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in for a registry with a token service: no token server runs here (Debian has
+    /// none), so this checks the client's side of the bearer flow only. Real pushes, with
+    /// basic auth, are tested against docker-registry in tests/registry_push.rs.
+    #[tokio::test]
+    async fn bearer_token_flow() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap();
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                log.lock().unwrap().push(request.clone());
+                let response = if request.starts_with("GET /token") {
+                    let body = r#"{"token":"t0ken"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else if request.contains("Bearer t0ken") {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"test\",scope=\"repository:team/app:pull\"\r\n\r\n"
+                    )
+                };
+                sock.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        let registry = Registry::new(
+            &addr.to_string(),
+            Credentials {
+                username: Some("ci".into()),
+                password: Some("pw".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(registry.manifest_digest("team/app", "1.0.0").await.unwrap(), None);
+        let seen = seen.lock().unwrap();
+        let token_request = seen
+            .iter()
+            .find(|r| r.starts_with("GET /token"))
+            .expect("no token request");
+        assert!(token_request.contains("service=test"), "{token_request}");
+        assert!(
+            token_request.contains("scope=repository%3Ateam%2Fapp%3Apull"),
+            "{token_request}"
+        );
+        // Basic credentials go to the token endpoint only.
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:pw");
+        assert!(token_request.contains(&format!("Basic {basic}")), "{token_request}");
+        assert!(seen.last().unwrap().contains("Bearer t0ken"));
+    }
 
     #[test]
     fn challenges_and_loopback() {
