@@ -16,7 +16,7 @@ fn nginx_upstreams_follow_the_live_instances() {
         ws.write(
             "render.yml",
             &format!(
-                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n    with:\n      template: upstreams.conf.tmpl\n      output: .wharf/nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
+                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n    with:\n      template: templates/upstreams.conf.tmpl\n      output: .wharf/nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
                 reload.join(", ")
             ),
         );

@@ -34,17 +34,13 @@ fn stats(label: &str, mut samples: Vec<Duration>) -> Duration {
 
 fn input(step_id: &str, params: StepParams) -> StepInput {
     StepInput {
-        scope: StepScope {
-            run_id: "bench".into(),
-            step_id: step_id.into(),
-            workspace: std::env::temp_dir(),
-            events: Events::new(),
-        },
+        scope: StepScope::new("bench", step_id, &std::env::temp_dir(), Events::new(), 1 << 20),
         pipeline: "bench".into(),
         attempt: 1,
         params,
         secrets: Arc::default(),
         deployer: None,
+        grants: Arc::default(),
         limits: StepLimits::default(),
     }
 }

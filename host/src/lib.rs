@@ -13,4 +13,5 @@ pub mod events;
 pub mod oci;
 pub mod pipeline;
 pub mod run;
+pub mod sandbox;
 pub mod targets;

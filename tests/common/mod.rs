@@ -65,7 +65,7 @@ impl Workspace {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
         for file in [
             "pipeline.yml",
-            "upstreams.conf.tmpl",
+            "templates/upstreams.conf.tmpl",
             ".gitignore",
             "service/Cargo.toml",
             "service/src/main.rs",

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl StepState {
-    fn deployer(&self) -> Result<Arc<Deployer>, StepError> {
+    /// The run's deployer, once the grants allow this service.
+    fn deployer(&self, service: &str) -> Result<Arc<Deployer>, StepError> {
+        self.grants.check_deploy(service)?;
         self.deployer
             .clone()
             .ok_or_else(|| step_error(ErrorKind::Denied, "deploy is not available while describing a step"))
@@ -78,7 +80,7 @@ fn spec(s: ServiceSpec) -> state::Spec {
 
 impl Host for StepState {
     async fn begin_upgrade(&mut self, s: ServiceSpec) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        let result = match self.deployer() {
+        let result = match self.deployer(&s.service) {
             Ok(d) => d.begin_upgrade(spec(s)).await.map(|r| status(&r)),
             Err(e) => Err(e),
         };
@@ -86,7 +88,7 @@ impl Host for StepState {
     }
 
     async fn start_instance(&mut self, service: String) -> wasmtime::Result<Result<Instance, StepError>> {
-        let result = match self.deployer() {
+        let result = match self.deployer(&service) {
             Ok(d) => d.start_instance(&service).await.map(|i| instance(&i)),
             Err(e) => Err(e),
         };
@@ -105,7 +107,7 @@ impl Host for StepState {
         instance: String,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<(), StepError>> {
-        let result = match self.deployer() {
+        let result = match self.deployer(&service) {
             Ok(d) => {
                 d.wait_healthy(&service, &instance, Duration::from_millis(timeout_ms))
                     .await
@@ -119,7 +121,7 @@ impl Host for StepState {
     }
 
     async fn stop_instance(&mut self, service: String, instance: String) -> wasmtime::Result<Result<(), StepError>> {
-        let result = match self.deployer() {
+        let result = match self.deployer(&service) {
             Ok(d) => d.stop_instance(&service, &instance).await,
             Err(e) => Err(e),
         };
@@ -131,35 +133,35 @@ impl Host for StepState {
     }
 
     async fn finish_upgrade(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer() {
+        Ok(match self.deployer(&service) {
             Ok(d) => d.finish_upgrade(&service).await.map(|r| status(&r)),
             Err(e) => Err(e),
         })
     }
 
     async fn confirm(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer() {
+        Ok(match self.deployer(&service) {
             Ok(d) => d.confirm(&service).await.map(|r| status(&r)),
             Err(e) => Err(e),
         })
     }
 
     async fn rollback(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer() {
+        Ok(match self.deployer(&service) {
             Ok(d) => d.rollback(&service).await.map(|r| status(&r)),
             Err(e) => Err(e),
         })
     }
 
     async fn status(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer() {
+        Ok(match self.deployer(&service) {
             Ok(d) => d.status(&service).await.map(|r| status(&r)),
             Err(e) => Err(e),
         })
     }
 
     async fn instances(&mut self, service: String) -> wasmtime::Result<Result<Vec<Instance>, StepError>> {
-        Ok(match self.deployer() {
+        Ok(match self.deployer(&service) {
             Ok(d) => d.instances(&service).await.map(|v| v.iter().map(instance).collect()),
             Err(e) => Err(e),
         })

@@ -19,6 +19,10 @@ impl From<WitLevel> for Level {
 impl Host for StepState {
     async fn write(&mut self, level: WitLevel, message: String) -> wasmtime::Result<()> {
         self.scope.log(level.into(), message);
+        // Past its log limit a step is stopped; the failure names the limit.
+        if self.scope.log_budget.exceeded() {
+            wasmtime::bail!("log limit reached");
+        }
         Ok(())
     }
 

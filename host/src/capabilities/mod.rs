@@ -3,7 +3,6 @@
 //! [`StepState`](crate::engine::state::StepState) only adapt them to the bindings.
 
 pub mod deploy;
-pub mod http;
 pub mod images;
 pub mod log;
 pub mod process;
@@ -12,8 +11,10 @@ pub mod secrets;
 pub mod source;
 
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use crate::engine::limits::LogBudget;
 use crate::events::{Event, Events, Level, Stream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Who is calling and where to report: shared by every capability of one step.
 #[derive(Clone)]
@@ -22,19 +23,46 @@ pub struct StepScope {
     pub step_id: String,
     pub workspace: PathBuf,
     pub events: Events,
+    /// Log bytes left; a step that floods its log is stopped and fails.
+    pub log_budget: Arc<LogBudget>,
 }
 
 impl StepScope {
+    pub fn new(run_id: &str, step_id: &str, workspace: &Path, events: Events, log_limit: u64) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            workspace: workspace.to_path_buf(),
+            events,
+            log_budget: Arc::new(LogBudget::new(log_limit)),
+        }
+    }
+
     pub fn log(&self, level: Level, message: impl Into<String>) {
         self.line(level, Stream::Log, message);
     }
 
     pub fn line(&self, level: Level, stream: Stream, message: impl Into<String>) {
+        let message = message.into();
+        if let Err(first) = self.log_budget.spend(message.len() as u64 + 1) {
+            if first {
+                self.events.emit(Event::Log {
+                    step: self.step_id.clone(),
+                    level: Level::Error,
+                    stream: Stream::Log,
+                    message: format!(
+                        "log limit of {} bytes reached; the rest is dropped",
+                        self.log_budget.limit
+                    ),
+                });
+            }
+            return;
+        }
         self.events.emit(Event::Log {
             step: self.step_id.clone(),
             level,
             stream,
-            message: message.into(),
+            message,
         });
     }
 }

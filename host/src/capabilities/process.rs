@@ -36,7 +36,11 @@ pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
 
 impl Host for StepState {
     async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Completion, StepError>> {
-        Ok(run_program(&self.scope, cmd, DEFAULT_CAPTURE_LIMIT).await)
+        if let Err(denied) = self.grants.check_process(&cmd.program, &cmd.args) {
+            return Ok(Err(denied));
+        }
+        let capture = usize::try_from(self.limits.output_bytes).unwrap_or(DEFAULT_CAPTURE_LIMIT);
+        Ok(run_program(&self.scope, cmd, capture).await)
     }
 }
 
@@ -193,12 +197,7 @@ mod tests {
         let events = Events::new();
         let recorder = Arc::new(Recorder::default());
         events.add_sink(recorder.clone());
-        let scope = StepScope {
-            run_id: "r".into(),
-            step_id: "s".into(),
-            workspace: dir.to_path_buf(),
-            events,
-        };
+        let scope = StepScope::new("r", "s", dir, events, 1 << 20);
         (scope, recorder)
     }
 

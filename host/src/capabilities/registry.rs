@@ -21,6 +21,9 @@ impl Host for StepState {
         request: PushRequest,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<Pushed, StepError>> {
+        if let Err(denied) = self.grants.check_registry(&request.registry, &request.repository) {
+            return Ok(Err(denied));
+        }
         let password = password.map(|p| self.secret_value(&p)).transpose()?;
         Ok(push(&self.scope, request, password).await)
     }
@@ -32,6 +35,13 @@ impl Host for StepState {
         username: Option<String>,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<String, StepError>> {
+        if let Ok(r) = ImageRef::parse(&reference)
+            && let Err(denied) = self
+                .grants
+                .check_registry(r.registry.as_deref().unwrap_or_default(), &r.repository)
+        {
+            return Ok(Err(denied));
+        }
         let password = password.map(|p| self.secret_value(&p)).transpose()?;
         Ok(resolve(&reference, insecure, username, password).await)
     }

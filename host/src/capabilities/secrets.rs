@@ -122,6 +122,9 @@ impl StepState {
 
 impl Host for StepState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
+        if let Err(denied) = self.grants.check_secret(&name) {
+            return Ok(Err(denied));
+        }
         if self.secrets.get(&name).is_none() {
             return Ok(Err(StepError {
                 kind: ErrorKind::Denied,

@@ -9,6 +9,9 @@ use std::path::Path;
 
 impl Host for StepState {
     async fn describe(&mut self) -> wasmtime::Result<Result<Revision, StepError>> {
+        if let Err(denied) = self.grants.check_source() {
+            return Ok(Err(denied));
+        }
         Ok(describe(&self.scope.workspace).await)
     }
 }

@@ -258,6 +258,7 @@ async fn validate_cmd(runtime: &Runtime, args: ValidateArgs) -> u8 {
                 p.pipeline.name,
                 p.steps.len()
             );
+            println!("effective grants: `allow:` plus what a built-in step's own parameters name\n");
             for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {
                 let kind = if step.info.is_some() {
                     "typed step"
@@ -270,11 +271,61 @@ async fn validate_cmd(runtime: &Runtime, args: ValidateArgs) -> u8 {
                     decl.uses,
                     short_digest(&step.digest)
                 );
+                let grants = preview_grants(decl, step);
+                if grants.is_empty() {
+                    println!("      (no grants: it can only log)");
+                }
+                for line in grants {
+                    println!("      {line}");
+                }
             }
             exit::SUCCESS
         }
         Err(code) => code,
     }
+}
+
+/// The grants a step will run with, as far as they are known before the run: values that
+/// are interpolated show their expression.
+fn preview_grants(decl: &crate::pipeline::StepDecl, step: &LoadedStep) -> Vec<String> {
+    use crate::pipeline::params::{convert, scalars};
+    let mut lines = decl.allow.describe();
+    let Some(info) = step.info.as_ref().filter(|_| step.is_builtin()) else {
+        return lines;
+    };
+    let mut values = Vec::new();
+    let mut pending = Vec::new();
+    for cap in &info.capabilities {
+        let Some(name) = &cap.scope_param else { continue };
+        let Some(spec) = info.params.iter().find(|p| p.name == *name) else {
+            continue;
+        };
+        match decl.with.iter().find(|p| p.name == *name) {
+            Some(p) if scalars(&p.value).iter().any(|s| s.text.contains("${{")) => {
+                let raw: Vec<&str> = scalars(&p.value).iter().map(|s| s.text.as_str()).collect();
+                pending.push(format!(
+                    "{:<9} {}  (from `{name}`, at run time)",
+                    capability_name(cap.kind),
+                    raw.join(" ")
+                ));
+            }
+            Some(p) => {
+                if let Ok(v) = convert(name, &p.value, spec.type_) {
+                    values.push((name.clone(), v));
+                }
+            }
+            None => {
+                if let Some(d) = &spec.default {
+                    values.push((name.clone(), d.clone()));
+                }
+            }
+        }
+    }
+    let mut derived = crate::sandbox::Grants::default();
+    derived.derive(info, &values);
+    lines.extend(derived.describe());
+    lines.extend(pending);
+    lines
 }
 
 fn short_digest(d: &str) -> String {

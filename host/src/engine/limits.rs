@@ -1,14 +1,22 @@
 //! Per-step resource limits, and a limiter that remembers which limit a step hit so the
 //! failure can name it.
 
+use crate::pipeline::model::LimitOverrides;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepLimits {
-    /// Linear memory of the step's instance, all memories together.
+    /// Linear memory of one of the step's memories.
     pub memory_bytes: usize,
     /// Wall-clock time of one attempt.
     pub timeout: Duration,
+    /// Wasm instructions, roughly; None for no fuel limit (time still bounds the step).
+    pub fuel: Option<u64>,
+    /// Bytes of log lines (the step's own, its stdout and stderr, its programs' output).
+    pub log_bytes: u64,
+    /// Bytes of captured program output per stream, and of the step's outputs together.
+    pub output_bytes: u64,
 }
 
 impl Default for StepLimits {
@@ -16,6 +24,24 @@ impl Default for StepLimits {
         Self {
             memory_bytes: 512 << 20,
             timeout: Duration::from_secs(30 * 60),
+            fuel: None,
+            log_bytes: 10 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+impl StepLimits {
+    pub fn from_overrides(o: LimitOverrides) -> Self {
+        let d = Self::default();
+        Self {
+            memory_bytes: o
+                .memory
+                .map_or(d.memory_bytes, |m| usize::try_from(m).unwrap_or(usize::MAX)),
+            timeout: o.timeout.unwrap_or(d.timeout),
+            fuel: o.fuel,
+            log_bytes: o.log.unwrap_or(d.log_bytes),
+            output_bytes: o.output.unwrap_or(d.output_bytes),
         }
     }
 }
@@ -48,5 +74,37 @@ impl wasmtime::ResourceLimiter for StepLimiter {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
+    }
+}
+
+/// The log bytes a step may still write.
+#[derive(Debug)]
+pub struct LogBudget {
+    pub limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl LogBudget {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Spend `bytes`. Ok(()) within the limit; Err(first) over it, `first` true only for
+    /// the first line refused, so the notice is printed once.
+    pub fn spend(&self, bytes: u64) -> Result<(), bool> {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        if used <= self.limit {
+            return Ok(());
+        }
+        Err(!self.exceeded.swap(true, Ordering::Relaxed))
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
     }
 }

@@ -45,6 +45,17 @@ pub enum StepKind {
 }
 
 impl LoadedStep {
+    pub fn engine(&self) -> &Engine {
+        match &self.kind {
+            StepKind::Typed(pre) => pre.engine(),
+            StepKind::Command(pre) => pre.engine(),
+        }
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        self.origin.starts_with("builtin:")
+    }
+
     pub fn shape(&self) -> StepShape {
         match &self.info {
             Some(info) => StepShape::Typed(info.clone()),
@@ -254,6 +265,8 @@ impl Runtime {
 fn new_engine() -> anyhow::Result<(Engine, bool)> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // Fuel makes a CPU limit exact and repeatable; steps without one get u64::MAX.
+    config.consume_fuel(true);
     config.wasm_component_model(true);
     let mut pooling = PoolingAllocationConfig::new();
     pooling

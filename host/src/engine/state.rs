@@ -2,10 +2,12 @@
 //! the host state every capability reads. Nothing in it outlives the step.
 
 use crate::capabilities::StepScope;
-use crate::capabilities::http::StepHttpHooks;
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::Deployer;
 use crate::engine::limits::StepLimiter;
+use crate::engine::limits::StepLimits;
+use crate::sandbox::Grants;
+use crate::sandbox::egress::StepHttpHooks;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -16,6 +18,9 @@ pub struct StepState {
     pub secrets: Arc<SecretStore>,
     /// The run's deploys; None while describing a step.
     pub deployer: Option<Arc<Deployer>>,
+    /// What this step may reach: checked by every capability.
+    pub grants: Arc<Grants>,
+    pub limits: StepLimits,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub http_hooks: StepHttpHooks,

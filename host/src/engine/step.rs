@@ -2,15 +2,16 @@
 //! the cached `InstancePre`, called, and dropped. Traps, timeouts and limit hits become a
 //! [`StepFailure`]; the host carries on.
 
+use super::bindings::TypedStepPre;
 use super::bindings::wharf::step::types::{Context, ErrorKind, StepError, StepInfo, Value};
-use super::bindings::{TypedStep, TypedStepPre};
 use super::limits::{StepLimiter, StepLimits};
 use super::state::StepState;
 use super::{LoadedStep, StepKind};
 use crate::capabilities::StepScope;
-use crate::capabilities::http::StepHttpHooks;
 use crate::capabilities::secrets::SecretStore;
 use crate::events::{Events, Level, Stream};
+use crate::sandbox::Grants;
+use crate::sandbox::egress::StepHttpHooks;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ pub struct StepInput {
     pub params: StepParams,
     pub secrets: Arc<SecretStore>,
     pub deployer: Option<Arc<crate::deploy::Deployer>>,
+    pub grants: Arc<Grants>,
     pub limits: StepLimits,
 }
 
@@ -53,7 +55,8 @@ pub enum FailureKind {
     /// A WASI command exited non-zero.
     Exit(i32),
     Timeout,
-    MemoryLimit,
+    /// Memory, fuel, log or output limit.
+    Limit,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +83,7 @@ impl StepFailure {
             FailureKind::Trap => "trap".into(),
             FailureKind::Exit(code) => format!("exit {code}"),
             FailureKind::Timeout => "timeout".into(),
-            FailureKind::MemoryLimit => "memory-limit".into(),
+            FailureKind::Limit => "limit".into(),
         }
     }
 }
@@ -96,21 +99,17 @@ impl From<StepError> for StepFailure {
 
 pub type Outputs = Vec<(String, String)>;
 
-/// Call `describe()` of a typed step in a throwaway store.
+/// Call `describe()` of a typed step in a throwaway store with no grants.
 pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String> {
-    let scope = StepScope {
-        run_id: String::new(),
-        step_id: "describe".into(),
-        workspace: std::env::temp_dir(),
-        events: Events::new(),
-    };
     let limits = StepLimits {
         timeout: Duration::from_secs(10),
         ..StepLimits::default()
     };
+    let scope = StepScope::new("", "describe", &std::env::temp_dir(), Events::new(), limits.log_bytes);
     let tail = StderrTail::default();
-    let wasi = base_wasi(&scope, &tail).build();
-    let mut store = new_store(pre.engine(), scope, Arc::default(), None, wasi, &limits);
+    let grants = Arc::new(Grants::default());
+    let wasi = base_wasi(&scope, &grants, &tail).build();
+    let mut store = new_store(pre.engine(), scope, Arc::default(), None, grants, wasi, &limits);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wharf_step_step().call_describe(&mut store).await
@@ -122,43 +121,24 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
     }
 }
 
+/// How a call into the guest ended, before it is judged.
+enum Ended<T> {
+    Returned(T),
+    Trapped(wasmtime::Error),
+    TimedOut,
+}
+
 pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFailure> {
     let tail = StderrTail::default();
     let limits = input.limits;
-    match &step.kind {
-        StepKind::Typed(pre) => {
-            let wasi = base_wasi(&input.scope, &tail).build();
-            let ctx = Context {
-                step_id: input.scope.step_id.clone(),
-                run_id: input.scope.run_id.clone(),
-                pipeline: input.pipeline.clone(),
-                params: match input.params {
-                    StepParams::Typed(p) => p,
-                    StepParams::Command(p) => p.into_iter().map(|(k, v)| (k, Value::Text(v))).collect(),
-                },
-                attempt: input.attempt,
-            };
-            let mut store = new_store(pre.engine(), input.scope, input.secrets, input.deployer, wasi, &limits);
-            let call = async {
-                let instance: TypedStep = pre.instantiate_async(&mut store).await?;
-                instance.wharf_step_step().call_run(&mut store, &ctx).await
-            };
-            let result = tokio::time::timeout(limits.timeout, call).await;
-            let refused = store.data().limiter.memory_refused;
-            drop(store); // flushes partial log lines before the outcome is reported
-            match result {
-                Err(_) => Err(timeout(&limits)),
-                Ok(Ok(Ok(outputs))) => Ok(outputs),
-                Ok(Ok(Err(e))) => Err(e.into()),
-                Ok(Err(trap)) => Err(trap_failure(&trap, &tail, refused, &limits)),
-            }
-        }
-        StepKind::Command(pre) => {
-            let scratch = tempfile::tempdir().map_err(|e| StepFailure {
-                kind: FailureKind::Error(ErrorKind::Permanent),
-                message: format!("cannot create the step's output directory: {e}"),
-            })?;
-            let mut builder = base_wasi(&input.scope, &tail);
+    let budget = input.scope.log_budget.clone();
+    let mut builder = base_wasi(&input.scope, &input.grants, &tail);
+    // A WASI command's output file lives in a scratch directory only it sees.
+    let scratch = match &step.kind {
+        StepKind::Typed(_) => None,
+        StepKind::Command(_) => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| permanent(format!("cannot create the step's output directory: {e}")))?;
             builder.arg(&step.origin);
             builder.env("WHARF_OUTPUT", OUTPUT_FILE);
             builder.env("WHARF_STEP_ID", &input.scope.step_id);
@@ -170,41 +150,124 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 }
             }
             builder
-                .preopened_dir(scratch.path(), OUTPUT_DIR, FsPerms::ReadWrite)
-                .map_err(|e| StepFailure {
-                    kind: FailureKind::Error(ErrorKind::Permanent),
-                    message: format!("cannot open the step's output directory: {e}"),
-                })?;
-            let wasi = builder.build();
-            let mut store = new_store(pre.engine(), input.scope, input.secrets, input.deployer, wasi, &limits);
+                .preopened_dir(dir.path(), OUTPUT_DIR, FsPerms::ReadWrite)
+                .map_err(|e| permanent(format!("cannot open the step's output directory: {e}")))?;
+            Some(dir)
+        }
+    };
+    let ctx = Context {
+        step_id: input.scope.step_id.clone(),
+        run_id: input.scope.run_id.clone(),
+        pipeline: input.pipeline.clone(),
+        params: match input.params {
+            StepParams::Typed(p) => p,
+            StepParams::Command(p) => p.into_iter().map(|(k, v)| (k, Value::Text(v))).collect(),
+        },
+        attempt: input.attempt,
+    };
+    let mut store = new_store(
+        step.engine(),
+        input.scope,
+        input.secrets,
+        input.deployer,
+        input.grants,
+        builder.build(),
+        &limits,
+    );
+    // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
+    let ended: Ended<Result<Outputs, StepFailure>> = match &step.kind {
+        StepKind::Typed(pre) => {
+            let call = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.wharf_step_step().call_run(&mut store, &ctx).await
+            };
+            match tokio::time::timeout(limits.timeout, call).await {
+                Err(_) => Ended::TimedOut,
+                Ok(Ok(result)) => Ended::Returned(result.map_err(StepFailure::from)),
+                Ok(Err(trap)) => Ended::Trapped(trap),
+            }
+        }
+        StepKind::Command(pre) => {
             let call = async {
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.wasi_cli_run().call_run(&mut store).await
             };
-            let result = tokio::time::timeout(limits.timeout, call).await;
-            let refused = store.data().limiter.memory_refused;
-            drop(store);
-            let exit = match result {
-                Err(_) => return Err(timeout(&limits)),
-                Ok(Ok(Ok(()))) => 0,
-                Ok(Ok(Err(()))) => 1,
+            let exit = match tokio::time::timeout(limits.timeout, call).await {
+                Err(_) => None,
+                Ok(Ok(Ok(()))) => Some(Ok(0)),
+                Ok(Ok(Err(()))) => Some(Ok(1)),
                 Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-                    Some(I32Exit(code)) => *code,
-                    None => return Err(trap_failure(&e, &tail, refused, &limits)),
+                    Some(I32Exit(code)) => Some(Ok(*code)),
+                    None => Some(Err(e)),
                 },
             };
-            if exit != 0 {
-                return Err(StepFailure {
-                    kind: FailureKind::Exit(exit),
-                    message: with_stderr(format!("exited with code {exit}"), &tail),
-                });
+            match exit {
+                None => Ended::TimedOut,
+                Some(Err(trap)) => Ended::Trapped(trap),
+                Some(Ok(0)) => {
+                    let path = scratch
+                        .as_ref()
+                        .expect("commands have a scratch directory")
+                        .path()
+                        .join("output");
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    Ended::Returned(parse_outputs(&text).map_err(|message| StepFailure {
+                        kind: FailureKind::Error(ErrorKind::InvalidInput),
+                        message: format!("WHARF_OUTPUT: {message}"),
+                    }))
+                }
+                Some(Ok(code)) => Ended::Returned(Err(StepFailure {
+                    kind: FailureKind::Exit(code),
+                    message: with_stderr(format!("exited with code {code}"), &tail),
+                })),
             }
-            let text = std::fs::read_to_string(scratch.path().join("output")).unwrap_or_default();
-            parse_outputs(&text).map_err(|message| StepFailure {
-                kind: FailureKind::Error(ErrorKind::InvalidInput),
-                message: format!("WHARF_OUTPUT: {message}"),
-            })
         }
+    };
+    let refused = store.data().limiter.memory_refused;
+    let fuel_left = store.get_fuel().ok();
+    drop(store); // flushes partial log lines before the outcome is reported
+    // A limit hit explains whatever the step did after it.
+    if budget.exceeded() {
+        return Err(StepFailure {
+            kind: FailureKind::Limit,
+            message: format!(
+                "wrote more than its log limit of {} and was stopped; raise it with `limits: {{ log: ... }}` on the step",
+                size(budget.limit)
+            ),
+        });
+    }
+    let outputs = match ended {
+        Ended::TimedOut => return Err(timeout(&limits)),
+        Ended::Trapped(trap) => return Err(trap_failure(&trap, &tail, refused, fuel_left, &limits)),
+        Ended::Returned(result) => result?,
+    };
+    let total: usize = outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total as u64 > limits.output_bytes {
+        return Err(StepFailure {
+            kind: FailureKind::Limit,
+            message: format!(
+                "returned {} of outputs, over its output limit of {}; raise it with `limits: {{ output: ... }}` on the step",
+                size(total as u64),
+                size(limits.output_bytes)
+            ),
+        });
+    }
+    Ok(outputs)
+}
+
+fn permanent(message: String) -> StepFailure {
+    StepFailure {
+        kind: FailureKind::Error(ErrorKind::Permanent),
+        message,
+    }
+}
+
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -254,7 +317,9 @@ pub fn parse_outputs(text: &str) -> Result<Outputs, String> {
     Ok(out)
 }
 
-fn base_wasi(scope: &StepScope, tail: &StderrTail) -> WasiCtxBuilder {
+/// The WASI context every step starts from: its output to the log, no environment, no
+/// arguments, no sockets, and the workspace only as far as its grants open it.
+fn base_wasi(scope: &StepScope, grants: &Grants, tail: &StderrTail) -> WasiCtxBuilder {
     let mut b = WasiCtx::builder();
     b.stdout(LogPipe {
         scope: scope.clone(),
@@ -267,10 +332,56 @@ fn base_wasi(scope: &StepScope, tail: &StderrTail) -> WasiCtxBuilder {
         tail: Some(tail.clone()),
     });
     b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
-    if let Err(e) = b.preopened_dir(&scope.workspace, ".", FsPerms::ReadWrite) {
-        tracing::warn!("workspace {} not available to the step: {e}", scope.workspace.display());
+    b.socket_addr_check(|_, _| Box::pin(async { false }));
+    for (host, guest, perms) in preopens(&scope.workspace, grants) {
+        if let Err(e) = b.preopened_dir(&host, &guest, perms) {
+            tracing::warn!("cannot open {} for the step: {e}", host.display());
+        }
     }
     b
+}
+
+/// The directories a step's grants open, as (host path, guest path, permissions). WASI
+/// opens directories: a file grant opens the file's directory, and a write grant for a path
+/// that does not exist yet creates it (as the parent directory of `name.ext`, else as a
+/// directory). Guest paths are the workspace-relative paths, so relative paths in the step
+/// work as they would in the workspace.
+pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<(std::path::PathBuf, String, FsPerms)> {
+    let mut out: Vec<(std::path::PathBuf, String, FsPerms)> = Vec::new();
+    let looks_like_file = |p: &str| {
+        p.rsplit('/')
+            .next()
+            .is_some_and(|name| name.rfind('.').is_some_and(|i| i > 0))
+    };
+    let mut add = |rel: &str, write: bool| {
+        let host = workspace.join(rel);
+        let dir_rel = if host.is_file() || (!host.exists() && looks_like_file(rel)) {
+            rel.rsplit_once('/')
+                .map_or(".".to_string(), |(parent, _)| parent.to_string())
+        } else {
+            rel.to_string()
+        };
+        let dir = workspace.join(&dir_rel);
+        if write && !dir.exists() {
+            let _ = std::fs::create_dir_all(&dir);
+        }
+        if !dir.is_dir() {
+            return;
+        }
+        let perms = if write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        match out.iter_mut().find(|(_, g, _)| *g == dir_rel) {
+            Some(existing) if write => existing.2 = FsPerms::ReadWrite,
+            Some(_) => {}
+            None => out.push((dir, dir_rel, perms)),
+        }
+    };
+    for g in &grants.write {
+        add(&g.what, true);
+    }
+    for g in &grants.read {
+        add(&g.what, false);
+    }
+    out
 }
 
 fn new_store(
@@ -278,16 +389,22 @@ fn new_store(
     scope: StepScope,
     secrets: Arc<SecretStore>,
     deployer: Option<Arc<crate::deploy::Deployer>>,
+    grants: Arc<Grants>,
     wasi: WasiCtx,
     limits: &StepLimits,
 ) -> Store<StepState> {
     let state = StepState {
+        http_hooks: StepHttpHooks {
+            grants: grants.clone(),
+            scope: scope.clone(),
+        },
         scope,
         secrets,
         deployer,
+        grants,
+        limits: *limits,
         wasi,
         http: WasiHttpCtx::new(),
-        http_hooks: StepHttpHooks::default(),
         table: ResourceTable::new(),
         limiter: StepLimiter::new(limits),
     };
@@ -295,6 +412,7 @@ fn new_store(
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
+    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
     store
 }
 
@@ -308,14 +426,30 @@ fn timeout(limits: &StepLimits) -> StepFailure {
     }
 }
 
-fn trap_failure(e: &wasmtime::Error, tail: &StderrTail, refused: Option<usize>, limits: &StepLimits) -> StepFailure {
+fn trap_failure(
+    e: &wasmtime::Error,
+    tail: &StderrTail,
+    refused: Option<usize>,
+    fuel_left: Option<u64>,
+    limits: &StepLimits,
+) -> StepFailure {
     if let Some(wanted) = refused {
         return StepFailure {
-            kind: FailureKind::MemoryLimit,
+            kind: FailureKind::Limit,
             message: format!(
-                "hit its memory limit of {} MiB (it asked for {} MiB) and was stopped; raise it with `limits: {{ memory: ... }}` on the step",
-                limits.memory_bytes >> 20,
-                wanted >> 20
+                "hit its memory limit of {} (it asked for {}) and was stopped; raise it with `limits: {{ memory: ... }}` on the step",
+                size(limits.memory_bytes as u64),
+                size(wanted as u64)
+            ),
+        };
+    }
+    if let (Some(limit), Some(0) | None) = (limits.fuel, fuel_left)
+        && e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel)
+    {
+        return StepFailure {
+            kind: FailureKind::Limit,
+            message: format!(
+                "ran out of fuel (its limit is {limit}) and was stopped; raise it with `limits: {{ fuel: ... }}` on the step"
             ),
         };
     }
@@ -419,6 +553,9 @@ impl LineWriter {
 
 impl OutputStream for LineWriter {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if self.pipe.scope.log_budget.exceeded() {
+            return Err(wasmtime_wasi::p2::StreamError::trap("log limit reached"));
+        }
         self.partial.extend_from_slice(&bytes);
         while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=pos).collect();

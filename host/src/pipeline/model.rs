@@ -3,6 +3,7 @@
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, Span, suggest};
 use super::expr::{self, Expr, Template};
 use super::yaml::{Scalar, Yaml};
+use crate::sandbox::Grants;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +13,32 @@ pub struct Pipeline {
     pub name: String,
     pub vars: Vec<VarDecl>,
     pub on_failure: OnFailure,
+    /// Defaults for every step's limits.
+    pub limits: LimitOverrides,
     pub steps: Vec<StepDecl>,
+}
+
+/// `limits:` of the pipeline or a step; unset fields fall back to the level above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub memory: Option<u64>,
+    pub fuel: Option<u64>,
+    pub log: Option<u64>,
+    pub output: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+impl LimitOverrides {
+    /// `self` over `below`.
+    pub fn over(self, below: LimitOverrides) -> LimitOverrides {
+        LimitOverrides {
+            memory: self.memory.or(below.memory),
+            fuel: self.fuel.or(below.fuel),
+            log: self.log.or(below.log),
+            output: self.output.or(below.output),
+            timeout: self.timeout.or(below.timeout),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +66,9 @@ pub struct StepDecl {
     pub uses: String,
     pub uses_span: Span,
     pub with: Vec<Param>,
-    pub allow: Option<Yaml>,
+    /// The step's explicit `allow:` grants.
+    pub allow: Grants,
+    pub limits: LimitOverrides,
     pub timeout: Option<Duration>,
     pub retry: Retry,
     /// `if:`; None means `success()`.
@@ -135,8 +163,9 @@ impl Pipeline {
     }
 }
 
-pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "steps"];
-pub const STEP_KEYS: &[&str] = &["id", "uses", "with", "allow", "timeout", "retry", "if"];
+pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "steps"];
+pub const STEP_KEYS: &[&str] = &["id", "uses", "with", "allow", "limits", "timeout", "retry", "if"];
+const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "timeout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const VAR_KEYS: &[&str] = &["default", "description"];
 
@@ -212,6 +241,7 @@ impl Reader {
                 None => OnFailure::default(),
             },
         };
+        let limits = get("limits").map(|v| self.limits(v)).unwrap_or_default();
         let steps = match get("steps") {
             Some(Yaml::List(items, _)) => items.iter().filter_map(|s| self.step(s)).collect(),
             Some(other) => {
@@ -247,6 +277,7 @@ impl Reader {
             name,
             vars,
             on_failure,
+            limits,
             steps,
         })
     }
@@ -368,13 +399,24 @@ impl Reader {
                 }
             }
         });
+        let allow = match get("allow") {
+            None => Grants {
+                step_id: id.text.clone(),
+                ..Grants::default()
+            },
+            Some(v) => Grants::from_allow(&id.text, v).unwrap_or_else(|errors| {
+                self.errors.extend(errors);
+                Grants::default()
+            }),
+        };
         Some(StepDecl {
             id: id.text,
             id_span: id.span,
             uses: uses.text,
             uses_span: uses.span,
             with,
-            allow: get("allow").cloned(),
+            allow,
+            limits: get("limits").map(|v| self.limits(v)).unwrap_or_default(),
             timeout,
             retry,
             condition,
@@ -389,6 +431,47 @@ impl Reader {
                 None
             }
         }
+    }
+
+    fn limits(&mut self, yaml: &Yaml) -> LimitOverrides {
+        let mut limits = LimitOverrides::default();
+        let Yaml::Map(fields, _) = yaml else {
+            self.error(
+                Diagnostic::new(yaml.span(), "`limits` must be a mapping")
+                    .help("write e.g. `limits: { memory: 256MiB, timeout: 10m, fuel: 1000000000, log: 1MiB }`"),
+            );
+            return limits;
+        };
+        self.check_keys(fields, LIMIT_KEYS, "`limits`");
+        for (key, value) in fields {
+            let Some(s) = self.text(value, &format!("`limits.{}`", key.text)) else {
+                continue;
+            };
+            let size = |reader: &mut Reader| match parse_size(&s.text) {
+                Ok(n) => Some(n),
+                Err(why) => {
+                    reader.error(
+                        Diagnostic::new(s.span, why).help("write a size such as `256MiB`, `1GiB` or `500000` (bytes)"),
+                    );
+                    None
+                }
+            };
+            match key.text.as_str() {
+                "memory" => limits.memory = size(self),
+                "log" => limits.log = size(self),
+                "output" => limits.output = size(self),
+                "fuel" => match s.text.replace('_', "").parse::<u64>() {
+                    Ok(n) if n > 0 => limits.fuel = Some(n),
+                    _ => self.error(
+                        Diagnostic::new(s.span, format!("`{}` is not an amount of fuel", s.text))
+                            .help("a whole number of fuel units, e.g. 1000000000"),
+                    ),
+                },
+                "timeout" => limits.timeout = self.duration(&s),
+                _ => {}
+            }
+        }
+        limits
     }
 
     fn retry(&mut self, yaml: &Yaml) -> Retry {
@@ -457,6 +540,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` has no unit"));
     }
     humantime::parse_duration(text).map_err(|_| format!("`{text}` is not a duration"))
+}
+
+/// `512MiB`, `1GiB`, `10MB`, `4096`: bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("`{other}` is not a size unit (KiB, MiB, GiB, kB, MB, GB)")),
+    };
+    n.checked_mul(factor)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size"))
 }
 
 pub fn is_identifier(s: &str) -> bool {

@@ -13,6 +13,7 @@ use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
 use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
 use crate::pipeline::{Diagnostic, Pipeline, StepDecl};
+use crate::sandbox::Grants;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -198,10 +199,10 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         Ok(p) => p,
         Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
     };
-    let limits = StepLimits {
-        timeout: decl.timeout.unwrap_or(StepLimits::default().timeout),
-        ..StepLimits::default()
-    };
+    let grants = Arc::new(effective_grants(decl, loaded, &params));
+    let mut overrides = decl.limits.over(req.pipeline.limits);
+    overrides.timeout = decl.timeout.or(overrides.timeout);
+    let limits = StepLimits::from_overrides(overrides);
     let mut attempt = 1;
     loop {
         req.events.emit(Event::StepStarted {
@@ -210,17 +211,19 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             attempt,
         });
         let input = StepInput {
-            scope: StepScope {
-                run_id: req.run_id.clone(),
-                step_id: decl.id.clone(),
-                workspace: req.workspace.clone(),
-                events: req.events.clone(),
-            },
+            scope: StepScope::new(
+                &req.run_id,
+                &decl.id,
+                &req.workspace,
+                req.events.clone(),
+                limits.log_bytes,
+            ),
             pipeline: req.pipeline.name.clone(),
             attempt,
             params: params.clone(),
             secrets: req.secrets.clone(),
             deployer: Some(req.deployer.clone()),
+            grants: grants.clone(),
             limits,
         };
         match step::run(loaded, input).await {
@@ -242,6 +245,18 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
         }
     }
+}
+
+/// The step's `allow:`, plus what a built-in step's own parameters name.
+pub fn effective_grants(decl: &StepDecl, loaded: &LoadedStep, params: &StepParams) -> Grants {
+    let mut grants = decl.allow.clone();
+    grants.step_id = decl.id.clone();
+    if loaded.is_builtin()
+        && let (Some(info), StepParams::Typed(values)) = (&loaded.info, params)
+    {
+        grants.derive(info, values);
+    }
+    grants
 }
 
 fn invalid(message: String) -> StepFailure {

@@ -46,7 +46,10 @@ impl Step for Build {
                 "revision",
                 "The `org.opencontainers.image.revision` label [default: the workspace's git commit]",
             ))
-            .param(param::text("context", "Docker build context, relative to the workspace").default_text("."))
+            .param(param::text(
+                "context",
+                "Docker build context, a directory of the workspace (`builder: docker`)",
+            ))
             .param(param::text("dockerfile", "Dockerfile, relative to the context").default_text("Dockerfile"))
             .param(param::text_map("build-args", "Docker build arguments"))
             .output("image", "REPO:TAG@sha256:... in the local image store")
@@ -56,6 +59,12 @@ impl Step for Build {
             .needs(CapabilityKind::Process, "runs the build command", Some("command"))
             .needs(CapabilityKind::Source, "reads the commit for the revision label", None)
             .needs(CapabilityKind::Images, "assembles the image in the host", None)
+            .needs(CapabilityKind::WorkspaceRead, "packages these files", Some("files"))
+            .needs(
+                CapabilityKind::WorkspaceRead,
+                "sends the build context to Docker",
+                Some("context"),
+            )
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
@@ -120,7 +129,9 @@ impl Step for Build {
             "docker" => images::docker_build(&DockerBuildRequest {
                 repository,
                 tag,
-                context: ctx.text("context")?,
+                context: ctx.opt_text("context")?.ok_or_else(|| {
+                    error::invalid_input("`builder: docker` needs `context:`, the directory to build")
+                })?,
                 dockerfile: ctx.opt_text("dockerfile")?,
                 build_args: ctx.map("build-args")?,
                 labels,

@@ -54,6 +54,7 @@ impl Step for Render {
             "lists the services' instances",
             Some("services"),
         )
+        .needs(CapabilityKind::WorkspaceRead, "reads the template", Some("template"))
         .needs(CapabilityKind::WorkspaceWrite, "writes the output file", Some("output"))
         .needs(CapabilityKind::Process, "runs the reload command", Some("reload"))
     }

@@ -1,0 +1,151 @@
+//! Outgoing HTTP of a step (`wasi:http`): every request passes [`check`] before a
+//! connection is made.
+//!
+//! Threat: a step reaches hosts nobody granted it — or the machine itself (a registry or
+//! admin port on loopback) and the cloud metadata service (169.254.169.254, link-local),
+//! where credentials live — possibly through a granted DNS name that resolves there.
+//! Requests must match an `http` grant by scheme, host and port; a name that resolves to a
+//! loopback, link-local or unspecified address is refused even when the name is granted:
+//! such addresses are reachable only when a grant names them literally (`127.0.0.1`,
+//! `localhost`, `169.254.169.254`).
+//!
+//! Known gap: the connection resolves the name again after the check, so a DNS server that
+//! answers differently within milliseconds (rebinding) is not caught here.
+
+use super::grants::{Grants, is_sensitive};
+use crate::capabilities::StepScope;
+use crate::events::Level;
+use std::net::IpAddr;
+use std::sync::Arc;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The per-step `wasi:http` hooks: grants first, then the default client.
+pub struct StepHttpHooks {
+    pub grants: Arc<Grants>,
+    pub scope: StepScope,
+}
+
+/// Why a request is refused, or Ok to send it. Resolves the name to check its addresses.
+pub async fn check(grants: &Grants, scheme: &str, host: &str, port: u16) -> Result<(), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if grants.http_grant(scheme, bare, port).is_none() || bare.parse::<IpAddr>().is_ok() {
+        return check_resolved(grants, scheme, host, port, &[]);
+    }
+    let addresses: Vec<IpAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| format!("cannot resolve {bare}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    check_resolved(grants, scheme, host, port, &addresses)
+}
+
+/// The decision, given the addresses a name resolved to.
+pub fn check_resolved(
+    grants: &Grants,
+    scheme: &str,
+    host: &str,
+    port: u16,
+    addresses: &[IpAddr],
+) -> Result<(), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let Some(grant) = grants.http_grant(scheme, bare, port) else {
+        return Err(grants.deny_http(scheme, host, port, "").message);
+    };
+    if bare.parse::<IpAddr>().is_ok() {
+        // A literal address matched a grant that names it: granted explicitly.
+        return Ok(());
+    }
+    let literal_localhost = bare.eq_ignore_ascii_case("localhost") && grant.host == "localhost";
+    if let Some(bad) = addresses
+        .iter()
+        .find(|ip| is_sensitive(**ip) && !(literal_localhost && ip.is_loopback()))
+    {
+        return Err(grants
+            .deny_http(
+                scheme,
+                host,
+                port,
+                &format!(
+                    ": `{bare}` resolves to {bad}, a loopback or link-local address, which a grant must name literally"
+                ),
+            )
+            .message);
+    }
+    Ok(())
+}
+
+impl WasiHttpHooks for StepHttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
+            > + Send,
+    > {
+        let _ = fut;
+        let grants = self.grants.clone();
+        let scope = self.scope.clone();
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let uri = request.uri();
+            let scheme = uri.scheme_str().unwrap_or("http").to_string();
+            let host = uri.host().unwrap_or_default().to_string();
+            let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+            if let Err(why) = check(&grants, &scheme, &host, port).await {
+                scope.log(Level::Error, why);
+                return Err(Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::yaml::Yaml;
+
+    fn grants(yaml: &str) -> Grants {
+        Grants::from_allow("gate", &Yaml::parse(yaml).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn literal_grants_and_ungranted_hosts() {
+        let g = grants("http: ['http://localhost:8080', 'http://127.0.0.1:9000', 'http://169.254.169.254']");
+        assert!(check(&g, "http", "127.0.0.1", 9000).await.is_ok());
+        assert!(check(&g, "http", "localhost", 8080).await.is_ok());
+        assert!(check(&g, "http", "169.254.169.254", 80).await.is_ok());
+        let e = check(&g, "http", "example.com", 80).await.unwrap_err();
+        assert!(
+            e.contains("may not reach http://example.com") && e.contains("http: [\"http://example.com\"]"),
+            "{e}"
+        );
+        let e = check(&g, "http", "127.0.0.1", 9001).await.unwrap_err();
+        assert!(e.contains("http://127.0.0.1:9001"), "{e}");
+    }
+
+    /// DNS answers are given here, not looked up: no resolver on this machine maps a name
+    /// to the metadata address.
+    #[test]
+    fn granted_names_that_resolve_to_internal_addresses_are_refused() {
+        let g = grants("http: ['http://internal.example', 'https://api.example']");
+        for bad in ["127.0.0.1", "169.254.169.254", "::1", "0.0.0.0"] {
+            let e = check_resolved(&g, "http", "internal.example", 80, &[bad.parse().unwrap()]).unwrap_err();
+            assert!(e.contains(&format!("resolves to {bad}")), "{e}");
+        }
+        assert!(check_resolved(&g, "https", "api.example", 443, &["93.184.216.34".parse().unwrap()]).is_ok());
+    }
+}
