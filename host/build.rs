@@ -36,10 +36,22 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("guests");
 
+    let artifacts = target_dir.join(TARGET).join("release");
+    // Integration tests find the test steps here.
+    println!("cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}", artifacts.display());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
+
+    // Fuzzing builds the library with nightly, which may lack the wasm target; it needs no
+    // built-in steps.
+    println!("cargo:rerun-if-env-changed=WHARF_SKIP_GUESTS");
+    if env::var_os("WHARF_SKIP_GUESTS").is_some() {
+        std::fs::write(out, "pub static BUILTINS: &[(&str, &[u8])] = &[];\n").unwrap();
+        return;
+    }
+
     ensure_wasm_target(&root);
     build_guests(&root, &target_dir);
 
-    let artifacts = target_dir.join(TARGET).join("release");
     let mut code = String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
     code.push_str("pub static BUILTINS: &[(&str, &[u8])] = &[\n");
     for name in BUILTINS {
@@ -57,15 +69,12 @@ fn main() {
         .unwrap();
     }
     code.push_str("];\n");
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
     std::fs::write(out, code).unwrap();
 
     for (artifact, destination) in EXAMPLE_STEPS {
         let built = artifacts.join(format!("{artifact}.wasm"));
         copy_if_changed(&built, &root.join(destination));
     }
-    // Integration tests find the test steps here.
-    println!("cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}", artifacts.display());
 }
 
 fn ensure_wasm_target(root: &Path) {

@@ -41,6 +41,8 @@ fn input(step_id: &str, params: StepParams) -> StepInput {
         secrets: Arc::default(),
         deployer: None,
         grants: Arc::default(),
+        preopens: Vec::new(),
+        tape: Default::default(),
         limits: StepLimits::default(),
     }
 }

@@ -52,6 +52,8 @@ pub enum Event {
         run_id: String,
         pipeline: String,
         steps: usize,
+        /// A replay of a recorded run rather than a run.
+        replay: bool,
     },
     ComponentLoaded {
         origin: String,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod journal;
 pub mod oci;
 pub mod pipeline;
 pub mod run;

@@ -78,20 +78,25 @@ fn spec(s: ServiceSpec) -> state::Spec {
     }
 }
 
+const DEPLOY: &str = "wharf:step/deploy";
+
 impl Host for StepState {
     async fn begin_upgrade(&mut self, s: ServiceSpec) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        let result = match self.deployer(&s.service) {
-            Ok(d) => d.begin_upgrade(spec(s)).await.map(|r| status(&r)),
-            Err(e) => Err(e),
-        };
-        Ok(result)
+        Ok(crate::taped!(self, DEPLOY, "begin-upgrade", s, {
+            match self.deployer(&s.service) {
+                Ok(d) => d.begin_upgrade(spec(s.clone())).await.map(|r| status(&r)),
+                Err(e) => Err(e),
+            }
+        }))
     }
 
     async fn start_instance(&mut self, service: String) -> wasmtime::Result<Result<Instance, StepError>> {
-        let result = match self.deployer(&service) {
-            Ok(d) => d.start_instance(&service).await.map(|i| instance(&i)),
-            Err(e) => Err(e),
-        };
+        let result: Result<Instance, StepError> = crate::taped!(self, DEPLOY, "start-instance", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.start_instance(&service).await.map(|i| instance(&i)),
+                Err(e) => Err(e),
+            }
+        });
         if let Ok(i) = &result {
             self.scope.log(
                 Level::Info,
@@ -107,13 +112,16 @@ impl Host for StepState {
         instance: String,
         timeout_ms: u64,
     ) -> wasmtime::Result<Result<(), StepError>> {
-        let result = match self.deployer(&service) {
-            Ok(d) => {
-                d.wait_healthy(&service, &instance, Duration::from_millis(timeout_ms))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let result: Result<(), StepError> =
+            crate::taped!(self, DEPLOY, "wait-healthy", (&service, &instance, timeout_ms), {
+                match self.deployer(&service) {
+                    Ok(d) => {
+                        d.wait_healthy(&service, &instance, Duration::from_millis(timeout_ms))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            });
         if result.is_ok() {
             self.scope.log(Level::Info, format!("{instance} is healthy"));
         }
@@ -121,10 +129,12 @@ impl Host for StepState {
     }
 
     async fn stop_instance(&mut self, service: String, instance: String) -> wasmtime::Result<Result<(), StepError>> {
-        let result = match self.deployer(&service) {
-            Ok(d) => d.stop_instance(&service, &instance).await,
-            Err(e) => Err(e),
-        };
+        let result: Result<(), StepError> = crate::taped!(self, DEPLOY, "stop-instance", (&service, &instance), {
+            match self.deployer(&service) {
+                Ok(d) => d.stop_instance(&service, &instance).await,
+                Err(e) => Err(e),
+            }
+        });
         if result.is_ok() {
             self.scope
                 .log(Level::Info, format!("stopped {instance} (kept for rollback)"));
@@ -133,37 +143,47 @@ impl Host for StepState {
     }
 
     async fn finish_upgrade(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer(&service) {
-            Ok(d) => d.finish_upgrade(&service).await.map(|r| status(&r)),
-            Err(e) => Err(e),
-        })
+        Ok(crate::taped!(self, DEPLOY, "finish-upgrade", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.finish_upgrade(&service).await.map(|r| status(&r)),
+                Err(e) => Err(e),
+            }
+        }))
     }
 
     async fn confirm(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer(&service) {
-            Ok(d) => d.confirm(&service).await.map(|r| status(&r)),
-            Err(e) => Err(e),
-        })
+        Ok(crate::taped!(self, DEPLOY, "confirm", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.confirm(&service).await.map(|r| status(&r)),
+                Err(e) => Err(e),
+            }
+        }))
     }
 
     async fn rollback(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer(&service) {
-            Ok(d) => d.rollback(&service).await.map(|r| status(&r)),
-            Err(e) => Err(e),
-        })
+        Ok(crate::taped!(self, DEPLOY, "rollback", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.rollback(&service).await.map(|r| status(&r)),
+                Err(e) => Err(e),
+            }
+        }))
     }
 
     async fn status(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(match self.deployer(&service) {
-            Ok(d) => d.status(&service).await.map(|r| status(&r)),
-            Err(e) => Err(e),
-        })
+        Ok(crate::taped!(self, DEPLOY, "status", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.status(&service).await.map(|r| status(&r)),
+                Err(e) => Err(e),
+            }
+        }))
     }
 
     async fn instances(&mut self, service: String) -> wasmtime::Result<Result<Vec<Instance>, StepError>> {
-        Ok(match self.deployer(&service) {
-            Ok(d) => d.instances(&service).await.map(|v| v.iter().map(instance).collect()),
-            Err(e) => Err(e),
-        })
+        Ok(crate::taped!(self, DEPLOY, "instances", service, {
+            match self.deployer(&service) {
+                Ok(d) => d.instances(&service).await.map(|v| v.iter().map(instance).collect()),
+                Err(e) => Err(e),
+            }
+        }))
     }
 }

@@ -22,41 +22,46 @@ use std::path::{Path, PathBuf};
 
 impl Host for StepState {
     async fn assemble(&mut self, request: AssembleRequest) -> wasmtime::Result<Result<Image, StepError>> {
-        let granted = self.grants.check_images().and_then(|()| {
-            for f in &request.files {
-                self.grants.check_path(&f.source, false)?;
+        Ok(crate::taped!(self, "wharf:step/images", "assemble", request, {
+            let granted = self.grants.check_images().and_then(|()| {
+                for f in &request.files {
+                    self.grants.check_path(&f.source, false)?;
+                }
+                match request.base.as_deref().map(ImageRef::parse) {
+                    Some(Ok(ImageRef {
+                        registry: Some(host),
+                        repository,
+                        ..
+                    })) => self.grants.check_registry(&host, &repository),
+                    _ => Ok(()),
+                }
+            });
+            match granted {
+                Err(denied) => Err(denied),
+                Ok(()) => assemble(&self.scope, request.clone()).await,
             }
-            match request.base.as_deref().map(ImageRef::parse) {
-                Some(Ok(ImageRef {
-                    registry: Some(host),
-                    repository,
-                    ..
-                })) => self.grants.check_registry(&host, &repository),
-                _ => Ok(()),
-            }
-        });
-        if let Err(denied) = granted {
-            return Ok(Err(denied));
-        }
-        Ok(assemble(&self.scope, request).await)
+        }))
     }
 
     async fn docker_build(&mut self, request: DockerBuildRequest) -> wasmtime::Result<Result<Image, StepError>> {
-        if let Err(denied) = self
-            .grants
-            .check_images()
-            .and_then(|()| self.grants.check_path(&request.context, false))
-        {
-            return Ok(Err(denied));
-        }
-        Ok(docker_build(&self.scope, request).await)
+        Ok(crate::taped!(self, "wharf:step/images", "docker-build", request, {
+            match self
+                .grants
+                .check_images()
+                .and_then(|()| self.grants.check_path(&request.context, false))
+            {
+                Err(denied) => Err(denied),
+                Ok(()) => docker_build(&self.scope, request.clone()).await,
+            }
+        }))
     }
 
     async fn inspect(&mut self, reference: String) -> wasmtime::Result<Result<Image, StepError>> {
-        if let Err(denied) = self.grants.check_images() {
-            return Ok(Err(denied));
-        }
-        Ok(inspect(&self.scope.workspace, &reference))
+        Ok(crate::taped!(self, "wharf:step/images", "inspect", reference, {
+            self.grants
+                .check_images()
+                .and_then(|()| inspect(&self.scope.workspace, &reference))
+        }))
     }
 }
 

@@ -36,11 +36,13 @@ pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
 
 impl Host for StepState {
     async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Completion, StepError>> {
-        if let Err(denied) = self.grants.check_process(&cmd.program, &cmd.args) {
-            return Ok(Err(denied));
-        }
         let capture = usize::try_from(self.limits.output_bytes).unwrap_or(DEFAULT_CAPTURE_LIMIT);
-        Ok(run_program(&self.scope, cmd, capture).await)
+        Ok(crate::taped!(self, "wharf:step/process", "run", cmd, {
+            match self.grants.check_process(&cmd.program, &cmd.args) {
+                Err(denied) => Err(denied),
+                Ok(()) => run_program(&self.scope, cmd.clone(), capture).await,
+            }
+        }))
     }
 }
 

@@ -21,11 +21,19 @@ impl Host for StepState {
         request: PushRequest,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<Pushed, StepError>> {
-        if let Err(denied) = self.grants.check_registry(&request.registry, &request.repository) {
-            return Ok(Err(denied));
-        }
-        let password = password.map(|p| self.secret_value(&p)).transpose()?;
-        Ok(push(&self.scope, request, password).await)
+        let secret = password
+            .map(|p| self.table.get(&p).map(|h| h.name.clone()))
+            .transpose()?;
+        let args = serde_json::json!({ "request": &request, "password-secret": &secret });
+        Ok(crate::taped!(self, "wharf:step/registry", "push", args, {
+            match self.grants.check_registry(&request.registry, &request.repository) {
+                Err(denied) => Err(denied),
+                Ok(()) => {
+                    let password = secret.as_ref().and_then(|n| self.secrets.get(n)).map(String::from);
+                    push(&self.scope, request.clone(), password).await
+                }
+            }
+        }))
     }
 
     async fn resolve(
@@ -35,15 +43,22 @@ impl Host for StepState {
         username: Option<String>,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<String, StepError>> {
-        if let Ok(r) = ImageRef::parse(&reference)
-            && let Err(denied) = self
-                .grants
-                .check_registry(r.registry.as_deref().unwrap_or_default(), &r.repository)
-        {
-            return Ok(Err(denied));
-        }
-        let password = password.map(|p| self.secret_value(&p)).transpose()?;
-        Ok(resolve(&reference, insecure, username, password).await)
+        let secret = password
+            .map(|p| self.table.get(&p).map(|h| h.name.clone()))
+            .transpose()?;
+        let args = serde_json::json!({ "reference": &reference, "insecure": insecure, "username": &username, "password-secret": &secret });
+        Ok(crate::taped!(self, "wharf:step/registry", "resolve", args, {
+            let parsed = ImageRef::parse(&reference).ok();
+            let host = parsed.as_ref().and_then(|r| r.registry.clone()).unwrap_or_default();
+            let repository = parsed.map(|r| r.repository).unwrap_or_default();
+            match self.grants.check_registry(&host, &repository) {
+                Err(denied) => Err(denied),
+                Ok(()) => {
+                    let password = secret.as_ref().and_then(|n| self.secrets.get(n)).map(String::from);
+                    resolve(&reference, insecure, username.clone(), password).await
+                }
+            }
+        }))
     }
 }
 

@@ -82,6 +82,8 @@ impl Redactor {
         let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
         let forms = [
             secret.to_string(),
+            // Padded and unpadded: the padding must not survive next to the mask.
+            b64.clone(),
             b64.trim_end_matches('=').to_string(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
             percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
@@ -122,19 +124,23 @@ impl StepState {
 
 impl Host for StepState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
-        if let Err(denied) = self.grants.check_secret(&name) {
-            return Ok(Err(denied));
-        }
-        if self.secrets.get(&name).is_none() {
-            return Ok(Err(StepError {
-                kind: ErrorKind::Denied,
-                message: format!(
-                    "secret `{name}` is not set; the operator provides it as environment variable {} of the wharf process, or with `--secret-file {name}=PATH`",
-                    env_key(&name)
-                ),
-            }));
-        }
-        Ok(Ok(self.table.push(SecretHandle { name })?))
+        let found: Result<String, StepError> = crate::taped!(self, "wharf:step/secrets", "get", name, {
+            match self.grants.check_secret(&name) {
+                Err(denied) => Err(denied),
+                Ok(()) if self.secrets.get(&name).is_none() => Err(StepError {
+                    kind: ErrorKind::Denied,
+                    message: format!(
+                        "secret `{name}` is not set; the operator provides it as environment variable {} of the wharf process, or with `--secret-file {name}=PATH`",
+                        env_key(&name)
+                    ),
+                }),
+                Ok(()) => Ok(name.clone()),
+            }
+        });
+        Ok(match found {
+            Ok(name) => Ok(self.table.push(SecretHandle { name })?),
+            Err(e) => Err(e),
+        })
     }
 }
 
@@ -145,9 +151,12 @@ impl HostSecret for StepState {
 
     async fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
         let name = self.table.get(&secret)?.name.clone();
-        self.scope
-            .log(Level::Debug, format!("revealed secret `{name}` to the step"));
-        Ok(self.secrets.get(&name).unwrap_or_default().to_string())
+        // The journal keeps the masked value; a replay hands the step `***`.
+        Ok(crate::taped!(self, "wharf:step/secrets", "reveal", name, {
+            self.scope
+                .log(Level::Debug, format!("revealed secret `{name}` to the step"));
+            self.secrets.get(&name).unwrap_or_default().to_string()
+        }))
     }
 
     async fn drop(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<()> {
@@ -167,7 +176,7 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode("s3cr3t/p@ss");
         let url = "s3cr3t%2Fp%40ss";
         let line = format!("raw=s3cr3t/p@ss b64={b64} url={url}");
-        assert_eq!(r.redact(&line).unwrap(), "raw=*** b64=***= url=***");
+        assert_eq!(r.redact(&line).unwrap(), "raw=*** b64=*** url=***");
         assert_eq!(r.redact("nothing here"), None);
     }
 

@@ -9,10 +9,12 @@ use std::path::Path;
 
 impl Host for StepState {
     async fn describe(&mut self) -> wasmtime::Result<Result<Revision, StepError>> {
-        if let Err(denied) = self.grants.check_source() {
-            return Ok(Err(denied));
-        }
-        Ok(describe(&self.scope.workspace).await)
+        Ok(crate::taped!(self, "wharf:step/source", "describe", (), {
+            match self.grants.check_source() {
+                Err(denied) => Err(denied),
+                Ok(()) => describe(&self.scope.workspace).await,
+            }
+        }))
     }
 }
 

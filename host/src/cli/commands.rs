@@ -1,6 +1,6 @@
 //! What each command does.
 
-use super::render::Human;
+use super::render::{self, Human};
 use super::{Cli, Command, exit};
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::state::ServiceRecord;
@@ -9,10 +9,14 @@ use crate::engine::bindings::wharf::step::types::ErrorKind;
 use crate::engine::bindings::wharf::step::types::{CapabilityKind, StepInfo};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::{Event, Events, Outcome};
+use crate::journal::reader::Journal;
+use crate::journal::replay::{ReplayRequest, ReplayResult};
+use crate::journal::writer::JournalWriter;
+use crate::journal::{Entry, runs_dir};
 use crate::pipeline::params::{display, type_name};
 use crate::pipeline::validate::{LoadProblem, StepShape, validate};
 use crate::pipeline::{Pipeline, StepSource};
-use crate::run::{RunRequest, execute, new_run_id};
+use crate::run::{Reuse, RunRequest, execute, new_run_id};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +38,41 @@ pub struct RunArgs {
     /// Show each step's log, outputs and component loading
     #[arg(short, long)]
     verbose: bool,
+    /// Run again from the first failed step of this earlier run, reusing what succeeded
+    #[arg(long, value_name = "RUN")]
+    resume: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// The workspace whose `.wharf/runs` holds the journals
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// A run id (from `wharf runs`) or the path of a run folder
+    run: String,
+    /// Show every host call with its arguments and result
+    #[arg(long)]
+    calls: bool,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// A run id (from `wharf runs`) or the path of a run folder
+    run: String,
+    /// Replay step ID with another build of its component (repeatable)
+    #[arg(long = "step", value_name = "ID=PATH")]
+    steps: Vec<String>,
+    /// Show each step's log and outputs
+    #[arg(short, long)]
+    verbose: bool,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
 }
 
 #[derive(Args)]
@@ -87,6 +126,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Confirm(args) => decide(args, true).await,
         Command::Rollback(args) => decide(args, false).await,
         Command::Remove(args) => remove(args).await,
+        Command::Runs(args) => runs(args),
+        Command::Log(args) => log(args),
+        Command::Replay(args) => replay(&runtime, args, color).await,
     }
 }
 
@@ -196,9 +238,27 @@ async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         }
     };
     human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
+    let reuse = match &args.resume {
+        None => None,
+        Some(run) => match resume_from(&workspace, run, &prepared.pipeline) {
+            Ok(reuse) => Some(reuse),
+            Err(e) => {
+                eprintln!("error: --resume {run}: {e}");
+                return exit::INVALID;
+            }
+        },
+    };
     let run_id = new_run_id();
+    let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref()) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            eprintln!("warning: this run is not recorded: {e}");
+            None
+        }
+    };
     let deployer = Arc::new(Deployer::new(&workspace, &run_id, events.clone()));
     let on_failure = prepared.pipeline.on_failure;
+    let started = std::time::Instant::now();
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -208,6 +268,8 @@ async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         secrets: Arc::new(secrets),
         deployer: deployer.clone(),
         events: events.clone(),
+        journal: journal.clone(),
+        reuse,
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
@@ -219,7 +281,72 @@ async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         }
     };
     let ledger = deployer.settle(failed, on_failure).await;
-    exit_code(failed, &ledger)
+    let code = exit_code(failed, &ledger);
+    if let Some(journal) = journal {
+        journal.write(Entry::RunFinished {
+            outcome: if failed { "failure" } else { "success" }.into(),
+            exit_code: code,
+            millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        journal.sync();
+    }
+    code
+}
+
+/// Open the run's journal, store the pipeline, and record how the run starts.
+fn start_journal(
+    workspace: &Path,
+    run_id: &str,
+    prepared: &Prepared,
+    events: &Events,
+    reuse: Option<&Reuse>,
+) -> std::io::Result<Arc<JournalWriter>> {
+    let journal = Arc::new(JournalWriter::create(
+        &runs_dir(workspace).join(run_id),
+        events.clone(),
+    )?);
+    journal.store_pipeline(&prepared.pipeline.source.text)?;
+    journal.write(Entry::RunStarted {
+        run_id: run_id.to_string(),
+        pipeline: prepared.pipeline.name.clone(),
+        pipeline_file: "pipeline.yml".into(),
+        vars: prepared.vars.clone(),
+        workspace: workspace.display().to_string(),
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        resumed_from: reuse.map(|r| r.run_id.clone()),
+    });
+    events.add_sink(journal.clone());
+    Ok(journal)
+}
+
+/// The steps of an earlier run that `--resume` takes over: those that succeeded before its
+/// first failed step, in pipeline order.
+fn resume_from(workspace: &Path, run: &str, pipeline: &Pipeline) -> Result<Reuse, String> {
+    let dir = crate::journal::find_run(workspace, run)?;
+    let journal = Journal::read(&dir)?;
+    let outcomes = journal.step_outcomes();
+    let mut reuse = Reuse {
+        run_id: journal.run_id(),
+        outputs: BTreeMap::new(),
+    };
+    let mut failed = false;
+    for step in &pipeline.steps {
+        match outcomes.iter().find(|end| end.step == step.id) {
+            Some(end) if end.outcome == "success" => {
+                reuse.outputs.insert(step.id.clone(), end.outputs.clone());
+            }
+            Some(end) if end.outcome == "failure" => {
+                failed = true;
+                break;
+            }
+            // Skipped, or never reached: from here on everything runs.
+            _ => break,
+        }
+    }
+    if !failed && journal.finished().is_some_and(|(outcome, _, _)| outcome == "success") {
+        return Err(format!("run {} succeeded; there is nothing to resume", reuse.run_id));
+    }
+    Ok(reuse)
 }
 
 /// Exit code of a run from its outcome and what happened to its deploys.
@@ -544,6 +671,210 @@ async fn remove(args: ServiceArgs) -> u8 {
             } else {
                 exit::FAILED
             }
+        }
+    }
+}
+
+fn runs(args: RunsArgs) -> u8 {
+    let dir = runs_dir(&args.workspace);
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    if ids.is_empty() {
+        println!("no runs recorded in {}", dir.display());
+        return exit::SUCCESS;
+    }
+    println!(
+        "{:<22} {:<16} {:<21} {:>9}  outcome",
+        "run", "pipeline", "started", "duration"
+    );
+    for id in ids {
+        let Ok(journal) = Journal::read(&dir.join(&id)) else {
+            println!("{id:<22} (unreadable journal)");
+            continue;
+        };
+        let (pipeline, started) = match journal.run_started() {
+            Some(Entry::RunStarted { pipeline, started, .. }) => (pipeline.clone(), started.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let (duration, outcome) = match journal.finished() {
+            Some((outcome, code, millis)) => (
+                render::duration(std::time::Duration::from_millis(millis)),
+                format!("{outcome} (exit {code})"),
+            ),
+            None => (
+                "-".into(),
+                if journal.truncated {
+                    "cut off".into()
+                } else {
+                    "unfinished".into()
+                },
+            ),
+        };
+        println!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
+    }
+    exit::SUCCESS
+}
+
+fn log(args: LogArgs) -> u8 {
+    let journal = match crate::journal::find_run(&args.workspace, &args.run).and_then(|d| Journal::read(&d)) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    for record in &journal.records {
+        let at = format!("{:>8.3}s", record.at_ms as f64 / 1000.0);
+        let line = match &record.entry {
+            Entry::Header { .. } | Entry::Component { .. } => continue,
+            Entry::RunStarted {
+                run_id,
+                pipeline,
+                vars,
+                resumed_from,
+                ..
+            } => {
+                let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let resumed = resumed_from
+                    .as_ref()
+                    .map(|r| format!(", resuming {r}"))
+                    .unwrap_or_default();
+                format!("run {run_id} of `{pipeline}` ({}){resumed}", vars.join(" "))
+            }
+            Entry::StepStarted {
+                step,
+                uses,
+                attempt,
+                grants,
+                ..
+            } => {
+                format!(
+                    "▸ {step} · {uses} (attempt {attempt}; grants: {})",
+                    if grants.is_empty() {
+                        "none".into()
+                    } else {
+                        grants.len().to_string()
+                    }
+                )
+            }
+            Entry::Call {
+                interface,
+                function,
+                args: call_args,
+                result,
+                micros,
+                ..
+            } => {
+                if !args.calls && interface.starts_with("wasi:") && !interface.starts_with("wasi:http") {
+                    continue;
+                }
+                let mut text = format!(
+                    "    call {interface}.{function} ({})",
+                    render::duration(std::time::Duration::from_micros(*micros))
+                );
+                if args.calls {
+                    text.push_str(&format!("\n      args   {call_args}\n      result {result}"));
+                }
+                text
+            }
+            Entry::Log {
+                level, stream, message, ..
+            } => format!(
+                "    │ {}{message}",
+                if stream == "log" && level == "info" {
+                    String::new()
+                } else {
+                    format!("{stream}/{level} ")
+                }
+            ),
+            Entry::StepFinished {
+                step,
+                outcome,
+                detail,
+                outputs,
+                millis,
+            } => {
+                let mut text = format!(
+                    "{} {step} {outcome} in {}",
+                    if outcome == "success" {
+                        "✓"
+                    } else if outcome == "failure" {
+                        "✗"
+                    } else {
+                        "-"
+                    },
+                    render::duration(std::time::Duration::from_millis(*millis))
+                );
+                if let Some(d) = detail {
+                    text.push_str(&format!(": {d}"));
+                }
+                for (k, v) in outputs {
+                    text.push_str(&format!("\n      → {k}={}", v.replace('\n', "\\n")));
+                }
+                text
+            }
+            Entry::Notice { message } => format!("» {message}"),
+            Entry::RunFinished {
+                outcome,
+                exit_code,
+                millis,
+            } => {
+                format!(
+                    "run {outcome} in {}, exit code {exit_code}",
+                    render::duration(std::time::Duration::from_millis(*millis))
+                )
+            }
+        };
+        println!("{at}  {line}");
+    }
+    if journal.truncated {
+        println!("(the journal ends here: the last entry was cut off, the run was killed)");
+    }
+    exit::SUCCESS
+}
+
+async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> u8 {
+    let run_dir = match crate::journal::find_run(&args.workspace, &args.run) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let substitutes = match parse_pairs(&args.steps, "--step") {
+        Ok(pairs) => pairs.into_iter().map(|(s, p)| (s, PathBuf::from(p))).collect(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let events = Events::new();
+    let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
+    human.set_name_width(12);
+    events.add_sink(human);
+    let result = crate::journal::replay::replay(ReplayRequest {
+        runtime,
+        run_dir,
+        substitutes,
+        events,
+    })
+    .await;
+    match result {
+        Ok(ReplayResult::Matched { .. }) => exit::SUCCESS,
+        Ok(ReplayResult::Diverged(report)) => {
+            println!("{report}");
+            exit::DIVERGED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
         }
     }
 }

@@ -18,6 +18,8 @@ pub mod exit {
     pub const ROLLED_BACK: u8 = 3;
     /// A rollback failed or was not possible: a service needs a human.
     pub const NEEDS_HUMAN: u8 = 4;
+    /// A replay left the recorded path.
+    pub const DIVERGED: u8 = 5;
 }
 
 const TOP_EXAMPLES: &str = "\
@@ -44,7 +46,8 @@ Exit codes:
   1  a step failed before anything was deployed
   2  invalid pipeline or command line; nothing ran
   3  a step failed after deploying and wharf rolled the service back
-  4  a rollback failed: a service needs a human (see `wharf status`)";
+  4  a rollback failed: a service needs a human (see `wharf status`)
+  5  a replay diverged from the recorded run";
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +115,25 @@ Exit code 4 when the rollback fails: the service needs a human.")]
     #[command(after_help = "Examples:
   wharf remove seed --workspace examples/seed")]
     Remove(commands::ServiceArgs),
+    /// List recorded runs: id, pipeline, start, duration, outcome
+    #[command(after_help = "Examples:
+  wharf runs
+  wharf runs --workspace examples/seed")]
+    Runs(commands::RunsArgs),
+    /// Print a recorded run's timeline: steps, host calls, logs
+    #[command(after_help = "Examples:
+  wharf log 20261127-160432-3fa2
+  wharf log 20261127-160432-3fa2 --calls        # with every host call's arguments and result
+  wharf log path/to/copied/run-folder")]
+    Log(commands::LogArgs),
+    /// Re-run a recorded run offline, every host call answered from its journal
+    #[command(after_help = "Examples:
+  wharf replay 20261127-160432-3fa2
+  wharf replay path/to/copied/run-folder         # on another machine, no network needed
+  wharf replay RUN --step gate=target/wasm32-wasip2/release/my_gate.wasm
+
+Exit code 5 when the replay diverges: the report shows the recorded call and the new one.")]
+    Replay(commands::ReplayArgs),
 }
 
 /// Commands whose help lists the exit codes.

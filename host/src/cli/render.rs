@@ -62,11 +62,13 @@ impl Sink for Human {
                 run_id,
                 pipeline,
                 steps,
+                replay,
             } => {
+                let what = if *replay { "wharf replay" } else { "wharf run" };
                 writeln!(
                     out,
                     "{} {pipeline} · run {run_id} · {steps} steps",
-                    self.paint("1", "wharf run")
+                    self.paint("1", what)
                 )
             }
             Event::ComponentLoaded {

@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async | trappable },
     exports: { default: async },
-    additional_derives: [PartialEq],
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     with: {
         "wharf:step/secrets.secret": crate::capabilities::secrets::SecretHandle,
     },

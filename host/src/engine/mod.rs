@@ -37,6 +37,8 @@ pub struct LoadedStep {
     pub kind: StepKind,
     /// `describe()` of a typed step.
     pub info: Option<StepInfo>,
+    /// The component itself, for the run's journal.
+    pub bytes: Arc<[u8]>,
 }
 
 pub enum StepKind {
@@ -89,6 +91,17 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Clocks and randomness go through the step's tape, so a replay repeats them.
+        linker.allow_shadowing(true);
+        {
+            use wasmtime_wasi::p2::bindings::{clocks, random};
+            clocks::monotonic_clock::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+            clocks::wall_clock::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+            random::random::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+            random::insecure::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+            random::insecure_seed::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+        }
+        linker.allow_shadowing(false);
         bindings::TypedStep::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
         let cache = ComponentCache::new(&engine, cache_dir);
         let ticker = Arc::new(AtomicBool::new(false));
@@ -124,6 +137,16 @@ impl Runtime {
     /// Read, compile (or fetch from the cache), link and describe a step.
     pub async fn load(&self, source: &StepSource, events: &Events) -> Result<Arc<LoadedStep>, LoadProblem> {
         let (origin, bytes) = read_source(source)?;
+        self.load_bytes(origin, bytes, events).await
+    }
+
+    /// Load a component from its bytes (a replay's stored components).
+    pub async fn load_bytes(
+        &self,
+        origin: String,
+        bytes: Vec<u8>,
+        events: &Events,
+    ) -> Result<Arc<LoadedStep>, LoadProblem> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if let Some(step) = self.loaded.lock().unwrap().get(&digest) {
             return Ok(step.clone());
@@ -143,13 +166,19 @@ impl Runtime {
             cached,
             duration: started.elapsed(),
         });
-        let step = self.link(origin, digest.clone(), &component).await?;
+        let step = self.link(origin, digest.clone(), &component, bytes.into()).await?;
         let step = Arc::new(step);
         self.loaded.lock().unwrap().insert(digest, step.clone());
         Ok(step)
     }
 
-    async fn link(&self, origin: String, digest: String, component: &Component) -> Result<LoadedStep, LoadProblem> {
+    async fn link(
+        &self,
+        origin: String,
+        digest: String,
+        component: &Component,
+        bytes: Arc<[u8]>,
+    ) -> Result<LoadedStep, LoadProblem> {
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
@@ -198,6 +227,7 @@ impl Runtime {
                 digest,
                 kind: StepKind::Typed(pre),
                 info: Some(info),
+                bytes,
             })
         } else {
             let pre = CommandPre::new(pre).map_err(bad_link)?;
@@ -206,6 +236,7 @@ impl Runtime {
                 digest,
                 kind: StepKind::Command(pre),
                 info: None,
+                bytes,
             })
         }
     }

@@ -6,6 +6,7 @@ use crate::capabilities::secrets::SecretStore;
 use crate::deploy::Deployer;
 use crate::engine::limits::StepLimiter;
 use crate::engine::limits::StepLimits;
+use crate::journal::tape::Tape;
 use crate::sandbox::Grants;
 use crate::sandbox::egress::StepHttpHooks;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct StepState {
     /// What this step may reach: checked by every capability.
     pub grants: Arc<Grants>,
     pub limits: StepLimits,
+    /// Records host calls to the run's journal, or answers them from it in a replay.
+    pub tape: Tape,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub http_hooks: StepHttpHooks,

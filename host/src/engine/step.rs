@@ -10,6 +10,7 @@ use super::{LoadedStep, StepKind};
 use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
 use crate::events::{Events, Level, Stream};
+use crate::journal::tape::Tape;
 use crate::sandbox::Grants;
 use crate::sandbox::egress::StepHttpHooks;
 use bytes::Bytes;
@@ -28,7 +29,8 @@ pub const OUTPUT_DIR: &str = "/run/wharf";
 pub const OUTPUT_FILE: &str = "/run/wharf/output";
 
 /// Parameters as the step's kind receives them.
-#[derive(Clone)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StepParams {
     Typed(Vec<(String, Value)>),
     /// Each becomes `WHARF_PARAM_<NAME>`.
@@ -43,6 +45,9 @@ pub struct StepInput {
     pub secrets: Arc<SecretStore>,
     pub deployer: Option<Arc<crate::deploy::Deployer>>,
     pub grants: Arc<Grants>,
+    /// The directories opened to the step (from its grants, or a replay's snapshot).
+    pub preopens: Vec<Preopen>,
+    pub tape: Tape,
     pub limits: StepLimits,
 }
 
@@ -108,8 +113,15 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
     let scope = StepScope::new("", "describe", &std::env::temp_dir(), Events::new(), limits.log_bytes);
     let tail = StderrTail::default();
     let grants = Arc::new(Grants::default());
-    let wasi = base_wasi(&scope, &grants, &tail).build();
-    let mut store = new_store(pre.engine(), scope, Arc::default(), None, grants, wasi, &limits);
+    let wasi = base_wasi(&scope, &[], &tail).build();
+    let parts = StoreParts {
+        scope,
+        secrets: Arc::default(),
+        deployer: None,
+        grants,
+        tape: Tape::Off,
+    };
+    let mut store = new_store(pre.engine(), parts, wasi, &limits);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wharf_step_step().call_describe(&mut store).await
@@ -132,7 +144,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
     let tail = StderrTail::default();
     let limits = input.limits;
     let budget = input.scope.log_budget.clone();
-    let mut builder = base_wasi(&input.scope, &input.grants, &tail);
+    let mut builder = base_wasi(&input.scope, &input.preopens, &tail);
     // A WASI command's output file lives in a scratch directory only it sees.
     let scratch = match &step.kind {
         StepKind::Typed(_) => None,
@@ -165,15 +177,14 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         },
         attempt: input.attempt,
     };
-    let mut store = new_store(
-        step.engine(),
-        input.scope,
-        input.secrets,
-        input.deployer,
-        input.grants,
-        builder.build(),
-        &limits,
-    );
+    let parts = StoreParts {
+        scope: input.scope,
+        secrets: input.secrets,
+        deployer: input.deployer,
+        grants: input.grants,
+        tape: input.tape,
+    };
+    let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
     let ended: Ended<Result<Outputs, StepFailure>> = match &step.kind {
         StepKind::Typed(pre) => {
@@ -319,7 +330,7 @@ pub fn parse_outputs(text: &str) -> Result<Outputs, String> {
 
 /// The WASI context every step starts from: its output to the log, no environment, no
 /// arguments, no sockets, and the workspace only as far as its grants open it.
-fn base_wasi(scope: &StepScope, grants: &Grants, tail: &StderrTail) -> WasiCtxBuilder {
+fn base_wasi(scope: &StepScope, opened: &[Preopen], tail: &StderrTail) -> WasiCtxBuilder {
     let mut b = WasiCtx::builder();
     b.stdout(LogPipe {
         scope: scope.clone(),
@@ -333,21 +344,31 @@ fn base_wasi(scope: &StepScope, grants: &Grants, tail: &StderrTail) -> WasiCtxBu
     });
     b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
     b.socket_addr_check(|_, _| Box::pin(async { false }));
-    for (host, guest, perms) in preopens(&scope.workspace, grants) {
-        if let Err(e) = b.preopened_dir(&host, &guest, perms) {
-            tracing::warn!("cannot open {} for the step: {e}", host.display());
+    for p in opened {
+        let perms = if p.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        if let Err(e) = b.preopened_dir(&p.host, &p.guest, perms) {
+            tracing::warn!("cannot open {} for the step: {e}", p.host.display());
         }
     }
     b
 }
 
-/// The directories a step's grants open, as (host path, guest path, permissions). WASI
-/// opens directories: a file grant opens the file's directory, and a write grant for a path
-/// that does not exist yet creates it (as the parent directory of `name.ext`, else as a
-/// directory). Guest paths are the workspace-relative paths, so relative paths in the step
-/// work as they would in the workspace.
-pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<(std::path::PathBuf, String, FsPerms)> {
-    let mut out: Vec<(std::path::PathBuf, String, FsPerms)> = Vec::new();
+/// A directory opened to a step: where it is, the (workspace-relative) name the step sees,
+/// and whether it may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    pub write: bool,
+}
+
+/// The directories a step's grants open. WASI opens directories: a file grant opens the
+/// file's directory, and a write grant for a path that does not exist yet creates it (as the
+/// parent directory of `name.ext`, else as a directory). Guest paths are the
+/// workspace-relative paths, so relative paths in the step work as they would in the
+/// workspace.
+pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<Preopen> {
+    let mut out: Vec<Preopen> = Vec::new();
     let looks_like_file = |p: &str| {
         p.rsplit('/')
             .next()
@@ -368,11 +389,13 @@ pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<(std::path:
         if !dir.is_dir() {
             return;
         }
-        let perms = if write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-        match out.iter_mut().find(|(_, g, _)| *g == dir_rel) {
-            Some(existing) if write => existing.2 = FsPerms::ReadWrite,
-            Some(_) => {}
-            None => out.push((dir, dir_rel, perms)),
+        match out.iter_mut().find(|p| p.guest == dir_rel) {
+            Some(existing) => existing.write |= write,
+            None => out.push(Preopen {
+                host: dir,
+                guest: dir_rel,
+                write,
+            }),
         }
     };
     for g in &grants.write {
@@ -384,20 +407,30 @@ pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<(std::path:
     out
 }
 
-fn new_store(
-    engine: &wasmtime::Engine,
+/// What a step's store holds besides its WASI context and limits.
+struct StoreParts {
     scope: StepScope,
     secrets: Arc<SecretStore>,
     deployer: Option<Arc<crate::deploy::Deployer>>,
     grants: Arc<Grants>,
-    wasi: WasiCtx,
-    limits: &StepLimits,
-) -> Store<StepState> {
+    tape: Tape,
+}
+
+fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits: &StepLimits) -> Store<StepState> {
+    let StoreParts {
+        scope,
+        secrets,
+        deployer,
+        grants,
+        tape,
+    } = parts;
     let state = StepState {
         http_hooks: StepHttpHooks {
             grants: grants.clone(),
             scope: scope.clone(),
+            tape: tape.clone(),
         },
+        tape,
         scope,
         secrets,
         deployer,

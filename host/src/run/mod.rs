@@ -7,8 +7,12 @@ use crate::deploy::Deployer;
 use crate::engine::LoadedStep;
 use crate::engine::bindings::wharf::step::types::Value;
 use crate::engine::limits::StepLimits;
+use crate::engine::step::preopens;
 use crate::engine::step::{self, FailureKind, StepFailure, StepInput, StepParams};
 use crate::events::{Event, Events, Outcome};
+use crate::journal::Entry;
+use crate::journal::tape::{Recorder, Tape};
+use crate::journal::writer::JournalWriter;
 use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
 use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
@@ -29,6 +33,17 @@ pub struct RunRequest<'a> {
     pub secrets: Arc<SecretStore>,
     pub deployer: Arc<Deployer>,
     pub events: Events,
+    /// Where the run is recorded.
+    pub journal: Option<Arc<JournalWriter>>,
+    /// Steps taken over from an earlier run (`--resume`), with their outputs.
+    pub reuse: Option<Reuse>,
+}
+
+/// The steps a resumed run does not run again.
+#[derive(Debug, Clone, Default)]
+pub struct Reuse {
+    pub run_id: String,
+    pub outputs: BTreeMap<String, Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,10 +137,44 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
         run_id: req.run_id.clone(),
         pipeline: pipeline.name.clone(),
         steps: pipeline.steps.len(),
+        replay: false,
     });
+    if let Some(journal) = &req.journal {
+        for (decl, loaded) in pipeline.steps.iter().zip(&req.steps) {
+            if let Err(e) = journal.store_component(&loaded.digest, &loaded.bytes) {
+                tracing::warn!("journal: cannot store the component of `{}`: {e}", decl.id);
+            }
+            journal.write(Entry::Component {
+                step: decl.id.clone(),
+                origin: loaded.origin.clone(),
+                digest: loaded.digest.clone(),
+            });
+        }
+    }
     let mut records: Vec<StepRecord> = Vec::new();
     for (decl, loaded) in pipeline.steps.iter().zip(&req.steps) {
-        let record = run_one(&req, decl, loaded, &records).await;
+        let reused = req.reuse.as_ref().and_then(|r| Some((r, r.outputs.get(&decl.id)?)));
+        let record = match reused {
+            Some((reuse, outputs)) => {
+                let record = StepRecord {
+                    id: decl.id.clone(),
+                    outcome: Outcome::Success,
+                    outputs: outputs.clone(),
+                    failure: None,
+                    duration: Duration::ZERO,
+                };
+                req.events.emit(Event::StepFinished {
+                    step: record.id.clone(),
+                    outcome: record.outcome,
+                    duration: record.duration,
+                    detail: Some(format!("reused from run {}", reuse.run_id)),
+                    outputs: record.outputs.clone(),
+                });
+                records.push(record);
+                continue;
+            }
+            None => run_one(&req, decl, loaded, &records).await,
+        };
         req.events.emit(Event::StepFinished {
             step: record.id.clone(),
             outcome: record.outcome,
@@ -200,6 +249,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
     };
     let grants = Arc::new(effective_grants(decl, loaded, &params));
+    let opened = preopens(&req.workspace, &grants);
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
@@ -210,6 +260,23 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             uses: decl.uses.clone(),
             attempt,
         });
+        let tape = match &req.journal {
+            None => Tape::Off,
+            Some(journal) => {
+                let dirs: Vec<_> = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
+                let snapshot = journal.snapshot(&format!("{}-{attempt}", decl.id), &dirs);
+                journal.write(Entry::StepStarted {
+                    step: decl.id.clone(),
+                    uses: decl.uses.clone(),
+                    attempt,
+                    params: serde_json::to_value(&params).unwrap_or_default(),
+                    grants: grants.describe(),
+                    preopens: opened.iter().map(|p| (p.guest.clone(), p.write)).collect(),
+                    snapshot,
+                });
+                Tape::Record(Arc::new(Recorder::new(journal.clone(), &decl.id, attempt)))
+            }
+        };
         let input = StepInput {
             scope: StepScope::new(
                 &req.run_id,
@@ -224,6 +291,8 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             secrets: req.secrets.clone(),
             deployer: Some(req.deployer.clone()),
             grants: grants.clone(),
+            preopens: opened.clone(),
+            tape,
             limits,
         };
         match step::run(loaded, input).await {

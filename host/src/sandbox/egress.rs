@@ -15,14 +15,135 @@
 use super::grants::{Grants, is_sensitive};
 use crate::capabilities::StepScope;
 use crate::events::Level;
+use crate::journal::tape::Tape;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// The per-step `wasi:http` hooks: grants first, then the default client.
+/// The per-step `wasi:http` hooks: grants first, then the default client; every exchange
+/// goes through the step's tape, so a replay answers it from the journal.
 pub struct StepHttpHooks {
     pub grants: Arc<Grants>,
     pub scope: StepScope,
+    pub tape: Tape,
+}
+
+/// How a request ended, as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Exchange {
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        /// Hex of the body.
+        body: String,
+    },
+    /// Refused by the grants, or failed on the way: the error's name.
+    Error(String),
+}
+
+/// Errors a guest tells apart, by name, so a replay hands back the same one.
+fn error_name(e: &Error) -> String {
+    match e {
+        Error::HttpRequestDenied => "HttpRequestDenied".into(),
+        Error::ConnectionRefused | Error::Connect(_) => "ConnectionRefused".into(),
+        Error::ConnectionTimeout => "ConnectionTimeout".into(),
+        Error::ConnectionReadTimeout => "ConnectionReadTimeout".into(),
+        Error::DnsTimeout | Error::DnsError { .. } => "DnsError".into(),
+        Error::HttpResponseTimeout => "HttpResponseTimeout".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn error_from_name(name: &str) -> Error {
+    match name {
+        "HttpRequestDenied" => Error::HttpRequestDenied,
+        "ConnectionRefused" => Error::ConnectionRefused,
+        "ConnectionTimeout" => Error::ConnectionTimeout,
+        "ConnectionReadTimeout" => Error::ConnectionReadTimeout,
+        "DnsError" => Error::DnsError {
+            rcode: None,
+            info_code: None,
+        },
+        "HttpResponseTimeout" => Error::HttpResponseTimeout,
+        other => Error::InternalError(Some(other.to_string())),
+    }
+}
+
+/// Bodies kept in the journal are cut at this size.
+const BODY_LIMIT: usize = 4 << 20;
+
+fn full(bytes: Bytes) -> WasiBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
+
+fn done() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+    Box::new(async { Ok(()) })
+}
+
+async fn exchange(
+    grants: &Grants,
+    scope: &StepScope,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Exchange {
+    let uri = request.uri();
+    let scheme = uri.scheme_str().unwrap_or("http").to_string();
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    if let Err(why) = check(grants, &scheme, &host, port).await {
+        scope.log(Level::Error, why);
+        return Exchange::Error(error_name(&Error::HttpRequestDenied));
+    }
+    let (response, io) = match wasmtime_wasi_http::default_send_request(request, options).await {
+        Ok(sent) => sent,
+        Err(e) => return Exchange::Error(error_name(&e)),
+    };
+    // The connection is driven while the body is read whole, for the journal.
+    let io = tokio::spawn(io);
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return Exchange::Error(error_name(&e)),
+    };
+    let _ = io.await;
+    Exchange::Response {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: hex::encode(&body[..body.len().min(BODY_LIMIT)]),
+    }
+}
+
+fn deliver(outcome: Exchange) -> Sent {
+    match outcome {
+        Exchange::Error(name) => Err(error_from_name(&name)),
+        Exchange::Response { status, headers, body } => {
+            let mut response = http::Response::builder().status(status);
+            for (k, v) in headers {
+                response = response.header(k, v);
+            }
+            let body = hex::decode(body).map_err(|_| Error::InternalError(Some("journal: bad body".into())))?;
+            let response = response
+                .body(full(Bytes::from(body)))
+                .map_err(|e| Error::InternalError(Some(e.to_string())))?;
+            Ok((response, done()))
+        }
+    }
 }
 
 /// Why a request is refused, or Ok to send it. Resolves the name to check its addresses.
@@ -80,35 +201,31 @@ impl WasiHttpHooks for StepHttpHooks {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), Error>> + Send>,
-                    ),
-                    Error,
-                >,
-            > + Send,
-    > {
+    ) -> Box<dyn Future<Output = Sent> + Send> {
         let _ = fut;
         let grants = self.grants.clone();
         let scope = self.scope.clone();
+        let tape = self.tape.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let uri = request.uri();
-            let scheme = uri.scheme_str().unwrap_or("http").to_string();
-            let host = uri.host().unwrap_or_default().to_string();
-            let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-            if let Err(why) = check(&grants, &scheme, &host, port).await {
-                scope.log(Level::Error, why);
-                return Err(Error::HttpRequestDenied);
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let args = serde_json::json!({
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "headers": parts.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<Vec<_>>(),
+                "body": hex::encode(&body),
+            });
+            const HANDLE: (&str, &str) = ("wasi:http/outgoing-handler", "handle");
+            match tape.replay::<Exchange>(HANDLE.0, HANDLE.1, &args) {
+                Ok(Some(recorded)) => return deliver(recorded),
+                Ok(None) => {}
+                Err(diverged) => return Err(Error::InternalError(Some(diverged.to_string()))),
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            let started = std::time::Instant::now();
+            let request = http::Request::from_parts(parts, full(body));
+            let outcome = exchange(&grants, &scope, request, options).await;
+            tape.record(HANDLE.0, HANDLE.1, args, &outcome, started);
+            deliver(outcome)
         })
     }
 }

@@ -1,0 +1,99 @@
+//! Reading a journal back. A run killed mid-write leaves at most one partial last line; it
+//! is dropped, and everything before it reads.
+
+use super::{Entry, FORMAT, Record, VERSION};
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct Journal {
+    pub records: Vec<Record>,
+    /// The last line was cut off (a killed run); it was dropped.
+    pub truncated: bool,
+}
+
+impl Journal {
+    pub fn read(run_dir: &Path) -> Result<Journal, String> {
+        let path = run_dir.join("journal.jsonl");
+        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&text);
+        let mut records = Vec::new();
+        let mut truncated = false;
+        let lines: Vec<&str> = text.split('\n').collect();
+        for (n, line) in lines.iter().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let last = n + 1 == lines.len();
+            match serde_json::from_str::<Record>(line) {
+                Ok(record) => records.push(record),
+                // A line without its newline is one the run did not finish writing.
+                Err(_) if last => truncated = true,
+                Err(e) => return Err(format!("{}:{}: not a journal entry: {e}", path.display(), n + 1)),
+            }
+        }
+        match records.first().map(|r| &r.entry) {
+            Some(Entry::Header { format, version, .. }) if format == FORMAT && *version <= VERSION => {}
+            Some(Entry::Header { format, version, .. }) => {
+                return Err(format!(
+                    "{}: a `{format}` journal of version {version}; this wharf reads {FORMAT} up to version {VERSION}",
+                    path.display()
+                ));
+            }
+            _ => return Err(format!("{}: not a wharf journal (no header line)", path.display())),
+        }
+        Ok(Journal { records, truncated })
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.records.iter().map(|r| &r.entry)
+    }
+
+    pub fn run_started(&self) -> Option<&Entry> {
+        self.entries().find(|e| matches!(e, Entry::RunStarted { .. }))
+    }
+
+    pub fn run_id(&self) -> String {
+        match self.run_started() {
+            Some(Entry::RunStarted { run_id, .. }) => run_id.clone(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn finished(&self) -> Option<(&str, u8, u64)> {
+        self.entries().find_map(|e| match e {
+            Entry::RunFinished {
+                outcome,
+                exit_code,
+                millis,
+            } => Some((outcome.as_str(), *exit_code, *millis)),
+            _ => None,
+        })
+    }
+
+    /// The last ending of each step, in the order they finished.
+    pub fn step_outcomes(&self) -> Vec<StepEnd> {
+        let mut out: Vec<StepEnd> = Vec::new();
+        for e in self.entries() {
+            if let Entry::StepFinished {
+                step, outcome, outputs, ..
+            } = e
+            {
+                out.retain(|end| end.step != *step);
+                out.push(StepEnd {
+                    step: step.clone(),
+                    outcome: outcome.clone(),
+                    outputs: outputs.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// How a step ended in a recorded run.
+#[derive(Debug, Clone)]
+pub struct StepEnd {
+    pub step: String,
+    pub outcome: String,
+    pub outputs: Vec<(String, String)>,
+}

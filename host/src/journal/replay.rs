@@ -1,0 +1,429 @@
+//! Replaying a recorded run: each step's component (or a new build of one) runs again and
+//! every host call it makes is answered from the journal, in order. Nothing reaches the
+//! network, runs a program, touches a registry or a deploy; clocks and randomness come from
+//! the journal, so the replay is deterministic. A call that differs from the recorded one
+//! stops the replay with both side by side.
+
+use super::Entry;
+use super::reader::Journal;
+use super::tape::{Divergence, Player, RecordedCall, Tape, masked_str_eq};
+use crate::capabilities::StepScope;
+use crate::engine::limits::StepLimits;
+use crate::engine::step::{self, Preopen, StepInput, StepParams};
+use crate::engine::{LoadedStep, Runtime};
+use crate::events::{Event, Events, Outcome};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct ReplayRequest<'a> {
+    pub runtime: &'a Runtime,
+    pub run_dir: PathBuf,
+    /// Steps to run from another component: (step id, .wasm path).
+    pub substitutes: Vec<(String, PathBuf)>,
+    pub events: Events,
+}
+
+#[derive(Debug)]
+pub enum ReplayResult {
+    /// Every step made the recorded calls and ended as recorded.
+    Matched {
+        steps: usize,
+        truncated: bool,
+    },
+    Diverged(Box<Report>),
+}
+
+/// Where and how a replay left the recorded path.
+#[derive(Debug)]
+pub struct Report {
+    pub step: String,
+    pub attempt: u32,
+    pub what: Mismatch,
+}
+
+#[derive(Debug)]
+pub enum Mismatch {
+    Call(Divergence),
+    /// The step ended otherwise than recorded: (recorded, replayed) outcome and outputs.
+    Ending {
+        recorded: (String, Option<String>, Vec<(String, String)>),
+        replayed: (String, Option<String>, Vec<(String, String)>),
+    },
+}
+
+fn show_call(call: &Option<(String, String, serde_json::Value)>) -> String {
+    match call {
+        Some((i, f, args)) => format!("{i}.{f} {args}"),
+        None => "(no further call: the step returned)".into(),
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.what {
+            Mismatch::Call(d) => {
+                let recorded = d
+                    .recorded
+                    .as_ref()
+                    .map(|c| (c.interface.clone(), c.function.clone(), c.args.clone()));
+                let at = d
+                    .recorded
+                    .as_ref()
+                    .map(|c| format!(" at call #{}", c.seq))
+                    .unwrap_or_default();
+                writeln!(
+                    f,
+                    "replay diverged in step `{}` (attempt {}){at}:",
+                    self.step, self.attempt
+                )?;
+                writeln!(
+                    f,
+                    "  recorded: {}",
+                    match &recorded {
+                        Some(_) => show_call(&recorded),
+                        None => "(no further call: the recorded step had returned here)".into(),
+                    }
+                )?;
+                write!(f, "  replayed: {}", show_call(&d.replayed))
+            }
+            Mismatch::Ending { recorded, replayed } => {
+                writeln!(
+                    f,
+                    "replay diverged in step `{}` (attempt {}): it ended differently",
+                    self.step, self.attempt
+                )?;
+                writeln!(
+                    f,
+                    "  recorded: {} {} {:?}",
+                    recorded.0,
+                    recorded.1.as_deref().unwrap_or(""),
+                    recorded.2
+                )?;
+                write!(
+                    f,
+                    "  replayed: {} {} {:?}",
+                    replayed.0,
+                    replayed.1.as_deref().unwrap_or(""),
+                    replayed.2
+                )
+            }
+        }
+    }
+}
+
+struct Attempt<'j> {
+    step: &'j str,
+    uses: &'j str,
+    attempt: u32,
+    params: &'j serde_json::Value,
+    preopens: &'j [(String, bool)],
+    snapshot: Option<&'j str>,
+}
+
+pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
+    let journal = Journal::read(&req.run_dir)?;
+    let run_id = journal.run_id();
+    let pipeline = match journal.run_started() {
+        Some(Entry::RunStarted { pipeline, .. }) => pipeline.clone(),
+        _ => String::new(),
+    };
+    req.events.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        pipeline: pipeline.clone(),
+        steps: journal
+            .entries()
+            .filter(|e| matches!(e, Entry::StepFinished { .. }))
+            .count(),
+        replay: true,
+    });
+    let started = Instant::now();
+    let mut components: HashMap<String, (String, String)> = HashMap::new();
+    for e in journal.entries() {
+        if let Entry::Component { step, origin, digest } = e {
+            components.insert(step.clone(), (origin.clone(), digest.clone()));
+        }
+    }
+    let mut loaded: HashMap<String, Arc<LoadedStep>> = HashMap::new();
+    let entries: Vec<&Entry> = journal.entries().collect();
+    let mut replayed_steps = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        let attempt = match entry {
+            Entry::StepStarted {
+                step,
+                uses,
+                attempt,
+                params,
+                preopens,
+                snapshot,
+                ..
+            } => Attempt {
+                step,
+                uses,
+                attempt: *attempt,
+                params,
+                preopens,
+                snapshot: snapshot.as_deref(),
+            },
+            // Steps that did not run (skipped, or reused by a resumed run) are shown as such.
+            Entry::StepFinished {
+                step,
+                outcome,
+                detail,
+                outputs,
+                ..
+            } if !entries[..index]
+                .iter()
+                .any(|e| matches!(e, Entry::StepStarted { step: s, .. } if s == step)) =>
+            {
+                req.events.emit(Event::StepFinished {
+                    step: step.clone(),
+                    outcome: if outcome == "skipped" {
+                        Outcome::Skipped
+                    } else {
+                        Outcome::Success
+                    },
+                    duration: Duration::ZERO,
+                    detail: detail.clone(),
+                    outputs: outputs.clone(),
+                });
+                continue;
+            }
+            _ => continue,
+        };
+        let step = match loaded.get(attempt.step) {
+            Some(s) => s.clone(),
+            None => {
+                let s = load_component(&req, &components, attempt.step).await?;
+                loaded.insert(attempt.step.to_string(), s.clone());
+                s
+            }
+        };
+        let calls: Vec<RecordedCall> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Call {
+                    step,
+                    attempt: a,
+                    seq,
+                    interface,
+                    function,
+                    args,
+                    result,
+                    ..
+                } if step == attempt.step && *a == attempt.attempt => Some(RecordedCall {
+                    seq: *seq,
+                    interface: interface.clone(),
+                    function: function.clone(),
+                    args: args.clone(),
+                    result: result.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        // How the original attempt ended: a later attempt means it failed and was retried.
+        let retried = entries[index + 1..]
+            .iter()
+            .any(|e| matches!(e, Entry::StepStarted { step, attempt: a, .. } if step == attempt.step && *a > attempt.attempt));
+        let recorded_end = entries[index + 1..].iter().find_map(|e| match e {
+            Entry::StepFinished {
+                step,
+                outcome,
+                detail,
+                outputs,
+                ..
+            } if step == attempt.step => Some((outcome.clone(), detail.clone(), outputs.clone())),
+            _ => None,
+        });
+
+        let workspace = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if let Some(snapshot) = attempt.snapshot {
+            let file = std::fs::File::open(req.run_dir.join(snapshot)).map_err(|e| format!("{snapshot}: {e}"))?;
+            tar::Archive::new(file)
+                .unpack(workspace.path())
+                .map_err(|e| format!("{snapshot}: {e}"))?;
+        }
+        let preopens: Vec<Preopen> = attempt
+            .preopens
+            .iter()
+            .map(|(guest, write)| {
+                let host = workspace.path().join(guest);
+                let _ = std::fs::create_dir_all(&host);
+                Preopen {
+                    host,
+                    guest: guest.clone(),
+                    write: *write,
+                }
+            })
+            .collect();
+        let params: StepParams = serde_json::from_value(attempt.params.clone())
+            .map_err(|e| format!("journal: parameters of `{}`: {e}", attempt.step))?;
+        let player = Arc::new(Player::new(attempt.step, calls));
+        req.events.emit(Event::StepStarted {
+            step: attempt.step.to_string(),
+            uses: attempt.uses.to_string(),
+            attempt: attempt.attempt,
+        });
+        let step_started = Instant::now();
+        let limits = StepLimits {
+            timeout: Duration::from_secs(10 * 60),
+            ..StepLimits::default()
+        };
+        let result = step::run(
+            &step,
+            StepInput {
+                scope: StepScope::new(
+                    &run_id,
+                    attempt.step,
+                    workspace.path(),
+                    req.events.clone(),
+                    limits.log_bytes,
+                ),
+                pipeline: pipeline.clone(),
+                attempt: attempt.attempt,
+                params,
+                secrets: Arc::default(),
+                deployer: None,
+                grants: Arc::default(),
+                preopens,
+                tape: Tape::Replay(player.clone()),
+                limits,
+            },
+        )
+        .await;
+        let (outcome, detail, outputs) = match &result {
+            Ok(outputs) => ("success".to_string(), None, outputs.clone()),
+            Err(f) => (
+                "failure".to_string(),
+                Some(format!("{}: {}", f.kind_name(), f.message)),
+                Vec::new(),
+            ),
+        };
+        let report = |what| {
+            Box::new(Report {
+                step: attempt.step.to_string(),
+                attempt: attempt.attempt,
+                what,
+            })
+        };
+        if let Some(divergence) = player.divergence.lock().unwrap().clone() {
+            // Running out of calls inside a step the journal never saw finish is where a
+            // killed run's journal ends, not a divergence.
+            if divergence.recorded.is_none() && recorded_end.is_none() {
+                req.events.emit(Event::Notice {
+                    message: format!(
+                        "the journal ends inside step `{}`: the run was cut off there",
+                        attempt.step
+                    ),
+                });
+                break;
+            }
+            return Ok(ReplayResult::Diverged(report(Mismatch::Call(divergence))));
+        }
+        let stopped_by_limit = recorded_end
+            .as_ref()
+            .and_then(|(_, d, _)| d.as_deref())
+            .is_some_and(|d| d.starts_with("timeout:") || d.starts_with("limit:"));
+        if let Some(next) = player.remaining()
+            && !stopped_by_limit
+        {
+            return Ok(ReplayResult::Diverged(report(Mismatch::Call(Divergence {
+                step: attempt.step.to_string(),
+                recorded: Some(next),
+                replayed: None,
+            }))));
+        }
+        let Some(recorded) = recorded_end else {
+            // The journal ends inside this step: replayed as far as it goes.
+            req.events.emit(Event::Notice {
+                message: format!(
+                    "the journal ends inside step `{}`: the run was cut off there",
+                    attempt.step
+                ),
+            });
+            break;
+        };
+        let outputs_match = recorded.2.len() == outputs.len()
+            && recorded
+                .2
+                .iter()
+                .zip(&outputs)
+                .all(|((rk, rv), (k, v))| rk == k && masked_str_eq(rv, v));
+        let detail_match = match (&recorded.1, &detail) {
+            (Some(r), Some(d)) => masked_str_eq(r, d),
+            (r, d) => r == d,
+        };
+        let matches = if retried {
+            outcome == "failure"
+        } else if stopped_by_limit {
+            true
+        } else {
+            recorded.0 == outcome && outputs_match && (recorded.0 == "success" || detail_match)
+        };
+        req.events.emit(Event::StepFinished {
+            step: attempt.step.to_string(),
+            outcome: if outcome == "success" {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            duration: step_started.elapsed(),
+            detail: detail.clone(),
+            outputs: outputs.clone(),
+        });
+        if !matches {
+            return Ok(ReplayResult::Diverged(report(Mismatch::Ending {
+                recorded,
+                replayed: (outcome, detail, outputs),
+            })));
+        }
+        replayed_steps += 1;
+    }
+    req.events.emit(Event::RunFinished {
+        outcome: Outcome::Success,
+        duration: started.elapsed(),
+        summary: format!(
+            "replay of {run_id} matched the journal: {replayed_steps} step attempt(s) reproduced{}",
+            if journal.truncated {
+                " (the journal was cut off; replayed as far as it goes)"
+            } else {
+                ""
+            }
+        ),
+    });
+    Ok(ReplayResult::Matched {
+        steps: replayed_steps,
+        truncated: journal.truncated,
+    })
+}
+
+async fn load_component(
+    req: &ReplayRequest<'_>,
+    components: &HashMap<String, (String, String)>,
+    step: &str,
+) -> Result<Arc<LoadedStep>, String> {
+    if let Some((_, path)) = req.substitutes.iter().find(|(s, _)| s == step) {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return req
+            .runtime
+            .load_bytes(path.display().to_string(), bytes, &req.events)
+            .await
+            .map_err(|p| format!("{}: {}", p.message, p.help));
+    }
+    let (origin, digest) = components
+        .get(step)
+        .ok_or_else(|| format!("the journal has no component for step `{step}`"))?;
+    let path = component_path(&req.run_dir, digest);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    req.runtime
+        .load_bytes(origin.clone(), bytes, &req.events)
+        .await
+        .map_err(|p| format!("{}: {}", p.message, p.help))
+}
+
+pub fn component_path(run_dir: &Path, digest: &str) -> PathBuf {
+    run_dir
+        .join("components")
+        .join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
+}

@@ -1,0 +1,312 @@
+//! Record and replay: every run writes a journal; a replay answers every host call from it,
+//! offline, and stops with a side-by-side report when a step leaves the recorded path.
+
+mod common;
+use common::services::{Registry, http_get};
+use common::{Run, Workspace, guest};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The run id from the header line `wharf run NAME · run ID · N steps`.
+fn run_id(run: &Run) -> String {
+    let out = run.stdout();
+    let header = out
+        .lines()
+        .find(|l| l.starts_with("wharf run "))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    header
+        .split(" · ")
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("run ")
+        .to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Output lines (`→ k=v`) of every step, in order.
+fn outputs(run: &Run) -> Vec<String> {
+    run.stdout()
+        .lines()
+        .filter(|l| l.trim_start().starts_with('→'))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_recorded_seed_run_replays_offline_on_another_machine() {
+    let registry = Registry::start();
+    let ws = Workspace::seed();
+    let original = ws.wharf(&[
+        "run",
+        "pipeline.yml",
+        "-v",
+        "--var",
+        &format!("registry={}", registry.addr),
+    ]);
+    assert_eq!(original.code(), 0, "{}", original.all());
+    let id = run_id(&original);
+    let run_dir = ws.path().join(".wharf/runs").join(&id);
+    assert!(run_dir.join("journal.jsonl").exists());
+    assert!(run_dir.join("pipeline.yml").exists());
+
+    // Nothing the run talked to is left: no registry, no service, no workspace.
+    drop(registry);
+    let removed = ws.wharf(&["remove", "seed"]);
+    assert_eq!(removed.code(), 0, "{}", removed.all());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copied = elsewhere.path().join(&id);
+    copy_dir(&run_dir, &copied);
+    let empty = Workspace::new();
+    let replay = empty.wharf(&["replay", copied.to_str().unwrap(), "-v"]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+    assert!(
+        replay.stdout().contains(&format!(
+            "replay of {id} matched the journal: 7 step attempt(s) reproduced"
+        )),
+        "{}",
+        replay.all()
+    );
+    assert_eq!(
+        outputs(&replay),
+        outputs(&original),
+        "the replay produced other outputs"
+    );
+
+    // `runs` and `log` read it back.
+    let runs = ws.wharf(&["runs"]);
+    assert!(
+        runs.stdout().contains(&id) && runs.stdout().contains("success (exit 0)"),
+        "{}",
+        runs.all()
+    );
+    let log = ws.wharf(&["log", &id]);
+    assert_eq!(log.code(), 0, "{}", log.all());
+    let text = log.stdout();
+    assert!(text.contains("call wharf:step/process.run"), "{text}");
+    assert!(text.contains("call wharf:step/registry.push"), "{text}");
+    assert!(text.contains("call wasi:http/outgoing-handler.handle"), "{text}");
+    assert!(text.contains("✓ gate success"), "{text}");
+    assert!(
+        text.contains("run success in") && text.contains("exit code 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_changed_step_diverges_at_its_first_different_call() {
+    let ws = Workspace::seed();
+    let original = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(original.code(), 0, "{}", original.all());
+    let id = run_id(&original);
+    let changed = guest("gate_v2");
+    let replay = ws.wharf(&["replay", &id, "--step", &format!("gate={}", changed.display())]);
+    assert_eq!(replay.code(), 5, "{}", replay.all());
+    let out = replay.stdout();
+    assert!(
+        out.contains("replay diverged in step `gate` (attempt 1) at call #1:"),
+        "{out}"
+    );
+    let recorded = out.lines().find(|l| l.trim_start().starts_with("recorded:")).unwrap();
+    let replayed = out.lines().find(|l| l.trim_start().starts_with("replayed:")).unwrap();
+    assert!(
+        recorded.contains("wasi:http/outgoing-handler.handle") && recorded.contains("/api/v1/status\""),
+        "{recorded}"
+    );
+    assert!(
+        replayed.contains("wasi:http/outgoing-handler.handle") && replayed.contains("/api/v1/status?probe=2\""),
+        "{replayed}"
+    );
+    // The steps before it replayed as recorded.
+    assert_eq!(replay.status_of("upgrade"), "ok");
+}
+
+/// A tiny HTTP server whose answer the test switches from FAIL to OK.
+fn switchable_status() -> (String, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/status", listener.local_addr().unwrap());
+    let ok = Arc::new(AtomicBool::new(false));
+    let flag = ok.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let body = if flag.load(Ordering::SeqCst) { "OK" } else { "FAIL" };
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, ok)
+}
+
+#[test]
+fn resume_after_a_failed_gate_runs_only_the_remaining_steps() {
+    let ws = Workspace::seed();
+    let (url, ok) = switchable_status();
+    // The gate checks an outside dependency; the run pauses instead of rolling back.
+    let text = std::fs::read_to_string(ws.path().join("pipeline.yml"))
+        .unwrap()
+        .replace("on-failure: rollback", "on-failure: pause")
+        .replace(
+            "url: ${{ steps.upgrade.outputs.url }}/api/v1/status",
+            "url: ${{ vars.gate-url }}",
+        )
+        .replace("deadline: 10s", "deadline: 2s")
+        .replace(
+            "    uses: builtin:finish\n    if: always()\n",
+            "    uses: builtin:finish\n",
+        )
+        .replace("  replicas: \"2\"\n", "  replicas: \"2\"\n  gate-url: \"\"\n");
+    ws.write("pipeline.yml", &text);
+    let gate = format!("gate-url={url}");
+    let failed = ws.wharf(&["run", "pipeline.yml", "-v", "--var", &gate]);
+    assert_eq!(failed.code(), 4, "paused for a human:\n{}", failed.all());
+    assert_eq!(failed.status_of("gate"), "FAIL");
+    assert_eq!(ws.service_state("seed")["state"], "upgraded");
+    let first = run_id(&failed);
+
+    ok.store(true, Ordering::SeqCst);
+    let resumed = ws.wharf(&["run", "pipeline.yml", "-v", "--var", &gate, "--resume", &first]);
+    assert_eq!(resumed.code(), 0, "{}", resumed.all());
+    for step in ["version", "build", "push", "upgrade", "discover"] {
+        assert!(
+            resumed.step_line(step).contains(&format!("reused from run {first}")),
+            "{}",
+            resumed.all()
+        );
+    }
+    let out = resumed.stdout();
+    assert!(
+        !out.contains("▸ build") && !out.contains("▸ upgrade"),
+        "a finished step ran again:\n{out}"
+    );
+    assert!(out.contains("▸ gate") && out.contains("▸ finish"), "{out}");
+    assert_eq!(resumed.output_of("finish", "action").unwrap(), "confirmed");
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    for url in ws.running_urls("seed") {
+        assert_eq!(http_get(&format!("{url}/api/v1/status")).unwrap().1.trim(), "OK");
+    }
+}
+
+#[test]
+fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.yml",
+        "name: cut\nsteps:\n  - id: first\n    uses: ./probe.wasm\n    with: { echo: one }\n  - id: second\n    uses: ./cmd.wasm\n    with: { x: two }\n  - id: hang\n    uses: builtin:exec\n    with: { program: sleep, args: [\"60\"] }\n",
+    );
+    // Kill the run while its last step hangs, as a crashed CI runner would.
+    let mut child = ws
+        .command(&["run", "pipeline.yml"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = ws.path().join(".wharf/runs");
+    let journal = loop {
+        let found: Option<PathBuf> = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path().join("journal.jsonl"));
+        if let Some(j) = found.filter(|j| {
+            std::fs::read_to_string(j)
+                .unwrap_or_default()
+                .contains("\"step\":\"hang\"")
+        }) {
+            break j;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // And cut the last line in half, as a write interrupted by the kill would.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let last_start = text.trim_end().rfind('\n').unwrap() + 1;
+    let cut = last_start + (text.len() - last_start) / 2;
+    std::fs::write(&journal, &text[..cut]).unwrap();
+    let id = journal
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let log = ws.wharf(&["log", &id]);
+    assert_eq!(log.code(), 0, "{}", log.all());
+    assert!(log.stdout().contains("✓ first success"), "{}", log.all());
+    assert!(log.stdout().contains("✓ second success"), "{}", log.all());
+    assert!(
+        log.stdout()
+            .contains("(the journal ends here: the last entry was cut off, the run was killed)"),
+        "{}",
+        log.all()
+    );
+    let runs = ws.wharf(&["runs"]);
+    assert!(
+        runs.stdout().contains("cut off") || runs.stdout().contains("unfinished"),
+        "{}",
+        runs.all()
+    );
+
+    let replay = ws.wharf(&["replay", &id, "-v"]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+    assert_eq!(replay.output_of("first", "echo").unwrap(), "one");
+    assert_eq!(replay.output_of("second", "x").unwrap(), "two");
+    assert!(
+        replay.stdout().contains("the journal ends inside step `hang`"),
+        "{}",
+        replay.all()
+    );
+}
+
+#[test]
+fn secrets_stay_masked_in_the_journal() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("escape_step"), ws.path().join("escape.wasm")).unwrap();
+    ws.write(
+        "pipeline.yml",
+        "name: s\nsteps:\n  - id: leak\n    uses: ./escape.wasm\n    allow: { secrets: [token] }\n    with: { attack: secret-output, target: token }\n",
+    );
+    let run = Run(ws
+        .command(&["run", "pipeline.yml"])
+        .env("WHARF_SECRET_TOKEN", "journal-secret-42")
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let dir = std::fs::read_dir(ws.path().join(".wharf/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(!journal.contains("journal-secret-42"), "{journal}");
+    assert!(
+        journal.contains("\"function\":\"reveal\"") && journal.contains("***"),
+        "{journal}"
+    );
+    // The replay sees the masked value, consistently.
+    let replay = ws.wharf(&["replay", dir.to_str().unwrap(), "-v"]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+}
