@@ -8,21 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The run id from the header line `wharf run NAME · run ID · N steps`.
-fn run_id(run: &Run) -> String {
-    let out = run.stdout();
-    let header = out
-        .lines()
-        .find(|l| l.starts_with("wharf run "))
-        .unwrap_or_else(|| panic!("{}", run.all()));
-    header
-        .split(" · ")
-        .nth(1)
-        .unwrap()
-        .trim_start_matches("run ")
-        .to_string()
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -57,7 +42,7 @@ fn a_recorded_seed_run_replays_offline_on_another_machine() {
         &format!("registry={}", registry.addr),
     ]);
     assert_eq!(original.code(), 0, "{}", original.all());
-    let id = run_id(&original);
+    let id = original.run_id();
     let run_dir = ws.path().join(".wharf/runs").join(&id);
     assert!(run_dir.join("journal.jsonl").exists());
     assert!(run_dir.join("pipeline.yml").exists());
@@ -110,7 +95,7 @@ fn a_changed_step_diverges_at_its_first_different_call() {
     let ws = Workspace::seed();
     let original = ws.wharf(&["run", "pipeline.yml"]);
     assert_eq!(original.code(), 0, "{}", original.all());
-    let id = run_id(&original);
+    let id = original.run_id();
     let changed = guest("gate_v2");
     let replay = ws.wharf(&["replay", &id, "--step", &format!("gate={}", changed.display())]);
     assert_eq!(replay.code(), 5, "{}", replay.all());
@@ -182,7 +167,7 @@ fn resume_after_a_failed_gate_runs_only_the_remaining_steps() {
     assert_eq!(failed.code(), 4, "paused for a human:\n{}", failed.all());
     assert_eq!(failed.status_of("gate"), "FAIL");
     assert_eq!(ws.service_state("seed")["state"], "upgraded");
-    let first = run_id(&failed);
+    let first = failed.run_id();
 
     ok.store(true, Ordering::SeqCst);
     let resumed = ws.wharf(&["run", "pipeline.yml", "-v", "--var", &gate, "--resume", &first]);

@@ -509,3 +509,56 @@ fn bad_allow_and_limits_are_reported_with_positions() {
         );
     }
 }
+
+#[test]
+fn an_untrusted_step_cannot_choose_what_a_builtin_reaches() {
+    let ws = workspace();
+    let (addr, hits) = http_server();
+    // The `.wasm` step's output names a URL; the built-in gate gets no grant derived from it.
+    ws.write(
+        "chain.yml",
+        &format!(
+            "name: chain\nsteps:\n  - id: untrusted\n    uses: ./cmd.wasm\n    with: {{ url: \"http://{addr}/\" }}\n  - id: gate\n    uses: builtin:http-gate\n    with: {{ url: \"${{{{ steps.untrusted.outputs.url }}}}\", deadline: 1s }}\n"
+        ),
+    );
+    let run = ws.wharf(&["run", "chain.yml", "-v"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.stdout().contains(&format!("may not reach http://{addr}")),
+        "{}",
+        run.all()
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn programs_may_not_be_given_a_loader_or_a_new_path() {
+    let ws = workspace();
+    ws.write(
+        "env.yml",
+        "name: env\nsteps:\n  - id: sneaky\n    uses: builtin:exec\n    with: { program: 'true', env: { LD_PRELOAD: /tmp/evil.so } }\n",
+    );
+    let run = ws.wharf(&["run", "env.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.step_line("sneaky").contains("may not set `LD_PRELOAD`"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn secrets_cannot_be_read_through_env_interpolation() {
+    let ws = workspace();
+    ws.write(
+        "env.yml",
+        "name: env\nsteps:\n  - id: a\n    uses: ./cmd.wasm\n    with: { token: \"${{ env.WHARF_SECRET_TOKEN }}\" }\n",
+    );
+    let run = ws.wharf(&["validate", "env.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(
+        run.stderr().contains("would hand a secret to the step as text"),
+        "{}",
+        run.all()
+    );
+}

@@ -9,7 +9,6 @@
 //! - a good release: the original builds, upgrades, passes the gate at once and confirms.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::Workspace;
@@ -23,11 +22,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn run_id(out: &str) -> String {
-    let header = out.lines().find(|l| l.starts_with("wharf run ")).expect("a run header");
-    header.split(" · ").nth(1).unwrap().trim_start_matches("run ").to_string()
-}
-
 /// Time `wharf run` with `vars`, then the replays of that run.
 fn sample(ws: &Workspace, vars: &[&str], expect: i32) -> (Duration, Vec<Duration>) {
     ws.commit("next release");
@@ -39,7 +33,7 @@ fn sample(ws: &Workspace, vars: &[&str], expect: i32) -> (Duration, Vec<Duration
     let run = ws.wharf(&args);
     let original = t.elapsed();
     assert_eq!(run.code(), expect, "{}", run.all());
-    let id = run_id(&run.stdout());
+    let id = run.run_id();
     let replays = (0..REPLAYS)
         .map(|_| {
             let t = Instant::now();
@@ -57,7 +51,10 @@ fn main() {
     // A first deploy, so the broken release has something to roll back to.
     let first = ws.wharf(&["run", "pipeline.yml"]);
     assert_eq!(first.code(), 0, "{}", first.all());
-    for (label, vars, expect) in [("broken release (gate fails, rollback)", vec!["status=FAIL"], 3), ("good release (gate passes, confirm)", vec![], 0)] {
+    for (label, vars, expect) in [
+        ("broken release (gate fails, rollback)", vec!["status=FAIL"], 3),
+        ("good release (gate passes, confirm)", vec![], 0),
+    ] {
         let mut originals = Vec::new();
         let mut replays = Vec::new();
         for _ in 0..SAMPLES {
@@ -67,8 +64,16 @@ fn main() {
         }
         let (o, r) = (median(originals.clone()), median(replays.clone()));
         println!("{label}");
-        println!("  original `wharf run`     median {:>9.1} ms  (n={})", o.as_secs_f64() * 1e3, originals.len());
-        println!("  `wharf replay` of it     median {:>9.1} ms  (n={})", r.as_secs_f64() * 1e3, replays.len());
+        println!(
+            "  original `wharf run`     median {:>9.1} ms  (n={})",
+            o.as_secs_f64() * 1e3,
+            originals.len()
+        );
+        println!(
+            "  `wharf replay` of it     median {:>9.1} ms  (n={})",
+            r.as_secs_f64() * 1e3,
+            replays.len()
+        );
         println!("  replay is {:.1}x faster", o.as_secs_f64() / r.as_secs_f64());
     }
 }

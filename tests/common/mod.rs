@@ -178,6 +178,21 @@ impl Run {
     pub fn all(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout(), self.stderr())
     }
+    /// The run id from the header line `wharf run NAME · run ID · N steps`.
+    pub fn run_id(&self) -> String {
+        let out = self.stdout();
+        let header = out
+            .lines()
+            .find(|l| l.starts_with("wharf run "))
+            .unwrap_or_else(|| panic!("no run header:\n{}", self.all()));
+        header
+            .split(" · ")
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("run ")
+            .to_string()
+    }
+
     /// The status line of step `id`: `ok   id   12ms ...`.
     pub fn step_line(&self, id: &str) -> String {
         self.stdout()

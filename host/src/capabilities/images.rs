@@ -104,6 +104,26 @@ pub fn inspect(workspace: &Path, reference: &str) -> Result<Image, StepError> {
     Ok(image_of(&name, &stored))
 }
 
+/// A workspace path that, symlinks resolved, is still inside the workspace: a link planted
+/// by an earlier step must not carry host files into an image.
+fn inside_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, StepError> {
+    let path = resolve_in_workspace(workspace, relative)?;
+    let Ok(real) = std::fs::canonicalize(&path) else {
+        return Ok(path); // missing: the caller says so
+    };
+    let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+    if !real.starts_with(&root) {
+        return Err(step_error(
+            ErrorKind::Denied,
+            format!(
+                "`{relative}` leads outside the workspace (to {}) through a symlink",
+                real.display()
+            ),
+        ));
+    }
+    Ok(real)
+}
+
 fn check_name(repository: &str, tag: &str) -> Result<String, StepError> {
     let name = format!("{repository}:{tag}");
     let parsed = ImageRef::parse(&name).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
@@ -154,7 +174,7 @@ pub async fn assemble(scope: &StepScope, req: AssembleRequest) -> Result<Image, 
     };
     let mut files = Vec::new();
     for f in &req.files {
-        let source = resolve_in_workspace(&scope.workspace, &f.source)?;
+        let source = inside_workspace(&scope.workspace, &f.source)?;
         if !source.exists() {
             return Err(step_error(
                 ErrorKind::InvalidInput,
@@ -307,7 +327,7 @@ pub async fn docker_build(scope: &StepScope, req: DockerBuildRequest) -> Result<
     use futures_util::StreamExt;
 
     let name = check_name(&req.repository, &req.tag)?;
-    let context = resolve_in_workspace(&scope.workspace, &req.context)?;
+    let context = inside_workspace(&scope.workspace, &req.context)?;
     let docker = bollard::Docker::connect_with_local_defaults()
         .map_err(|e| permanent(format!("no Docker engine for `builder: docker`: {e}")))?
         .negotiate_version()
@@ -317,6 +337,7 @@ pub async fn docker_build(scope: &StepScope, req: DockerBuildRequest) -> Result<
     let tar = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut builder = tar::Builder::new(Vec::new());
         builder.mode(tar::HeaderMode::Deterministic);
+        builder.follow_symlinks(false);
         builder.append_dir_all(".", &context_dir)?;
         builder.into_inner()
     })

@@ -27,6 +27,10 @@ impl Host for StepState {
     }
 
     async fn progress(&mut self, label: String, done: u64, total: Option<u64>) -> wasmtime::Result<()> {
+        // Progress and annotations count against the log limit like lines do.
+        if self.scope.log_budget.spend(label.len() as u64 + 16).is_err() {
+            wasmtime::bail!("log limit reached");
+        }
         self.scope.events.emit(Event::Progress {
             step: self.scope.step_id.clone(),
             label,
@@ -37,6 +41,11 @@ impl Host for StepState {
     }
 
     async fn annotate(&mut self, note: Annotation) -> wasmtime::Result<()> {
+        let size =
+            note.message.len() + note.title.as_ref().map_or(0, String::len) + note.file.as_ref().map_or(0, String::len);
+        if self.scope.log_budget.spend(size as u64 + 16).is_err() {
+            wasmtime::bail!("log limit reached");
+        }
         self.scope.events.emit(Event::Annotation {
             step: self.scope.step_id.clone(),
             level: note.level.into(),

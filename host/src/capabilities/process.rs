@@ -72,7 +72,42 @@ pub fn resolve_in_workspace(workspace: &Path, relative: &str) -> Result<PathBuf,
     Ok(out)
 }
 
+/// Variables a step may not set for a program: they change which code runs (the loader,
+/// the shell, git's helpers, compiler wrappers), and would make a grant of `nginx -s reload`
+/// a grant of anything.
+fn forbidden_env(key: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "IFS",
+        "PROMPT_COMMAND",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "NODE_OPTIONS",
+        "PYTHONSTARTUP",
+        "PYTHONPATH",
+        "PERL5OPT",
+        "PERL5LIB",
+        "RUBYOPT",
+        "JAVA_TOOL_OPTIONS",
+    ];
+    EXACT.contains(&key) || key.starts_with("LD_") || key.starts_with("DYLD_") || key.starts_with("GIT_")
+}
+
 pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) -> Result<Completion, StepError> {
+    if let Some((key, _)) = cmd.env.iter().find(|(k, _)| forbidden_env(k)) {
+        return Err(step_error(
+            ErrorKind::Denied,
+            format!(
+                "a step may not set `{key}` for `{}`: it changes which code the program runs",
+                cmd.program
+            ),
+        ));
+    }
     let cwd = match &cmd.cwd {
         Some(dir) => resolve_in_workspace(&scope.workspace, dir)?,
         None => scope.workspace.clone(),
@@ -106,8 +141,13 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
         std::io::ErrorKind::NotFound => step_error(
             ErrorKind::InvalidInput,
             format!(
-                "program `{}` was not found (PATH and the workspace were searched)",
-                cmd.program
+                "program `{}` was not found ({})",
+                cmd.program,
+                if cmd.program.contains('/') {
+                    "relative to the workspace"
+                } else {
+                    "on PATH"
+                }
             ),
         ),
         _ => step_error(ErrorKind::Permanent, format!("cannot start `{}`: {e}", cmd.program)),

@@ -20,6 +20,11 @@ pub const ENV_PREFIX: &str = "WHARF_SECRET_";
 /// Shorter values are not masked: masking `ab` would shred every log line.
 pub const MIN_MASKED_LEN: usize = 4;
 
+/// An environment variable that holds a secret.
+pub fn is_secret_var(name: &str) -> bool {
+    name.starts_with(ENV_PREFIX)
+}
+
 /// The environment-variable form of a secret name: `registry-password` ->
 /// `WHARF_SECRET_REGISTRY_PASSWORD`.
 pub fn env_key(name: &str) -> String {

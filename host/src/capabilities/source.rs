@@ -19,18 +19,28 @@ impl Host for StepState {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, StepError> {
-    let out = tokio::process::Command::new("git")
+    // Hooks, fsmonitor and a planted config must not run code here: the workspace is
+    // partly writable by steps, and git runs with wharf's own rights.
+    let mut command = tokio::process::Command::new("git");
+    command
+        .env_clear()
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
         .arg("-C")
         .arg(dir)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| {
-            step_error(
-                ErrorKind::Permanent,
-                format!("cannot run git: {e}; install git on the machine running wharf"),
-            )
-        })?;
+        .args(args);
+    for key in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(key) {
+            command.env(key, v);
+        }
+    }
+    let out = command.output().await.map_err(|e| {
+        step_error(
+            ErrorKind::Permanent,
+            format!("cannot run git: {e}; install git on the machine running wharf"),
+        )
+    })?;
     Ok(out
         .status
         .success()

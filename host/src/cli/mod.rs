@@ -1,7 +1,15 @@
 //! The `wharf` command line.
 
-mod commands;
+mod catalog;
+mod history;
 pub mod render;
+mod run;
+mod services;
+
+use catalog::{InspectArgs, ValidateArgs};
+use history::{LogArgs, ReplayArgs, RunsArgs};
+use run::RunArgs;
+use services::{ServiceArgs, StatusArgs};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -76,14 +84,14 @@ pub struct Cli {
 enum Command {
     /// Run a pipeline
     #[command(after_help = RUN_EXAMPLES)]
-    Run(commands::RunArgs),
+    Run(RunArgs),
     /// Check a pipeline without running it: keys, steps, parameters, references
     #[command(after_help = "Examples:
   wharf validate examples/hello/pipeline.yml
   wharf validate pipeline.yml --var registry=127.0.0.1:5000
 
 Every problem is reported with file, line and column. Exit code 2 when invalid.")]
-    Validate(commands::ValidateArgs),
+    Validate(ValidateArgs),
     /// List the built-in steps
     #[command(after_help = "Examples:
   wharf steps
@@ -93,39 +101,39 @@ Every problem is reported with file, line and column. Exit code 2 when invalid."
     #[command(after_help = "Examples:
   wharf inspect builtin:version
   wharf inspect ./steps/my-step.wasm")]
-    Inspect(commands::InspectArgs),
+    Inspect(InspectArgs),
     /// Show deployed services: state, current and previous revision, instances
     #[command(after_help = "Examples:
   wharf status                         # every service deployed from this directory
   wharf status seed --workspace examples/seed")]
-    Status(commands::StatusArgs),
+    Status(StatusArgs),
     /// Finish an upgrade: keep the new revision, remove the previous one's instances
     #[command(after_help = "Examples:
   wharf confirm seed --workspace examples/seed
 
 Only a service in state `upgraded` can be confirmed.")]
-    Confirm(commands::ServiceArgs),
+    Confirm(ServiceArgs),
     /// Roll an upgrade back to the recorded previous revision (by digest)
     #[command(after_help = "Examples:
   wharf rollback seed --workspace examples/seed
 
 Exit code 4 when the rollback fails: the service needs a human.")]
-    Rollback(commands::ServiceArgs),
+    Rollback(ServiceArgs),
     /// Stop and delete a service's instances and forget it
     #[command(after_help = "Examples:
   wharf remove seed --workspace examples/seed")]
-    Remove(commands::ServiceArgs),
+    Remove(ServiceArgs),
     /// List recorded runs: id, pipeline, start, duration, outcome
     #[command(after_help = "Examples:
   wharf runs
   wharf runs --workspace examples/seed")]
-    Runs(commands::RunsArgs),
+    Runs(RunsArgs),
     /// Print a recorded run's timeline: steps, host calls, logs
     #[command(after_help = "Examples:
   wharf log 20261127-160432-3fa2
   wharf log 20261127-160432-3fa2 --calls        # with every host call's arguments and result
   wharf log path/to/copied/run-folder")]
-    Log(commands::LogArgs),
+    Log(LogArgs),
     /// Re-run a recorded run offline, every host call answered from its journal
     #[command(after_help = "Examples:
   wharf replay 20261127-160432-3fa2
@@ -133,7 +141,7 @@ Exit code 4 when the rollback fails: the service needs a human.")]
   wharf replay RUN --step gate=target/wasm32-wasip2/release/my_gate.wasm
 
 Exit code 5 when the replay diverges: the report shows the recorded call and the new one.")]
-    Replay(commands::ReplayArgs),
+    Replay(ReplayArgs),
 }
 
 /// Commands whose help lists the exit codes.
@@ -159,7 +167,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::FAILED);
         }
     };
-    let code = runtime.block_on(commands::dispatch(cli));
+    let code = runtime.block_on(dispatch(cli));
     std::process::ExitCode::from(code)
 }
 
@@ -181,5 +189,29 @@ impl Cli {
             "never" => false,
             _ => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
         }
+    }
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let runtime = match crate::engine::Runtime::new(cli.cache_dir()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the WebAssembly engine: {e:#}");
+            return exit::FAILED;
+        }
+    };
+    let color = cli.color();
+    match cli.command {
+        Command::Run(args) => run::run(&runtime, args, color).await,
+        Command::Validate(args) => catalog::validate(&runtime, args).await,
+        Command::Steps => catalog::steps(&runtime).await,
+        Command::Inspect(args) => catalog::inspect(&runtime, args).await,
+        Command::Status(args) => services::status(args).await,
+        Command::Confirm(args) => services::decide(args, true).await,
+        Command::Rollback(args) => services::decide(args, false).await,
+        Command::Remove(args) => services::remove(args).await,
+        Command::Runs(args) => history::runs(args),
+        Command::Log(args) => history::log(args),
+        Command::Replay(args) => history::replay(&runtime, args, color).await,
     }
 }

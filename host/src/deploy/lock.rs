@@ -8,7 +8,6 @@
 use crate::capabilities::step_error;
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,36 +46,42 @@ impl ServiceLock {
             run_id: run_id.to_string(),
             since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(&serde_json::to_vec(&me).unwrap_or_default())
-                        .map_err(io)?;
-                    file.sync_all().map_err(io)?;
-                    return Ok(ServiceLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<Holder> =
-                        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-                    match holder {
-                        Some(h) if holder_alive(&h) => {
-                            return Err(step_error(
-                                ErrorKind::Transient,
-                                format!(
-                                    "service `{service}` is being changed by run {} (pid {}) since {}; wait for it to finish",
-                                    h.run_id, h.pid, h.since
-                                ),
-                            ));
-                        }
-                        // The holder died (or the file is unreadable): a stale lock.
-                        _ => {
-                            tracing::warn!("taking over the stale lock {}", path.display());
-                            let _ = std::fs::remove_file(&path);
+        // Written whole under a temporary name, then linked into place: the lock never
+        // exists half-written, so a reader never takes a live lock for a broken one.
+        let tmp = dir.join(format!(".{service}.lock.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&me).unwrap_or_default()).map_err(io)?;
+        let result = (|| {
+            for _ in 0..2 {
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => return Ok(Some(ServiceLock { path: path.clone() })),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let holder: Option<Holder> =
+                            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                        match holder {
+                            Some(h) if holder_alive(&h) => {
+                                return Err(step_error(
+                                    ErrorKind::Transient,
+                                    format!(
+                                        "service `{service}` is being changed by run {} (pid {}) since {}; wait for it to finish",
+                                        h.run_id, h.pid, h.since
+                                    ),
+                                ));
+                            }
+                            // The holder died (or the file is unreadable): a stale lock.
+                            _ => {
+                                tracing::warn!("taking over the stale lock {}", path.display());
+                                let _ = std::fs::remove_file(&path);
+                            }
                         }
                     }
+                    Err(e) => return Err(io(e)),
                 }
-                Err(e) => return Err(io(e)),
             }
+            Ok(None)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        if let Some(lock) = result? {
+            return Ok(lock);
         }
         Err(step_error(
             ErrorKind::Transient,

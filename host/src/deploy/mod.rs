@@ -114,6 +114,7 @@ impl Deployer {
     }
 
     fn load(&self, service: &str) -> Result<Option<ServiceRecord>, StepError> {
+        check_service(service)?;
         ServiceRecord::load(&self.services_dir, service).map_err(|e| permanent(format!("state of `{service}`: {e}")))
     }
 
@@ -144,13 +145,16 @@ impl Deployer {
     }
 
     /// Take the service's lock unless this process already holds it.
-    fn lock(&self, service: &str) -> Result<(), StepError> {
+    /// Take the service's lock unless this process holds it already; true when taken now.
+    fn lock(&self, service: &str) -> Result<bool, StepError> {
+        check_service(service)?;
         let mut held = self.held.lock().unwrap();
-        if !held.contains_key(service) {
-            let lock = ServiceLock::acquire(&self.locks_dir, service, &self.run_id)?;
-            held.insert(service.to_string(), lock);
+        if held.contains_key(service) {
+            return Ok(false);
         }
-        Ok(())
+        let lock = ServiceLock::acquire(&self.locks_dir, service, &self.run_id)?;
+        held.insert(service.to_string(), lock);
+        Ok(true)
     }
 
     fn unlock(&self, service: &str) {
@@ -232,9 +236,11 @@ impl Deployer {
             Some(_) => {}
         }
         let target = self.target(&spec.target).await?;
-        self.lock(&service)?;
+        let fresh = self.lock(&service)?;
         let result = self.begin_locked(spec, target).await;
-        if result.is_err() {
+        // Only a lock this call took is given back on failure: one held from an earlier
+        // begin-upgrade of this run still guards that upgrade.
+        if result.is_err() && fresh {
             self.unlock(&service);
         }
         result
@@ -298,7 +304,7 @@ impl Deployer {
 
     pub async fn start_instance(&self, service: &str) -> Result<Instance, StepError> {
         let mut record = self.upgrading(service)?;
-        let spec = record.current.clone().expect("upgrading has a current spec");
+        let spec = current_spec(&record)?;
         let target = self.target(&record.target).await?;
         let hosts = self.eligible_hosts(target, &spec).await?;
         let host = hosts
@@ -373,7 +379,7 @@ impl Deployer {
             )));
         }
         let target = self.target(&record.target).await?;
-        let current = record.current.clone().expect("upgraded has a current spec");
+        let current = current_spec(&record)?;
         let (keep, old): (Vec<Instance>, Vec<Instance>) = record
             .instances
             .drain(..)
@@ -569,6 +575,28 @@ impl Deployer {
             }
         }
         self.ledger()
+    }
+}
+
+fn current_spec(record: &ServiceRecord) -> Result<Spec, StepError> {
+    record.current.clone().ok_or_else(|| {
+        permanent(format!(
+            "the state of `{}` says {} but records no current revision; fix or remove .wharf/state/services/{}.json",
+            record.service,
+            record.state.as_str(),
+            record.service
+        ))
+    })
+}
+
+/// Service names become file names: letters, digits, `-` and `_` only.
+fn check_service(service: &str) -> Result<(), StepError> {
+    if crate::pipeline::model::is_identifier(service) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`{service}` is not a valid service name (letters, digits, `-`, `_`)"
+        )))
     }
 }
 

@@ -369,6 +369,9 @@ pub struct Preopen {
 /// workspace.
 pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<Preopen> {
     let mut out: Vec<Preopen> = Vec::new();
+    let Ok(root) = std::fs::canonicalize(workspace) else {
+        return out;
+    };
     let looks_like_file = |p: &str| {
         p.rsplit('/')
             .next()
@@ -382,17 +385,23 @@ pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<Preopen> {
         } else {
             rel.to_string()
         };
+        // A file at the workspace root would open the whole workspace, `.git` and
+        // `.wharf/state` included, for writing: only `write: [.]` itself does that.
+        let write = write && (dir_rel != "." || rel == ".");
         let dir = workspace.join(&dir_rel);
         if write && !dir.exists() {
             let _ = std::fs::create_dir_all(&dir);
         }
-        if !dir.is_dir() {
+        // A symlink planted by an earlier step must not open anything outside the workspace.
+        let Ok(real) = std::fs::canonicalize(&dir) else { return };
+        if !real.starts_with(&root) || !real.is_dir() {
+            tracing::warn!("not opening {}: it leads outside the workspace", dir.display());
             return;
         }
         match out.iter_mut().find(|p| p.guest == dir_rel) {
             Some(existing) => existing.write |= write,
             None => out.push(Preopen {
-                host: dir,
+                host: real,
                 guest: dir_rel,
                 write,
             }),

@@ -244,19 +244,23 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 .unpack(workspace.path())
                 .map_err(|e| format!("{snapshot}: {e}"))?;
         }
-        let preopens: Vec<Preopen> = attempt
-            .preopens
-            .iter()
-            .map(|(guest, write)| {
-                let host = workspace.path().join(guest);
-                let _ = std::fs::create_dir_all(&host);
-                Preopen {
-                    host,
-                    guest: guest.clone(),
-                    write: *write,
-                }
-            })
-            .collect();
+        // A run folder may come from anywhere: its paths stay inside the scratch workspace.
+        let mut preopens: Vec<Preopen> = Vec::new();
+        for (guest, write) in attempt.preopens {
+            let Some(guest) = crate::sandbox::grants::normalize(guest) else {
+                return Err(format!(
+                    "journal: step `{}` opens `{guest}`, which is not a workspace path",
+                    attempt.step
+                ));
+            };
+            let host = workspace.path().join(&guest);
+            let _ = std::fs::create_dir_all(&host);
+            preopens.push(Preopen {
+                host,
+                guest,
+                write: *write,
+            });
+        }
         let params: StepParams = serde_json::from_value(attempt.params.clone())
             .map_err(|e| format!("journal: parameters of `{}`: {e}", attempt.step))?;
         let player = Arc::new(Player::new(attempt.step, calls));

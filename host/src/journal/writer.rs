@@ -56,10 +56,12 @@ impl JournalWriter {
             at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             entry,
         };
-        let Ok(line) = serde_json::to_string(&record) else {
+        // Masked value by value, before JSON escaping could hide a secret's characters.
+        let Ok(mut value) = serde_json::to_value(&record) else {
             return;
         };
-        let line = self.events.redact(&line);
+        redact_value(&mut value, &self.events);
+        let line = value.to_string();
         let mut file = self.file.lock().unwrap();
         let ok = file
             .write_all(line.as_bytes())
@@ -117,6 +119,15 @@ impl JournalWriter {
 
     pub fn millis(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+fn redact_value(value: &mut serde_json::Value, events: &Events) {
+    match value {
+        serde_json::Value::String(s) => *s = events.redact(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, events)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| redact_value(v, events)),
+        _ => {}
     }
 }
 

@@ -12,31 +12,50 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// A blob being written: hashed on the way in, renamed into place when finished.
+/// A blob being written: hashed on the way in, renamed into place when finished, removed
+/// when dropped unfinished.
 pub struct BlobWriter {
-    inner: Hashing<BufWriter<File>>,
+    inner: Option<Hashing<BufWriter<File>>>,
     tmp: PathBuf,
     blobs: PathBuf,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        self.inner.as_mut().expect("not finished").write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.as_mut().expect("not finished").flush()
     }
 }
 
 impl BlobWriter {
     /// Digest and size of what was written, now stored under its digest.
     pub fn finish(self) -> io::Result<(String, u64)> {
-        let (writer, digest, size) = self.inner.finish();
+        self.finish_expecting(None)
+    }
+
+    /// As [`BlobWriter::finish`], but only if the content hashes to `expected`; otherwise
+    /// nothing is stored.
+    pub fn finish_expecting(mut self, expected: Option<&str>) -> io::Result<(String, u64)> {
+        let (writer, digest, size) = self.inner.take().expect("finished once").finish();
         let file = writer.into_inner().map_err(|e| e.into_error())?;
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(io::Error::other(format!("content for {expected} hashes to {digest}")));
+        }
         file.sync_all()?;
         let hex = digest_hex(&digest).expect("sha256 digest");
         std::fs::rename(&self.tmp, self.blobs.join(hex))?;
         Ok((digest, size))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Renamed away when finished; otherwise a leftover.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -87,7 +106,7 @@ impl Store {
         let tmp = blobs.join(format!(".tmp-{}-{}", std::process::id(), unique()));
         let file = File::create(&tmp)?;
         Ok(BlobWriter {
-            inner: Hashing::new(BufWriter::with_capacity(1 << 20, file)),
+            inner: Some(Hashing::new(BufWriter::with_capacity(1 << 20, file))),
             tmp,
             blobs,
         })

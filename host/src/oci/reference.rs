@@ -33,13 +33,9 @@ impl ImageRef {
             Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag.to_string())),
             _ => (path, None),
         };
-        if repository.is_empty()
-            || !repository
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
-        {
+        if !valid_repository(repository) {
             return Err(bad(
-                "repositories are lower-case letters, digits, `.`, `_`, `-` and `/`",
+                "repositories are `/`-separated parts of lower-case letters and digits, joined by `.`, `_` or `-`",
             ));
         }
         if let Some(tag) = &tag
@@ -78,6 +74,25 @@ impl ImageRef {
             }
         }
     }
+}
+
+/// The OCI distribution name grammar: `/`-separated components, each lower-case letters and
+/// digits with single `.`, `_`, `__` or `-` runs between them. No empty, `.` or `..` part can
+/// pass, so a name cannot walk to another repository in a URL.
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|part| {
+            let bytes = part.as_bytes();
+            !bytes.is_empty()
+                && bytes[0].is_ascii_alphanumeric()
+                && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                && !part.contains("..")
+                && !part.contains("._")
+                && !part.contains("_.")
+        })
 }
 
 impl fmt::Display for ImageRef {
@@ -120,6 +135,9 @@ mod tests {
             Some("localhost")
         );
         assert!(ImageRef::parse("Seed:1").is_err());
+        assert!(ImageRef::parse("r.example/team/../prod:1").is_err());
+        assert!(ImageRef::parse("r.example//x:1").is_err());
+        assert!(!valid_repository("team/./x") && !valid_repository("-x") && valid_repository("team/app_1.x-y"));
         assert!(ImageRef::parse("seed@sha256:xyz").is_err());
     }
 

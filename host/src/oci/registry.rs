@@ -88,6 +88,10 @@ impl Registry {
         &self.host
     }
 
+    fn same_origin(&self, url: &str) -> bool {
+        url.starts_with(&format!("{}/", self.base)) || url == self.base
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
@@ -173,6 +177,20 @@ impl Registry {
                     self.host
                 ))
             })?;
+        // Basic credentials travel in clear over HTTP: only to a loopback token service.
+        if realm.starts_with("http://")
+            && !realm
+                .strip_prefix("http://")
+                .is_some_and(|r| is_loopback(r.split('/').next().unwrap_or_default()))
+        {
+            return Err(step_error(
+                ErrorKind::Denied,
+                format!(
+                    "registry {} wants credentials sent over plain HTTP to {realm}; refused",
+                    self.host
+                ),
+            ));
+        }
         let query: Vec<(String, String)> = fields
             .into_iter()
             .filter(|(k, _)| k == "service" || k == "scope")
@@ -215,11 +233,15 @@ impl Registry {
         let response = self.send(&|c| c.head(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(response
+            s if s.is_success() => match response
                 .headers()
                 .get("Docker-Content-Digest")
                 .and_then(|v| v.to_str().ok())
-                .map(String::from)),
+            {
+                Some(digest) => Ok(Some(digest.to_string())),
+                // The header is optional: the manifest itself tells.
+                None => Ok(Some(self.get_manifest(repository, reference).await?.2)),
+            },
             s => Err(self.unexpected("manifest HEAD", s, "")),
         }
     }
@@ -276,7 +298,10 @@ impl Registry {
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));
-        if let Some(auth) = self.authorization.lock().unwrap().clone() {
+        // Credentials go to the registry itself, not to a host its Location points at.
+        if self.same_origin(&put)
+            && let Some(auth) = self.authorization.lock().unwrap().clone()
+        {
             request = request.header(AUTHORIZATION, auth);
         }
         let response = request.send().await.map_err(|e| self.network_error(e))?;
@@ -367,15 +392,9 @@ impl Registry {
             let chunk = chunk.map_err(|e| self.network_error(e))?;
             writer.write_all(&chunk).map_err(|e| permanent(e.to_string()))?;
         }
-        // finish() renames the blob to the digest of what arrived: check before trusting it.
-        let (got, _) = writer.finish().map_err(|e| permanent(e.to_string()))?;
-        if got != digest {
-            let _ = std::fs::remove_file(store.blob_path(&got).unwrap_or_default());
-            return Err(permanent(format!(
-                "registry {} sent content for {digest} that hashes to {got}",
-                self.host
-            )));
-        }
+        writer
+            .finish_expecting(Some(digest))
+            .map_err(|e| permanent(format!("registry {}: {e}", self.host)))?;
         Ok(())
     }
 }

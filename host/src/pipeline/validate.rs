@@ -207,6 +207,10 @@ fn check_references(
                     );
                 }
             }
+            Reference::Env(name) if crate::capabilities::secrets::is_secret_var(name) => errors.push(
+                Diagnostic::new(span, format!("`{reference}` would hand a secret to the step as text"))
+                    .help("grant it instead: `allow: { secrets: [NAME] }`, and let the step ask for it"),
+            ),
             Reference::Env(_) | Reference::RunId => {}
         }
     }

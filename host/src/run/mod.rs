@@ -93,6 +93,9 @@ impl Scope for RunScope<'_> {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| format!("var `{name}` has no value")),
+            Reference::Env(name) if crate::capabilities::secrets::is_secret_var(name) => Err(format!(
+                "`env.{name}` is a secret; steps get secrets through a `secrets:` grant, never as text"
+            )),
             Reference::Env(name) => Ok(std::env::var(name).unwrap_or_default()),
             Reference::RunId => Ok(self.run_id.to_string()),
             Reference::StepOutcome { step } => Ok(record(step).map_or("skipped", |r| r.outcome.as_str()).to_string()),
@@ -248,7 +251,15 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         Ok(p) => p,
         Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
     };
-    let grants = Arc::new(effective_grants(decl, loaded, &params));
+    let untrusted: Vec<String> = req
+        .pipeline
+        .steps
+        .iter()
+        .zip(&req.steps)
+        .filter(|(_, l)| !l.is_builtin())
+        .map(|(d, _)| d.id.clone())
+        .collect();
+    let grants = Arc::new(effective_grants(decl, loaded, &params, &untrusted));
     let opened = preopens(&req.workspace, &grants);
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
@@ -317,15 +328,39 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
 }
 
 /// The step's `allow:`, plus what a built-in step's own parameters name.
-pub fn effective_grants(decl: &StepDecl, loaded: &LoadedStep, params: &StepParams) -> Grants {
+/// The step's `allow:`, plus what a built-in step's own parameters name, except values
+/// fed by the outputs of steps from `.wasm` files: an untrusted step must not choose what a
+/// later built-in may reach.
+pub fn effective_grants(decl: &StepDecl, loaded: &LoadedStep, params: &StepParams, untrusted: &[String]) -> Grants {
     let mut grants = decl.allow.clone();
     grants.step_id = decl.id.clone();
     if loaded.is_builtin()
         && let (Some(info), StepParams::Typed(values)) = (&loaded.info, params)
     {
-        grants.derive(info, values);
+        let trusted: Vec<(String, Value)> = values
+            .iter()
+            .filter(|(name, _)| !fed_by(decl, name, untrusted))
+            .cloned()
+            .collect();
+        grants.derive(info, &trusted);
     }
     grants
+}
+
+/// Whether parameter `name` of `decl` interpolates an output of one of `steps`.
+fn fed_by(decl: &StepDecl, name: &str, steps: &[String]) -> bool {
+    let Some(param) = decl.with.iter().find(|p| p.name == name) else {
+        return false;
+    };
+    crate::pipeline::params::scalars(&param.value).iter().any(|s| {
+        template(s).is_ok_and(|t| {
+            t.exprs().any(|e| {
+                e.references()
+                    .iter()
+                    .any(|r| matches!(r, Reference::StepOutput { step, .. } if steps.contains(step)))
+            })
+        })
+    })
 }
 
 fn invalid(message: String) -> StepFailure {

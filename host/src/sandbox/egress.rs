@@ -38,11 +38,52 @@ enum Exchange {
     Response {
         status: u16,
         headers: Vec<(String, String)>,
-        /// Hex of the body.
-        body: String,
+        body: Body,
     },
     /// Refused by the grants, or failed on the way: the error's name.
     Error(String),
+}
+
+/// A body in the journal: text when it is UTF-8 (so secrets in it are masked like any
+/// text), hex otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Body {
+    Text(String),
+    Hex(String),
+}
+
+impl Body {
+    fn of(bytes: &[u8]) -> Body {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Body::Text(text.to_string()),
+            Err(_) => Body::Hex(hex::encode(bytes)),
+        }
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, Error> {
+        match self {
+            Body::Text(t) => Ok(t.clone().into_bytes()),
+            Body::Hex(h) => hex::decode(h).map_err(|_| Error::InternalError(Some("journal: bad body".into()))),
+        }
+    }
+}
+
+/// Headers as the journal keeps them: credentials masked outright, since a replay gets
+/// them from the (masked) secrets anyway.
+fn journal_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value = match k.as_str() {
+                "authorization" | "proxy-authorization" | "cookie" | "set-cookie" => {
+                    crate::capabilities::secrets::MASK.to_string()
+                }
+                _ => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            };
+            (k.to_string(), value)
+        })
+        .collect()
 }
 
 /// Errors a guest tells apart, by name, so a replay hands back the same one.
@@ -73,8 +114,9 @@ fn error_from_name(name: &str) -> Error {
     }
 }
 
-/// Bodies kept in the journal are cut at this size.
-const BODY_LIMIT: usize = 4 << 20;
+/// Largest response body a step may receive whole: it is read into host memory to be
+/// recorded.
+const BODY_LIMIT: usize = 64 << 20;
 
 fn full(bytes: Bytes) -> WasiBody {
     Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
@@ -112,11 +154,21 @@ async fn exchange(
     };
     // The connection is driven while the body is read whole, for the journal.
     let io = tokio::spawn(io);
-    let (parts, body) = response.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return Exchange::Error(error_name(&e)),
-    };
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+                if bytes.len() > BODY_LIMIT {
+                    return Exchange::Error(error_name(&Error::HttpResponseBodySize(Some(bytes.len() as u64))));
+                }
+            }
+            Err(e) => return Exchange::Error(error_name(&e)),
+        }
+    }
     let _ = io.await;
     Exchange::Response {
         status: parts.status.as_u16(),
@@ -125,7 +177,7 @@ async fn exchange(
             .iter()
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
-        body: hex::encode(&body[..body.len().min(BODY_LIMIT)]),
+        body: Body::of(&bytes),
     }
 }
 
@@ -137,7 +189,7 @@ fn deliver(outcome: Exchange) -> Sent {
             for (k, v) in headers {
                 response = response.header(k, v);
             }
-            let body = hex::decode(body).map_err(|_| Error::InternalError(Some("journal: bad body".into())))?;
+            let body = body.bytes()?;
             let response = response
                 .body(full(Bytes::from(body)))
                 .map_err(|e| Error::InternalError(Some(e.to_string())))?;
@@ -212,8 +264,8 @@ impl WasiHttpHooks for StepHttpHooks {
             let args = serde_json::json!({
                 "method": parts.method.as_str(),
                 "uri": parts.uri.to_string(),
-                "headers": parts.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<Vec<_>>(),
-                "body": hex::encode(&body),
+                "headers": journal_headers(&parts.headers),
+                "body": Body::of(&body),
             });
             const HANDLE: (&str, &str) = ("wasi:http/outgoing-handler", "handle");
             match tape.replay::<Exchange>(HANDLE.0, HANDLE.1, &args) {

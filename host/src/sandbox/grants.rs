@@ -485,6 +485,12 @@ impl Grants {
     }
 
     pub fn check_registry(&self, host: &str, repository: &str) -> Result<(), StepError> {
+        if !crate::oci::reference::valid_repository(repository) {
+            return Err(step_error(
+                ErrorKind::InvalidInput,
+                format!("`{repository}` is not a repository name"),
+            ));
+        }
         let ok = self
             .registry
             .iter()

@@ -154,7 +154,14 @@ impl Target for DockerTarget {
             }),
             ..Default::default()
         };
-        let name = format!("wharf-{id}-{}", &spec.revision.digest["sha256:".len()..][..12]);
+        let short: String = spec
+            .revision
+            .digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        let name = format!("wharf-{id}-{short}");
         let created = self
             .docker
             .create_container(
@@ -166,7 +173,18 @@ impl Target for DockerTarget {
             )
             .await
             .map_err(|e| engine_error("create container", e))?;
-        let port = self.start_container(&created.id).await?;
+        let port = match self.start_container(&created.id).await {
+            Ok(port) => port,
+            Err(e) => {
+                // Not recorded anywhere yet: remove it, or its name blocks the next try.
+                let remove = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+                return Err(e);
+            }
+        };
         Ok(Instance {
             id: id.to_string(),
             digest: spec.revision.digest.clone(),

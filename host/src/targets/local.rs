@@ -99,34 +99,43 @@ impl LocalTarget {
             port,
             running: true,
             host: "local".into(),
-            handle: child.id().to_string(),
+            handle: handle_of(child.id()),
             labels: spec.labels.clone(),
             log: Some(log_path.display().to_string()),
         })
     }
 }
 
+/// An instance's handle is `PID:STARTTIME`: the pid, and when that process started (field
+/// 22 of `/proc/PID/stat`), so a reused pid is never taken for the instance.
 fn pid_of(instance: &Instance) -> Option<libc::pid_t> {
-    instance.handle.parse().ok()
+    instance.handle.split(':').next()?.parse().ok()
 }
 
-/// Alive, not a zombie, and running from a wharf rootfs (not a reused pid).
-fn alive(pid: libc::pid_t, rootfs: &std::path::Path) -> bool {
+fn start_time(pid: libc::pid_t) -> Option<(char, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.first()?.chars().next()?, fields.get(19)?.to_string()))
+}
+
+fn handle_of(pid: u32) -> String {
+    let pid = libc::pid_t::try_from(pid).unwrap_or_default();
+    format!("{pid}:{}", start_time(pid).map(|(_, t)| t).unwrap_or_default())
+}
+
+/// Alive, not a zombie, and the same process that was started (not a reused pid).
+fn alive(instance: &Instance) -> bool {
+    let Some(pid) = pid_of(instance) else { return false };
     // Reap it if it is our exited child.
     // SAFETY: waitpid with WNOHANG on a pid has no memory-safety preconditions.
     unsafe {
         libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if state == Some('Z') || state == Some('X') {
-        return false;
+    match start_time(pid) {
+        Some((state, started)) => !matches!(state, 'Z' | 'X') && instance.handle.ends_with(&format!(":{started}")),
+        None => false,
     }
-    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(rootfs))
 }
 
 #[async_trait::async_trait]
@@ -175,8 +184,17 @@ impl Target for LocalTarget {
         })
         .await
         .map_err(|e| permanent(e.to_string()))?
-        .map_err(|e| permanent(format!("unpacking {}: {e}", spec.revision.image)))?;
-        std::fs::rename(&staging, &rootfs).map_err(|e| permanent(e.to_string()))?;
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            permanent(format!("unpacking {}: {e}", spec.revision.image))
+        })?;
+        if let Err(e) = std::fs::rename(&staging, &rootfs) {
+            let _ = std::fs::remove_dir_all(&staging);
+            // Another run unpacked the same digest meanwhile: theirs is as good.
+            if !rootfs.exists() {
+                return Err(permanent(e.to_string()));
+            }
+        }
         Ok(())
     }
 
@@ -186,8 +204,7 @@ impl Target for LocalTarget {
 
     async fn stop(&self, instance: &Instance) -> Result<(), StepError> {
         let Some(pid) = pid_of(instance) else { return Ok(()) };
-        let rootfs = self.rootfs(&instance.digest)?;
-        if !alive(pid, &rootfs) {
+        if !alive(instance) {
             return Ok(());
         }
         // SAFETY: signalling a process group has no memory-safety preconditions.
@@ -196,7 +213,7 @@ impl Target for LocalTarget {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if !alive(pid, &rootfs) {
+            if !alive(instance) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -206,7 +223,7 @@ impl Target for LocalTarget {
             libc::killpg(pid, libc::SIGKILL);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        alive(pid, &rootfs);
+        alive(instance);
         Ok(())
     }
 
@@ -219,9 +236,6 @@ impl Target for LocalTarget {
     }
 
     async fn is_running(&self, instance: &Instance) -> bool {
-        match (pid_of(instance), self.rootfs(&instance.digest)) {
-            (Some(pid), Ok(rootfs)) => alive(pid, &rootfs),
-            _ => false,
-        }
+        alive(instance)
     }
 }

@@ -1,0 +1,219 @@
+//! The step catalogue and pipeline checks: `wharf validate`, `wharf steps`, `wharf inspect`.
+
+use super::exit;
+use super::run::prepare;
+use crate::engine::bindings::wharf::step::types::{CapabilityKind, StepInfo};
+use crate::engine::{LoadedStep, Runtime};
+use crate::events::Events;
+use crate::pipeline::StepSource;
+use crate::pipeline::params::{display, type_name};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The pipeline file
+    file: PathBuf,
+    /// Set a pipeline var, as `wharf run` would (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// `builtin:NAME` or a path to a .wasm component
+    step: String,
+}
+
+pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs) -> u8 {
+    let events = Events::new();
+    match prepare(runtime, &args.file, &args.vars, &events).await {
+        Ok(p) => {
+            println!(
+                "{}: valid · pipeline `{}` · {} steps",
+                args.file.display(),
+                p.pipeline.name,
+                p.steps.len()
+            );
+            println!("effective grants: `allow:` plus what a built-in step's own parameters name\n");
+            for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {
+                let kind = if step.info.is_some() {
+                    "typed step"
+                } else {
+                    "WASI command"
+                };
+                println!(
+                    "  {:<12} {} ({kind}, {})",
+                    decl.id,
+                    decl.uses,
+                    short_digest(&step.digest)
+                );
+                let grants = preview_grants(decl, step);
+                if grants.is_empty() {
+                    println!("      (no grants: it can only log)");
+                }
+                for line in grants {
+                    println!("      {line}");
+                }
+            }
+            exit::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The grants a step will run with, as far as they are known before the run: values that
+/// are interpolated show their expression.
+fn preview_grants(decl: &crate::pipeline::StepDecl, step: &LoadedStep) -> Vec<String> {
+    use crate::pipeline::params::{convert, scalars};
+    let mut lines = decl.allow.describe();
+    let Some(info) = step.info.as_ref().filter(|_| step.is_builtin()) else {
+        return lines;
+    };
+    let mut values = Vec::new();
+    let mut pending = Vec::new();
+    for cap in &info.capabilities {
+        let Some(name) = &cap.scope_param else { continue };
+        let Some(spec) = info.params.iter().find(|p| p.name == *name) else {
+            continue;
+        };
+        match decl.with.iter().find(|p| p.name == *name) {
+            Some(p) if scalars(&p.value).iter().any(|s| s.text.contains("${{")) => {
+                let raw: Vec<&str> = scalars(&p.value).iter().map(|s| s.text.as_str()).collect();
+                pending.push(format!(
+                    "{:<9} {}  (from `{name}`, at run time)",
+                    capability_name(cap.kind),
+                    raw.join(" ")
+                ));
+            }
+            Some(p) => {
+                if let Ok(v) = convert(name, &p.value, spec.type_) {
+                    values.push((name.clone(), v));
+                }
+            }
+            None => {
+                if let Some(d) = &spec.default {
+                    values.push((name.clone(), d.clone()));
+                }
+            }
+        }
+    }
+    let mut derived = crate::sandbox::Grants::default();
+    derived.derive(info, &values);
+    lines.extend(derived.describe());
+    lines.extend(pending);
+    lines
+}
+
+fn short_digest(d: &str) -> String {
+    d.chars().take("sha256:".len() + 12).collect()
+}
+
+pub(super) async fn steps(runtime: &Runtime) -> u8 {
+    let events = Events::new();
+    let mut rows = Vec::new();
+    for name in crate::builtins::names() {
+        match runtime.load(&StepSource::Builtin(name.into()), &events).await {
+            Ok(step) => {
+                let info = step.info.as_ref();
+                rows.push((
+                    format!("builtin:{name}"),
+                    info.map(|i| i.version.clone()).unwrap_or_default(),
+                    info.map(|i| i.summary.clone()).unwrap_or_default(),
+                ));
+            }
+            Err(p) => rows.push((
+                format!("builtin:{name}"),
+                "?".into(),
+                format!("failed to load: {}", p.message),
+            )),
+        }
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (name, version, summary) in rows {
+        println!("{name:<width$}  {version:<6}  {summary}");
+    }
+    println!("\n`wharf inspect builtin:NAME` shows a step's parameters, outputs and capabilities.");
+    exit::SUCCESS
+}
+
+pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> u8 {
+    let source = match args.step.strip_prefix("builtin:") {
+        Some(name) => StepSource::Builtin(name.into()),
+        None => StepSource::File(PathBuf::from(&args.step)),
+    };
+    let step = match runtime.load(&source, &Events::new()).await {
+        Ok(s) => s,
+        Err(p) => {
+            eprintln!("error: {}\n  = help: {}", p.message, p.help);
+            return exit::INVALID;
+        }
+    };
+    println!("{}  ({})", step.origin, step.digest);
+    match &step.info {
+        Some(info) => print_info(info),
+        None => {
+            println!("WASI command step (exports wasi:cli/run)");
+            println!("  parameters arrive as WHARF_PARAM_<NAME> environment variables;");
+            println!("  outputs are key=value lines written to the file named by WHARF_OUTPUT;");
+            println!("  exit code 0 is success.");
+        }
+    }
+    exit::SUCCESS
+}
+
+fn print_info(info: &StepInfo) {
+    println!("{} {} · {}", info.name, info.version, info.summary);
+    println!("\nparameters:");
+    if info.params.is_empty() {
+        println!("  (none)");
+    }
+    for p in &info.params {
+        let mut attrs = vec![type_name(p.type_).to_string()];
+        if p.required {
+            attrs.push("required".into());
+        }
+        if let Some(d) = &p.default {
+            attrs.push(format!("default {}", display(d)));
+        }
+        println!(
+            "  {:<18} {:<34} {}",
+            p.name,
+            format!("({})", attrs.join(", ")),
+            p.description
+        );
+    }
+    println!("\noutputs:");
+    if info.outputs.is_empty() {
+        println!("  (none)");
+    }
+    for o in &info.outputs {
+        println!("  {:<18} {}", o.name, o.description);
+    }
+    println!("\ncapabilities:");
+    if info.capabilities.is_empty() {
+        println!("  (none)");
+    }
+    for c in &info.capabilities {
+        let scope = c
+            .scope_param
+            .as_ref()
+            .map(|p| format!(" (scoped by `{p}`)"))
+            .unwrap_or_default();
+        println!("  {:<18} {}{scope}", capability_name(c.kind), c.reason);
+    }
+}
+
+pub fn capability_name(kind: CapabilityKind) -> &'static str {
+    match kind {
+        CapabilityKind::Process => "process",
+        CapabilityKind::Source => "source",
+        CapabilityKind::Secrets => "secrets",
+        CapabilityKind::Http => "http",
+        CapabilityKind::Images => "images",
+        CapabilityKind::Registry => "registry",
+        CapabilityKind::Deploy => "deploy",
+        CapabilityKind::WorkspaceRead => "workspace-read",
+        CapabilityKind::WorkspaceWrite => "workspace-write",
+    }
+}

@@ -1,0 +1,249 @@
+//! Recorded runs: `wharf runs`, `wharf log`, `wharf replay`.
+
+use super::exit;
+use super::render::{self, Human};
+use super::run::parse_pairs;
+use crate::engine::Runtime;
+use crate::events::Events;
+use crate::journal::reader::Journal;
+use crate::journal::replay::{ReplayRequest, ReplayResult};
+use crate::journal::{Entry, runs_dir};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// The workspace whose `.wharf/runs` holds the journals
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// A run id (from `wharf runs`) or the path of a run folder
+    run: String,
+    /// Show every host call with its arguments and result
+    #[arg(long)]
+    calls: bool,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// A run id (from `wharf runs`) or the path of a run folder
+    run: String,
+    /// Replay step ID with another build of its component (repeatable)
+    #[arg(long = "step", value_name = "ID=PATH")]
+    steps: Vec<String>,
+    /// Show each step's log and outputs
+    #[arg(short, long)]
+    verbose: bool,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+pub(super) fn runs(args: RunsArgs) -> u8 {
+    let dir = runs_dir(&args.workspace);
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    if ids.is_empty() {
+        println!("no runs recorded in {}", dir.display());
+        return exit::SUCCESS;
+    }
+    println!(
+        "{:<22} {:<16} {:<21} {:>9}  outcome",
+        "run", "pipeline", "started", "duration"
+    );
+    for id in ids {
+        let Ok(journal) = Journal::read(&dir.join(&id)) else {
+            println!("{id:<22} (unreadable journal)");
+            continue;
+        };
+        let (pipeline, started) = match journal.run_started() {
+            Some(Entry::RunStarted { pipeline, started, .. }) => (pipeline.clone(), started.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let (duration, outcome) = match journal.finished() {
+            Some((outcome, code, millis)) => (
+                render::duration(std::time::Duration::from_millis(millis)),
+                format!("{outcome} (exit {code})"),
+            ),
+            None => (
+                "-".into(),
+                if journal.truncated {
+                    "cut off".into()
+                } else {
+                    "unfinished".into()
+                },
+            ),
+        };
+        println!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
+    }
+    exit::SUCCESS
+}
+
+pub(super) fn log(args: LogArgs) -> u8 {
+    let journal = match crate::journal::find_run(&args.workspace, &args.run).and_then(|d| Journal::read(&d)) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    for record in &journal.records {
+        let at = format!("{:>8.3}s", record.at_ms as f64 / 1000.0);
+        let line = match &record.entry {
+            Entry::Header { .. } | Entry::Component { .. } => continue,
+            Entry::RunStarted {
+                run_id,
+                pipeline,
+                vars,
+                resumed_from,
+                ..
+            } => {
+                let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let resumed = resumed_from
+                    .as_ref()
+                    .map(|r| format!(", resuming {r}"))
+                    .unwrap_or_default();
+                format!("run {run_id} of `{pipeline}` ({}){resumed}", vars.join(" "))
+            }
+            Entry::StepStarted {
+                step,
+                uses,
+                attempt,
+                grants,
+                ..
+            } => {
+                format!(
+                    "▸ {step} · {uses} (attempt {attempt}; grants: {})",
+                    if grants.is_empty() {
+                        "none".into()
+                    } else {
+                        grants.len().to_string()
+                    }
+                )
+            }
+            Entry::Call {
+                interface,
+                function,
+                args: call_args,
+                result,
+                micros,
+                ..
+            } => {
+                if !args.calls && interface.starts_with("wasi:") && !interface.starts_with("wasi:http") {
+                    continue;
+                }
+                let mut text = format!(
+                    "    call {interface}.{function} ({})",
+                    render::duration(std::time::Duration::from_micros(*micros))
+                );
+                if args.calls {
+                    text.push_str(&format!("\n      args   {call_args}\n      result {result}"));
+                }
+                text
+            }
+            Entry::Log {
+                level, stream, message, ..
+            } => format!(
+                "    │ {}{message}",
+                if stream == "log" && level == "info" {
+                    String::new()
+                } else {
+                    format!("{stream}/{level} ")
+                }
+            ),
+            Entry::StepFinished {
+                step,
+                outcome,
+                detail,
+                outputs,
+                millis,
+            } => {
+                let mut text = format!(
+                    "{} {step} {outcome} in {}",
+                    if outcome == "success" {
+                        "✓"
+                    } else if outcome == "failure" {
+                        "✗"
+                    } else {
+                        "-"
+                    },
+                    render::duration(std::time::Duration::from_millis(*millis))
+                );
+                if let Some(d) = detail {
+                    text.push_str(&format!(": {d}"));
+                }
+                for (k, v) in outputs {
+                    text.push_str(&format!("\n      → {k}={}", v.replace('\n', "\\n")));
+                }
+                text
+            }
+            Entry::Notice { message } => format!("» {message}"),
+            Entry::RunFinished {
+                outcome,
+                exit_code,
+                millis,
+            } => {
+                format!(
+                    "run {outcome} in {}, exit code {exit_code}",
+                    render::duration(std::time::Duration::from_millis(*millis))
+                )
+            }
+        };
+        println!("{at}  {line}");
+    }
+    if journal.truncated {
+        println!("(the journal ends here: the last entry was cut off, the run was killed)");
+    }
+    exit::SUCCESS
+}
+
+pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> u8 {
+    let run_dir = match crate::journal::find_run(&args.workspace, &args.run) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let substitutes = match parse_pairs(&args.steps, "--step") {
+        Ok(pairs) => pairs.into_iter().map(|(s, p)| (s, PathBuf::from(p))).collect(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let events = Events::new();
+    let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
+    human.set_name_width(12);
+    events.add_sink(human);
+    let result = crate::journal::replay::replay(ReplayRequest {
+        runtime,
+        run_dir,
+        substitutes,
+        events,
+    })
+    .await;
+    match result {
+        Ok(ReplayResult::Matched { .. }) => exit::SUCCESS,
+        Ok(ReplayResult::Diverged(report)) => {
+            println!("{report}");
+            exit::DIVERGED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
+}
