@@ -207,15 +207,22 @@ fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
         .spawn()
         .unwrap();
     let runs = ws.path().join(".wharf/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let journal = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its `hang` step"
+        );
         let found: Option<PathBuf> = std::fs::read_dir(&runs)
             .ok()
             .and_then(|mut d| d.next())
             .map(|e| e.unwrap().path().join("journal.jsonl"));
+        // Component entries name every step at the start; wait for the step itself to begin.
         if let Some(j) = found.filter(|j| {
             std::fs::read_to_string(j)
                 .unwrap_or_default()
-                .contains("\"step\":\"hang\"")
+                .lines()
+                .any(|l| l.contains("\"kind\":\"step-started\"") && l.contains("\"step\":\"hang\""))
         }) {
             break j;
         }

@@ -422,6 +422,28 @@ fn secrets_are_masked_in_logs_outputs_and_errors() {
     clean(&output);
     assert_eq!(output.output_of("attack", "leak").unwrap(), "***|***|***");
 
+    // The same secret from a file, as `--secret-file NAME=PATH` gives it.
+    let file = ws.path().join("token.txt");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let from_file = Run(ws
+        .command(&[
+            "run",
+            "secret.yml",
+            "-v",
+            "--secret-file",
+            &format!("token={}", file.display()),
+        ])
+        .env_remove("WHARF_SECRET_TOKEN")
+        .output()
+        .unwrap());
+    clean(&from_file);
+    assert_eq!(
+        from_file.output_of("attack", "leak").unwrap(),
+        "***|***|***",
+        "{}",
+        from_file.all()
+    );
+
     let error = run_with("secret-error", allow);
     assert_eq!(error.code(), 1);
     clean(&error);
