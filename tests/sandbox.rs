@@ -292,9 +292,10 @@ fn an_endless_loop_is_stopped_by_the_time_limit_or_fuel() {
             "{}",
             run.all()
         );
+        // Not before its limit, and promptly after it; the slack covers a loaded CI machine.
         let took = duration(&run, "attack");
         assert!(
-            took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+            took >= Duration::from_secs(2) && took < Duration::from_secs(4),
             "{uses} took {took:?}"
         );
         assert_eq!(run.status_of("after"), "ok", "the next step did not run normally");
