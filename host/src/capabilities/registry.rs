@@ -21,9 +21,7 @@ impl Host for StepState {
         request: PushRequest,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<Pushed, StepError>> {
-        let secret = password
-            .map(|p| self.table.get(&p).map(|h| h.name.clone()))
-            .transpose()?;
+        let secret = self.secret_name(password)?;
         let args = serde_json::json!({ "request": &request, "password-secret": &secret });
         Ok(crate::taped!(self, "wharf:step/registry", "push", args, {
             match self.grants.check_registry(&request.registry, &request.repository) {
@@ -43,9 +41,7 @@ impl Host for StepState {
         username: Option<String>,
         password: Option<Resource<SecretHandle>>,
     ) -> wasmtime::Result<Result<String, StepError>> {
-        let secret = password
-            .map(|p| self.table.get(&p).map(|h| h.name.clone()))
-            .transpose()?;
+        let secret = self.secret_name(password)?;
         let args = serde_json::json!({ "reference": &reference, "insecure": insecure, "username": &username, "password-secret": &secret });
         Ok(crate::taped!(self, "wharf:step/registry", "resolve", args, {
             let parsed = ImageRef::parse(&reference).ok();

@@ -120,27 +120,29 @@ pub struct SecretHandle {
 }
 
 impl StepState {
-    /// The value behind a handle the step passed to a host call (registry credentials).
-    pub fn secret_value(&self, handle: &Resource<SecretHandle>) -> wasmtime::Result<String> {
-        let name = &self.table.get(handle)?.name;
-        Ok(self.secrets.get(name).unwrap_or_default().to_string())
+    /// The name behind a handle the step passed to a host call (registry credentials): the
+    /// journal records the name, the value is looked up only when the call is made.
+    pub fn secret_name(&self, handle: Option<Resource<SecretHandle>>) -> wasmtime::Result<Option<String>> {
+        Ok(match handle {
+            Some(h) => Some(self.table.get(&h)?.name.clone()),
+            None => None,
+        })
     }
 }
 
 impl Host for StepState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
         let found: Result<String, StepError> = crate::taped!(self, "wharf:step/secrets", "get", name, {
-            match self.grants.check_secret(&name) {
-                Err(denied) => Err(denied),
-                Ok(()) if self.secrets.get(&name).is_none() => Err(StepError {
+            self.grants.check_secret(&name).and_then(|()| match self.secrets.get(&name) {
+                Some(_) => Ok(name.clone()),
+                None => Err(StepError {
                     kind: ErrorKind::Denied,
                     message: format!(
                         "secret `{name}` is not set; the operator provides it as environment variable {} of the wharf process, or with `--secret-file {name}=PATH`",
                         env_key(&name)
                     ),
                 }),
-                Ok(()) => Ok(name.clone()),
-            }
+            })
         });
         Ok(match found {
             Ok(name) => Ok(self.table.push(SecretHandle { name })?),

@@ -236,7 +236,7 @@ pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> 
     })
     .await;
     match result {
-        Ok(ReplayResult::Matched { .. }) => exit::SUCCESS,
+        Ok(ReplayResult::Matched) => exit::SUCCESS,
         Ok(ReplayResult::Diverged(report)) => {
             println!("{report}");
             exit::DIVERGED

@@ -2,12 +2,13 @@
 //!
 //! Threat: two runs (or a run and `wharf rollback`) replace the same service's instances at
 //! once and leave a mix of revisions and a state file that matches neither. The lock is a
-//! file created exclusively; it names the holder's pid, so it outlives a crash, and a lock
+//! file linked into place only if none exists; it names the holder's pid, so it outlives a crash, and a lock
 //! whose process is gone is recognised as stale and taken over.
 
 use crate::capabilities::step_error;
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,41 +48,41 @@ impl ServiceLock {
             since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         // Written whole under a temporary name, then linked into place: the lock never
-        // exists half-written, so a reader never takes a live lock for a broken one.
-        let tmp = dir.join(format!(".{service}.lock.{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&me).unwrap_or_default()).map_err(io)?;
-        let result = (|| {
-            for _ in 0..2 {
-                match std::fs::hard_link(&tmp, &path) {
-                    Ok(()) => return Ok(Some(ServiceLock { path: path.clone() })),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        let holder: Option<Holder> =
-                            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-                        match holder {
-                            Some(h) if holder_alive(&h) => {
-                                return Err(step_error(
-                                    ErrorKind::Transient,
-                                    format!(
-                                        "service `{service}` is being changed by run {} (pid {}) since {}; wait for it to finish",
-                                        h.run_id, h.pid, h.since
-                                    ),
-                                ));
-                            }
-                            // The holder died (or the file is unreadable): a stale lock.
-                            _ => {
-                                tracing::warn!("taking over the stale lock {}", path.display());
-                                let _ = std::fs::remove_file(&path);
-                            }
+        // exists half-written, so a reader never takes a live lock for a broken one. The
+        // temporary name goes away when `staged` is dropped.
+        let mut staged = tempfile::Builder::new()
+            .prefix(&format!(".{service}.lock."))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(io)?;
+        staged
+            .write_all(&serde_json::to_vec(&me).unwrap_or_default())
+            .map_err(io)?;
+        for _ in 0..2 {
+            match std::fs::hard_link(staged.path(), &path) {
+                Ok(()) => return Ok(ServiceLock { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder: Option<Holder> =
+                        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    match holder {
+                        Some(h) if holder_alive(&h) => {
+                            return Err(step_error(
+                                ErrorKind::Transient,
+                                format!(
+                                    "service `{service}` is being changed by run {} (pid {}) since {}; wait for it to finish",
+                                    h.run_id, h.pid, h.since
+                                ),
+                            ));
+                        }
+                        // The holder died (or the file is unreadable): a stale lock.
+                        _ => {
+                            tracing::warn!("taking over the stale lock {}", path.display());
+                            let _ = std::fs::remove_file(&path);
                         }
                     }
-                    Err(e) => return Err(io(e)),
                 }
+                Err(e) => return Err(io(e)),
             }
-            Ok(None)
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        if let Some(lock) = result? {
-            return Ok(lock);
         }
         Err(step_error(
             ErrorKind::Transient,

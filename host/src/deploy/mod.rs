@@ -144,7 +144,6 @@ impl Deployer {
         })
     }
 
-    /// Take the service's lock unless this process already holds it.
     /// Take the service's lock unless this process holds it already; true when taken now.
     fn lock(&self, service: &str) -> Result<bool, StepError> {
         check_service(service)?;

@@ -13,6 +13,7 @@ use crate::events::{Events, Level, Stream};
 use crate::journal::tape::Tape;
 use crate::sandbox::Grants;
 use crate::sandbox::egress::StepHttpHooks;
+use crate::sandbox::preopens::Preopen;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -203,19 +204,8 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 let instance = pre.instantiate_async(&mut store).await?;
                 instance.wasi_cli_run().call_run(&mut store).await
             };
-            let exit = match tokio::time::timeout(limits.timeout, call).await {
-                Err(_) => None,
-                Ok(Ok(Ok(()))) => Some(Ok(0)),
-                Ok(Ok(Err(()))) => Some(Ok(1)),
-                Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
-                    Some(I32Exit(code)) => Some(Ok(*code)),
-                    None => Some(Err(e)),
-                },
-            };
-            match exit {
-                None => Ended::TimedOut,
-                Some(Err(trap)) => Ended::Trapped(trap),
-                Some(Ok(0)) => {
+            let exited = |code: i32| match code {
+                0 => {
                     let path = scratch
                         .as_ref()
                         .expect("commands have a scratch directory")
@@ -227,10 +217,19 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                         message: format!("WHARF_OUTPUT: {message}"),
                     }))
                 }
-                Some(Ok(code)) => Ended::Returned(Err(StepFailure {
+                code => Ended::Returned(Err(StepFailure {
                     kind: FailureKind::Exit(code),
                     message: with_stderr(format!("exited with code {code}"), &tail),
                 })),
+            };
+            match tokio::time::timeout(limits.timeout, call).await {
+                Err(_) => Ended::TimedOut,
+                Ok(Ok(Ok(()))) => exited(0),
+                Ok(Ok(Err(()))) => exited(1),
+                Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+                    Some(I32Exit(code)) => exited(*code),
+                    None => Ended::Trapped(e),
+                },
             }
         }
     };
@@ -351,69 +350,6 @@ fn base_wasi(scope: &StepScope, opened: &[Preopen], tail: &StderrTail) -> WasiCt
         }
     }
     b
-}
-
-/// A directory opened to a step: where it is, the (workspace-relative) name the step sees,
-/// and whether it may write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Preopen {
-    pub host: std::path::PathBuf,
-    pub guest: String,
-    pub write: bool,
-}
-
-/// The directories a step's grants open. WASI opens directories: a file grant opens the
-/// file's directory, and a write grant for a path that does not exist yet creates it (as the
-/// parent directory of `name.ext`, else as a directory). Guest paths are the
-/// workspace-relative paths, so relative paths in the step work as they would in the
-/// workspace.
-pub fn preopens(workspace: &std::path::Path, grants: &Grants) -> Vec<Preopen> {
-    let mut out: Vec<Preopen> = Vec::new();
-    let Ok(root) = std::fs::canonicalize(workspace) else {
-        return out;
-    };
-    let looks_like_file = |p: &str| {
-        p.rsplit('/')
-            .next()
-            .is_some_and(|name| name.rfind('.').is_some_and(|i| i > 0))
-    };
-    let mut add = |rel: &str, write: bool| {
-        let host = workspace.join(rel);
-        let dir_rel = if host.is_file() || (!host.exists() && looks_like_file(rel)) {
-            rel.rsplit_once('/')
-                .map_or(".".to_string(), |(parent, _)| parent.to_string())
-        } else {
-            rel.to_string()
-        };
-        // A file at the workspace root would open the whole workspace, `.git` and
-        // `.wharf/state` included, for writing: only `write: [.]` itself does that.
-        let write = write && (dir_rel != "." || rel == ".");
-        let dir = workspace.join(&dir_rel);
-        if write && !dir.exists() {
-            let _ = std::fs::create_dir_all(&dir);
-        }
-        // A symlink planted by an earlier step must not open anything outside the workspace.
-        let Ok(real) = std::fs::canonicalize(&dir) else { return };
-        if !real.starts_with(&root) || !real.is_dir() {
-            tracing::warn!("not opening {}: it leads outside the workspace", dir.display());
-            return;
-        }
-        match out.iter_mut().find(|p| p.guest == dir_rel) {
-            Some(existing) => existing.write |= write,
-            None => out.push(Preopen {
-                host: real,
-                guest: dir_rel,
-                write,
-            }),
-        }
-    };
-    for g in &grants.write {
-        add(&g.what, true);
-    }
-    for g in &grants.read {
-        add(&g.what, false);
-    }
-    out
 }
 
 /// What a step's store holds besides its WASI context and limits.

@@ -9,9 +9,10 @@ use super::reader::Journal;
 use super::tape::{Divergence, Player, RecordedCall, Tape, masked_str_eq};
 use crate::capabilities::StepScope;
 use crate::engine::limits::StepLimits;
-use crate::engine::step::{self, Preopen, StepInput, StepParams};
+use crate::engine::step::{self, StepInput, StepParams};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::{Event, Events, Outcome};
+use crate::sandbox::preopens::Preopen;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,10 +29,7 @@ pub struct ReplayRequest<'a> {
 #[derive(Debug)]
 pub enum ReplayResult {
     /// Every step made the recorded calls and ended as recorded.
-    Matched {
-        steps: usize,
-        truncated: bool,
-    },
+    Matched,
     Diverged(Box<Report>),
 }
 
@@ -53,21 +51,10 @@ pub enum Mismatch {
     },
 }
 
-fn show_call(call: &Option<(String, String, serde_json::Value)>) -> String {
-    match call {
-        Some((i, f, args)) => format!("{i}.{f} {args}"),
-        None => "(no further call: the step returned)".into(),
-    }
-}
-
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.what {
             Mismatch::Call(d) => {
-                let recorded = d
-                    .recorded
-                    .as_ref()
-                    .map(|c| (c.interface.clone(), c.function.clone(), c.args.clone()));
                 let at = d
                     .recorded
                     .as_ref()
@@ -78,15 +65,14 @@ impl std::fmt::Display for Report {
                     "replay diverged in step `{}` (attempt {}){at}:",
                     self.step, self.attempt
                 )?;
-                writeln!(
-                    f,
-                    "  recorded: {}",
-                    match &recorded {
-                        Some(_) => show_call(&recorded),
-                        None => "(no further call: the recorded step had returned here)".into(),
-                    }
-                )?;
-                write!(f, "  replayed: {}", show_call(&d.replayed))
+                match &d.recorded {
+                    Some(c) => writeln!(f, "  recorded: {}.{} {}", c.interface, c.function, c.args)?,
+                    None => writeln!(f, "  recorded: (no further call: the recorded step had returned here)")?,
+                }
+                match &d.replayed {
+                    Some((i, function, args)) => write!(f, "  replayed: {i}.{function} {args}"),
+                    None => write!(f, "  replayed: (no further call: the step returned)"),
+                }
             }
             Mismatch::Ending { recorded, replayed } => {
                 writeln!(
@@ -311,35 +297,29 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 what,
             })
         };
-        if let Some(divergence) = player.divergence.lock().unwrap().clone() {
-            // Running out of calls inside a step the journal never saw finish is where a
-            // killed run's journal ends, not a divergence.
-            if divergence.recorded.is_none() && recorded_end.is_none() {
-                req.events.emit(Event::Notice {
-                    message: format!(
-                        "the journal ends inside step `{}`: the run was cut off there",
-                        attempt.step
-                    ),
-                });
-                break;
-            }
-            return Ok(ReplayResult::Diverged(report(Mismatch::Call(divergence))));
-        }
         let stopped_by_limit = recorded_end
             .as_ref()
             .and_then(|(_, d, _)| d.as_deref())
             .is_some_and(|d| d.starts_with("timeout:") || d.starts_with("limit:"));
-        if let Some(next) = player.remaining()
-            && !stopped_by_limit
-        {
-            return Ok(ReplayResult::Diverged(report(Mismatch::Call(Divergence {
+        // A call that differed, or recorded calls the step did not make (a step stopped by a
+        // limit had no say in where it stopped).
+        let divergence = player.divergence.lock().unwrap().clone().or_else(|| {
+            let next = player.remaining().filter(|_| !stopped_by_limit)?;
+            Some(Divergence {
                 step: attempt.step.to_string(),
                 recorded: Some(next),
                 replayed: None,
-            }))));
+            })
+        });
+        // Running out of calls inside a step the journal never saw finish is where a killed
+        // run's journal ends, not a divergence.
+        let cut_off_here = recorded_end.is_none();
+        if let Some(divergence) = divergence
+            && !(cut_off_here && divergence.recorded.is_none())
+        {
+            return Ok(ReplayResult::Diverged(report(Mismatch::Call(divergence))));
         }
         let Some(recorded) = recorded_end else {
-            // The journal ends inside this step: replayed as far as it goes.
             req.events.emit(Event::Notice {
                 message: format!(
                     "the journal ends inside step `{}`: the run was cut off there",
@@ -396,10 +376,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
             }
         ),
     });
-    Ok(ReplayResult::Matched {
-        steps: replayed_steps,
-        truncated: journal.truncated,
-    })
+    Ok(ReplayResult::Matched)
 }
 
 async fn load_component(

@@ -205,6 +205,18 @@ impl StepState {
     fn ready_now(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
         monotonic_clock::Host::subscribe_duration(&mut self.clocks(), 0)
     }
+
+    /// Random bytes through the tape; the journal keeps them as hex.
+    fn taped_bytes(
+        &mut self,
+        interface: &str,
+        function: &str,
+        len: u64,
+        live: impl FnOnce(&mut Self) -> wasmtime::Result<Vec<u8>>,
+    ) -> wasmtime::Result<Vec<u8>> {
+        let hex: String = taped!(self, interface, function, len, hex::encode(live(self)?));
+        hex::decode(hex).map_err(|e| wasmtime::format_err!("journal: {e}"))
+    }
 }
 
 impl monotonic_clock::Host for StepState {
@@ -255,10 +267,9 @@ impl wall_clock::Host for StepState {
 
 impl random::Host for StepState {
     fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
-        let hex: String = taped!(self, "wasi:random/random", "get-random-bytes", len, {
-            hex::encode(random::Host::get_random_bytes(self.wasi.random(), len)?)
-        });
-        hex::decode(hex).map_err(|e| wasmtime::format_err!("journal: {e}"))
+        self.taped_bytes("wasi:random/random", "get-random-bytes", len, |s| {
+            random::Host::get_random_bytes(s.wasi.random(), len)
+        })
     }
 
     fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
@@ -274,10 +285,9 @@ impl random::Host for StepState {
 
 impl insecure::Host for StepState {
     fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
-        let hex: String = taped!(self, "wasi:random/insecure", "get-insecure-random-bytes", len, {
-            hex::encode(insecure::Host::get_insecure_random_bytes(self.wasi.random(), len)?)
-        });
-        hex::decode(hex).map_err(|e| wasmtime::format_err!("journal: {e}"))
+        self.taped_bytes("wasi:random/insecure", "get-insecure-random-bytes", len, |s| {
+            insecure::Host::get_insecure_random_bytes(s.wasi.random(), len)
+        })
     }
 
     fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {

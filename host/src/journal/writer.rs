@@ -46,10 +46,6 @@ impl JournalWriter {
         Ok(writer)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Append one entry and flush it.
     pub fn write(&self, entry: Entry) {
         let record = Record {
@@ -115,10 +111,6 @@ impl JournalWriter {
         }
         tar.into_inner().ok()?.flush().ok()?;
         Some(file_name)
-    }
-
-    pub fn millis(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 

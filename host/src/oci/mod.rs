@@ -153,12 +153,6 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-impl Manifest {
-    pub fn is_manifest_media_type(media_type: &str) -> bool {
-        media_type == MEDIA_MANIFEST || media_type == DOCKER_MANIFEST
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

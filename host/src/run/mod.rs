@@ -7,7 +7,6 @@ use crate::deploy::Deployer;
 use crate::engine::LoadedStep;
 use crate::engine::bindings::wharf::step::types::Value;
 use crate::engine::limits::StepLimits;
-use crate::engine::step::preopens;
 use crate::engine::step::{self, FailureKind, StepFailure, StepInput, StepParams};
 use crate::events::{Event, Events, Outcome};
 use crate::journal::Entry;
@@ -18,6 +17,7 @@ use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
 use crate::pipeline::{Diagnostic, Pipeline, StepDecl};
 use crate::sandbox::Grants;
+use crate::sandbox::preopens::preopens;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -327,7 +327,6 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
     }
 }
 
-/// The step's `allow:`, plus what a built-in step's own parameters name.
 /// The step's `allow:`, plus what a built-in step's own parameters name, except values
 /// fed by the outputs of steps from `.wasm` files: an untrusted step must not choose what a
 /// later built-in may reach.

@@ -10,5 +10,6 @@
 
 pub mod egress;
 pub mod grants;
+pub mod preopens;
 
 pub use grants::Grants;
