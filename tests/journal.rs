@@ -116,6 +116,22 @@ fn a_changed_step_diverges_at_its_first_different_call() {
     );
     // The steps before it replayed as recorded.
     assert_eq!(replay.status_of("upgrade"), "ok");
+
+    // A mistyped step id or a missing build is refused before anything replays, rather
+    // than replaying the recorded component and passing.
+    let typo = ws.wharf(&["replay", &id, "--step", &format!("gaet={}", changed.display())]);
+    assert_eq!(typo.code(), 2, "{}", typo.all());
+    assert!(
+        typo.stderr().contains("run ")
+            && typo.stderr().contains("has no step `gaet`")
+            && typo.stderr().contains("gate"),
+        "{}",
+        typo.all()
+    );
+    assert!(!typo.stdout().contains("replay of"), "{}", typo.all());
+    let missing = ws.wharf(&["replay", &id, "--step", "gate=no-such.wasm"]);
+    assert_eq!(missing.code(), 2, "{}", missing.all());
+    assert!(missing.stderr().contains("no-such.wasm"), "{}", missing.all());
 }
 
 /// A tiny HTTP server whose answer the test switches from FAIL to OK.

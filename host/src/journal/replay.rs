@@ -115,6 +115,13 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         Some(Entry::RunStarted { pipeline, .. }) => pipeline.clone(),
         _ => String::new(),
     };
+    let mut components: HashMap<String, (String, String)> = HashMap::new();
+    for e in journal.entries() {
+        if let Entry::Component { step, origin, digest } = e {
+            components.insert(step.clone(), (origin.clone(), digest.clone()));
+        }
+    }
+    check_substitutes(&req.substitutes, &components, &run_id)?;
     req.events.emit(Event::RunStarted {
         run_id: run_id.clone(),
         pipeline: pipeline.clone(),
@@ -125,12 +132,6 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         replay: true,
     });
     let started = Instant::now();
-    let mut components: HashMap<String, (String, String)> = HashMap::new();
-    for e in journal.entries() {
-        if let Entry::Component { step, origin, digest } = e {
-            components.insert(step.clone(), (origin.clone(), digest.clone()));
-        }
-    }
     let mut loaded: HashMap<String, Arc<LoadedStep>> = HashMap::new();
     let entries: Vec<&Entry> = journal.entries().collect();
     let mut replayed_steps = 0;
@@ -377,6 +378,29 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         ),
     });
     Ok(ReplayResult::Matched)
+}
+
+/// Every `--step ID=PATH` names a recorded step and a file: a typo must not quietly replay
+/// the recorded component instead.
+fn check_substitutes(
+    substitutes: &[(String, PathBuf)],
+    components: &HashMap<String, (String, String)>,
+    run_id: &str,
+) -> Result<(), String> {
+    for (step, path) in substitutes {
+        if !components.contains_key(step) {
+            let mut steps: Vec<&str> = components.keys().map(String::as_str).collect();
+            steps.sort_unstable();
+            return Err(format!(
+                "`--step {step}=...`: run {run_id} has no step `{step}`; its steps are: {}",
+                steps.join(", ")
+            ));
+        }
+        if !path.is_file() {
+            return Err(format!("`--step {step}={}`: no such file", path.display()));
+        }
+    }
+    Ok(())
 }
 
 async fn load_component(
