@@ -216,7 +216,9 @@ fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
         "pipeline.yml",
         "name: cut\nsteps:\n  - id: first\n    uses: ./probe.wasm\n    with: { echo: one }\n  - id: second\n    uses: ./cmd.wasm\n    with: { x: two }\n  - id: hang\n    uses: builtin:exec\n    with: { program: sleep, args: [\"60\"] }\n",
     );
-    // Kill the run while its last step hangs, as a crashed CI runner would.
+    // Kill the run while its last step hangs, as a crashed CI runner would: once `hang` has
+    // started and its program is running (its `$ sleep 60` line follows the step-started
+    // entry), so the journal's end is known.
     let mut child = ws
         .command(&["run", "pipeline.yml"])
         .stdout(std::process::Stdio::null())
@@ -224,7 +226,8 @@ fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
         .unwrap();
     let runs = ws.path().join(".wharf/runs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let journal = loop {
+    let started_hang = |l: &str| l.contains("\"kind\":\"step-started\"") && l.contains("\"step\":\"hang\"");
+    let (journal, text) = loop {
         assert!(
             std::time::Instant::now() < deadline,
             "the run never reached its `hang` step"
@@ -233,24 +236,30 @@ fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
             .ok()
             .and_then(|mut d| d.next())
             .map(|e| e.unwrap().path().join("journal.jsonl"));
-        // Component entries name every step at the start; wait for the step itself to begin.
-        if let Some(j) = found.filter(|j| {
-            std::fs::read_to_string(j)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains("\"kind\":\"step-started\"") && l.contains("\"step\":\"hang\""))
-        }) {
-            break j;
+        if let Some(j) = found {
+            let text = std::fs::read_to_string(&j).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            if let Some(at) = lines.iter().position(|l| started_hang(l))
+                && lines[at + 1..].iter().any(|l| l.contains("$ sleep 60"))
+            {
+                break (j, text);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     child.kill().unwrap();
     child.wait().unwrap();
-    // And cut the last line in half, as a write interrupted by the kill would.
-    let text = std::fs::read_to_string(&journal).unwrap();
-    let last_start = text.trim_end().rfind('\n').unwrap() + 1;
-    let cut = last_start + (text.len() - last_start) / 2;
-    std::fs::write(&journal, &text[..cut]).unwrap();
+    // Cut the line after `hang`'s step-started entry in half, as a write interrupted by the
+    // kill would: the entry itself stays whole, whatever else was written after it.
+    let mut end_of_hang = 0;
+    for line in text.split_inclusive('\n') {
+        end_of_hang += line.len();
+        if started_hang(line) {
+            break;
+        }
+    }
+    let next = text[end_of_hang..].split_inclusive('\n').next().unwrap_or_default();
+    std::fs::write(&journal, &text[..end_of_hang + next.len() / 2]).unwrap();
     let id = journal
         .parent()
         .unwrap()

@@ -585,3 +585,398 @@ fn secrets_cannot_be_read_through_env_interpolation() {
         run.all()
     );
 }
+
+/// A step with a write grant plants `out/dir -> ../../ELSEWHERE`; a later `builtin:exec`
+/// with that `cwd` or a program under it must not run outside the workspace.
+#[test]
+fn a_planted_symlink_does_not_carry_a_program_out_of_the_workspace() {
+    let ws = workspace();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("tool.sh"),
+        "#!/bin/sh\ntouch \"$(dirname \"$0\")/ran-outside\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        elsewhere.path().join("tool.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let name = elsewhere.path().file_name().unwrap().to_str().unwrap();
+    // From `WS/out/`, `../..` is the temporary directory both live in.
+    let link = format!("out/dir=../../{name}");
+    let pipeline = format!(
+        "name: plant\nsteps:\n  - id: plant\n    uses: ./escape.wasm\n    allow: {{ write: [out] }}\n    with: {{ attack: symlink, target: \"{link}\" }}\n  - id: cwd\n    uses: builtin:exec\n    with: {{ program: touch, args: [ran-here], cwd: out/dir }}\n  - id: program\n    uses: builtin:exec\n    if: always()\n    with: {{ program: out/dir/tool.sh }}\n"
+    );
+    ws.write("plant.yml", &pipeline);
+    let run = ws.wharf(&["run", "plant.yml", "-v"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert_eq!(
+        run.output_of("plant", "result"),
+        Some(format!("planted out/dir -> ../../{name}"))
+    );
+    for step in ["cwd", "program"] {
+        assert_eq!(run.status_of(step), "FAIL", "{}", run.all());
+        assert!(run.step_line(step).contains("denied: `out/dir"), "{}", run.all());
+        assert!(run.step_line(step).contains("leads outside"), "{}", run.all());
+    }
+    assert!(!elsewhere.path().join("ran-here").exists());
+    assert!(!elsewhere.path().join("ran-outside").exists());
+}
+
+/// A granted program cannot read wharf's secrets from wharf's own environment
+/// (`/proc/$PPID/environ`); masking is no help there, so the file it writes is checked.
+#[test]
+fn granted_programs_cannot_read_secrets_from_wharfs_environment() {
+    let ws = workspace();
+    ws.write(
+        "environ.yml",
+        "name: environ\nsteps:\n  - id: peek\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"tr '\\\\0' '\\\\n' < /proc/$PPID/environ > environ.txt; ls -l /proc/$PPID/fd > fds.txt\"]\n",
+    );
+    let run = Run(ws
+        .command(&["run", "environ.yml"])
+        .env("WHARF_SECRET_CLOUD_TOKEN", "s3cr3t-in-the-environment")
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let environ = std::fs::read_to_string(ws.path().join("environ.txt")).unwrap();
+    assert!(
+        environ.contains("PATH="),
+        "the program did read wharf's environment:\n{environ}"
+    );
+    assert!(!environ.contains("s3cr3t-in-the-environment"), "{environ}");
+    assert!(!environ.contains("WHARF_SECRET_"), "{environ}");
+    let fds = std::fs::read_to_string(ws.path().join("fds.txt")).unwrap();
+    assert!(!fds.contains("wharf-secrets"), "the secrets file is still open:\n{fds}");
+}
+
+/// Peak resident memory of a running process, sampled until it exits.
+fn peak_rss_kib(child: &mut std::process::Child) -> u64 {
+    let mut peak = 0;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A program that writes one endless line (a progress bar redrawn with `\r`, or no line
+/// break at all) does not grow wharf's memory with it.
+#[test]
+fn a_program_writing_one_endless_line_stays_in_bounded_memory() {
+    let ws = workspace();
+    ws.write(
+        "line.yml",
+        "name: line\nsteps:\n  - id: line\n    uses: builtin:exec\n    limits: { log: 1GiB }\n    with:\n      program: sh\n      args: [\"-c\", \"head -c 200000000 /dev/zero | tr '\\\\0' x; printf 'progress 1%%\\\\rprogress 50%%\\\\rprogress 100%%\\\\n'\"]\n",
+    );
+    let mut child = ws
+        .command(&["run", "line.yml", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    let peak = peak_rss_kib(&mut child);
+    let out = reader.join().unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        &out[out.len().saturating_sub(2000)..]
+    );
+    // Without bounds this 200 MB line alone would take 200 MB and more.
+    assert!(peak < 100 * 1024, "wharf's peak memory was {peak} KiB");
+    assert!(out.contains("│ progress 100%"), "the redrawn line shows its last state");
+    assert!(!out.contains("│ progress 50%"), "a redrawn line is not logged again");
+    eprintln!("peak memory of wharf: {peak} KiB");
+}
+
+/// A WASI command's output file is checked by size before it is read.
+#[test]
+fn an_output_file_over_the_limit_is_refused_unread() {
+    let ws = workspace();
+    ws.write(
+        "out.yml",
+        "name: out\nsteps:\n  - id: attack\n    uses: ./escape-cmd.wasm\n    limits: { output: 64KiB, disk: 64MiB }\n    with: { attack: fill, target: \"/run/wharf/output=20\" }\n",
+    );
+    let run = ws.wharf(&["run", "out.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.step_line("attack").contains("limit: wrote 2097")
+            && run
+                .step_line("attack")
+                .contains("bytes to WHARF_OUTPUT, over its output limit of 64 KiB"),
+        "{}",
+        run.all()
+    );
+}
+
+/// What a step may write (through a grant, or a WASI command into its scratch directory) is
+/// bounded by its disk limit; the step fails naming it, and its scratch space lives under
+/// the run's own folder and is gone afterwards.
+#[test]
+fn writes_are_bounded_by_the_disk_limit() {
+    let ws = workspace();
+    let run_fill = |uses: &str, target: &str, limit: &str| {
+        ws.write(
+            "fill.yml",
+            &format!(
+                "name: fill\nsteps:\n  - id: attack\n    uses: ./{uses}\n    allow: {{ write: [out] }}\n    limits: {{ disk: {limit} }}\n    with: {{ attack: fill, target: \"{target}\" }}\n"
+            ),
+        );
+        ws.wharf(&["run", "fill.yml", "-v"])
+    };
+    for (uses, target) in [
+        ("escape.wasm", "out/big=64"),
+        ("escape-cmd.wasm", "out/big=64"),
+        ("escape-cmd.wasm", "/run/wharf/junk=64"),
+    ] {
+        let run = run_fill(uses, target, "16MiB");
+        assert_eq!(run.code(), 1, "{uses} {target}: {}", run.all());
+        assert!(
+            run.step_line("attack")
+                .contains("wrote more than its disk limit of 16 MiB"),
+            "{uses} {target}: {}",
+            run.all()
+        );
+        assert!(
+            run.step_line("attack").contains("limits: { disk: ... }"),
+            "{}",
+            run.all()
+        );
+        let written = std::fs::metadata(ws.path().join("out/big")).map_or(0, |m| m.len());
+        assert!(written <= 16 << 20, "{uses}: {written} bytes reached the disk");
+        let _ = std::fs::remove_file(ws.path().join("out/big"));
+    }
+    // Within the limit, the write goes through.
+    let run = run_fill("escape-cmd.wasm", "out/big=4", "16MiB");
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(std::fs::metadata(ws.path().join("out/big")).unwrap().len(), 4 << 20);
+    // Scratch space is the run's own and does not outlive it.
+    for run in std::fs::read_dir(ws.path().join(".wharf/runs")).unwrap() {
+        assert!(!run.unwrap().path().join("scratch").exists());
+    }
+}
+
+/// A killed run's scratch space is swept by the next run.
+#[test]
+fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
+    let ws = workspace();
+    ws.write(
+        "wait.yml",
+        "name: wait\nsteps:\n  - id: attack\n    uses: ./escape-cmd.wasm\n    with: { attack: fill-and-wait, target: \"/run/wharf/junk=8\" }\n",
+    );
+    let mut child = ws
+        .command(&["run", "wait.yml"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = ws.path().join(".wharf/runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let junk = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never wrote its scratch file"
+        );
+        let found = std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("scratch/attack-1/junk"))
+            .find(|j| std::fs::metadata(j).is_ok_and(|m| m.len() == 8 << 20));
+        if let Some(j) = found {
+            break j;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(junk.exists(), "a killed run leaves its scratch behind");
+    assert!(
+        junk.starts_with(ws.path()),
+        "scratch space lives in the run's own folder"
+    );
+    ws.write("next.yml", "name: next\nsteps:\n  - id: a\n    uses: ./probe.wasm\n");
+    let next = ws.wharf(&["run", "next.yml"]);
+    assert_eq!(next.code(), 0, "{}", next.all());
+    assert!(
+        !junk.parent().unwrap().parent().unwrap().exists(),
+        "the next run swept it"
+    );
+}
+
+/// Journal snapshots count what they would hold as an archive, entries included: a hundred
+/// thousand tiny files are not kept (and the run says so).
+#[test]
+fn snapshots_are_bounded_by_entries_and_archive_size() {
+    let ws = workspace();
+    std::fs::create_dir_all(ws.path().join("data")).unwrap();
+    for n in 0..12_000 {
+        std::fs::write(ws.path().join(format!("data/f{n}")), "").unwrap();
+    }
+    ws.write(
+        "snap.yml",
+        "name: snap\nsteps:\n  - id: read\n    uses: ./escape.wasm\n    allow: { read: [data] }\n    with: { attack: read-workspace, target: data/f1 }\n",
+    );
+    let run = ws.wharf(&["run", "snap.yml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let id = run.run_id();
+    let folder = ws.path().join(".wharf/runs").join(&id);
+    assert!(!folder.join("snapshots/read-1.tar").exists());
+    let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains("its workspace paths hold more than 10000 files and directories"),
+        "{journal}"
+    );
+}
+
+/// Output names are identifiers, and a secret used as one is masked like a value.
+#[test]
+fn output_keys_are_identifiers_and_are_masked() {
+    let ws = workspace();
+    let secret = "SECRETVALUE42";
+    ws.write(
+        "keys.yml",
+        "name: keys\nsteps:\n  - id: attack\n    uses: ./escape.wasm\n    allow: { secrets: [token] }\n    with: { attack: secret-key, target: token }\n",
+    );
+    let run = Run(ws
+        .command(&["run", "keys.yml", "-v"])
+        .env("WHARF_SECRET_TOKEN", secret)
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(!run.all().contains(secret), "{}", run.all());
+    assert!(run.stdout().contains("→ ***=keyed"), "{}", run.all());
+    let journal =
+        std::fs::read_to_string(ws.path().join(".wharf/runs").join(run.run_id()).join("journal.jsonl")).unwrap();
+    assert!(!journal.contains(secret));
+
+    ws.write(
+        "names.yml",
+        "name: names\nsteps:\n  - id: attack\n    uses: ./escape-cmd.wasm\n    with: { attack: raw-output, target: \"fine=1\\\\n\\e[2K bad name!=2\\\\n\" }\n",
+    );
+    let run = ws.wharf(&["run", "names.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.step_line("attack")
+            .contains("returned an output named `\\x1b[2K bad name!`; output names are identifiers"),
+        "{}",
+        run.all()
+    );
+}
+
+/// Every line of a multi-line secret is masked where output is split into lines, and a
+/// secret that straddles the point where an endless line is cut is masked too.
+#[test]
+fn multi_line_secrets_and_secrets_across_a_cut_are_masked() {
+    let ws = workspace();
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nVJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuict\n-----END PRIVATE KEY-----\n";
+    std::fs::write(ws.path().join("key.pem"), key).unwrap();
+    std::fs::write(ws.path().join("token.txt"), "straddling-secret-token\n").unwrap();
+    ws.write(
+        "multi.yml",
+        "name: multi\nsteps:\n  - id: print\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"cat key.pem; printf '%065530d' 0; cat token.txt\"]\n",
+    );
+    let run = ws.wharf(&[
+        "run",
+        "multi.yml",
+        "-v",
+        "--secret-file",
+        &format!("key={}", ws.path().join("key.pem").display()),
+        "--secret-file",
+        &format!("token={}", ws.path().join("token.txt").display()),
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let journal =
+        std::fs::read_to_string(ws.path().join(".wharf/runs").join(run.run_id()).join("journal.jsonl")).unwrap();
+    for leak in [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+        "VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuict",
+        "straddling",
+        "secret-token",
+    ] {
+        assert!(!run.all().contains(leak), "`{leak}` on the console:\n{}", run.all());
+        assert!(!journal.contains(leak), "`{leak}` in the journal");
+    }
+}
+
+/// Escape sequences in a step's output are shown, not obeyed: a step cannot draw a status
+/// line of its own or recolour the terminal.
+#[test]
+fn control_characters_in_step_output_are_neutralised() {
+    let ws = workspace();
+    ws.write(
+        "ansi.yml",
+        "name: ansi\nsteps:\n  - id: fake\n    uses: builtin:exec\n    with:\n      program: printf\n      args: [\"\\\\033[2K\\\\r  ok   deploy      1ms\\\\033[31m\\\\n\"]\n",
+    );
+    let run = ws.wharf(&["run", "ansi.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(!run.stdout().contains('\x1b'), "{:?}", run.stdout());
+    assert!(run.stdout().contains("\\x1b[2K"), "{}", run.stdout());
+    assert!(
+        !run.stdout().lines().any(|l| l.trim_start().starts_with("ok   deploy")),
+        "{}",
+        run.stdout()
+    );
+}
+
+/// Programs die with wharf even when it is killed outright, as a CI runner cancelling a job
+/// does; their children in the same process group go too.
+#[test]
+fn programs_die_with_a_killed_wharf() {
+    let ws = workspace();
+    ws.write(
+        "orphans.yml",
+        "name: orphans\nsteps:\n  - id: spawn\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"sleep 300 & echo $! > child.pid; echo $$ > shell.pid; wait\"]\n",
+    );
+    let mut child = ws
+        .command(&["run", "orphans.yml"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let read_pid = |name: &str| {
+        std::fs::read_to_string(ws.path().join(name))
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
+    };
+    let (shell, sleeper) = loop {
+        assert!(std::time::Instant::now() < deadline, "the program never started");
+        if let (Some(a), Some(b)) = (read_pid("shell.pid"), read_pid("child.pid")) {
+            break (a, b);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    let gone = std::time::Instant::now() + Duration::from_secs(5);
+    while (alive(shell) || alive(sleeper)) && std::time::Instant::now() < gone {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let survivors: Vec<i32> = [shell, sleeper].into_iter().filter(|p| alive(*p)).collect();
+    for pid in &survivors {
+        // SAFETY: signalling a process has no memory-safety preconditions.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(survivors.is_empty(), "{survivors:?} outlived the killed wharf");
+}

@@ -108,32 +108,49 @@ fn an_interrupted_run_rolls_back_its_upgrade() {
         &ws,
         "  - id: manual-testing\n    uses: builtin:exec\n    with: { program: sleep, args: [\"60\"] }\n",
     );
-    let mut child = ws
-        .command(&["run", &pipeline])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        let path = ws.path().join(".wharf/state/services/seed.json");
-        let state = std::fs::read_to_string(&path).unwrap_or_default();
-        if state.contains("\"state\": \"upgraded\"") {
-            break;
+    // Ctrl-C and SIGTERM alike: the running step is dropped, the upgrade rolled back, the
+    // summary printed; the exit code is the shell's for the signal.
+    let mut started = Instant::now();
+    for (signal, code, word) in [
+        (libc::SIGINT, 130, "interrupted (Ctrl-C)"),
+        (libc::SIGTERM, 143, "terminated (SIGTERM)"),
+    ] {
+        if signal == libc::SIGTERM {
+            ws.commit("and the next");
         }
+        let mut child = ws
+            .command(&["run", &pipeline])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        started = Instant::now();
+        loop {
+            let path = ws.path().join(".wharf/state/services/seed.json");
+            let state = std::fs::read_to_string(&path).unwrap_or_default();
+            if state.contains("\"state\": \"upgraded\"") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the upgrade never finished"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert_eq!(status.code(), Some(code), "{out}");
+        assert!(out.contains(&format!("{word}: stopping the run")), "{out}");
+        assert!(out.contains(&format!("seed: rolled back to {first_version}")), "{out}");
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the upgrade never finished"
+            out.contains(&format!(
+                "{word} during step `manual-testing`; before it 4 step(s) succeeded, 0 failed, 0 skipped; rolled back: seed"
+            )),
+            "{out}"
         );
-        std::thread::sleep(Duration::from_millis(100));
     }
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    assert_eq!(status.code(), Some(3), "{out}");
-    assert!(out.contains("terminated (SIGTERM): stopping the run"), "{out}");
-    assert!(out.contains(&format!("seed: rolled back to {first_version}")), "{out}");
     assert!(
         started.elapsed() < Duration::from_secs(50),
         "the sleeping step was not stopped"
@@ -142,10 +159,10 @@ fn an_interrupted_run_rolls_back_its_upgrade() {
     for url in ws.running_urls("seed") {
         assert_eq!(answer(&url, "/api/v1/version"), first_version);
     }
-    assert!(
-        !ws.path().join(".wharf/state/locks/seed.lock").exists(),
-        "the lock outlived the rollback"
-    );
+    let lock = std::fs::File::open(ws.path().join(".wharf/state/locks/seed.lock")).unwrap();
+    // SAFETY: flock on an open file we own.
+    let free = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(free, 0, "the lock outlived the rollback");
 }
 
 #[test]
@@ -282,17 +299,19 @@ fn a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_respected() {
     let run = ws.wharf(&["run", "pipeline.yml"]);
     assert_eq!(run.code(), 0, "a stale lock blocked the run:\n{}", run.all());
 
-    // A lock held by a live process (this test, pretending to be wharf).
-    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    // A lock held by a live process (this test, pretending to be wharf): the file says who,
+    // the flock on it is the lock.
     std::fs::write(
         locks.join("seed.lock"),
-        format!(
-            r#"{{"pid":{},"comm":"{}","run_id":"busy","since":"now"}}"#,
-            std::process::id(),
-            me.trim()
-        ),
+        format!(r#"{{"pid":{},"run_id":"busy","since":"now"}}"#, std::process::id()),
     )
     .unwrap();
+    let held = std::fs::File::open(locks.join("seed.lock")).unwrap();
+    // SAFETY: flock on an open file we own.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
     ws.commit("next");
     let run = ws.wharf(&["run", "pipeline.yml"]);
     assert_eq!(run.code(), 1, "{}", run.all());
@@ -364,4 +383,183 @@ fn placement_rules_host_labels_and_one_per_host() {
     let ok = ws.wharf(&["run", &stop_first, "--var", "replicas=1", "-v"]);
     assert_eq!(ok.code(), 0, "{}", ok.all());
     assert_eq!(ok.output_of("upgrade", "instances").unwrap(), "1");
+}
+
+/// Run A upgrades the service and waits before its gate; run B of the same pipeline is
+/// refused the upgrade and must then decide nothing: its `finish` (gate skipped) leaves A's
+/// release alone, B exits 1 (it deployed nothing), and A goes on to confirm its own.
+#[test]
+fn one_run_does_not_decide_another_runs_deploy() {
+    let ws = Workspace::seed();
+    let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
+    let hold = "  - id: hold\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"touch holding; while [ ! -e go ]; do sleep 0.1; done\"]\n\n";
+    ws.write(
+        "a.yml",
+        &text.replace("  - id: gate\n", &format!("{hold}  - id: gate\n")),
+    );
+    let a = ws
+        .command(&["run", "a.yml", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ws.path().join("holding").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "run A never reached its hold"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "upgraded");
+    let owner = state["owner"].as_str().unwrap().to_string();
+    let a_urls = ws.running_urls("seed");
+    assert_eq!(a_urls.len(), 2);
+
+    let b = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(b.code(), 1, "B deployed nothing:\n{}", b.all());
+    assert!(b.step_line("upgrade").contains("awaits a decision"), "{}", b.all());
+    assert_eq!(b.status_of("gate"), "skip");
+    assert_eq!(b.output_of("finish", "action").as_deref(), Some("none"), "{}", b.all());
+    assert!(!b.stdout().contains("rolled back"), "{}", b.all());
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "upgraded", "B changed A's upgrade: {state}");
+    assert_eq!(state["owner"].as_str(), Some(owner.as_str()));
+    assert_eq!(ws.running_urls("seed"), a_urls);
+
+    // A run that tries to decide it outright is refused as well; a person is not.
+    ws.write(
+        "decide.yml",
+        "name: decide\nsteps:\n  - id: finish\n    uses: builtin:finish\n    with: { service: seed, mode: rollback }\n",
+    );
+    let c = ws.wharf(&["run", "decide.yml"]);
+    assert_eq!(c.code(), 1, "{}", c.all());
+    assert!(
+        c.step_line("finish").contains(&format!(
+            "awaits a decision on the upgrade of run {owner}, not of this run"
+        )),
+        "{}",
+        c.all()
+    );
+    assert_eq!(ws.service_state("seed")["state"], "upgraded");
+
+    std::fs::write(ws.path().join("go"), "").unwrap();
+    let a = a.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&a.stdout);
+    assert_eq!(a.status.code(), Some(0), "{out}");
+    assert!(out.contains("seed: confirmed"), "{out}");
+    assert_eq!(ws.service_state("seed")["state"], "active");
+}
+
+/// An image whose layers try to write, link or delete outside its root filesystem is not
+/// unpacked, and nothing outside changes.
+#[test]
+fn an_image_cannot_unpack_outside_its_root_filesystem() {
+    use wharf::oci::layout::Store;
+    use wharf::oci::{ContainerConfig, Descriptor, ImageConfig, MEDIA_CONFIG, MEDIA_MANIFEST, Manifest, RootFs};
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim"), "keep me").unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    layer.append_link(&mut link, "evil", outside.path()).unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_size(5);
+    file.set_mode(0o755);
+    layer.append_data(&mut file, "evil/planted", &b"pwned"[..]).unwrap();
+    let layer = layer.into_inner().unwrap();
+    // The image, written into the workspace's store as a build would leave it.
+    let store = Store::open(&ws.path().join(".wharf/oci")).unwrap();
+    let descriptor = |media: &str, (digest, size): (String, u64)| Descriptor {
+        media_type: media.into(),
+        digest,
+        size,
+        annotations: None,
+        platform: None,
+    };
+    let layer = descriptor(
+        "application/vnd.oci.image.layer.v1.tar",
+        store.put_blob(&layer).unwrap(),
+    );
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: ContainerConfig {
+            entrypoint: Some(vec!["/evil/planted".into()]),
+            ..Default::default()
+        },
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![layer.digest.clone()],
+        },
+        ..Default::default()
+    };
+    let config = descriptor(
+        MEDIA_CONFIG,
+        store.put_blob(&serde_json::to_vec(&config).unwrap()).unwrap(),
+    );
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_MANIFEST.into()),
+        config,
+        layers: vec![layer],
+        annotations: None,
+    };
+    let manifest = descriptor(
+        MEDIA_MANIFEST,
+        store.put_blob(&serde_json::to_vec(&manifest).unwrap()).unwrap(),
+    );
+    store.tag("evil:1", &manifest).unwrap();
+    let image = format!("evil:1@{}", manifest.digest);
+    ws.write(
+        "evil.yml",
+        &format!(
+            "name: evil\nsteps:\n  - id: upgrade\n    uses: builtin:upgrade\n    with: {{ service: evil, image: \"{image}\", version: \"1\", port: 8080 }}\n"
+        ),
+    );
+    let run = ws.wharf(&["run", "evil.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    assert!(
+        run.step_line("upgrade").contains("entry `evil/planted`"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !outside.path().join("planted").exists(),
+        "a layer wrote outside the rootfs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("victim")).unwrap(),
+        "keep me"
+    );
+}
+
+/// When the automatic rollback fails, the run says why (and exits 4: a human is needed).
+#[test]
+fn a_failed_rollback_says_why() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    ws.commit("broken");
+    // The previous revision's image is gone from the store (a cleanup went too far).
+    let previous = ws.service_state("seed")["current"]["revision"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let pipeline = pipeline_until_upgrade(
+        &ws,
+        &format!(
+            "  - id: break-it\n    uses: builtin:exec\n    with: {{ program: rm, args: [\"-rf\", \".wharf/oci/blobs/sha256/{previous}\", \".wharf/state/rootfs/{previous}\"] }}\n    allow: {{ process: [rm] }}\n  - id: fail\n    uses: builtin:exec\n    with: {{ program: \"false\" }}\n"
+        ),
+    );
+    let run = ws.wharf(&["run", &pipeline]);
+    assert_eq!(run.code(), 4, "{}", run.all());
+    let out = run.stdout();
+    assert!(out.contains("seed: the run failed; rolling back"), "{out}");
+    assert!(out.contains("seed: the rollback FAILED: "), "{out}");
+    assert!(out.contains("the service needs a human"), "{out}");
 }

@@ -212,3 +212,167 @@ fn a_valid_pipeline_validates() {
     assert!(run.stdout().contains("typed step"), "{}", run.all());
     assert!(run.stdout().contains("WASI command"), "{}", run.all());
 }
+
+/// Deep nesting and endless chains: each is refused by `validate` (exit 2, with its line and
+/// column) instead of overflowing the stack in `validate` or, later, in `run`.
+#[test]
+fn deep_nesting_and_huge_expressions_are_refused_with_positions() {
+    let ws = Workspace::new();
+    let step = |extra: &str| format!("name: deep\nsteps:\n  - id: a\n    uses: ./probe.wasm\n{extra}");
+    let parens = format!("    if: {}true{}\n", "(".repeat(5_000), ")".repeat(5_000));
+    let nots = format!("    if: \"{}true\"\n", "!".repeat(5_000));
+    let interpolated = format!(
+        "    with: {{ echo: '${{{{ {}vars.x{} }}}}' }}\n",
+        "(".repeat(4_000),
+        ")".repeat(4_000)
+    );
+    let chain = format!("    if: {}\n", vec!["success()"; 100_000].join(" && "));
+    let mut mapping = String::from("name: deep\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with:\n");
+    for level in 0..500 {
+        mapping.push_str(&format!("{}k{level}:\n", " ".repeat(6 + level)));
+    }
+    let flow = format!("name: deep\nsteps: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+    let cases: Vec<(String, &str, &str)> = vec![
+        (step(&parens), "nests deeper than 32 levels", "pipeline.yml:5:"),
+        (step(&nots), "nests deeper than 32 levels", "pipeline.yml:5:"),
+        (step(&interpolated), "nests deeper than 32 levels", "pipeline.yml:5:"),
+        (
+            step(&chain),
+            "more than the 16384 an expression may have",
+            "pipeline.yml:5:",
+        ),
+        (mapping, "deeper than 64 levels", "pipeline.yml:"),
+        (flow, "deeper than 64 levels", "pipeline.yml:2:"),
+    ];
+    for (text, message, position) in cases {
+        ws.write("pipeline.yml", &text);
+        for command in ["validate", "run"] {
+            let run = ws.wharf(&[command, "pipeline.yml"]);
+            assert_eq!(run.code(), 2, "{command} of {}...: {}", &text[..80], run.all());
+            let err = run.stderr();
+            assert!(err.contains(message), "expected `{message}`, got:\n{err}");
+            assert!(
+                err.contains(&format!("--> {position}")),
+                "expected {position}, got:\n{err}"
+            );
+            assert!(err.len() < 4000, "the report itself is bounded:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn non_utf8_bytes_are_reported_where_they_are() {
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.path().join("pipeline.yml"),
+        b"name: x\nsteps:\n  - id: a\n    uses: ./pro\xffbe.wasm\n",
+    )
+    .unwrap();
+    let run = ws.wharf(&["validate", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(run.stderr().contains("byte 0xff here is not text"), "{}", run.all());
+    assert!(run.stderr().contains("--> pipeline.yml:4:16"), "{}", run.all());
+}
+
+/// `env.NAME` reads only the variables the operator passes; everything else in wharf's
+/// environment (cloud credentials) stays out of the pipeline.
+#[test]
+fn only_passed_environment_variables_reach_a_pipeline() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.yml",
+        "name: env\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { echo: '${{ env.AWS_SECRET_ACCESS_KEY }}' }\n",
+    );
+    let creds = |args: &[&str]| {
+        let mut cmd = ws.command(args);
+        cmd.env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-not-passed");
+        common::Run(cmd.output().unwrap())
+    };
+    for args in [&["validate", "pipeline.yml"][..], &["run", "pipeline.yml", "-v"]] {
+        let run = creds(args);
+        assert_eq!(run.code(), 2, "{}", run.all());
+        assert!(
+            run.stderr()
+                .contains("`env.AWS_SECRET_ACCESS_KEY` reads a variable of wharf's environment that was not passed"),
+            "{}",
+            run.all()
+        );
+        assert!(run.stderr().contains("--> pipeline.yml:5:19"), "{}", run.all());
+        assert!(
+            run.stderr().contains("--pass-env AWS_SECRET_ACCESS_KEY"),
+            "{}",
+            run.all()
+        );
+        assert!(!run.all().contains("wJalrXUtnFEMI"), "{}", run.all());
+    }
+    let run = creds(&["run", "pipeline.yml", "-v", "--pass-env", "AWS_SECRET_ACCESS_KEY"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(run.output_of("a", "echo").as_deref(), Some("wJalrXUtnFEMI-not-passed"));
+    let mut listed = ws.command(&["run", "pipeline.yml", "-v"]);
+    listed
+        .env("AWS_SECRET_ACCESS_KEY", "from-the-list")
+        .env("WHARF_PASS_ENV", "HOME, AWS_SECRET_ACCESS_KEY");
+    let run = common::Run(listed.output().unwrap());
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(run.output_of("a", "echo").as_deref(), Some("from-the-list"));
+}
+
+/// A path grant that leads out of the workspace is refused where it is written, whether in
+/// `allow:` or as a built-in step's own path parameter.
+#[test]
+fn grants_outside_the_workspace_are_refused_at_validation() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.yml",
+        "name: out\nsteps:\n  - id: render\n    uses: builtin:render\n    with:\n      template: ../../etc/passwd\n      output: out.txt\n",
+    );
+    let run = ws.wharf(&["validate", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    let err = run.stderr();
+    assert!(err.contains("`../../etc/passwd` leads outside the workspace"), "{err}");
+    assert!(err.contains("--> pipeline.yml:6:17"), "{err}");
+    ws.write(
+        "pipeline.yml",
+        "name: out\nsteps:\n  - id: w\n    uses: ./probe.wasm\n    allow: { write: [/etc] }\n",
+    );
+    let run = ws.wharf(&["validate", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    let err = run.stderr();
+    assert!(
+        err.contains("`/etc` is not a workspace path: it leaves the workspace"),
+        "{err}"
+    );
+    assert!(err.contains("--> pipeline.yml:5:22"), "{err}");
+}
+
+/// `uses:` of something that is not a regular file, or of a huge file, is refused without
+/// reading it.
+#[test]
+fn uses_of_a_device_fifo_or_huge_file_is_refused() {
+    let ws = Workspace::new();
+    let fifo = ws.path().join("fifo.wasm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let huge = std::fs::File::create(ws.path().join("huge.wasm")).unwrap();
+    huge.set_len(300 << 20).unwrap(); // sparse: no disk used
+    ws.write(
+        "pipeline.yml",
+        "name: dev\nsteps:\n  - id: a\n    uses: /dev/zero\n  - id: b\n    uses: ./fifo.wasm\n  - id: c\n    uses: ./huge.wasm\n",
+    );
+    let started = std::time::Instant::now();
+    let run = ws.wharf(&["validate", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    let err = run.stderr();
+    assert!(err.contains("/dev/zero is a device, not a regular file"), "{err}");
+    assert!(err.contains("fifo.wasm is a FIFO, not a regular file"), "{err}");
+    assert!(
+        err.contains("huge.wasm is 314572800 bytes, more than the 268435456 bytes"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

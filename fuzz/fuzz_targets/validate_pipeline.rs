@@ -48,7 +48,8 @@ fuzz_target!(|text: &str| {
         .map(|s| Ok(if s.uses.ends_with(".wasm") { StepShape::Command } else { StepShape::Typed(typed()) }))
         .collect();
     let overrides = vec![("registry".to_string(), "x".to_string())];
-    if let Err(diagnostics) = validate(&pipeline, &shapes, &overrides) {
+    let passed: std::collections::BTreeSet<String> = ["HOME".to_string()].into();
+    if let Err(diagnostics) = validate(&pipeline, &shapes, &overrides, &passed) {
         let _ = diagnostics.to_string();
     }
 });

@@ -4,6 +4,8 @@
 //! files, [`engine`] loads and runs components, [`capabilities`] is the host side of the
 //! WIT contract, [`run`] executes a pipeline, [`events`] carries what happens to renderers.
 
+pub mod beneath;
+pub mod bounded;
 pub mod builtins;
 pub mod capabilities;
 pub mod cli;

@@ -148,7 +148,9 @@ impl Drop for Workspace {
                 let handle = instance["handle"].as_str().unwrap_or_default();
                 match state["target"].as_str() {
                     Some("local") => {
-                        if let Ok(pid) = handle.parse::<i32>() {
+                        // A local instance's handle is `PID:STARTTIME`.
+                        let pid = handle.split(':').next().unwrap_or_default();
+                        if let Ok(pid) = pid.parse::<i32>() {
                             // SAFETY: signalling a process group has no memory-safety preconditions.
                             unsafe { libc::killpg(pid, libc::SIGKILL) };
                         }

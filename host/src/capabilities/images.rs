@@ -3,7 +3,6 @@
 //! image, with a config carrying entrypoint, cmd, env, ports and labels. `docker-build` is
 //! the alternative for a Dockerfile on a Docker engine; its result lands in the same store.
 
-use super::process::resolve_in_workspace;
 use super::{StepScope, step_error};
 use crate::engine::bindings::wharf::step::images::{AssembleRequest, DockerBuildRequest, Host, Image};
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
@@ -104,24 +103,16 @@ pub fn inspect(workspace: &Path, reference: &str) -> Result<Image, StepError> {
     Ok(image_of(&name, &stored))
 }
 
-/// A workspace path that, symlinks resolved, is still inside the workspace: a link planted
-/// by an earlier step must not carry host files into an image.
+/// A workspace path resolved beneath the workspace: a link planted by an earlier step must
+/// not carry host files into an image or a build context.
 fn inside_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, StepError> {
-    let path = resolve_in_workspace(workspace, relative)?;
-    let Ok(real) = std::fs::canonicalize(&path) else {
-        return Ok(path); // missing: the caller says so
-    };
-    let root = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
-    if !real.starts_with(&root) {
-        return Err(step_error(
-            ErrorKind::Denied,
-            format!(
-                "`{relative}` leads outside the workspace (to {}) through a symlink",
-                real.display()
-            ),
-        ));
-    }
-    Ok(real)
+    crate::beneath::existing(workspace, relative).map_err(|e| match e {
+        crate::beneath::Error::NotFound { .. } => step_error(
+            ErrorKind::InvalidInput,
+            format!("`{relative}` does not exist in the workspace (did the build command produce it?)"),
+        ),
+        other => other.into(),
+    })
 }
 
 fn check_name(repository: &str, tag: &str) -> Result<String, StepError> {
@@ -174,26 +165,19 @@ pub async fn assemble(scope: &StepScope, req: AssembleRequest) -> Result<Image, 
     };
     let mut files = Vec::new();
     for f in &req.files {
+        layer::image_path(&f.target).map_err(|e| step_error(ErrorKind::InvalidInput, e.to_string()))?;
         let source = inside_workspace(&scope.workspace, &f.source)?;
-        if !source.exists() {
-            return Err(step_error(
-                ErrorKind::InvalidInput,
-                format!(
-                    "`{}` does not exist in the workspace (did the build command produce it?)",
-                    f.source
-                ),
-            ));
-        }
         files.push(FileMapping {
             source,
             target: f.target.clone(),
         });
     }
     let store_root = store.root().to_path_buf();
-    let layer = tokio::task::spawn_blocking(move || layer::build(&Store::open(&store_root)?, &files))
+    let root = store_root.clone();
+    let layer = tokio::task::spawn_blocking(move || layer::build(&Store::open(&root)?, &files))
         .await
         .map_err(|e| permanent(e.to_string()))?
-        .map_err(|e| step_error(ErrorKind::InvalidInput, format!("building the layer: {e}")))?;
+        .map_err(|e| super::io_failure(format!("building the layer in {}", store_root.display()), &e))?;
     scope.events.emit(Event::Progress {
         step: scope.step_id.clone(),
         label: format!("layer {}", &layer.digest[..19]),

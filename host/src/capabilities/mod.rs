@@ -67,6 +67,31 @@ impl StepScope {
     }
 }
 
+/// A path a step named that does not stay in the workspace is refused; one that is not
+/// there is the step's mistake.
+impl From<crate::beneath::Error> for StepError {
+    fn from(e: crate::beneath::Error) -> Self {
+        use crate::beneath::Error;
+        let kind = match &e {
+            Error::Escapes { .. } => ErrorKind::Denied,
+            Error::NotFound { .. } => ErrorKind::InvalidInput,
+            Error::Io { .. } => ErrorKind::Permanent,
+        };
+        step_error(kind, e.to_string())
+    }
+}
+
+/// The host failed at I/O while doing what a step asked: not the step's mistake, and a full
+/// disk says so plainly.
+pub fn io_failure(what: impl std::fmt::Display, e: &std::io::Error) -> StepError {
+    let message = if e.kind() == std::io::ErrorKind::StorageFull {
+        format!("{what}: the disk is full (ENOSPC): {e}")
+    } else {
+        format!("{what}: {e}")
+    };
+    step_error(ErrorKind::Permanent, message)
+}
+
 pub fn step_error(kind: ErrorKind, message: impl Into<String>) -> StepError {
     StepError {
         kind,

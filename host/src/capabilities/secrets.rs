@@ -19,6 +19,8 @@ use wasmtime::component::Resource;
 pub const ENV_PREFIX: &str = "WHARF_SECRET_";
 /// Shorter values are not masked: masking `ab` would shred every log line.
 pub const MIN_MASKED_LEN: usize = 4;
+/// Largest `--secret-file` read.
+pub const SECRET_FILE_LIMIT: u64 = 1 << 20;
 
 /// An environment variable that holds a secret.
 pub fn is_secret_var(name: &str) -> bool {
@@ -38,20 +40,15 @@ pub struct SecretStore {
 }
 
 impl SecretStore {
-    pub fn from_env() -> Self {
-        let mut store = Self::default();
-        for (key, value) in std::env::vars() {
-            if key.starts_with(ENV_PREFIX) && key.len() > ENV_PREFIX.len() {
-                store.values.insert(key, value);
-            }
-        }
-        store
+    /// From `WHARF_SECRET_<NAME>` variables, by variable name.
+    pub fn from_values(values: BTreeMap<String, String>) -> Self {
+        Self { values }
     }
 
     /// `--secret-file NAME=PATH`: the file's content, one trailing newline removed.
     pub fn add_file(&mut self, name: &str, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("secret `{name}`: cannot read {}: {e}", path.display()))?;
+        let text = crate::bounded::read_text(path, SECRET_FILE_LIMIT)
+            .map_err(|e| format!("secret `{name}`: cannot read it: {e}"))?;
         let value = text.strip_suffix('\n').unwrap_or(&text);
         self.insert(name, value);
         Ok(())
@@ -81,6 +78,13 @@ pub const MASK: &str = "***";
 
 impl Redactor {
     pub fn add(&mut self, secret: &str) {
+        // Output reaches the log line by line: each line of a multi-line secret (a PEM key)
+        // is masked on its own as well.
+        if secret.contains('\n') {
+            for line in secret.lines().map(|l| l.trim_end_matches('\r')) {
+                self.add(line);
+            }
+        }
         if secret.len() < MIN_MASKED_LEN {
             return;
         }
@@ -99,6 +103,11 @@ impl Redactor {
             }
         }
         self.patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    }
+
+    /// Length of the longest pattern.
+    pub fn longest(&self) -> usize {
+        self.patterns.first().map_or(0, String::len)
     }
 
     /// The masked text, or None when nothing needed masking.
@@ -185,6 +194,14 @@ mod tests {
         let line = format!("raw=s3cr3t/p@ss b64={b64} url={url}");
         assert_eq!(r.redact(&line).unwrap(), "raw=*** b64=*** url=***");
         assert_eq!(r.redact("nothing here"), None);
+    }
+
+    #[test]
+    fn every_line_of_a_multi_line_secret_is_masked() {
+        let mut r = Redactor::default();
+        r.add("-----BEGIN KEY-----\nMIIEvQIBADANBgkq\r\nhkiG9w0BAQEFAASC\n-----END KEY-----");
+        assert_eq!(r.redact("line: hkiG9w0BAQEFAASC").unwrap(), "line: ***");
+        assert_eq!(r.redact("MIIEvQIBADANBgkq").unwrap(), "***");
     }
 
     #[test]

@@ -79,6 +79,24 @@ pub async fn describe(workspace: &Path) -> Result<Revision, StepError> {
     })
 }
 
+/// The workspace's revision as a resumed run compares it: the commit, and a digest of the
+/// uncommitted changes to tracked files when there are any. None outside a git repository.
+pub async fn workspace_revision(workspace: &Path) -> Option<String> {
+    let sha = git(workspace, &["rev-parse", "--verify", "HEAD"]).await.ok()??;
+    let dirty = !git(workspace, &["status", "--porcelain", "--untracked-files=no"])
+        .await
+        .ok()??
+        .is_empty();
+    if !dirty {
+        return Some(sha);
+    }
+    let diff = git(workspace, &["diff", "--no-ext-diff", "--binary", "HEAD"])
+        .await
+        .ok()??;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(diff.as_bytes()));
+    Some(format!("{sha} with uncommitted changes {}", &digest[..12]))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -44,6 +44,12 @@ pub struct ReplayArgs {
     workspace: PathBuf,
 }
 
+impl ReplayArgs {
+    pub(super) fn workspace(&self) -> PathBuf {
+        self.workspace.clone()
+    }
+}
+
 pub(super) fn runs(args: RunsArgs) -> u8 {
     let dir = runs_dir(&args.workspace);
     let mut ids: Vec<String> = std::fs::read_dir(&dir)
@@ -56,16 +62,19 @@ pub(super) fn runs(args: RunsArgs) -> u8 {
         .unwrap_or_default();
     ids.sort();
     if ids.is_empty() {
-        println!("no runs recorded in {}", dir.display());
+        outln!("no runs recorded in {}", dir.display());
         return exit::SUCCESS;
     }
-    println!(
+    outln!(
         "{:<22} {:<16} {:<21} {:>9}  outcome",
-        "run", "pipeline", "started", "duration"
+        "run",
+        "pipeline",
+        "started",
+        "duration"
     );
     for id in ids {
         let Ok(journal) = Journal::read(&dir.join(&id)) else {
-            println!("{id:<22} (unreadable journal)");
+            outln!("{id:<22} (unreadable journal)");
             continue;
         };
         let (pipeline, started) = match journal.run_started() {
@@ -86,7 +95,7 @@ pub(super) fn runs(args: RunsArgs) -> u8 {
                 },
             ),
         };
-        println!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
+        outln!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
     }
     exit::SUCCESS
 }
@@ -201,10 +210,10 @@ pub(super) fn log(args: LogArgs) -> u8 {
                 )
             }
         };
-        println!("{at}  {line}");
+        outln!("{at}  {line}");
     }
     if journal.truncated {
-        println!("(the journal ends here: the last entry was cut off, the run was killed)");
+        outln!("(the journal ends here: the last entry was cut off, the run was killed)");
     }
     exit::SUCCESS
 }
@@ -238,7 +247,7 @@ pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> 
     match result {
         Ok(ReplayResult::Matched) => exit::SUCCESS,
         Ok(ReplayResult::Diverged(report)) => {
-            println!("{report}");
+            outln!("{report}");
             exit::DIVERGED
         }
         Err(e) => {

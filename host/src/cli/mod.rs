@@ -1,6 +1,21 @@
 //! The `wharf` command line.
 
+/// `println!` for a command's output: when the reader goes away early (`wharf log RUN | head
+/// -1`), the command ends quietly instead of panicking on the closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*)
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod catalog;
+mod environ;
 mod history;
 pub mod render;
 mod run;
@@ -28,6 +43,10 @@ pub mod exit {
     pub const NEEDS_HUMAN: u8 = 4;
     /// A replay left the recorded path.
     pub const DIVERGED: u8 = 5;
+    /// Stopped by Ctrl-C (SIGINT), after rolling back what it left unconfirmed.
+    pub const INTERRUPTED: u8 = 130;
+    /// Stopped by SIGTERM, likewise.
+    pub const TERMINATED: u8 = 143;
 }
 
 const TOP_EXAMPLES: &str = "\
@@ -55,7 +74,8 @@ Exit codes:
   2  invalid pipeline or command line; nothing ran
   3  a step failed after deploying and wharf rolled the service back
   4  a rollback failed: a service needs a human (see `wharf status`)
-  5  a replay diverged from the recorded run";
+  5  a replay diverged from the recorded run
+  130, 143  stopped by Ctrl-C or SIGTERM (what it deployed was rolled back)";
 
 #[derive(Parser)]
 #[command(
@@ -144,11 +164,32 @@ Exit code 5 when the replay diverges: the report shows the recorded call and the
     Replay(ReplayArgs),
 }
 
+impl Command {
+    /// The workspace a command's steps write to, when it has one.
+    fn workspace(&self) -> Option<PathBuf> {
+        match self {
+            Command::Run(args) => Some(args.workspace()),
+            Command::Validate(args) => Some(args.workspace()),
+            Command::Replay(args) => Some(args.workspace()),
+            _ => None,
+        }
+    }
+}
+
 /// Commands whose help lists the exit codes.
 const WITH_EXIT_CODES: &[&str] = &["run"];
 
 pub fn main() -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // First, while wharf has one thread: secrets out of the environment (this may execute
+    // wharf again).
+    let secrets = match environ::take_secrets() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(exit::INVALID);
+        }
+    };
     let mut command = Cli::command().after_help(format!("{TOP_EXAMPLES}\n\n{EXIT_CODES}"));
     for name in WITH_EXIT_CODES {
         command = command.mut_subcommand(name, |sub| {
@@ -167,19 +208,29 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(exit::FAILED);
         }
     };
-    let code = runtime.block_on(dispatch(cli));
+    let code = runtime.block_on(dispatch(cli, secrets));
     std::process::ExitCode::from(code)
 }
 
 impl Cli {
+    /// The compile cache to use, if any; a directory that is not safe to load compiled code
+    /// from is refused with a warning (compiling still works, only slower).
     fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
-        self.cache_dir
+        let dir = self
+            .cache_dir
             .clone()
             .map(|d| d.join("components"))
-            .or_else(crate::engine::cache::ComponentCache::default_dir)
+            .or_else(crate::engine::cache::ComponentCache::default_dir)?;
+        match crate::engine::cache::check_dir(&dir, self.command.workspace().as_deref()) {
+            Ok(()) => Some(dir),
+            Err(why) => {
+                eprintln!("warning: not using the compile cache: {why}");
+                None
+            }
+        }
     }
 
     fn color(&self) -> bool {
@@ -192,7 +243,7 @@ impl Cli {
     }
 }
 
-async fn dispatch(cli: Cli) -> u8 {
+async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) -> u8 {
     let runtime = match crate::engine::Runtime::new(cli.cache_dir()) {
         Ok(r) => r,
         Err(e) => {
@@ -202,7 +253,7 @@ async fn dispatch(cli: Cli) -> u8 {
     };
     let color = cli.color();
     match cli.command {
-        Command::Run(args) => run::run(&runtime, args, color).await,
+        Command::Run(args) => run::run(&runtime, args, color, secrets).await,
         Command::Validate(args) => catalog::validate(&runtime, args).await,
         Command::Steps => catalog::steps(&runtime).await,
         Command::Inspect(args) => catalog::inspect(&runtime, args).await,

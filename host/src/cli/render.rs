@@ -42,6 +42,34 @@ impl Human {
     }
 }
 
+/// Text from a step, made safe for a terminal: control characters (an escape sequence that
+/// moves the cursor or recolours, a carriage return that overwrites a status line) are shown
+/// as `\xNN` instead of being obeyed. Line breaks are the caller's to place.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Each line of a step's text, made printable, behind `indent`: a step cannot start a line
+/// of its own that looks like wharf's.
+fn lines(text: &str, indent: &str) -> String {
+    text.split('\n')
+        .map(|l| printable(l.trim_end_matches('\r')).into_owned())
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
 pub fn duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1000.0 {
@@ -102,7 +130,8 @@ impl Sink for Human {
                     Stream::Stdout => "",
                     Stream::Stderr => "stderr ",
                 };
-                writeln!(out, "    {} {tag}{message}", self.paint("2", "│"))
+                let gutter = self.paint("2", "│");
+                writeln!(out, "    {gutter} {tag}{}", lines(message, &format!("    {gutter} ")))
             }
             Event::Annotation {
                 level,
@@ -118,8 +147,9 @@ impl Sink for Human {
                 };
                 writeln!(
                     out,
-                    "    {} {place}{message}",
-                    if *level >= Level::Warn { "⚠" } else { "ℹ" }
+                    "    {} {}",
+                    if *level >= Level::Warn { "⚠" } else { "ℹ" },
+                    lines(&format!("{place}{message}"), "      ")
                 )
             }
             Event::StepRetrying {
@@ -129,8 +159,9 @@ impl Sink for Human {
                 delay,
             } => writeln!(
                 out,
-                "  {} {step} attempt {attempt} failed ({error}); retrying in {}",
+                "  {} {step} attempt {attempt} failed ({}); retrying in {}",
                 self.paint("33", "↻"),
+                lines(error, "      "),
                 duration(*delay)
             ),
             Event::StepFinished {
@@ -142,26 +173,23 @@ impl Sink for Human {
             } => {
                 let mut line = format!("  {} {step:<width$} {:>7}", self.mark(*outcome), duration(*d));
                 if let Some(detail) = detail {
-                    let mut lines = detail.lines();
                     line.push_str("  ");
-                    line.push_str(lines.next().unwrap_or_default());
-                    for l in lines {
-                        line.push_str(&format!("\n      {l}"));
-                    }
+                    line.push_str(&lines(detail.trim_end(), "      "));
                 }
                 if self.verbose {
                     for (k, v) in outputs {
                         let v: String = v.chars().take(200).collect();
                         line.push_str(&format!(
-                            "\n      {} {k}={}",
+                            "\n      {} {}={}",
                             self.paint("2", "→"),
-                            v.replace('\n', "\\n")
+                            printable(k),
+                            printable(&v.replace('\n', "\\n"))
                         ));
                     }
                 }
                 writeln!(out, "{line}")
             }
-            Event::Notice { message } => writeln!(out, "  {} {message}", self.paint("1", "»")),
+            Event::Notice { message } => writeln!(out, "  {} {}", self.paint("1", "»"), lines(message, "    ")),
             Event::RunFinished {
                 outcome,
                 duration: d,
@@ -171,7 +199,7 @@ impl Sink for Human {
                     Outcome::Success => self.paint("32;1", "succeeded"),
                     _ => self.paint("31;1", "failed"),
                 };
-                writeln!(out, "{word} in {}: {summary}", duration(*d))
+                writeln!(out, "{word} in {}: {}", duration(*d), lines(summary, "  "))
             }
             _ => Ok(()),
         };
@@ -183,5 +211,18 @@ impl Human {
     /// Align step names in status lines.
     pub fn set_name_width(&self, width: usize) {
         *self.width.lock().unwrap() = width.max(4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
+        assert_eq!(printable("\x1b[2K\rok  deploy"), "\\x1b[2K\\x0dok  deploy");
+        assert_eq!(printable("bell\x07 c1\u{9b}"), "bell\\x07 c1\\x9b");
+        assert_eq!(lines("one\r\n  ok   fake", "    | "), "one\n    |   ok   fake");
     }
 }

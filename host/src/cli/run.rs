@@ -3,7 +3,7 @@
 use super::exit;
 use super::render::Human;
 use crate::capabilities::secrets::SecretStore;
-use crate::deploy::{Deployer, Ledger};
+use crate::deploy::{Actor, Deployer, Ledger};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::{Event, Events, Outcome};
 use crate::journal::reader::Journal;
@@ -11,9 +11,10 @@ use crate::journal::writer::JournalWriter;
 use crate::journal::{Entry, runs_dir};
 use crate::pipeline::Pipeline;
 use crate::pipeline::validate::{LoadProblem, StepShape, validate};
+use crate::run::scratch::{ScratchSpace, run_scratches};
 use crate::run::{Reuse, RunRequest, execute, new_run_id};
 use clap::Args;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,9 +22,8 @@ use std::sync::Arc;
 pub struct RunArgs {
     /// The pipeline file
     file: PathBuf,
-    /// Set a pipeline var, overriding its default (repeatable)
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    vars: Vec<String>,
+    #[command(flatten)]
+    inputs: Inputs,
     /// Directory the steps work in [default: the pipeline file's directory]
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
@@ -36,6 +36,51 @@ pub struct RunArgs {
     /// Run again from the first failed step of this earlier run, reusing what succeeded
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
+    /// With --resume: reuse the earlier run's steps even though the workspace revision, the
+    /// pipeline file or a reused step's component changed since
+    #[arg(long, requires = "resume")]
+    force: bool,
+}
+
+impl RunArgs {
+    /// `--workspace`, else the pipeline file's directory.
+    pub(super) fn workspace(&self) -> PathBuf {
+        self.workspace.clone().unwrap_or_else(|| pipeline_dir(&self.file))
+    }
+}
+
+pub(super) fn pipeline_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What the operator hands a pipeline besides its file: vars, and which variables of
+/// wharf's own environment `${{ env.NAME }}` may read.
+#[derive(Args)]
+pub(super) struct Inputs {
+    /// Set a pipeline var, overriding its default (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Let `${{ env.NAME }}` read variable NAME of wharf's environment (repeatable; also
+    /// WHARF_PASS_ENV=NAME,NAME). No other variable reaches a pipeline.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
+}
+
+impl Inputs {
+    /// The variables `env.` may read: `--pass-env` and `WHARF_PASS_ENV` together.
+    fn passed_env(&self) -> BTreeSet<String> {
+        let listed = std::env::var("WHARF_PASS_ENV").unwrap_or_default();
+        listed
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .chain(self.pass_env.iter().cloned())
+            .collect()
+    }
 }
 
 /// A pipeline that passed validation, with its steps loaded.
@@ -43,6 +88,8 @@ pub(super) struct Prepared {
     pub(super) pipeline: Pipeline,
     pub(super) steps: Vec<Arc<LoadedStep>>,
     pub(super) vars: BTreeMap<String, String>,
+    /// The values of the passed variables, read once.
+    pub(super) env: BTreeMap<String, String>,
 }
 
 pub(super) fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, String> {
@@ -55,12 +102,9 @@ pub(super) fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, S
         .collect()
 }
 
-pub(super) async fn prepare(
-    runtime: &Runtime,
-    file: &Path,
-    var_args: &[String],
-    events: &Events,
-) -> Result<Prepared, u8> {
+pub(super) async fn prepare(runtime: &Runtime, file: &Path, inputs: &Inputs, events: &Events) -> Result<Prepared, u8> {
+    let var_args = &inputs.vars;
+    let passed = inputs.passed_env();
     let pipeline = Pipeline::load(file).map_err(|d| {
         eprintln!("{d}");
         exit::INVALID
@@ -92,7 +136,7 @@ pub(super) async fn prepare(
         .iter()
         .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))
         .collect();
-    if let Err(d) = validate(&pipeline, &shapes, &overrides) {
+    if let Err(d) = validate(&pipeline, &shapes, &overrides, &passed) {
         eprintln!("{d}");
         return Err(exit::INVALID);
     }
@@ -103,15 +147,26 @@ pub(super) async fn prepare(
         }
     }
     vars.extend(overrides);
+    let env = passed
+        .into_iter()
+        .map(|name| {
+            let value = std::env::var(&name).unwrap_or_default();
+            (name, value)
+        })
+        .collect();
     let steps = loaded.into_iter().map(|l| l.expect("validated")).collect();
-    Ok(Prepared { pipeline, steps, vars })
+    Ok(Prepared {
+        pipeline,
+        steps,
+        vars,
+        env,
+    })
 }
 
-pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
+pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secrets: SecretStore) -> u8 {
     let events = Events::new();
     let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
     events.add_sink(human.clone());
-    let mut secrets = SecretStore::from_env();
     match parse_pairs(&args.secret_files, "--secret-file") {
         Ok(pairs) => {
             for (name, path) in pairs {
@@ -129,7 +184,7 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
     for value in secrets.values() {
         events.add_secret(value);
     }
-    let prepared = match prepare(runtime, &args.file, &args.vars, &events).await {
+    let prepared = match prepare(runtime, &args.file, &args.inputs, &events).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -149,9 +204,10 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         }
     };
     human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
+    let revision = crate::capabilities::source::workspace_revision(&workspace).await;
     let reuse = match &args.resume {
         None => None,
-        Some(run) => match resume_from(&workspace, run, &prepared.pipeline) {
+        Some(run) => match resume_from(&workspace, run, &prepared, revision.as_deref(), args.force) {
             Ok(reuse) => Some(reuse),
             Err(e) => {
                 eprintln!("error: --resume {run}: {e}");
@@ -160,39 +216,66 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool) -> u8 {
         },
     };
     let run_id = new_run_id();
-    let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref()) {
+    let runs = runs_dir(&workspace);
+    // What killed runs left in their scratch space goes first.
+    ScratchSpace::sweep(run_scratches(&runs));
+    let scratch = match ScratchSpace::create(&runs.join(&run_id).join("scratch")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create the run's scratch space in {}: {e}",
+                runs.display()
+            );
+            return exit::FAILED;
+        }
+    };
+    let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref(), revision) {
         Ok(j) => Some(j),
         Err(e) => {
             eprintln!("warning: this run is not recorded: {e}");
             None
         }
     };
-    let deployer = Arc::new(Deployer::new(&workspace, &run_id, events.clone()));
+    let tally = Arc::new(Tally::default());
+    events.add_sink(tally.clone());
+    let deployer = Arc::new(Deployer::new(&workspace, Actor::Run(run_id.clone()), events.clone()));
+    if let Some(reuse) = &reuse {
+        deployer.adopt(&reuse.lineage);
+    }
     let on_failure = prepared.pipeline.on_failure;
     let started = std::time::Instant::now();
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
         vars: prepared.vars,
+        env: prepared.env,
         workspace,
         run_id,
         secrets: Arc::new(secrets),
         deployer: deployer.clone(),
         events: events.clone(),
         journal: journal.clone(),
+        scratch: &scratch,
         reuse,
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
-    let failed = tokio::select! {
-        report = run => report.outcome == Outcome::Failure,
+    let (failed, signal) = tokio::select! {
+        report = run => (report.outcome == Outcome::Failure, None),
         signal = interrupted() => {
-            events.emit(Event::Notice { message: format!("{signal}: stopping the run") });
-            true
+            events.emit(Event::Notice { message: format!("{}: stopping the run", signal.describe()) });
+            (true, Some(signal))
         }
     };
     let ledger = deployer.settle(failed, on_failure).await;
-    let code = exit_code(failed, &ledger);
+    let code = exit_code(failed, signal, &ledger);
+    if let Some(signal) = signal {
+        events.emit(Event::RunFinished {
+            outcome: Outcome::Failure,
+            duration: started.elapsed(),
+            summary: tally.summary(signal, &ledger),
+        });
+    }
     if let Some(journal) = journal {
         journal.write(Entry::RunFinished {
             outcome: if failed { "failure" } else { "success" }.into(),
@@ -211,6 +294,7 @@ fn start_journal(
     prepared: &Prepared,
     events: &Events,
     reuse: Option<&Reuse>,
+    revision: Option<String>,
 ) -> std::io::Result<Arc<JournalWriter>> {
     let journal = Arc::new(JournalWriter::create(
         &runs_dir(workspace).join(run_id),
@@ -225,20 +309,31 @@ fn start_journal(
         workspace: workspace.display().to_string(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         resumed_from: reuse.map(|r| r.run_id.clone()),
+        revision,
     });
     events.add_sink(journal.clone());
     Ok(journal)
 }
 
 /// The steps of an earlier run that `--resume` takes over: those that succeeded before its
-/// first failed step, in pipeline order.
-fn resume_from(workspace: &Path, run: &str, pipeline: &Pipeline) -> Result<Reuse, String> {
+/// first failed step, in pipeline order. Refused when what those steps worked from has
+/// changed since (another commit, another pipeline file, another build of a reused step):
+/// their outputs (a version, an image) would then describe code that is not what runs now.
+fn resume_from(
+    workspace: &Path,
+    run: &str,
+    prepared: &Prepared,
+    revision: Option<&str>,
+    force: bool,
+) -> Result<Reuse, String> {
+    let pipeline = &prepared.pipeline;
     let dir = crate::journal::find_run(workspace, run)?;
     let journal = Journal::read(&dir)?;
     let outcomes = journal.step_outcomes();
     let mut reuse = Reuse {
         run_id: journal.run_id(),
         outputs: BTreeMap::new(),
+        lineage: lineage(workspace, &journal),
     };
     let mut failed = false;
     for step in &pipeline.steps {
@@ -257,13 +352,89 @@ fn resume_from(workspace: &Path, run: &str, pipeline: &Pipeline) -> Result<Reuse
     if !failed && journal.finished().is_some_and(|(outcome, _, _)| outcome == "success") {
         return Err(format!("run {} succeeded; there is nothing to resume", reuse.run_id));
     }
+    let mut changed = Vec::new();
+    let recorded_revision = match journal.run_started() {
+        Some(Entry::RunStarted { revision, .. }) => revision.clone(),
+        _ => None,
+    };
+    if recorded_revision.as_deref() != revision {
+        changed.push(format!(
+            "the workspace was at {} then and is at {} now",
+            recorded_revision.as_deref().unwrap_or("an unknown revision"),
+            revision.unwrap_or("no git revision")
+        ));
+    }
+    let recorded_pipeline = crate::beneath::existing(&dir, "pipeline.yml")
+        .ok()
+        .and_then(|p| crate::bounded::read(&p, crate::pipeline::model::PIPELINE_LIMIT).ok());
+    if recorded_pipeline.as_deref() != Some(pipeline.source.text.as_bytes()) {
+        changed.push(format!(
+            "{} differs from the pipeline file that run used",
+            pipeline.source.path.display()
+        ));
+    }
+    for (decl, loaded) in pipeline.steps.iter().zip(&prepared.steps) {
+        if !reuse.outputs.contains_key(&decl.id) {
+            continue;
+        }
+        let recorded = journal.entries().find_map(|e| match e {
+            Entry::Component { step, digest, .. } if *step == decl.id => Some(digest.as_str()),
+            _ => None,
+        });
+        if recorded != Some(loaded.digest.as_str()) {
+            changed.push(format!(
+                "step `{}` would be reused but its component changed ({} then, {} now)",
+                decl.id,
+                recorded.unwrap_or("unknown"),
+                loaded.digest
+            ));
+        }
+    }
+    if !changed.is_empty() && !force {
+        return Err(format!(
+            "run {} cannot be resumed: {}.\n  = help: its reused outputs would describe other code; run the pipeline afresh, or add `--force` to reuse them anyway",
+            reuse.run_id,
+            changed.join("; ")
+        ));
+    }
+    for why in &changed {
+        eprintln!("warning: --force: resuming although {why}");
+    }
     Ok(reuse)
 }
 
-/// Exit code of a run from its outcome and what happened to its deploys.
-pub fn exit_code(failed: bool, ledger: &Ledger) -> u8 {
+/// A run and the runs it resumed, newest first (a bounded walk: a forged folder may loop).
+fn lineage(workspace: &Path, journal: &Journal) -> Vec<String> {
+    let mut out = vec![journal.run_id()];
+    let mut next = match journal.run_started() {
+        Some(Entry::RunStarted { resumed_from, .. }) => resumed_from.clone(),
+        _ => None,
+    };
+    while let Some(run) = next.take() {
+        let plain = run.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !plain || out.len() >= 32 || out.contains(&run) {
+            break;
+        }
+        out.push(run.clone());
+        next = crate::journal::find_run(workspace, &run)
+            .and_then(|dir| Journal::read(&dir))
+            .ok()
+            .and_then(|j| match j.run_started() {
+                Some(Entry::RunStarted { resumed_from, .. }) => resumed_from.clone(),
+                _ => None,
+            });
+    }
+    out
+}
+
+/// Exit code of a run from its outcome, how it ended and what happened to its deploys. A
+/// service that needs a human outranks everything; an interrupted run exits as shells
+/// expect (128 + the signal).
+pub fn exit_code(failed: bool, signal: Option<Signal>, ledger: &Ledger) -> u8 {
     if !ledger.rollback_failed.is_empty() || (failed && !ledger.paused.is_empty()) {
         exit::NEEDS_HUMAN
+    } else if let Some(signal) = signal {
+        signal.exit_code()
     } else if failed && !ledger.rolled_back.is_empty() {
         exit::ROLLED_BACK
     } else if failed {
@@ -273,15 +444,90 @@ pub fn exit_code(failed: bool, ledger: &Ledger) -> u8 {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
+/// The signal that stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    fn describe(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "interrupted (Ctrl-C)",
+            Signal::Terminate => "terminated (SIGTERM)",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => exit::INTERRUPTED,
+            Signal::Terminate => exit::TERMINATED,
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() -> Signal {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
-        _ = term.recv() => "terminated (SIGTERM)",
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+        _ = term.recv() => Signal::Terminate,
+    }
+}
+
+/// What a run got through, for the summary of an interrupted run (the run itself never
+/// reaches its own summary).
+#[derive(Default)]
+struct Tally {
+    steps: std::sync::Mutex<(Option<String>, Vec<Outcome>)>,
+}
+
+impl crate::events::Sink for Tally {
+    fn event(&self, event: &Event) {
+        let mut steps = self.steps.lock().unwrap();
+        match event {
+            Event::StepStarted { step, .. } => steps.0 = Some(step.clone()),
+            Event::StepFinished { outcome, .. } => {
+                steps.0 = None;
+                steps.1.push(*outcome);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Tally {
+    fn summary(&self, signal: Signal, ledger: &Ledger) -> String {
+        let steps = self.steps.lock().unwrap();
+        let count = |o: Outcome| steps.1.iter().filter(|x| **x == o).count();
+        let mut out = signal.describe().to_string();
+        if let Some(step) = &steps.0 {
+            out.push_str(&format!(" during step `{step}`"));
+        }
+        out.push_str(&format!(
+            "; before it {} step(s) succeeded, {} failed, {} skipped",
+            count(Outcome::Success),
+            count(Outcome::Failure),
+            count(Outcome::Skipped)
+        ));
+        let list = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+        if !ledger.rolled_back.is_empty() {
+            out.push_str(&format!("; rolled back: {}", list(&ledger.rolled_back)));
+        }
+        if !ledger.paused.is_empty() {
+            out.push_str(&format!("; left for a decision: {}", list(&ledger.paused)));
+        }
+        for (service, why) in &ledger.rollback_failed {
+            out.push_str(&format!("; rollback of {service} FAILED: {why}"));
+        }
+        if ledger.touched.is_empty() {
+            out.push_str("; nothing was deployed");
+        }
+        out
     }
 }

@@ -2,8 +2,8 @@
 
 use super::exit;
 use super::render::Human;
-use crate::deploy::Deployer;
 use crate::deploy::state::ServiceRecord;
+use crate::deploy::{Actor, Deployer};
 use crate::engine::bindings::wharf::step::types::ErrorKind;
 use crate::events::Events;
 use clap::Args;
@@ -29,17 +29,17 @@ pub struct ServiceArgs {
 }
 
 fn print_service(r: &ServiceRecord) {
-    println!("{}  target {}  state {}", r.service, r.target, r.state.as_str());
+    outln!("{}  target {}  state {}", r.service, r.target, r.state.as_str());
     for (label, spec) in [("current", &r.current), ("previous", &r.previous)] {
         if let Some(spec) = spec {
-            println!("  {label:<9} {}  {}", spec.revision.version, spec.revision.image);
+            outln!("  {label:<9} {}  {}", spec.revision.version, spec.revision.image);
         }
     }
     if r.instances.is_empty() {
-        println!("  no instances");
+        outln!("  no instances");
     }
     for i in &r.instances {
-        println!(
+        outln!(
             "  {:<14} {:<24} {}:{:<6} {}",
             i.id,
             i.version,
@@ -55,10 +55,9 @@ fn service_deployer(workspace: &Path) -> Result<Deployer, u8> {
         eprintln!("error: workspace {}: {e}", workspace.display());
         exit::INVALID
     })?;
-    let run_id = format!("cli-{}", std::process::id());
     let events = Events::new();
     events.add_sink(Arc::new(Human::new(false, false, Box::new(std::io::stdout()))));
-    Ok(Deployer::new(&workspace, &run_id, events))
+    Ok(Deployer::new(&workspace, Actor::Person, events))
 }
 
 pub(super) async fn status(args: StatusArgs) -> u8 {
@@ -67,28 +66,35 @@ pub(super) async fn status(args: StatusArgs) -> u8 {
         Err(code) => return code,
     };
     let records = match &args.service {
-        Some(s) => deployer.status(s).await.map(|r| vec![r]),
+        Some(s) => vec![deployer.status(s).await],
         None => deployer.list().await,
     };
-    match records {
-        Ok(records) if records.is_empty() => {
-            println!("no services deployed from {}", args.workspace.display());
-            exit::SUCCESS
-        }
-        Ok(records) => {
-            for (n, r) in records.iter().enumerate() {
-                if n > 0 {
-                    println!();
+    if records.is_empty() {
+        outln!("no services deployed from {}", args.workspace.display());
+        return exit::SUCCESS;
+    }
+    let mut code = exit::SUCCESS;
+    let mut first = true;
+    for record in &records {
+        match record {
+            Ok(r) => {
+                if !first {
+                    outln!();
                 }
+                first = false;
                 print_service(r);
             }
-            exit::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            exit::INVALID
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                code = if e.kind == ErrorKind::InvalidInput {
+                    exit::INVALID
+                } else {
+                    exit::FAILED
+                };
+            }
         }
     }
+    code
 }
 
 pub(super) async fn decide(args: ServiceArgs, confirm: bool) -> u8 {

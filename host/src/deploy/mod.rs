@@ -43,16 +43,29 @@ pub struct Ledger {
     pub paused: BTreeSet<String>,
 }
 
+/// On whose behalf a deployer acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A pipeline run: it decides only the upgrades it began.
+    Run(String),
+    /// A person at the command line (`wharf confirm`, `wharf rollback`): decides any.
+    Person,
+}
+
 pub struct Deployer {
     paths: TargetPaths,
     services_dir: PathBuf,
     locks_dir: PathBuf,
+    actor: Actor,
+    /// Recorded in state files and locks: the run id, or `cli-PID` for a person.
     run_id: String,
     events: Events,
     local: LocalTarget,
     docker: tokio::sync::OnceCell<Result<DockerTarget, StepError>>,
     held: Mutex<HashMap<String, ServiceLock>>,
     ledger: Mutex<Ledger>,
+    /// Earlier runs whose unfinished upgrades this run carries on (`--resume`).
+    adopted: Mutex<BTreeSet<String>>,
 }
 
 fn permanent(message: String) -> StepError {
@@ -69,7 +82,11 @@ pub fn state_dir(workspace: &Path) -> PathBuf {
 }
 
 impl Deployer {
-    pub fn new(workspace: &Path, run_id: &str, events: Events) -> Self {
+    pub fn new(workspace: &Path, actor: Actor, events: Events) -> Self {
+        let run_id = match &actor {
+            Actor::Run(id) => id.clone(),
+            Actor::Person => format!("cli-{}", std::process::id()),
+        };
         let state = state_dir(workspace);
         let paths = TargetPaths {
             state: state.clone(),
@@ -80,12 +97,30 @@ impl Deployer {
             paths,
             services_dir: state.join("services"),
             locks_dir: state.join("locks"),
-            run_id: run_id.to_string(),
+            actor,
+            run_id,
             events,
             docker: tokio::sync::OnceCell::new(),
             held: Mutex::new(HashMap::new()),
             ledger: Mutex::new(Ledger::default()),
+            adopted: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Carry on the upgrades that `runs` began and left awaiting a decision (a resumed run
+    /// takes over from the run it resumes): they are this run's to decide and to settle.
+    pub fn adopt(&self, runs: &[String]) {
+        self.adopted.lock().unwrap().extend(runs.iter().cloned());
+        for record in ServiceRecord::list(&self.services_dir).into_iter().flatten() {
+            if record.owner.as_ref().is_some_and(|o| runs.contains(o)) {
+                self.ledger.lock().unwrap().touched.insert(record.service);
+            }
+        }
+    }
+
+    /// Whether an upgrade begun by run `owner` is this run's to decide.
+    fn owns(&self, owner: &str) -> bool {
+        owner == self.run_id || self.adopted.lock().unwrap().contains(owner)
     }
 
     pub fn ledger(&self) -> Ledger {
@@ -120,16 +155,23 @@ impl Deployer {
 
     fn save(&self, record: &mut ServiceRecord) -> Result<(), StepError> {
         record.run_id = Some(self.run_id.clone());
-        record
-            .save(&self.services_dir)
-            .map_err(|e| permanent(format!("saving the state of `{}`: {e}", record.service)))
+        record.save(&self.services_dir).map_err(|e| {
+            crate::capabilities::io_failure(
+                format_args!(
+                    "saving the state of `{}` in {}",
+                    record.service,
+                    self.services_dir.display()
+                ),
+                &e,
+            )
+        })
     }
 
     fn existing(&self, service: &str) -> Result<ServiceRecord, StepError> {
         self.load(service)?.ok_or_else(|| {
             let known: Vec<String> = ServiceRecord::list(&self.services_dir)
-                .unwrap_or_default()
                 .into_iter()
+                .flatten()
                 .map(|r| r.service)
                 .collect();
             invalid(format!(
@@ -281,6 +323,7 @@ impl Deployer {
         record.previous = record.current.take();
         record.current = Some(spec);
         record.state = State::Upgrading;
+        record.owner = Some(self.run_id.clone());
         self.save(&mut record)?;
         self.ledger.lock().unwrap().touched.insert(service.clone());
         self.note(format!(
@@ -361,8 +404,27 @@ impl Deployer {
         Ok(record)
     }
 
+    /// A run may decide only an upgrade it began; a person may decide any.
+    fn check_owner(&self, service: &str, decision: &str) -> Result<(), StepError> {
+        if self.actor == Actor::Person {
+            return Ok(());
+        }
+        let record = self.existing(service)?;
+        let pending = matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack);
+        match &record.owner {
+            Some(owner) if pending && !self.owns(owner) => Err(step_error(
+                ErrorKind::Denied,
+                format!(
+                    "service `{service}` awaits a decision on the upgrade of run {owner}, not of this run; a run decides only its own upgrades (a person can: `wharf {decision} {service}`)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Finish Upgrade: the new revision stays, the previous revision's instances go.
     pub async fn confirm(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.check_owner(service, "confirm")?;
         self.lock(service)?;
         let result = self.confirm_locked(service).await;
         self.unlock(service);
@@ -388,6 +450,7 @@ impl Deployer {
         }
         record.instances = keep;
         record.state = State::Active;
+        record.owner = None;
         self.save(&mut record)?;
         self.note(format!("{service}: confirmed {}", current.revision.version));
         Ok(record)
@@ -396,6 +459,7 @@ impl Deployer {
     /// Rollback: remove the new revision's instances and bring back the recorded previous
     /// revision by digest.
     pub async fn rollback(&self, service: &str) -> Result<ServiceRecord, StepError> {
+        self.check_owner(service, "rollback")?;
         self.lock(service)?;
         let result = self.rollback_locked(service).await;
         self.unlock(service);
@@ -476,6 +540,7 @@ impl Deployer {
         }
         record.current = previous;
         record.previous = None;
+        record.owner = None;
         self.save(&mut record)?;
         self.note(match &record.current {
             Some(spec) => format!(
@@ -517,13 +582,17 @@ impl Deployer {
         Ok(record)
     }
 
-    pub async fn list(&self) -> Result<Vec<ServiceRecord>, StepError> {
-        let records = ServiceRecord::list(&self.services_dir).map_err(|e| permanent(e.to_string()))?;
+    /// Every service, each with its instances checked; a service whose state cannot be read
+    /// is an error of its own, and the others are still listed.
+    pub async fn list(&self) -> Vec<Result<ServiceRecord, StepError>> {
         let mut out = Vec::new();
-        for r in records {
-            out.push(self.status(&r.service).await?);
+        for r in ServiceRecord::list(&self.services_dir) {
+            out.push(match r {
+                Ok(r) => self.status(&r.service).await,
+                Err(e) => Err(permanent(e)),
+            });
         }
-        Ok(out)
+        out
     }
 
     /// Running instances; none for a service never deployed (a template's fallback).
@@ -551,6 +620,10 @@ impl Deployer {
             if !matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack) {
                 continue;
             }
+            // Decided meanwhile by a person, and upgraded again by another run: not ours.
+            if record.owner.as_ref().is_some_and(|owner| !self.owns(owner)) {
+                continue;
+            }
             if !run_failed {
                 if record.state == State::Upgraded {
                     self.note(format!(
@@ -562,7 +635,12 @@ impl Deployer {
             match on_failure {
                 OnFailure::Rollback => {
                     self.note(format!("{service}: the run failed; rolling back"));
-                    let _ = self.rollback(&service).await;
+                    if let Err(e) = self.rollback(&service).await {
+                        self.note(format!(
+                            "{service}: the rollback FAILED: {}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`",
+                            e.message
+                        ));
+                    }
                 }
                 OnFailure::Pause => {
                     self.unlock(&service);

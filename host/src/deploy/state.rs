@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Largest state file read.
+const STATE_LIMIT: u64 = 16 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
@@ -78,6 +81,10 @@ pub struct ServiceRecord {
     pub instances: Vec<Instance>,
     /// The run that last changed the service.
     pub run_id: Option<String>,
+    /// The run whose upgrade awaits a decision (state upgrading, upgraded or rolling-back):
+    /// only that run, or a person, may confirm or roll it back.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub updated: String,
 }
 
@@ -91,18 +98,22 @@ impl ServiceRecord {
             previous: None,
             instances: Vec::new(),
             run_id: None,
+            owner: None,
             updated: String::new(),
         }
     }
 
     pub fn load(dir: &Path, service: &str) -> std::io::Result<Option<ServiceRecord>> {
         let path = dir.join(format!("{service}.json"));
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        match crate::bounded::read(&path, STATE_LIMIT) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: {e}; fix the file or remove it (`wharf remove {service}` needs it)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
         }
     }
 
@@ -115,21 +126,26 @@ impl ServiceRecord {
         std::fs::rename(tmp, path)
     }
 
-    pub fn list(dir: &Path) -> std::io::Result<Vec<ServiceRecord>> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(out);
-        };
-        for entry in entries {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(service) = name.strip_suffix(".json")
-                && !service.starts_with('.')
-                && let Some(record) = Self::load(dir, service)?
-            {
-                out.push(record);
-            }
-        }
-        out.sort_by(|a, b| a.service.cmp(&b.service));
-        Ok(out)
+    /// Every service with a state file: each read on its own, so one damaged file does not
+    /// hide the others.
+    pub fn list(dir: &Path) -> Vec<Result<ServiceRecord, String>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let service = name.strip_suffix(".json")?;
+                (!service.starts_with('.')).then(|| service.to_string())
+            })
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|service| match Self::load(dir, &service) {
+                Ok(record) => record.map(Ok),
+                Err(e) => Some(Err(e.to_string())),
+            })
+            .collect()
     }
 }

@@ -2,35 +2,80 @@
 //! precompile-compatibility hash, so a second `wharf run` compiles nothing and a wharf built
 //! with other engine settings never loads an artifact it cannot use.
 //!
-//! Deserializing runs native code; only files this cache wrote are read: the directory is
-//! created private (0700), artifacts are written to a temporary name and renamed into place.
+//! Deserializing runs native code, so an entry is loaded only when all of these hold: the
+//! directory belongs to this user and no one else may enter it (0700), it does not lie in
+//! the workspace a pipeline's steps write to, and the entry's checksum (stored in front of
+//! it) matches its bytes. A damaged entry (a flipped bit, a cut-off write) is compiled again
+//! instead of crashing every later run.
 
+use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// An entry: this magic, the sha256 of the rest, then what `Component::serialize` wrote.
+const MAGIC: &[u8; 8] = b"WHARFCC1";
+const HEADER: usize = MAGIC.len() + 32;
+/// Larger entries are not read (compiled built-in steps are a few MiB).
+const ENTRY_LIMIT: u64 = 1 << 30;
+
 pub struct ComponentCache {
     dir: Option<PathBuf>,
     engine_hash: u64,
 }
 
+/// Why a cache directory is not used.
+pub fn check_dir(dir: &Path, workspace: Option<&Path>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to user {}, not to this user ({me}); compiled code is loaded only from a directory of one's own",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is open to other users (mode {:o}); make it private with `chmod 700 {}`",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        ));
+    }
+    if let Some(workspace) = workspace
+        && let (Ok(real), Ok(ws)) = (std::fs::canonicalize(dir), std::fs::canonicalize(workspace))
+        && real.starts_with(&ws)
+    {
+        return Err(format!(
+            "{} lies inside the workspace {}, where pipeline steps write; put it elsewhere (WHARF_CACHE_DIR)",
+            dir.display(),
+            ws.display()
+        ));
+    }
+    Ok(())
+}
+
 impl ComponentCache {
-    /// `dir` None disables the disk cache.
+    /// `dir` None disables the disk cache; so does a directory [`check_dir`] refuses (the
+    /// caller has said why).
     pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        let dir = dir.and_then(|d| match create_private_dir(&d) {
-            Ok(()) => Some(d),
-            Err(e) => {
-                tracing::warn!("compile cache disabled: cannot create {}: {e}", d.display());
-                None
-            }
-        });
         Self {
-            dir,
+            dir: dir.filter(|d| check_dir(d, None).is_ok()),
             engine_hash: hasher.finish(),
         }
     }
@@ -53,12 +98,12 @@ impl ComponentCache {
     /// The component for `bytes`, and whether it came from the cache.
     pub fn load(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
         if let Some(path) = self.path_for(sha256)
-            && path.exists()
+            && let Some(entry) = read_entry(&path)
         {
-            // SAFETY: the file was written by `store` below from `Component::serialize` of
+            // SAFETY: the bytes are what `store` below wrote from `Component::serialize` of
             // an engine with the same compatibility hash (it is in the file name), in a
-            // directory only this user can write.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            // directory only this user can enter, and their checksum matches.
+            match unsafe { Component::deserialize(engine, &entry) } {
                 Ok(component) => return Ok((component, true)),
                 Err(e) => {
                     tracing::warn!("discarding unreadable cache entry {}: {e}", path.display());
@@ -76,26 +121,37 @@ impl ComponentCache {
     }
 }
 
+/// The compiled bytes of an entry whose checksum holds; a damaged entry is removed.
+fn read_entry(path: &Path) -> Option<Vec<u8>> {
+    let mut bytes = match crate::bounded::read(path, ENTRY_LIMIT) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => {
+            tracing::warn!("discarding cache entry: {e}");
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+    };
+    let intact = bytes.len() >= HEADER
+        && bytes[..MAGIC.len()] == MAGIC[..]
+        && Sha256::digest(&bytes[HEADER..])[..] == bytes[MAGIC.len()..HEADER];
+    if !intact {
+        tracing::warn!("discarding damaged cache entry {}", path.display());
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    bytes.drain(..HEADER);
+    Some(bytes)
+}
+
 fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
     let bytes = component.serialize()?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(MAGIC)?;
+    file.write_all(&Sha256::digest(&bytes))?;
     file.write_all(&bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(std::io::Error::other(format!(
-            "{} is writable by other users ({:o}); refusing to load compiled code from it",
-            dir.display(),
-            mode & 0o777
-        )));
-    }
     Ok(())
 }

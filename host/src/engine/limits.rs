@@ -17,6 +17,9 @@ pub struct StepLimits {
     pub log_bytes: u64,
     /// Bytes of captured program output per stream, and of the step's outputs together.
     pub output_bytes: u64,
+    /// Bytes a step may write to disk through its grants and scratch directory
+    /// (see [`super::disk`]).
+    pub disk_bytes: u64,
 }
 
 impl Default for StepLimits {
@@ -27,6 +30,7 @@ impl Default for StepLimits {
             fuel: None,
             log_bytes: 10 << 20,
             output_bytes: 1 << 20,
+            disk_bytes: 1 << 30,
         }
     }
 }
@@ -42,6 +46,7 @@ impl StepLimits {
             fuel: o.fuel,
             log_bytes: o.log.unwrap_or(d.log_bytes),
             output_bytes: o.output.unwrap_or(d.output_bytes),
+            disk_bytes: o.disk.unwrap_or(d.disk_bytes),
         }
     }
 }
@@ -102,6 +107,47 @@ impl LogBudget {
             return Ok(());
         }
         Err(!self.exceeded.swap(true, Ordering::Relaxed))
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+}
+
+/// The disk bytes a step may still write.
+#[derive(Debug)]
+pub struct DiskBudget {
+    pub limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl DiskBudget {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Spend `bytes`; false once the limit would be passed (nothing is spent then).
+    pub fn charge(&self, bytes: u64) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.saturating_add(bytes);
+            if next > self.limit {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
     }
 
     pub fn exceeded(&self) -> bool {

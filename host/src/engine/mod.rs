@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod disk;
 pub mod limits;
 pub mod state;
 pub mod step;
@@ -101,6 +102,8 @@ impl Runtime {
             random::insecure::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
             random::insecure_seed::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
         }
+        // Writes to disk are charged against the step's disk limit.
+        disk::add_to_linker(&mut linker)?;
         linker.allow_shadowing(false);
         bindings::TypedStep::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
         let cache = ComponentCache::new(&engine, cache_dir);
@@ -324,6 +327,9 @@ fn new_engine() -> anyhow::Result<(Engine, bool)> {
     Ok((Engine::new(&config)?, false))
 }
 
+/// Largest component file wharf reads (the built-in steps are well under 1 MiB each).
+pub const COMPONENT_LIMIT: u64 = 256 << 20;
+
 fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
     match source {
         StepSource::Builtin(name) => match builtins::get(name) {
@@ -342,10 +348,10 @@ fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
                 },
             }),
         },
-        StepSource::File(path) => match std::fs::read(path) {
+        StepSource::File(path) => match crate::bounded::read(path, COMPONENT_LIMIT) {
             Ok(bytes) => Ok((path.display().to_string(), bytes)),
             Err(e) => Err(LoadProblem {
-                message: format!("cannot read step {}: {e}", path.display()),
+                message: format!("cannot read step: {e}"),
                 help: "`uses:` takes `builtin:NAME` or a .wasm path relative to the pipeline file".into(),
             }),
         },

@@ -4,8 +4,8 @@
 use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::Deployer;
-use crate::engine::limits::StepLimiter;
 use crate::engine::limits::StepLimits;
+use crate::engine::limits::{DiskBudget, StepLimiter};
 use crate::journal::tape::Tape;
 use crate::sandbox::Grants;
 use crate::sandbox::egress::StepHttpHooks;
@@ -22,6 +22,8 @@ pub struct StepState {
     /// What this step may reach: checked by every capability.
     pub grants: Arc<Grants>,
     pub limits: StepLimits,
+    /// What the step may still write to disk.
+    pub disk: Arc<DiskBudget>,
     /// Records host calls to the run's journal, or answers them from it in a replay.
     pub tape: Tape,
     pub wasi: WasiCtx,

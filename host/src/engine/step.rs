@@ -4,11 +4,12 @@
 
 use super::bindings::TypedStepPre;
 use super::bindings::wharf::step::types::{Context, ErrorKind, StepError, StepInfo, Value};
-use super::limits::{StepLimiter, StepLimits};
+use super::limits::{DiskBudget, StepLimiter, StepLimits};
 use super::state::StepState;
 use super::{LoadedStep, StepKind};
 use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
+use crate::events::lines::LineSplitter;
 use crate::events::{Events, Level, Stream};
 use crate::journal::tape::Tape;
 use crate::sandbox::Grants;
@@ -48,6 +49,8 @@ pub struct StepInput {
     pub grants: Arc<Grants>,
     /// The directories opened to the step (from its grants, or a replay's snapshot).
     pub preopens: Vec<Preopen>,
+    /// An empty directory of the run's scratch space: a WASI command's `/run/wharf`.
+    pub scratch: std::path::PathBuf,
     pub tape: Tape,
     pub limits: StepLimits,
 }
@@ -145,13 +148,12 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
     let tail = StderrTail::default();
     let limits = input.limits;
     let budget = input.scope.log_budget.clone();
+    let input_events = input.scope.events.clone();
     let mut builder = base_wasi(&input.scope, &input.preopens, &tail);
     // A WASI command's output file lives in a scratch directory only it sees.
-    let scratch = match &step.kind {
+    let output_file = match &step.kind {
         StepKind::Typed(_) => None,
         StepKind::Command(_) => {
-            let dir = tempfile::tempdir()
-                .map_err(|e| permanent(format!("cannot create the step's output directory: {e}")))?;
             builder.arg(&step.origin);
             builder.env("WHARF_OUTPUT", OUTPUT_FILE);
             builder.env("WHARF_STEP_ID", &input.scope.step_id);
@@ -163,9 +165,9 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 }
             }
             builder
-                .preopened_dir(dir.path(), OUTPUT_DIR, FsPerms::ReadWrite)
+                .preopened_dir(&input.scratch, OUTPUT_DIR, FsPerms::ReadWrite)
                 .map_err(|e| permanent(format!("cannot open the step's output directory: {e}")))?;
-            Some(dir)
+            Some(input.scratch.join("output"))
         }
     };
     let ctx = Context {
@@ -205,18 +207,10 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                 instance.wasi_cli_run().call_run(&mut store).await
             };
             let exited = |code: i32| match code {
-                0 => {
-                    let path = scratch
-                        .as_ref()
-                        .expect("commands have a scratch directory")
-                        .path()
-                        .join("output");
-                    let text = std::fs::read_to_string(path).unwrap_or_default();
-                    Ended::Returned(parse_outputs(&text).map_err(|message| StepFailure {
-                        kind: FailureKind::Error(ErrorKind::InvalidInput),
-                        message: format!("WHARF_OUTPUT: {message}"),
-                    }))
-                }
+                0 => Ended::Returned(read_output_file(
+                    output_file.as_deref().expect("commands have an output file"),
+                    &limits,
+                )),
                 code => Ended::Returned(Err(StepFailure {
                     kind: FailureKind::Exit(code),
                     message: with_stderr(format!("exited with code {code}"), &tail),
@@ -234,6 +228,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         }
     };
     let refused = store.data().limiter.memory_refused;
+    let disk_full = store.data().disk.exceeded();
     let fuel_left = store.get_fuel().ok();
     drop(store); // flushes partial log lines before the outcome is reported
     // A limit hit explains whatever the step did after it.
@@ -246,11 +241,29 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
             ),
         });
     }
+    if disk_full {
+        return Err(StepFailure {
+            kind: FailureKind::Limit,
+            message: format!(
+                "wrote more than its disk limit of {} and was stopped; raise it with `limits: {{ disk: ... }}` on the step",
+                size(limits.disk_bytes)
+            ),
+        });
+    }
     let outputs = match ended {
         Ended::TimedOut => return Err(timeout(&limits)),
         Ended::Trapped(trap) => return Err(trap_failure(&trap, &tail, refused, fuel_left, &limits)),
         Ended::Returned(result) => result?,
     };
+    if let Some((name, _)) = outputs.iter().find(|(k, _)| !crate::pipeline::model::is_identifier(k)) {
+        return Err(StepFailure {
+            kind: FailureKind::Error(ErrorKind::InvalidInput),
+            message: format!(
+                "returned an output named `{}`; output names are identifiers (a letter, then letters, digits, `-`, `_`)",
+                input_events.redact(name)
+            ),
+        });
+    }
     let total: usize = outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total as u64 > limits.output_bytes {
         return Err(StepFailure {
@@ -263,6 +276,29 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         });
     }
     Ok(outputs)
+}
+
+/// A WASI command's `WHARF_OUTPUT` file, read only when within the output limit.
+fn read_output_file(path: &std::path::Path, limits: &StepLimits) -> Result<Outputs, StepFailure> {
+    let text = match crate::bounded::read_text(path, limits.output_bytes) {
+        Ok(text) => text,
+        Err(e) if e.is_not_found() => String::new(),
+        Err(crate::bounded::ReadError::TooBig { size: written, .. }) => {
+            return Err(StepFailure {
+                kind: FailureKind::Limit,
+                message: format!(
+                    "wrote {} to WHARF_OUTPUT, over its output limit of {}; raise it with `limits: {{ output: ... }}` on the step",
+                    size(written),
+                    size(limits.output_bytes)
+                ),
+            });
+        }
+        Err(e) => return Err(permanent(format!("WHARF_OUTPUT: {e}"))),
+    };
+    parse_outputs(&text).map_err(|message| StepFailure {
+        kind: FailureKind::Error(ErrorKind::InvalidInput),
+        message: format!("WHARF_OUTPUT: {message}"),
+    })
 }
 
 fn permanent(message: String) -> StepFailure {
@@ -381,6 +417,7 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         deployer,
         grants,
         limits: *limits,
+        disk: Arc::new(DiskBudget::new(limits.disk_bytes)),
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
@@ -500,32 +537,27 @@ impl StdoutStream for LogPipe {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(LineWriter {
             pipe: self.clone(),
-            partial: Vec::new(),
+            lines: LineSplitter::default(),
         })
     }
 }
 
 struct LineWriter {
     pipe: LogPipe,
-    partial: Vec<u8>,
+    lines: LineSplitter,
 }
 
 impl LineWriter {
-    /// Longest line kept whole; longer ones are split.
-    const MAX_LINE: usize = 64 * 1024;
-
-    fn emit(&mut self, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if let Some(tail) = &self.pipe.tail {
-            tail.push(text.to_string());
+    fn emit(pipe: &LogPipe, text: String) {
+        if let Some(tail) = &pipe.tail {
+            tail.push(text.clone());
         }
-        let level = if self.pipe.stream == Stream::Stderr {
+        let level = if pipe.stream == Stream::Stderr {
             Level::Warn
         } else {
             Level::Info
         };
-        self.pipe.scope.line(level, self.pipe.stream, text);
+        pipe.scope.line(level, pipe.stream, text);
     }
 }
 
@@ -534,15 +566,14 @@ impl OutputStream for LineWriter {
         if self.pipe.scope.log_budget.exceeded() {
             return Err(wasmtime_wasi::p2::StreamError::trap("log limit reached"));
         }
-        self.partial.extend_from_slice(&bytes);
-        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            self.emit(&line);
-        }
-        if self.partial.len() > Self::MAX_LINE {
-            let line = std::mem::take(&mut self.partial);
-            self.emit(&line);
-        }
+        let events = &self.pipe.scope.events;
+        let pipe = &self.pipe;
+        self.lines.push(
+            &bytes,
+            &|text| events.redact(text),
+            events.longest_secret(),
+            &mut |line| Self::emit(pipe, line),
+        );
         Ok(())
     }
 
@@ -551,7 +582,7 @@ impl OutputStream for LineWriter {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(Self::MAX_LINE)
+        Ok(crate::events::lines::MAX_LINE)
     }
 }
 
@@ -562,10 +593,8 @@ impl Pollable for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            self.emit(&line);
-        }
+        let pipe = &self.pipe;
+        self.lines.finish(&mut |line| Self::emit(pipe, line));
     }
 }
 

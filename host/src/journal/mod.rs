@@ -14,6 +14,7 @@
 
 pub mod reader;
 pub mod replay;
+pub mod snapshot;
 pub mod tape;
 pub mod writer;
 
@@ -51,6 +52,9 @@ pub enum Entry {
         started: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<String>,
+        /// The workspace's git revision (commit, and a digest of uncommitted changes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
     },
     /// A step's component, stored under `components/`.
     Component {

@@ -11,11 +11,20 @@ pub struct Journal {
     pub truncated: bool,
 }
 
+/// Largest journal wharf reads: a run's log is bounded per step, so only a damaged or
+/// forged folder comes near it.
+pub const JOURNAL_LIMIT: u64 = 1 << 30;
+
 impl Journal {
     pub fn read(run_dir: &Path) -> Result<Journal, String> {
-        let path = run_dir.join("journal.jsonl");
-        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let text = String::from_utf8_lossy(&text);
+        let path = crate::beneath::existing(run_dir, "journal.jsonl").map_err(|e| e.to_string())?;
+        let bytes = crate::bounded::read(&path, JOURNAL_LIMIT).map_err(|e| e.to_string())?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// A journal from its bytes; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Journal, String> {
+        let text = String::from_utf8_lossy(bytes);
         let mut records = Vec::new();
         let mut truncated = false;
         let lines: Vec<&str> = text.split('\n').collect();

@@ -4,19 +4,24 @@
 //! the journal, so the replay is deterministic. A call that differs from the recorded one
 //! stops the replay with both side by side.
 
-use super::Entry;
 use super::reader::Journal;
 use super::tape::{Divergence, Player, RecordedCall, Tape, masked_str_eq};
+use super::{Entry, snapshot};
 use crate::capabilities::StepScope;
 use crate::engine::limits::StepLimits;
 use crate::engine::step::{self, StepInput, StepParams};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::{Event, Events, Outcome};
+use crate::run::scratch::ScratchSpace;
 use crate::sandbox::preopens::Preopen;
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Replays keep their scratch space in the temporary directory, named so.
+const SCRATCH_PREFIX: &str = "wharf-replay-";
 
 pub struct ReplayRequest<'a> {
     pub runtime: &'a Runtime,
@@ -132,6 +137,21 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         replay: true,
     });
     let started = Instant::now();
+    let temp = std::env::temp_dir();
+    ScratchSpace::sweep(
+        std::fs::read_dir(&temp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX))
+            .map(|e| e.path()),
+    );
+    // Named by this process, never by anything the run folder says.
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let scratch = ScratchSpace::create(&temp.join(format!("{SCRATCH_PREFIX}{}-{unique}", std::process::id())))
+        .map_err(|e| format!("cannot create the replay's scratch space in {}: {e}", temp.display()))?;
     let mut loaded: HashMap<String, Arc<LoadedStep>> = HashMap::new();
     let entries: Vec<&Entry> = journal.entries().collect();
     let mut replayed_steps = 0;
@@ -224,14 +244,21 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
             _ => None,
         });
 
-        let workspace = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let name = format!("{}-{}", attempt.step, attempt.attempt);
+        let in_scratch = |what: &str| {
+            scratch
+                .attempt(&format!("{what}-{name}"))
+                .map_err(|e| format!("replay scratch space {}: {e}", scratch.path().display()))
+        };
+        let workspace = in_scratch("workspace")?;
+        let output_dir = in_scratch("output")?;
         if let Some(snapshot) = attempt.snapshot {
-            let file = std::fs::File::open(req.run_dir.join(snapshot)).map_err(|e| format!("{snapshot}: {e}"))?;
-            tar::Archive::new(file)
-                .unpack(workspace.path())
-                .map_err(|e| format!("{snapshot}: {e}"))?;
+            let bytes = run_file(&req.run_dir, snapshot, snapshot::LIMITS.bytes + 1024)?;
+            snapshot::unpack(&bytes[..], snapshot, &workspace, snapshot::LIMITS)
+                .map_err(|e| format!("run folder {}: {e}", req.run_dir.display()))?;
         }
-        // A run folder may come from anywhere: its paths stay inside the scratch workspace.
+        // A run folder may come from anywhere: its directories are opened as a run opens
+        // them, resolved beneath the scratch workspace.
         let mut preopens: Vec<Preopen> = Vec::new();
         for (guest, write) in attempt.preopens {
             let Some(guest) = crate::sandbox::grants::normalize(guest) else {
@@ -240,13 +267,17 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                     attempt.step
                 ));
             };
-            let host = workspace.path().join(&guest);
-            let _ = std::fs::create_dir_all(&host);
-            preopens.push(Preopen {
-                host,
-                guest,
-                write: *write,
-            });
+            let opened = match crate::sandbox::preopens::open(&workspace, &guest, true) {
+                Ok(p) => Preopen { write: *write, ..p },
+                Err(e) => {
+                    return Err(format!(
+                        "run folder {}: step `{}`: {e}",
+                        req.run_dir.display(),
+                        attempt.step
+                    ));
+                }
+            };
+            preopens.push(opened);
         }
         let params: StepParams = serde_json::from_value(attempt.params.clone())
             .map_err(|e| format!("journal: parameters of `{}`: {e}", attempt.step))?;
@@ -264,13 +295,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         let result = step::run(
             &step,
             StepInput {
-                scope: StepScope::new(
-                    &run_id,
-                    attempt.step,
-                    workspace.path(),
-                    req.events.clone(),
-                    limits.log_bytes,
-                ),
+                scope: StepScope::new(&run_id, attempt.step, &workspace, req.events.clone(), limits.log_bytes),
                 pipeline: pipeline.clone(),
                 attempt: attempt.attempt,
                 params,
@@ -278,6 +303,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 deployer: None,
                 grants: Arc::default(),
                 preopens,
+                scratch: output_dir,
                 tape: Tape::Replay(player.clone()),
                 limits,
             },
@@ -409,7 +435,7 @@ async fn load_component(
     step: &str,
 ) -> Result<Arc<LoadedStep>, String> {
     if let Some((_, path)) = req.substitutes.iter().find(|(s, _)| s == step) {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = crate::bounded::read(path, COMPONENT_LIMIT).map_err(|e| e.to_string())?;
         return req
             .runtime
             .load_bytes(path.display().to_string(), bytes, &req.events)
@@ -419,16 +445,31 @@ async fn load_component(
     let (origin, digest) = components
         .get(step)
         .ok_or_else(|| format!("the journal has no component for step `{step}`"))?;
-    let path = component_path(&req.run_dir, digest);
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some(hex) = crate::oci::digest_hex(digest) else {
+        return Err(format!(
+            "journal: step `{step}` names component `{digest}`, which is not a sha256 digest"
+        ));
+    };
+    let name = format!("components/{hex}.wasm");
+    let bytes = run_file(&req.run_dir, &name, COMPONENT_LIMIT)?;
+    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    if actual != *digest {
+        return Err(format!(
+            "run folder {}: {name} is not the component the run recorded (it hashes to {actual}); the folder was altered or damaged",
+            req.run_dir.display()
+        ));
+    }
     req.runtime
         .load_bytes(origin.clone(), bytes, &req.events)
         .await
         .map_err(|p| format!("{}: {}", p.message, p.help))
 }
 
-pub fn component_path(run_dir: &Path, digest: &str) -> PathBuf {
-    run_dir
-        .join("components")
-        .join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
+/// Largest component a replay reads from a run folder.
+const COMPONENT_LIMIT: u64 = 256 << 20;
+
+/// A file of the run folder, resolved beneath it and read within `limit` bytes.
+fn run_file(run_dir: &Path, name: &str, limit: u64) -> Result<Vec<u8>, String> {
+    let path = crate::beneath::existing(run_dir, name).map_err(|e| format!("run folder: {e}"))?;
+    crate::bounded::read(&path, limit).map_err(|e| format!("run folder: {e}"))
 }

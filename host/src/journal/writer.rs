@@ -1,8 +1,12 @@
-//! Writing a run's journal as it happens: every entry is appended and flushed at once, and
-//! synced to disk at every step boundary, so a killed run leaves a journal that reads up to
-//! its last whole entry. Every line passes the secret redactor before it is written.
+//! Writing a run's journal as it happens: every entry is appended at once, and synced to
+//! disk at every step boundary, so a killed run leaves a journal that reads up to its last
+//! whole entry. Every line passes the secret redactor before it is written.
+//!
+//! When a write fails (the disk is full), the half-written line is cut off again, the run is
+//! told once that its journal is incomplete from there and why, and nothing more is written:
+//! the journal stays readable up to the failure.
 
-use super::{Entry, FORMAT, Record, VERSION};
+use super::{Entry, FORMAT, Record, VERSION, snapshot};
 use crate::events::{Event, Events, Level, Sink, Stream};
 use std::collections::HashSet;
 use std::fs::File;
@@ -13,15 +17,19 @@ use std::time::Instant;
 
 pub struct JournalWriter {
     dir: PathBuf,
-    file: Mutex<BufWriter<File>>,
+    file: Mutex<Output>,
     started: Instant,
     events: Events,
     components: Mutex<HashSet<String>>,
 }
 
-/// Workspace snapshots larger than this are not kept; a replay of that step then sees an
-/// empty directory and will likely diverge, which the replay reports.
-pub const SNAPSHOT_LIMIT: u64 = 32 << 20;
+struct Output {
+    file: File,
+    /// Bytes of whole lines written.
+    written: u64,
+    /// Why writing stopped.
+    broken: Option<String>,
+}
 
 impl JournalWriter {
     /// Create `RUN_DIR` with its header line. `events` supplies the redactor.
@@ -33,7 +41,11 @@ impl JournalWriter {
             .open(dir.join("journal.jsonl"))?;
         let writer = JournalWriter {
             dir: dir.to_path_buf(),
-            file: Mutex::new(BufWriter::new(file)),
+            file: Mutex::new(Output {
+                file,
+                written: 0,
+                broken: None,
+            }),
             started: Instant::now(),
             events,
             components: Mutex::new(HashSet::new()),
@@ -57,21 +69,54 @@ impl JournalWriter {
             return;
         };
         redact_value(&mut value, &self.events);
-        let line = value.to_string();
-        let mut file = self.file.lock().unwrap();
-        let ok = file
-            .write_all(line.as_bytes())
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.flush());
-        if let Err(e) = ok {
-            tracing::warn!("journal {}: {e}", self.dir.display());
+        let mut line = value.to_string();
+        line.push('\n');
+        let failure = {
+            let mut out = self.file.lock().unwrap();
+            if out.broken.is_some() {
+                return;
+            }
+            match out.file.write_all(line.as_bytes()) {
+                Ok(()) => {
+                    out.written += line.len() as u64;
+                    None
+                }
+                Err(e) => {
+                    // Cut the half-written line, so the journal still reads to its end.
+                    let whole = out.written;
+                    let _ = out.file.set_len(whole);
+                    let why = format!(
+                        "{}: {e}{}",
+                        self.dir.join("journal.jsonl").display(),
+                        if e.kind() == std::io::ErrorKind::StorageFull {
+                            " (ENOSPC: the disk is full)"
+                        } else {
+                            ""
+                        }
+                    );
+                    out.broken = Some(why.clone());
+                    Some(why)
+                }
+            }
+        };
+        if let Some(why) = failure {
+            self.events.emit(Event::Notice {
+                message: format!(
+                    "the journal of this run is incomplete from here: {why}; the run goes on unrecorded and cannot be replayed past this point"
+                ),
+            });
         }
+    }
+
+    /// Why the journal stopped being written, if it did.
+    pub fn incomplete(&self) -> Option<String> {
+        self.file.lock().unwrap().broken.clone()
     }
 
     /// Make everything written so far durable: at step boundaries and at the end.
     pub fn sync(&self) {
-        let file = self.file.lock().unwrap();
-        let _ = file.get_ref().sync_data();
+        let out = self.file.lock().unwrap();
+        let _ = out.file.sync_data();
     }
 
     pub fn store_pipeline(&self, text: &str) -> std::io::Result<()> {
@@ -88,28 +133,23 @@ impl JournalWriter {
     }
 
     /// Tar the directories a step's grants open, as they are now; the file name in the run
-    /// folder, or None when there is nothing to keep or it is over [`SNAPSHOT_LIMIT`].
+    /// folder, or None when there is nothing to keep or it is over [`snapshot::LIMITS`].
     pub fn snapshot(&self, name: &str, dirs: &[(PathBuf, String)]) -> Option<String> {
         if dirs.is_empty() {
             return None;
         }
-        let size: u64 = dirs.iter().map(|(d, _)| dir_size(d)).sum();
-        if size > SNAPSHOT_LIMIT {
+        if let Some(why) = snapshot::over_limits(dirs, snapshot::LIMITS) {
             self.write(Entry::Notice {
-                message: format!("{name}: its workspace paths hold {size} bytes, more than a snapshot keeps; a replay will not see them"),
+                message: format!(
+                    "{name}: its workspace paths hold {why}, more than a snapshot keeps; a replay will not see them"
+                ),
             });
             return None;
         }
         std::fs::create_dir_all(self.dir.join("snapshots")).ok()?;
         let file_name = format!("snapshots/{name}.tar");
         let file = File::create(self.dir.join(&file_name)).ok()?;
-        let mut tar = tar::Builder::new(BufWriter::new(file));
-        tar.follow_symlinks(false);
-        for (dir, guest) in dirs {
-            // Skip wharf's own state: it is not the step's input and may be large.
-            let _ = append_tree(&mut tar, dir, Path::new(guest));
-        }
-        tar.into_inner().ok()?.flush().ok()?;
+        snapshot::create(BufWriter::new(file), dirs).ok()?.flush().ok()?;
         Some(file_name)
     }
 }
@@ -121,50 +161,6 @@ fn redact_value(value: &mut serde_json::Value, events: &Events) {
         serde_json::Value::Object(map) => map.values_mut().for_each(|v| redact_value(v, events)),
         _ => {}
     }
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                if !is_state_dir(&e.path()) {
-                    stack.push(e.path());
-                }
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
-
-/// `.wharf/runs`, `.wharf/oci`, `.wharf/state`, `.wharf/build`: wharf's own, never a step's.
-fn is_state_dir(path: &Path) -> bool {
-    let parent = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
-    let name = path.file_name().and_then(|n| n.to_str());
-    parent == Some(".wharf") && matches!(name, Some("runs" | "oci" | "state" | "build"))
-}
-
-fn append_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, name: &Path) -> std::io::Result<()> {
-    tar.append_dir(name, dir)?;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let child = name.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            if !is_state_dir(&path) {
-                append_tree(tar, &path, &child)?;
-            }
-        } else if e.file_type()?.is_file() {
-            tar.append_path_with_name(&path, &child)?;
-        }
-    }
-    Ok(())
 }
 
 /// The journal as a renderer of run events: log lines, step outcomes and notices.

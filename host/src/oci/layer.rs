@@ -59,7 +59,7 @@ pub fn build(store: &Store, files: &[FileMapping]) -> io::Result<Layer> {
 }
 
 /// `/app/bin` -> `app/bin`; no `..`.
-fn image_path(target: &str) -> io::Result<PathBuf> {
+pub fn image_path(target: &str) -> io::Result<PathBuf> {
     let path = Path::new(target);
     if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(io::Error::other(format!(

@@ -68,23 +68,24 @@ pub struct Diagnostics {
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = self.source.path.display();
-        for (i, d) in self.items.iter().enumerate() {
+        for (i, d) in self.items.iter().take(MAX_SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             writeln!(f, "error: {}", d.message)?;
             writeln!(f, "  --> {path}:{}:{}", d.span.line, d.span.column)?;
-            if let Some(text) = self.source.line(d.span.line) {
+            if let Some(line) = self.source.line(d.span.line) {
+                let (text, column) = window(line, d.span.column);
                 let gutter = d.span.line.to_string();
                 let pad = " ".repeat(gutter.len());
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{gutter} | {text}")?;
                 let indent: String = text
                     .chars()
-                    .take(d.span.column.saturating_sub(1))
+                    .take(column.saturating_sub(1))
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                let width = token_width(text, d.span.column);
+                let width = token_width(&text, column);
                 writeln!(f, "{pad} | {indent}{}", "^".repeat(width))?;
             }
             if let Some(help) = &d.help {
@@ -92,6 +93,9 @@ impl fmt::Display for Diagnostics {
             }
         }
         let n = self.items.len();
+        if n > MAX_SHOWN {
+            writeln!(f, "\n... and {} more", n - MAX_SHOWN)?;
+        }
         write!(
             f,
             "{n} error{} in {path}; nothing was run",
@@ -101,6 +105,29 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// Diagnostics printed at most; the count says how many there were.
+const MAX_SHOWN: usize = 50;
+
+/// A long source line is shown as the part around `column`: (the text, the column in it).
+fn window(line: &str, column: usize) -> (String, usize) {
+    const WIDTH: usize = 100;
+    let count = line.chars().count();
+    if count <= WIDTH {
+        return (line.to_string(), column);
+    }
+    let start = column.saturating_sub(40).min(count.saturating_sub(WIDTH));
+    let mut text: String = line.chars().skip(start).take(WIDTH).collect();
+    let mut column = column - start;
+    if start > 0 {
+        text.insert(0, '…');
+        column += 1;
+    }
+    if start + WIDTH < count {
+        text.push('…');
+    }
+    (text, column)
+}
 
 /// Width of the token starting at `column`, for the caret line: a quoted string, a key up
 /// to its `:`, a value in a flow collection up to its `,`, or a value up to a comment.

@@ -9,6 +9,10 @@
 //! atom    := "(" expr ")" | 'text' | "text" | true | false | NAME "()" | reference
 //! reference := vars.NAME | env.NAME | steps.ID.outputs.KEY | steps.ID.outcome | run.id
 //! ```
+//!
+//! Expressions are bounded: at most [`MAX_LEN`] bytes and [`MAX_DEPTH`] levels of `(` and
+//! `!`, so parsing, evaluating and dropping one never runs deep on the stack; `&&` and `||`
+//! chains are flat lists, however long.
 
 use std::fmt;
 
@@ -49,8 +53,10 @@ pub enum Expr {
     Bool(bool),
     Status(StatusFn),
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// Two or more operands.
+    And(Vec<Expr>),
+    /// Two or more operands.
+    Or(Vec<Expr>),
     Eq(Box<Expr>, Box<Expr>),
     Ne(Box<Expr>, Box<Expr>),
 }
@@ -66,7 +72,8 @@ impl Expr {
         match self {
             Expr::Ref(r) => out.push(r),
             Expr::Not(e) => e.collect_refs(out),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Eq(a, b) | Expr::Ne(a, b) => {
+            Expr::And(all) | Expr::Or(all) => all.iter().for_each(|e| e.collect_refs(out)),
+            Expr::Eq(a, b) | Expr::Ne(a, b) => {
                 a.collect_refs(out);
                 b.collect_refs(out);
             }
@@ -78,7 +85,8 @@ impl Expr {
         match self {
             Expr::Status(_) => true,
             Expr::Not(e) => e.uses_status(),
-            Expr::And(a, b) | Expr::Or(a, b) | Expr::Eq(a, b) | Expr::Ne(a, b) => a.uses_status() || b.uses_status(),
+            Expr::And(all) | Expr::Or(all) => all.iter().any(Expr::uses_status),
+            Expr::Eq(a, b) | Expr::Ne(a, b) => a.uses_status() || b.uses_status(),
             Expr::Ref(_) | Expr::Text(_) | Expr::Bool(_) => false,
         }
     }
@@ -119,8 +127,22 @@ pub fn evaluate(expr: &Expr, scope: &dyn Scope) -> Result<Evaluated, String> {
         Expr::Bool(b) => Evaluated::Bool(*b),
         Expr::Status(f) => Evaluated::Bool(scope.status(*f)),
         Expr::Not(e) => Evaluated::Bool(!evaluate(e, scope)?.truthy()),
-        Expr::And(a, b) => Evaluated::Bool(evaluate(a, scope)?.truthy() && evaluate(b, scope)?.truthy()),
-        Expr::Or(a, b) => Evaluated::Bool(evaluate(a, scope)?.truthy() || evaluate(b, scope)?.truthy()),
+        Expr::And(all) => {
+            for e in all {
+                if !evaluate(e, scope)?.truthy() {
+                    return Ok(Evaluated::Bool(false));
+                }
+            }
+            Evaluated::Bool(true)
+        }
+        Expr::Or(all) => {
+            for e in all {
+                if evaluate(e, scope)?.truthy() {
+                    return Ok(Evaluated::Bool(true));
+                }
+            }
+            Evaluated::Bool(false)
+        }
         Expr::Eq(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() == evaluate(b, scope)?.into_text()),
         Expr::Ne(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() != evaluate(b, scope)?.into_text()),
     })
@@ -218,10 +240,16 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     Ok(out)
 }
 
+/// Longest expression text, in bytes.
+pub const MAX_LEN: usize = 16 * 1024;
+/// Deepest nesting of `(` and `!`.
+pub const MAX_DEPTH: usize = 32;
+
 struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
     end: usize,
+    depth: usize,
 }
 
 impl Parser {
@@ -249,25 +277,48 @@ impl Parser {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while self.eat(&Token::Or) {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+    /// One level deeper (a `(` or a `!`), or an error past [`MAX_DEPTH`].
+    fn descend(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.error(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels of `(` and `!`; split it up"
+            ));
         }
-        Ok(left)
+        Ok(())
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut all = vec![self.and()?];
+        while self.eat(&Token::Or) {
+            all.push(self.and()?);
+        }
+        Ok(if all.len() == 1 {
+            all.pop().unwrap()
+        } else {
+            Expr::Or(all)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.unary()?;
+        let mut all = vec![self.unary()?];
         while self.eat(&Token::And) {
-            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+            all.push(self.unary()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.pop().unwrap()
+        } else {
+            Expr::And(all)
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
-        if self.eat(&Token::Not) {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+        if self.peek() == Some(&Token::Not) {
+            self.descend()?;
+            self.pos += 1;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         let left = self.atom()?;
         if self.eat(&Token::EqEq) {
@@ -283,8 +334,10 @@ impl Parser {
         let start = self.offset();
         match self.peek().cloned() {
             Some(Token::LParen) => {
+                self.descend()?;
                 self.pos += 1;
                 let e = self.or()?;
+                self.depth -= 1;
                 if !self.eat(&Token::RParen) {
                     return self.error("expected `)`");
                 }
@@ -354,11 +407,21 @@ fn reference(path: &[String]) -> Result<Reference, String> {
 }
 
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
+    if src.len() > MAX_LEN {
+        return Err(ParseError {
+            offset: 0,
+            message: format!(
+                "the expression is {} bytes long, more than the {MAX_LEN} an expression may have; split it up",
+                src.len()
+            ),
+        });
+    }
     let tokens = tokenize(src)?;
     let mut parser = Parser {
         tokens,
         pos: 0,
         end: src.chars().count(),
+        depth: 0,
     };
     let expr = parser.or()?;
     if parser.pos < parser.tokens.len() {
@@ -499,6 +562,25 @@ mod tests {
         let t = Template::parse("app:${{ steps.version.outputs.version }}-${{vars.status}}").unwrap();
         assert_eq!(t.render(&scope(false)).unwrap(), "app:1.0.1-22-7e56158-OK");
         assert!(Template::parse("plain").unwrap().is_literal());
+    }
+
+    #[test]
+    fn deep_and_long_expressions_are_refused_not_overflowed() {
+        let deep = format!("{}true{}", "(".repeat(5_000), ")".repeat(5_000));
+        let e = parse_condition(&deep).unwrap_err();
+        assert!(e.message.contains("deeper than 32"), "{}", e.message);
+        assert_eq!(e.offset, 32);
+        let nots = format!("{}true", "!".repeat(5_000));
+        assert!(parse(&nots).unwrap_err().message.contains("deeper than 32"));
+        let long = vec!["success()"; 100_000].join(" && ");
+        assert!(parse(&long).unwrap_err().message.contains("more than the 16384"));
+        // Within the limits, a long chain is flat and evaluates without recursion.
+        let chain = vec!["success()"; 1_000].join(" && ");
+        let e = parse(&chain).unwrap();
+        assert!(matches!(&e, Expr::And(all) if all.len() == 1_000));
+        assert!(evaluate(&e, &scope(false)).unwrap().truthy());
+        let ok = format!("{}true{}", "(".repeat(32), ")".repeat(32));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

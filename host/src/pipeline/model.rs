@@ -25,6 +25,7 @@ pub struct LimitOverrides {
     pub fuel: Option<u64>,
     pub log: Option<u64>,
     pub output: Option<u64>,
+    pub disk: Option<u64>,
     pub timeout: Option<Duration>,
 }
 
@@ -36,6 +37,7 @@ impl LimitOverrides {
             fuel: self.fuel.or(below.fuel),
             log: self.log.or(below.log),
             output: self.output.or(below.output),
+            disk: self.disk.or(below.disk),
             timeout: self.timeout.or(below.timeout),
         }
     }
@@ -127,17 +129,32 @@ impl Pipeline {
     }
 
     pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        let failed = |span, message: String| Diagnostics {
             source: SourceFile {
                 path: path.to_path_buf(),
                 text: "".into(),
             },
-            items: vec![Diagnostic::new(
-                Span::new(1, 1),
-                format!("cannot read the pipeline file: {e}"),
-            )],
-        })?;
-        Self::parse(path, &text)
+            items: vec![Diagnostic::new(span, message)],
+        };
+        let bytes = crate::bounded::read(path, PIPELINE_LIMIT)
+            .map_err(|e| failed(Span::new(1, 1), format!("cannot read the pipeline file: {e}")))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) => {
+                let bytes = e.as_bytes();
+                let good = e.utf8_error().valid_up_to();
+                let before = String::from_utf8_lossy(&bytes[..good]);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                Err(failed(
+                    Span::new(line, column),
+                    format!(
+                        "the pipeline file is not UTF-8: byte 0x{:02x} here is not text",
+                        bytes[good]
+                    ),
+                ))
+            }
+        }
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline, Diagnostics> {
@@ -163,9 +180,12 @@ impl Pipeline {
     }
 }
 
+/// Largest pipeline file read: far beyond any real pipeline.
+pub const PIPELINE_LIMIT: u64 = 4 << 20;
+
 pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "steps"];
 pub const STEP_KEYS: &[&str] = &["id", "uses", "with", "allow", "limits", "timeout", "retry", "if"];
-const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "timeout"];
+const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "disk", "timeout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const VAR_KEYS: &[&str] = &["default", "description"];
 
@@ -436,10 +456,9 @@ impl Reader {
     fn limits(&mut self, yaml: &Yaml) -> LimitOverrides {
         let mut limits = LimitOverrides::default();
         let Yaml::Map(fields, _) = yaml else {
-            self.error(
-                Diagnostic::new(yaml.span(), "`limits` must be a mapping")
-                    .help("write e.g. `limits: { memory: 256MiB, timeout: 10m, fuel: 1000000000, log: 1MiB }`"),
-            );
+            self.error(Diagnostic::new(yaml.span(), "`limits` must be a mapping").help(
+                "write e.g. `limits: { memory: 256MiB, timeout: 10m, fuel: 1000000000, log: 1MiB, disk: 100MiB }`",
+            ));
             return limits;
         };
         self.check_keys(fields, LIMIT_KEYS, "`limits`");
@@ -460,6 +479,7 @@ impl Reader {
                 "memory" => limits.memory = size(self),
                 "log" => limits.log = size(self),
                 "output" => limits.output = size(self),
+                "disk" => limits.disk = size(self),
                 "fuel" => match s.text.replace('_', "").parse::<u64>() {
                     Ok(n) if n > 0 => limits.fuel = Some(n),
                     _ => self.error(
@@ -526,7 +546,13 @@ pub fn expression_error(s: &Scalar, e: &expr::ParseError) -> Diagnostic {
     } else {
         Span::new(s.span.line, s.span.column + quote + e.offset)
     };
-    Diagnostic::new(span, format!("in `{}`: {}", s.text, e.message))
+    // A long expression is shown by its start: the position says where.
+    let shown: String = if s.text.chars().count() > 60 {
+        format!("{}…", s.text.chars().take(60).collect::<String>())
+    } else {
+        s.text.clone()
+    };
+    Diagnostic::new(span, format!("in `{shown}`: {}", e.message))
 }
 
 /// Parse a `with:` string template, pointing errors into the scalar.

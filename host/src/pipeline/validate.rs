@@ -27,6 +27,7 @@ pub fn validate(
     pipeline: &Pipeline,
     shapes: &[Result<StepShape, LoadProblem>],
     overrides: &[(String, String)],
+    passed_env: &std::collections::BTreeSet<String>,
 ) -> Result<(), Diagnostics> {
     let mut errors = Vec::new();
     for var in &pipeline.vars {
@@ -45,7 +46,7 @@ pub fn validate(
             Err(problem) => errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help)),
             Ok(shape) => check_params(step, shape, &mut errors),
         }
-        check_references(pipeline, index, shapes, &mut errors);
+        check_references(pipeline, index, shapes, passed_env, &mut errors);
     }
     if errors.is_empty() {
         Ok(())
@@ -112,6 +113,9 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
             }
         }
     }
+    if step.uses.starts_with("builtin:") {
+        check_derived_paths(step, info, errors);
+    }
     for spec in &info.params {
         if spec.required && spec.default.is_none() && !step.with.iter().any(|p| p.name == spec.name) {
             errors.push(
@@ -129,10 +133,48 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
     }
 }
 
+/// A built-in step's path parameters become its read and write grants: one that leads out
+/// of the workspace would be refused at run time, so it is refused here, where it is written.
+fn check_derived_paths(step: &StepDecl, info: &StepInfo, errors: &mut Vec<Diagnostic>) {
+    use crate::engine::bindings::wharf::step::types::CapabilityKind;
+    for cap in &info.capabilities {
+        if !matches!(cap.kind, CapabilityKind::WorkspaceRead | CapabilityKind::WorkspaceWrite) {
+            continue;
+        }
+        let Some(param) = cap
+            .scope_param
+            .as_ref()
+            .and_then(|name| step.with.iter().find(|p| p.name == *name))
+        else {
+            continue;
+        };
+        // A mapping's keys are the paths (`files: { SOURCE: TARGET }`), as in the grants.
+        let paths: Vec<&super::yaml::Scalar> = match &param.value {
+            super::yaml::Yaml::Map(entries, _) => entries.iter().map(|(k, _)| k).collect(),
+            other => scalars(other),
+        };
+        for s in paths {
+            if !s.text.contains("${{") && crate::sandbox::grants::normalize(&s.text).is_none() {
+                errors.push(
+                    Diagnostic::new(
+                        s.span,
+                        format!(
+                            "`{}` leads outside the workspace; `{}` names a workspace path",
+                            s.text, param.name
+                        ),
+                    )
+                    .help("use a path relative to the workspace, without `..` above it"),
+                );
+            }
+        }
+    }
+}
+
 fn check_references(
     pipeline: &Pipeline,
     index: usize,
     shapes: &[Result<StepShape, LoadProblem>],
+    passed_env: &std::collections::BTreeSet<String>,
     errors: &mut Vec<Diagnostic>,
 ) {
     let step = &pipeline.steps[index];
@@ -210,6 +252,15 @@ fn check_references(
             Reference::Env(name) if crate::capabilities::secrets::is_secret_var(name) => errors.push(
                 Diagnostic::new(span, format!("`{reference}` would hand a secret to the step as text"))
                     .help("grant it instead: `allow: { secrets: [NAME] }`, and let the step ask for it"),
+            ),
+            Reference::Env(name) if !passed_env.contains(name) => errors.push(
+                Diagnostic::new(
+                    span,
+                    format!("`{reference}` reads a variable of wharf's environment that was not passed to the pipeline"),
+                )
+                .help(format!(
+                    "pass it with `--pass-env {name}` (or WHARF_PASS_ENV={name}); only the variables the operator lists reach a pipeline"
+                )),
             ),
             Reference::Env(_) | Reference::RunId => {}
         }

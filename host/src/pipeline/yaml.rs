@@ -49,6 +49,7 @@ impl Yaml {
     }
 
     pub fn parse(text: &str) -> Result<Yaml, Diagnostic> {
+        check_depth(text)?;
         let options = LoaderOptions::default()
             .error_on_duplicate_keys(true)
             .prevent_coercion(true);
@@ -76,6 +77,47 @@ impl Yaml {
                     .map_or_else(|| Span::from_marked(map.span()), |(k, _)| k.span);
                 Yaml::Map(entries, span)
             }
+        }
+    }
+}
+
+/// Deepest nesting of mappings and lists a pipeline may have (a real one needs under ten).
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuse a document nested deeper than [`MAX_DEPTH`] before any tree is built: building,
+/// walking and dropping a tree 100,000 levels deep would overflow the stack. The event
+/// parser underneath is not recursive, so this pass is safe on any input.
+fn check_depth(text: &str) -> Result<(), Diagnostic> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let too_deep = |line: usize, col: usize| {
+        Diagnostic::new(
+            Span::new(line, col + 1),
+            format!("the pipeline nests lists and mappings deeper than {MAX_DEPTH} levels here"),
+        )
+        .help("a pipeline needs only a few levels; flatten this value")
+    };
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = match parser.next_token() {
+            Ok(next) => next,
+            // The scanner's own bound on flow nesting (`[[[[...`) says the same.
+            Err(e) if e.info().contains("recursion limit") => {
+                return Err(too_deep(e.marker().line(), e.marker().col()));
+            }
+            // Other syntax errors are the loader's to report, with its wording.
+            Err(_) => return Ok(()),
+        };
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep(mark.line(), mark.col()));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
 }
@@ -148,6 +190,24 @@ mod tests {
         let Yaml::List(items, _) = &inner[0].1 else { panic!() };
         assert_eq!(items[1].span(), Span::new(2, 10));
         assert!(!items[1].as_scalar().unwrap().plain);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_position() {
+        let flow = format!("a: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = Yaml::parse(&flow).unwrap_err();
+        assert!(e.message.contains("deeper than 64"), "{e:?}");
+        assert_eq!(e.span.line, 1);
+        let mut block = String::new();
+        for level in 0..200 {
+            block.push_str(&format!("{}k{level}:\n", " ".repeat(level)));
+        }
+        block.push_str(&format!("{}v: 1\n", " ".repeat(200)));
+        let e = Yaml::parse(&block).unwrap_err();
+        assert!(e.message.contains("deeper than 64"), "{e:?}");
+        assert!(e.span.line > 60 && e.span.line < 70, "{e:?}");
+        let ok = format!("a: {}1{}\n", "[".repeat(60), "]".repeat(60));
+        assert!(Yaml::parse(&ok).is_ok());
     }
 
     #[test]

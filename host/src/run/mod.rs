@@ -1,6 +1,8 @@
 //! Executing a validated pipeline: conditions, interpolation, retries, outputs passed
 //! forward. Each step runs in its own store; only declared outputs travel between steps.
 
+pub mod scratch;
+
 use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::Deployer;
@@ -28,6 +30,8 @@ pub struct RunRequest<'a> {
     /// One per pipeline step, in order.
     pub steps: Vec<Arc<LoadedStep>>,
     pub vars: BTreeMap<String, String>,
+    /// The variables of wharf's environment the operator passed (`--pass-env`), by name.
+    pub env: BTreeMap<String, String>,
     pub workspace: PathBuf,
     pub run_id: String,
     pub secrets: Arc<SecretStore>,
@@ -35,6 +39,8 @@ pub struct RunRequest<'a> {
     pub events: Events,
     /// Where the run is recorded.
     pub journal: Option<Arc<JournalWriter>>,
+    /// The run's scratch space.
+    pub scratch: &'a scratch::ScratchSpace,
     /// Steps taken over from an earlier run (`--resume`), with their outputs.
     pub reuse: Option<Reuse>,
 }
@@ -44,6 +50,9 @@ pub struct RunRequest<'a> {
 pub struct Reuse {
     pub run_id: String,
     pub outputs: BTreeMap<String, Vec<(String, String)>>,
+    /// The resumed run and the runs it resumed in turn: their unfinished upgrades are this
+    /// run's now.
+    pub lineage: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +89,7 @@ pub fn new_run_id() -> String {
 
 struct RunScope<'a> {
     vars: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, String>,
     records: &'a [StepRecord],
     run_id: &'a str,
 }
@@ -96,7 +106,9 @@ impl Scope for RunScope<'_> {
             Reference::Env(name) if crate::capabilities::secrets::is_secret_var(name) => Err(format!(
                 "`env.{name}` is a secret; steps get secrets through a `secrets:` grant, never as text"
             )),
-            Reference::Env(name) => Ok(std::env::var(name).unwrap_or_default()),
+            Reference::Env(name) => self.env.get(name).cloned().ok_or_else(|| {
+                format!("`env.{name}` was not passed to the pipeline; pass it with `--pass-env {name}`")
+            }),
             Reference::RunId => Ok(self.run_id.to_string()),
             Reference::StepOutcome { step } => Ok(record(step).map_or("skipped", |r| r.outcome.as_str()).to_string()),
             Reference::StepOutput { step, key } => match record(step) {
@@ -225,6 +237,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
     let started = Instant::now();
     let scope = RunScope {
         vars: &req.vars,
+        env: &req.env,
         records,
         run_id: &req.run_id,
     };
@@ -259,13 +272,32 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         .filter(|(_, l)| !l.is_builtin())
         .map(|(d, _)| d.id.clone())
         .collect();
-    let grants = Arc::new(effective_grants(decl, loaded, &params, &untrusted));
-    let opened = preopens(&req.workspace, &grants);
+    let grants = match effective_grants(decl, loaded, &params, &untrusted) {
+        Ok(g) => Arc::new(g),
+        Err(refused) => {
+            let failure = StepFailure {
+                kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Denied),
+                message: refused.join("; "),
+            };
+            return record(Outcome::Failure, Vec::new(), Some(failure));
+        }
+    };
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
     let mut attempt = 1;
     loop {
+        // Per attempt: an earlier attempt may have planted a symlink.
+        let opened = match preopens(&req.workspace, &grants) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let failure = StepFailure {
+                    kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Denied),
+                    message: e.to_string(),
+                };
+                return record(Outcome::Failure, Vec::new(), Some(failure));
+            }
+        };
         req.events.emit(Event::StepStarted {
             step: decl.id.clone(),
             uses: decl.uses.clone(),
@@ -288,6 +320,19 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
                 Tape::Record(Arc::new(Recorder::new(journal.clone(), &decl.id, attempt)))
             }
         };
+        let scratch = match req.scratch.attempt(&format!("{}-{attempt}", decl.id)) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let failure = StepFailure {
+                    kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Permanent),
+                    message: format!(
+                        "cannot create its scratch directory in {}: {e}",
+                        req.scratch.path().display()
+                    ),
+                };
+                return record(Outcome::Failure, Vec::new(), Some(failure));
+            }
+        };
         let input = StepInput {
             scope: StepScope::new(
                 &req.run_id,
@@ -303,12 +348,16 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             deployer: Some(req.deployer.clone()),
             grants: grants.clone(),
             preopens: opened.clone(),
+            scratch: scratch.clone(),
             tape,
             limits,
         };
-        match step::run(loaded, input).await {
+        let result = step::run(loaded, input).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        match result {
             Ok(outputs) => {
-                let outputs = outputs.into_iter().map(|(k, v)| (k, req.events.redact(&v))).collect();
+                let redact = |t: &str| req.events.redact(t);
+                let outputs = outputs.into_iter().map(|(k, v)| (redact(&k), redact(&v))).collect();
                 return record(Outcome::Success, outputs, None);
             }
             Err(f) if f.retryable() && attempt < decl.retry.attempts => {
@@ -330,7 +379,12 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
 /// The step's `allow:`, plus what a built-in step's own parameters name, except values
 /// fed by the outputs of steps from `.wasm` files: an untrusted step must not choose what a
 /// later built-in may reach.
-pub fn effective_grants(decl: &StepDecl, loaded: &LoadedStep, params: &StepParams, untrusted: &[String]) -> Grants {
+pub fn effective_grants(
+    decl: &StepDecl,
+    loaded: &LoadedStep,
+    params: &StepParams,
+    untrusted: &[String],
+) -> Result<Grants, Vec<String>> {
     let mut grants = decl.allow.clone();
     grants.step_id = decl.id.clone();
     if loaded.is_builtin()
@@ -341,9 +395,12 @@ pub fn effective_grants(decl: &StepDecl, loaded: &LoadedStep, params: &StepParam
             .filter(|(name, _)| !fed_by(decl, name, untrusted))
             .cloned()
             .collect();
-        grants.derive(info, &trusted);
+        let refused = grants.derive(info, &trusted);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
     }
-    grants
+    Ok(grants)
 }
 
 /// Whether parameter `name` of `decl` interpolates an output of one of `steps`.

@@ -331,7 +331,10 @@ impl Grants {
     }
 
     /// Add what a built-in step's declared capabilities reach with these parameter values.
-    pub fn derive(&mut self, info: &StepInfo, params: &[(String, Value)]) {
+    /// Returns the path values it refused: they lead outside the workspace.
+    #[must_use]
+    pub fn derive(&mut self, info: &StepInfo, params: &[(String, Value)]) -> Vec<String> {
+        let mut refused = Vec::new();
         for cap in &info.capabilities {
             let origin = |param: &str| Origin::Derived(param.to_string());
             let Some(param) = &cap.scope_param else {
@@ -419,11 +422,14 @@ impl Grants {
                         &mut self.write
                     };
                     for t in texts {
-                        if let Some(p) = normalize(&t) {
-                            list.push(Granted {
+                        match normalize(&t) {
+                            Some(p) => list.push(Granted {
                                 what: p,
                                 origin: origin(param),
-                            });
+                            }),
+                            None => refused.push(format!(
+                                "its `{param}` (`{t}`) leads outside the workspace; a step's paths stay inside it"
+                            )),
                         }
                     }
                 }
@@ -431,6 +437,7 @@ impl Grants {
                 CapabilityKind::Images => self.images = self.images.clone().or(Some(origin(param))),
             }
         }
+        refused
     }
 
     fn denied(&self, what: String, yaml: String) -> StepError {

@@ -60,8 +60,21 @@ impl LocalTarget {
                 format!("{} has neither entrypoint nor cmd: nothing to run", spec.revision.image),
             ));
         };
-        let program_path = rootfs.join(program.trim_start_matches('/'));
-        let workdir = rootfs.join(config.working_dir.unwrap_or_default().trim_start_matches('/'));
+        // Resolved inside the root filesystem as a container would (`/bin/sh -> /bin/dash`
+        // means the image's dash): an image's links never lead to the host's programs.
+        let in_root = |path: &str, kind| {
+            crate::beneath::resolve(&rootfs, path, crate::beneath::Scope::InRoot, kind).map_err(|e| {
+                step_error(
+                    ErrorKind::InvalidInput,
+                    format!("{} cannot run `{path}`: {e}", spec.revision.image),
+                )
+            })
+        };
+        let program_path = in_root(program, crate::beneath::Kind::Any)?;
+        let workdir = in_root(
+            config.working_dir.as_deref().unwrap_or("/"),
+            crate::beneath::Kind::Directory,
+        )?;
         let port = free_port().map_err(|e| permanent(format!("no free port: {e}")))?;
         let logs = self.paths.state.join("logs").join(&spec.service);
         std::fs::create_dir_all(&logs).map_err(|e| permanent(e.to_string()))?;

@@ -32,12 +32,29 @@ impl Step for Finish {
             "rollback" => false,
             "auto" => match ctx.text("gate")?.as_str() {
                 "success" => true,
+                "failure" => false,
+                // The gate never ran (its run failed earlier, or another run holds the
+                // service): there is nothing to judge, so nothing is decided here; the
+                // run's failure handling rolls back what it deployed itself.
+                "skipped" => {
+                    log::info(&format!("the gate did not run; nothing to decide for {service}"));
+                    let status = deploy::status(&service)?;
+                    return Ok(vec![
+                        ("action".into(), "none".into()),
+                        ("state".into(), state_name(status.state).into()),
+                        ("version".into(), status.current.map(|c| c.version).unwrap_or_default()),
+                    ]);
+                }
                 "" => {
                     return Err(error::invalid_input(
                         "mode `auto` needs `gate: ${{ steps.GATE.outcome }}`",
                     ));
                 }
-                _ => false,
+                other => {
+                    return Err(error::invalid_input(format!(
+                        "`gate: {other}` is not an outcome; use `${{{{ steps.GATE.outcome }}}}` (success, failure or skipped)"
+                    )));
+                }
             },
             other => {
                 return Err(error::invalid_input(format!(
@@ -65,19 +82,19 @@ impl Step for Finish {
         ));
         Ok(vec![
             ("action".into(), action.into()),
-            (
-                "state".into(),
-                match status.state {
-                    ServiceState::Absent => "absent",
-                    ServiceState::Active => "active",
-                    ServiceState::Upgrading => "upgrading",
-                    ServiceState::Upgraded => "upgraded",
-                    ServiceState::RollingBack => "rolling-back",
-                }
-                .into(),
-            ),
+            ("state".into(), state_name(status.state).into()),
             ("version".into(), version),
         ])
+    }
+}
+
+fn state_name(state: ServiceState) -> &'static str {
+    match state {
+        ServiceState::Absent => "absent",
+        ServiceState::Active => "active",
+        ServiceState::Upgrading => "upgrading",
+        ServiceState::Upgraded => "upgraded",
+        ServiceState::RollingBack => "rolling-back",
     }
 }
 

@@ -46,6 +46,35 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
                 }
             }
         }
+        // `LINK=TARGET`: plant a symlink for a later step or the host to follow.
+        "symlink" => {
+            let (link, to) = target.split_once('=').unwrap_or((target, ""));
+            #[allow(deprecated)]
+            match std::fs::soft_link(to, link) {
+                Ok(()) => format!("planted {link} -> {to}"),
+                Err(e) => format!("blocked: {e}"),
+            }
+        }
+        // `PATH=MIB`: write that many MiB of zeros to PATH, 1 MiB at a time.
+        "fill" => fill(target),
+        // As `fill`, then wait to be killed.
+        "fill-and-wait" => {
+            let result = fill(target);
+            log(&result);
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            result
+        }
+        // `DIR=N`: create N empty files in DIR.
+        "many-files" => {
+            let (dir, n) = target.split_once('=').unwrap_or((target, "0"));
+            let n: usize = n.parse().unwrap_or(0);
+            for i in 0..n {
+                if let Err(e) = std::fs::File::create(format!("{dir}/f{i}")) {
+                    return format!("blocked after {i} files: {e}");
+                }
+            }
+            format!("created {n} files")
+        }
         "flood" => loop {
             log(
                 "flooding the log with a line that is long enough to fill it up quickly ..................................",
@@ -53,6 +82,22 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
         },
         other => format!("unknown attack `{other}`"),
     }
+}
+
+fn fill(target: &str) -> String {
+    let (path, mib) = target.split_once('=').unwrap_or((target, "1"));
+    let mib: usize = mib.parse().unwrap_or(1);
+    let mut file = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => return format!("blocked: {e}"),
+    };
+    let chunk = vec![0u8; 1 << 20];
+    for written in 0..mib {
+        if let Err(e) = file.write_all(&chunk) {
+            return format!("blocked after {written} MiB: {e}");
+        }
+    }
+    format!("ESCAPED: wrote {mib} MiB to {path}")
 }
 
 fn write(path: &str) -> String {

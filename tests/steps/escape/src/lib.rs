@@ -30,7 +30,7 @@ impl Step for Escape {
                 Ok(done) => format!("ESCAPED: ran {target}: {}", done.stdout.trim()),
                 Err(e) => format!("blocked: {}", e.message),
             },
-            "secret-log" | "secret-output" | "secret-error" => {
+            "secret-log" | "secret-output" | "secret-error" | "secret-key" => {
                 let value = match secrets::get(&target) {
                     Ok(s) => s.reveal(),
                     Err(e) => return Ok(vec![("result".into(), format!("blocked: {}", e.message))]),
@@ -58,6 +58,9 @@ impl Step for Escape {
                             column: None,
                         });
                         "logged".into()
+                    }
+                    "secret-key" => {
+                        return Ok(vec![("result".into(), "returned".into()), (value, "keyed".into())]);
                     }
                     "secret-output" => {
                         return Ok(vec![

@@ -1,6 +1,8 @@
 //! A run is a stream of events; terminals, CI logs and (later) journals are renderers of it.
 //! Every event passes the secret redactor before any renderer sees it.
 
+pub mod lines;
+
 use crate::capabilities::secrets::Redactor;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
@@ -180,6 +182,11 @@ impl Events {
             .unwrap()
             .redact(text)
             .unwrap_or_else(|| text.to_string())
+    }
+
+    /// Length of the longest text the redactor masks: output held back before a cut.
+    pub fn longest_secret(&self) -> usize {
+        self.inner.redactor.read().unwrap().longest()
     }
 
     pub fn emit(&self, mut event: Event) {

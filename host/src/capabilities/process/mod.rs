@@ -2,16 +2,19 @@
 //! it. Each program runs in its own process group, so a timeout or a failed step also ends
 //! whatever the program started.
 
+mod watchdog;
+
 use super::{StepScope, step_error};
+use crate::beneath;
 use crate::engine::bindings::wharf::step::process::{Command, Completion, Host};
 use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::engine::state::StepState;
+use crate::events::lines::LineSplitter;
 use crate::events::{Level, Stream};
 use std::collections::VecDeque;
-use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Host environment variables a program sees besides the ones the step sets. Everything else
 /// of the wharf process (tokens, `WHARF_SECRET_*`) stays out.
@@ -44,32 +47,6 @@ impl Host for StepState {
             }
         }))
     }
-}
-
-/// `cwd` (relative) inside the workspace; `..` may not leave it.
-pub fn resolve_in_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, StepError> {
-    let mut out = workspace.to_path_buf();
-    let mut depth = 0usize;
-    for part in Path::new(relative).components() {
-        match part {
-            Component::Normal(p) => {
-                out.push(p);
-                depth += 1;
-            }
-            Component::CurDir => {}
-            Component::ParentDir if depth > 0 => {
-                out.pop();
-                depth -= 1;
-            }
-            _ => {
-                return Err(step_error(
-                    ErrorKind::InvalidInput,
-                    format!("`{relative}` leaves the workspace; use a path relative to it"),
-                ));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Variables a step may not set for a program: they change which code runs (the loader,
@@ -108,12 +85,14 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
             ),
         ));
     }
+    // Both resolved beneath the workspace by the kernel: a symlink an earlier step planted
+    // (`out/dir -> ../../elsewhere`) is refused, not followed.
     let cwd = match &cmd.cwd {
-        Some(dir) => resolve_in_workspace(&scope.workspace, dir)?,
+        Some(dir) => beneath::resolve(&scope.workspace, dir, beneath::Scope::Beneath, beneath::Kind::Directory)?,
         None => scope.workspace.clone(),
     };
     let program = if cmd.program.contains('/') {
-        resolve_in_workspace(&scope.workspace, &cmd.program)?.into_os_string()
+        beneath::existing(&scope.workspace, &cmd.program)?.into_os_string()
     } else {
         cmd.program.clone().into()
     };
@@ -152,10 +131,22 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
         ),
         _ => step_error(ErrorKind::Permanent, format!("cannot start `{}`: {e}", cmd.program)),
     })?;
-    let group = ProcessGroup(child.id());
+    let group = ProcessGroup::watched(child.id());
 
-    let stdout = pump(scope, child.stdout.take().unwrap(), Stream::Stdout, capture_limit);
-    let stderr = pump(scope, child.stderr.take().unwrap(), Stream::Stderr, capture_limit);
+    let stdout = pump(
+        scope,
+        child.stdout.take().unwrap(),
+        Stream::Stdout,
+        capture_limit,
+        &group,
+    );
+    let stderr = pump(
+        scope,
+        child.stderr.take().unwrap(),
+        Stream::Stderr,
+        capture_limit,
+        &group,
+    );
     let exited = async {
         let status = child.wait().await;
         group.kill(); // leftovers in the group would hold the pipes open
@@ -187,10 +178,18 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
 }
 
 /// Kills the whole process group when dropped: on timeout, on completion (leftover
-/// background children) and when the step itself is cancelled.
+/// background children) and when the step itself is cancelled. The watchdog kills it should
+/// wharf die first.
 struct ProcessGroup(Option<u32>);
 
 impl ProcessGroup {
+    fn watched(pid: Option<u32>) -> Self {
+        if let Some(pid) = pid {
+            watchdog::watch(pid);
+        }
+        Self(pid)
+    }
+
     fn kill(&self) {
         if let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
             // SAFETY: killpg has no memory-safety preconditions; a stale group id only fails.
@@ -204,28 +203,44 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
+        if let Some(pid) = self.0 {
+            watchdog::unwatch(pid);
+        }
     }
 }
 
-/// Stream lines to the log and keep the last `limit` bytes.
-async fn pump(scope: &StepScope, pipe: impl AsyncRead + Unpin, stream: Stream, limit: usize) -> String {
-    let mut reader = BufReader::new(pipe);
+/// Stream a program's output to the log as it arrives and keep its last `limit` bytes,
+/// in bounded memory whatever it writes (one endless line, progress redrawn with `\r`).
+/// Past the step's log limit the program is killed: the step fails on that limit.
+async fn pump(
+    scope: &StepScope,
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    limit: usize,
+    group: &ProcessGroup,
+) -> String {
     let mut kept: VecDeque<u8> = VecDeque::new();
-    let mut line = Vec::new();
+    let mut lines = LineSplitter::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mask = |text: &str| scope.events.redact(text);
+    let hold = scope.events.longest_secret();
+    let mut emit = |line: String| scope.line(Level::Info, stream, line);
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
+        let n = match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                kept.extend(&line);
-                while kept.len() > limit {
-                    kept.pop_front();
-                }
-                let text = String::from_utf8_lossy(&line);
-                scope.line(Level::Info, stream, text.trim_end_matches(['\n', '\r']));
-            }
+            Ok(n) => n,
+        };
+        kept.extend(&chunk[..n]);
+        if kept.len() > limit {
+            kept.drain(..kept.len() - limit);
+        }
+        lines.push(&chunk[..n], &mask, hold, &mut emit);
+        if scope.log_budget.exceeded() {
+            group.kill();
+            break;
         }
     }
+    lines.finish(&mut emit);
     String::from_utf8_lossy(kept.make_contiguous()).into_owned()
 }
 
@@ -233,6 +248,7 @@ async fn pump(scope: &StepScope, pipe: impl AsyncRead + Unpin, stream: Stream, l
 mod tests {
     use super::*;
     use crate::events::{Event, Events, Recorder};
+    use std::path::Path;
     use std::sync::Arc;
 
     fn scope(dir: &Path) -> (StepScope, Arc<Recorder>) {
@@ -278,6 +294,42 @@ mod tests {
         );
     }
 
+    /// A symlink planted in a writable directory does not carry `cwd` or a program path out of
+    /// the workspace; one that stays inside works.
+    #[tokio::test]
+    async fn planted_symlinks_do_not_lead_out() {
+        let top = tempfile::tempdir().unwrap();
+        let ws = top.path().join("ws");
+        let elsewhere = top.path().join("elsewhere");
+        std::fs::create_dir_all(ws.join("out")).unwrap();
+        std::fs::create_dir_all(ws.join("inside")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("tool.sh"), "#!/bin/sh\ntouch ran-outside\n").unwrap();
+        std::fs::write(ws.join("inside/tool.sh"), "#!/bin/sh\necho inside\n").unwrap();
+        for f in [elsewhere.join("tool.sh"), ws.join("inside/tool.sh")] {
+            std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&f).unwrap().permissions(), 0o755);
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        std::os::unix::fs::symlink("../../elsewhere", ws.join("out/dir")).unwrap();
+        std::os::unix::fs::symlink("../inside", ws.join("out/fine")).unwrap();
+        let (scope, _) = scope(&std::fs::canonicalize(&ws).unwrap());
+
+        let mut cwd = command("touch", &["ran-here"]);
+        cwd.cwd = Some("out/dir".into());
+        let e = run_program(&scope, cwd, 1024).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{}", e.message);
+        assert!(e.message.contains("`out/dir` leads outside"), "{}", e.message);
+        let e = run_program(&scope, command("out/dir/tool.sh", &[]), 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied, "{}", e.message);
+        assert!(!elsewhere.join("ran-here").exists() && !elsewhere.join("ran-outside").exists());
+
+        let mut inside = command("out/fine/tool.sh", &[]);
+        inside.cwd = Some("out/fine".into());
+        assert_eq!(run_program(&scope, inside, 1024).await.unwrap().stdout, "inside\n");
+    }
+
     #[tokio::test]
     async fn timeout_kills_the_program_and_its_children() {
         let dir = tempfile::tempdir().unwrap();
@@ -318,7 +370,7 @@ mod tests {
                 .await
                 .unwrap_err()
                 .message
-                .contains("leaves the workspace")
+                .contains("leads outside")
         );
     }
 }

@@ -1,0 +1,26 @@
+//! A run folder is untrusted input: any bytes as its journal and any bytes as one of its
+//! snapshots. Reading the journal returns entries or an error; unpacking the snapshot fills
+//! a scratch directory or refuses; never a panic, and nothing lands outside the scratch
+//! directory (it is checked after every input).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+use wharf::journal::reader::Journal;
+use wharf::journal::snapshot;
+
+fuzz_target!(|input: (&[u8], &[u8])| {
+    let (journal, archive) = input;
+    if let Ok(journal) = Journal::parse(journal, Path::new("journal.jsonl")) {
+        let _ = journal.step_outcomes();
+        let _ = journal.finished();
+        let _ = journal.run_id();
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let scratch = outer.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let small = snapshot::Limits { bytes: 1 << 20, entries: 1000 };
+    let _ = snapshot::unpack(archive, "fuzz.tar", &scratch, small);
+    let beside: Vec<_> = std::fs::read_dir(outer.path()).unwrap().collect();
+    assert_eq!(beside.len(), 1, "a snapshot entry landed outside the scratch directory");
+});

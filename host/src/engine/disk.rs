@@ -1,0 +1,223 @@
+//! The disk limit: what a step may write through its grants (and a WASI command into its
+//! scratch directory) is counted as it writes, and the write that would pass the limit stops
+//! the step instead of reaching the disk.
+//!
+//! wasmtime-wasi does the filesystem work; the functions of `wasi:filesystem/types` that add
+//! to the disk are shadowed in the linker by the ones below, which charge the step's
+//! [`DiskBudget`] and then call wasmtime-wasi's own. A file written through a stream gets its
+//! stream wrapped, so every later write on it is charged too. Counted: every byte written
+//! (rewrites included), every size a file is set to, and [`ENTRY_COST`] for every file,
+//! directory or link created: an upper bound of what the step can fill.
+
+use super::limits::DiskBudget;
+use super::state::StepState;
+use bytes::Bytes;
+use std::sync::Arc;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    DescriptorFlags, ErrorCode, Host as _, HostDescriptor, OpenFlags, PathFlags,
+};
+use wasmtime_wasi::p2::{DynOutputStream, FsResult, OutputStream, Pollable, StreamError};
+
+type StreamResult<T> = Result<T, StreamError>;
+
+/// The interface shadowed; the linker serves older 0.2 imports from it too.
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// What creating a file, directory or link costs: at least a block of the disk.
+pub const ENTRY_COST: u64 = 4096;
+
+fn over(budget: &DiskBudget) -> wasmtime::Error {
+    wasmtime::format_err!("disk limit of {} bytes reached", budget.limit)
+}
+
+/// Charge `bytes`, or trap: the step has written all it may.
+fn charge(state: &StepState, bytes: u64) -> wasmtime::Result<()> {
+    if state.disk.charge(bytes) {
+        Ok(())
+    } else {
+        Err(over(&state.disk))
+    }
+}
+
+type FsOutcome<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
+
+/// A result as the guest gets it: an error code, or a trap for what is not one.
+fn outcome<T>(fs: &mut WasiFilesystemCtxView<'_>, result: FsResult<T>) -> FsOutcome<T> {
+    match result {
+        Ok(value) => Ok((Ok(value),)),
+        Err(e) => Ok((Err(fs.convert_error_code(e)?),)),
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    let mut types = linker.instance(FILESYSTEM_TYPES)?;
+    types.func_wrap_async(
+        "[method]descriptor.write",
+        |mut store, (fd, buf, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                charge(state, buf.len() as u64)?;
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::write(&mut fs, fd, buf, offset).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.set-size",
+        |mut store, (fd, size): (Resource<Descriptor>, u64)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                charge(state, size)?;
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::set_size(&mut fs, fd, size).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store, (fd, offset): (Resource<Descriptor>, u64)| {
+            let state = store.data_mut();
+            let budget = state.disk.clone();
+            let mut fs = state.filesystem();
+            let result = match HostDescriptor::write_via_stream(&mut fs, fd, offset) {
+                Ok(stream) => Ok(metered(fs.table, stream, budget)?),
+                Err(e) => Err(fs.convert_error_code(e)?),
+            };
+            Ok((result,)) as FsOutcome<Resource<DynOutputStream>>
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.append-via-stream",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            let state = store.data_mut();
+            let budget = state.disk.clone();
+            let mut fs = state.filesystem();
+            let result = match HostDescriptor::append_via_stream(&mut fs, fd) {
+                Ok(stream) => Ok(metered(fs.table, stream, budget)?),
+                Err(e) => Err(fs.convert_error_code(e)?),
+            };
+            Ok((result,)) as FsOutcome<Resource<DynOutputStream>>
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let state = store.data_mut();
+                if oflags.contains(OpenFlags::CREATE) {
+                    charge(state, ENTRY_COST)?;
+                }
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::open_at(&mut fs, fd, path_flags, path, oflags, flags).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                charge(state, ENTRY_COST)?;
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::create_directory_at(&mut fs, fd, path).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store, (fd, old, new): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                charge(state, ENTRY_COST)?;
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::symlink_at(&mut fs, fd, old, new).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store,
+         (fd, old_flags, old, new_fd, new): (Resource<Descriptor>, PathFlags, String, Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                charge(state, ENTRY_COST)?;
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::link_at(&mut fs, fd, old_flags, old, new_fd, new).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// Replace a file's output stream in the table with one that charges every write.
+fn metered(
+    table: &mut wasmtime::component::ResourceTable,
+    stream: Resource<DynOutputStream>,
+    budget: Arc<DiskBudget>,
+) -> wasmtime::Result<Resource<DynOutputStream>> {
+    let inner = table.delete(stream)?;
+    let wrapped: DynOutputStream = Box::new(Metered { inner, budget });
+    Ok(table.push(wrapped)?)
+}
+
+struct Metered {
+    inner: DynOutputStream,
+    budget: Arc<DiskBudget>,
+}
+
+impl Metered {
+    fn charge(&self, bytes: usize) -> StreamResult<()> {
+        if self.budget.charge(bytes as u64) {
+            Ok(())
+        } else {
+            Err(StreamError::Trap(over(&self.budget)))
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Metered {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.charge(bytes.len())?;
+        self.inner.write(bytes)
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        self.inner.flush()
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        self.inner.check_write()
+    }
+
+    fn write_zeroes(&mut self, nelem: usize) -> StreamResult<()> {
+        self.charge(nelem)?;
+        self.inner.write_zeroes(nelem)
+    }
+
+    async fn cancel(&mut self) {
+        self.inner.cancel().await
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Metered {
+    async fn ready(&mut self) {
+        self.inner.ready().await
+    }
+}
