@@ -56,3 +56,126 @@ fn steps_lists_the_builtins_and_inspect_describes_them() {
         unknown.all()
     );
 }
+
+/// A damaged compile-cache entry is compiled again, not loaded (it crashed every later run);
+/// a cache directory of another user, open to others, or inside the workspace is not used.
+#[test]
+fn the_compile_cache_loads_only_intact_entries_from_a_private_directory() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yml",
+        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { echo: hi }\n",
+    );
+    let first = ws.wharf(&["run", "p.yml", "-v"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    assert!(
+        first.stdout().contains("compiled ./probe.wasm") || first.stdout().contains("compiled "),
+        "{}",
+        first.all()
+    );
+    let entries: Vec<_> = std::fs::read_dir(ws.cache.path().join("components"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert!(!entries.is_empty());
+    // Flip bytes in the middle of every entry: still a well-formed file, wrong code.
+    for entry in &entries {
+        let mut bytes = std::fs::read(entry).unwrap();
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 64] {
+            *b = !*b;
+        }
+        std::fs::write(entry, bytes).unwrap();
+    }
+    let second = ws.wharf(&["run", "p.yml", "-v"]);
+    assert_eq!(
+        second.code(),
+        0,
+        "a damaged cache entry broke the run:\n{}",
+        second.all()
+    );
+    assert!(second.stdout().contains("compiled"), "{}", second.all());
+    assert_eq!(second.output_of("a", "echo").as_deref(), Some("hi"));
+    let third = ws.wharf(&["run", "p.yml", "-v"]);
+    assert!(
+        third.stdout().contains("cached "),
+        "the entry was written again:\n{}",
+        third.all()
+    );
+
+    let refused = |dir: &std::path::Path, why: &str| {
+        let run = common::Run(
+            ws.command(&["run", "p.yml", "-v"])
+                .env("WHARF_CACHE_DIR", dir)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code(), 0, "{}", run.all());
+        assert!(
+            run.stderr().contains("warning: not using the compile cache"),
+            "{}",
+            run.all()
+        );
+        assert!(run.stderr().contains(why), "{}", run.all());
+        assert!(!run.stdout().contains("cached "), "{}", run.all());
+    };
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("components")).unwrap();
+    std::os::unix::fs::chown(other.path().join("components"), Some(65534), Some(65534)).unwrap();
+    refused(other.path(), "belongs to user 65534");
+    let open = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(open.path().join("components")).unwrap();
+    std::fs::set_permissions(
+        open.path().join("components"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    refused(open.path(), "is open to other users (mode 777)");
+    refused(&ws.path().join("cache"), "lies inside the workspace");
+}
+
+/// One damaged state file is reported; the other services are still shown.
+#[test]
+fn status_shows_every_service_it_can_read() {
+    let ws = Workspace::new();
+    let services = ws.path().join(".wharf/state/services");
+    std::fs::create_dir_all(&services).unwrap();
+    std::fs::write(services.join("broken.json"), "{ not json").unwrap();
+    std::fs::write(
+        services.join("fine.json"),
+        r#"{"service":"fine","target":"local","state":"absent","current":null,"previous":null,"instances":[],"run_id":null,"updated":""}"#,
+    )
+    .unwrap();
+    let status = ws.wharf(&["status"]);
+    assert_eq!(status.code(), 1, "{}", status.all());
+    assert!(
+        status.stdout().contains("fine  target local  state absent"),
+        "{}",
+        status.all()
+    );
+    assert!(status.stderr().contains("broken.json"), "{}", status.all());
+}
+
+/// `wharf validate FILE | head -1` and `wharf log RUN | head -1`: the reader goes away
+/// early; wharf ends quietly instead of panicking.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let ws = Workspace::new();
+    ws.write("p.yml", "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n");
+    let run = ws.wharf(&["run", "p.yml"]);
+    let id = run.run_id();
+    for args in [vec!["validate", "p.yml"], vec!["log", &id], vec!["steps"], vec!["runs"]] {
+        let mut child = ws
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // `head -1` that has read its line
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -327,3 +327,247 @@ fn secrets_stay_masked_in_the_journal() {
     let replay = ws.wharf(&["replay", dir.to_str().unwrap(), "-v"]);
     assert_eq!(replay.code(), 0, "{}", replay.all());
 }
+
+/// A run folder is untrusted input: a forged snapshot (a symlink out of the scratch
+/// directory, an absolute path), a swapped component, a snapshot or preopen named outside
+/// the folder: each is refused with the reason, and nothing outside changes.
+#[test]
+fn a_forged_run_folder_is_refused_and_contained() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("escape_step"), ws.path().join("escape.wasm")).unwrap();
+    std::fs::create_dir_all(ws.path().join("data")).unwrap();
+    ws.write("data/in.txt", "recorded");
+    ws.write(
+        "pipeline.yml",
+        "name: forged\nsteps:\n  - id: write\n    uses: ./escape.wasm\n    allow: { write: [data] }\n    with: { attack: write-workspace, target: data/new.txt }\n",
+    );
+    let run = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let original = ws.path().join(".wharf/runs").join(run.run_id());
+    assert!(original.join("snapshots/write-1.tar").exists());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let forge = |name: &str, change: &dyn Fn(&Path)| {
+        let folder = ws.path().join(name);
+        copy_dir(&original, &folder);
+        change(&folder);
+        let replay = ws.wharf(&["replay", folder.to_str().unwrap(), "-v"]);
+        assert!(
+            std::fs::read_dir(elsewhere.path()).unwrap().next().is_none(),
+            "{name}: a replayed step wrote outside its scratch directory"
+        );
+        replay
+    };
+    let tar_with = |build: &dyn Fn(&mut tar::Builder<Vec<u8>>)| {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    };
+
+    // `data` a symlink to another directory: before, the replayed write landed there and
+    // the replay still reported a match.
+    let replay = forge("symlinked", &|folder| {
+        let bytes = tar_with(&|b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "data", elsewhere.path()).unwrap();
+        });
+        std::fs::write(folder.join("snapshots/write-1.tar"), bytes).unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(
+        replay
+            .stderr()
+            .contains("entry `data` is a symbolic link; a snapshot holds only directories and regular files"),
+        "{}",
+        replay.all()
+    );
+
+    let replay = forge("absolute", &|folder| {
+        let bytes = tar_with(&|b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            let name = format!("{}/planted", elsewhere.path().display());
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+        });
+        std::fs::write(folder.join("snapshots/write-1.tar"), bytes).unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(replay.stderr().contains("is an absolute path"), "{}", replay.all());
+
+    let replay = forge("swapped", &|folder| {
+        let components = folder.join("components");
+        let stored = std::fs::read_dir(&components).unwrap().next().unwrap().unwrap().path();
+        std::fs::copy(guest("probe_step"), stored).unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(
+        replay.stderr().contains("is not the component the run recorded"),
+        "{}",
+        replay.all()
+    );
+
+    let outside_name = format!("../../../../../../../..{}", elsewhere.path().display());
+    let replay = forge("renamed", &|folder| {
+        let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();
+        std::fs::write(
+            folder.join("journal.jsonl"),
+            journal.replace("\"snapshots/write-1.tar\"", &format!("\"{outside_name}/x.tar\"")),
+        )
+        .unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(replay.stderr().contains("leads outside"), "{}", replay.all());
+
+    let replay = forge("preopen", &|folder| {
+        let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();
+        std::fs::write(
+            folder.join("journal.jsonl"),
+            journal.replace("[\"data\",true]", &format!("[\"{outside_name}\",true]")),
+        )
+        .unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(
+        replay.stderr().contains("which is not a workspace path"),
+        "{}",
+        replay.all()
+    );
+
+    // The untouched folder still replays.
+    let replay = forge("untouched", &|_| {});
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+}
+
+/// `--resume` refuses when what the reused steps worked from has changed: another commit
+/// (the version output would name the old code), another pipeline, another component.
+#[test]
+fn resume_refuses_when_the_workspace_pipeline_or_a_component_changed() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("cmd-step"), ws.path().join("step.wasm")).unwrap();
+    let pipeline = "name: resume\nsteps:\n  - id: version\n    uses: builtin:version\n  - id: made\n    uses: ./step.wasm\n    with: { x: '${{ steps.version.outputs.version }}' }\n  - id: gate\n    uses: ./probe.wasm\n    with: { mode: '${{ vars.mode }}' }\nvars:\n  mode: fail\n";
+    ws.write("pipeline.yml", pipeline);
+    common::git(ws.path(), &["tag", "v1.0.0"]);
+    let failed = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(failed.code(), 1, "{}", failed.all());
+    let id = failed.run_id();
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["run", "pipeline.yml", "-v", "--var", "mode=ok", "--resume", id.as_str()];
+        args.extend_from_slice(extra);
+        ws.wharf(&args)
+    };
+
+    ws.commit("new code");
+    let refused = resume(&[]);
+    assert_eq!(refused.code(), 2, "{}", refused.all());
+    let err = refused.stderr();
+    assert!(
+        err.contains(&format!("run {id} cannot be resumed: the workspace was at")),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(
+        !refused.stdout().contains("wharf run"),
+        "nothing ran:\n{}",
+        refused.all()
+    );
+
+    let forced = resume(&["--force"]);
+    assert_eq!(forced.code(), 0, "{}", forced.all());
+    assert!(
+        forced
+            .stderr()
+            .contains("warning: --force: resuming although the workspace was at"),
+        "{}",
+        forced.all()
+    );
+    assert!(
+        forced.step_line("version").contains("reused from run"),
+        "{}",
+        forced.all()
+    );
+
+    // Back to the recorded revision: another pipeline file, then another component.
+    common::git(ws.path(), &["reset", "-q", "--hard", "HEAD~1"]);
+    ws.write("pipeline.yml", &pipeline.replace("mode: fail", "mode: FAIL"));
+    let refused = resume(&[]);
+    assert_eq!(refused.code(), 2, "{}", refused.all());
+    assert!(
+        refused
+            .stderr()
+            .contains("differs from the pipeline file that run used"),
+        "{}",
+        refused.all()
+    );
+    ws.write("pipeline.yml", pipeline);
+    std::fs::copy(guest("escape-cmd"), ws.path().join("step.wasm")).unwrap();
+    let refused = resume(&[]);
+    assert_eq!(refused.code(), 2, "{}", refused.all());
+    assert!(
+        refused
+            .stderr()
+            .contains("step `made` would be reused but its component changed"),
+        "{}",
+        refused.all()
+    );
+    std::fs::copy(guest("cmd-step"), ws.path().join("step.wasm")).unwrap();
+    let resumed = resume(&[]);
+    assert_eq!(resumed.code(), 0, "{}", resumed.all());
+}
+
+/// A tmpfs of its own, mounted for one test (the tests run as root) and unmounted after.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root (the test suite runs as root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A full disk: the journal is cut cleanly at its last whole entry with a notice that says
+/// so and why, and a step that cannot write names ENOSPC and the path (not invalid input).
+#[test]
+fn a_full_disk_is_named_and_the_journal_stays_readable() {
+    let ws = Workspace::new();
+    let disk = Tmpfs::mount("16m");
+    let root = disk.0.path();
+    std::fs::copy(guest("probe_step"), root.join("probe.wasm")).unwrap();
+    std::fs::write(root.join("data.txt"), vec![b'd'; 1 << 20]).unwrap();
+    std::fs::write(
+        root.join("pipeline.yml"),
+        "name: full\nsteps:\n  - id: before\n    uses: ./probe.wasm\n    with: { echo: recorded }\n  - id: fill\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"dd if=/dev/zero of=fill bs=1M count=64 2>/dev/null; true\"]\n  - id: chatty\n    uses: builtin:exec\n    with: { program: seq, args: [\"1\", \"50000\"] }\n  - id: pack\n    uses: builtin:build\n    with: { repository: full, tag: '1', files: { data.txt: /data.txt } }\n",
+    )
+    .unwrap();
+    let pipeline = root.join("pipeline.yml");
+    let run = ws.wharf(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    assert!(out.contains("the journal of this run is incomplete from here"), "{out}");
+    assert!(out.contains("(ENOSPC: the disk is full)"), "{out}");
+    let pack = run.step_line("pack");
+    assert!(pack.contains("permanent: "), "{out}");
+    assert!(pack.contains("the disk is full (ENOSPC)"), "{out}");
+
+    // The journal reads to its last whole entry.
+    std::fs::remove_file(root.join("fill")).unwrap();
+    let log = ws.wharf(&["log", &run.run_id(), "--workspace", root.to_str().unwrap()]);
+    assert_eq!(log.code(), 0, "{}", log.all());
+    assert!(log.stdout().contains("✓ before success"), "{}", log.all());
+}

@@ -42,7 +42,7 @@ fn input(step_id: &str, params: StepParams) -> StepInput {
         deployer: None,
         grants: Arc::default(),
         preopens: Vec::new(),
-        scratch: std::env::temp_dir(),
+        scratch: None,
         tape: Default::default(),
         limits: StepLimits::default(),
     }

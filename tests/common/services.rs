@@ -151,12 +151,16 @@ impl Nginx {
         );
         std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
         let nginx = Nginx {
-            child: Command::new("nginx")
-                .args(Self::args(prefix.path()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+            // Its own process group: the workers go with the master when the test ends.
+            child: std::os::unix::process::CommandExt::process_group(
+                Command::new("nginx")
+                    .args(Self::args(prefix.path()))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                0,
+            )
+            .spawn()
+            .unwrap(),
             port,
             prefix,
         };
@@ -193,7 +197,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: signalling a process group has no memory-safety preconditions.
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }

@@ -74,7 +74,7 @@ pub fn store_dir(workspace: &Path) -> PathBuf {
 
 pub fn open_store(workspace: &Path) -> Result<Store, StepError> {
     let dir = store_dir(workspace);
-    Store::open(&dir).map_err(|e| permanent(format!("image store {}: {e}", dir.display())))
+    Store::open(&dir).map_err(|e| super::io_failure(format_args!("image store {}", dir.display()), &e))
 }
 
 fn image_of(name: &str, stored: &StoredImage) -> Image {

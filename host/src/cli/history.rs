@@ -210,7 +210,8 @@ pub(super) fn log(args: LogArgs) -> u8 {
                 )
             }
         };
-        outln!("{at}  {line}");
+        // A run folder may come from anywhere: its text is shown, never obeyed.
+        outln!("{at}  {}", render::lines(&line, ""));
     }
     if journal.truncated {
         outln!("(the journal ends here: the last entry was cut off, the run was killed)");

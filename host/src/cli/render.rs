@@ -63,7 +63,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Each line of a step's text, made printable, behind `indent`: a step cannot start a line
 /// of its own that looks like wharf's.
-fn lines(text: &str, indent: &str) -> String {
+pub fn lines(text: &str, indent: &str) -> String {
     text.split('\n')
         .map(|l| printable(l.trim_end_matches('\r')).into_owned())
         .collect::<Vec<_>>()

@@ -55,6 +55,11 @@ impl LoadedStep {
         }
     }
 
+    /// A WASI command writes its outputs to a file in a scratch directory.
+    pub fn needs_scratch(&self) -> bool {
+        matches!(self.kind, StepKind::Command(_))
+    }
+
     pub fn is_builtin(&self) -> bool {
         self.origin.starts_with("builtin:")
     }

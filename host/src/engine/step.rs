@@ -49,8 +49,9 @@ pub struct StepInput {
     pub grants: Arc<Grants>,
     /// The directories opened to the step (from its grants, or a replay's snapshot).
     pub preopens: Vec<Preopen>,
-    /// An empty directory of the run's scratch space: a WASI command's `/run/wharf`.
-    pub scratch: std::path::PathBuf,
+    /// An empty directory of the run's scratch space for a WASI command's `/run/wharf`
+    /// (typed steps need none).
+    pub scratch: Option<std::path::PathBuf>,
     pub tape: Tape,
     pub limits: StepLimits,
 }
@@ -148,7 +149,6 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
     let tail = StderrTail::default();
     let limits = input.limits;
     let budget = input.scope.log_budget.clone();
-    let input_events = input.scope.events.clone();
     let mut builder = base_wasi(&input.scope, &input.preopens, &tail);
     // A WASI command's output file lives in a scratch directory only it sees.
     let output_file = match &step.kind {
@@ -164,10 +164,14 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
                     builder.env(param_env_name(name), value);
                 }
             }
+            let scratch = input
+                .scratch
+                .as_ref()
+                .ok_or_else(|| permanent("a WASI command step needs a scratch directory".into()))?;
             builder
-                .preopened_dir(&input.scratch, OUTPUT_DIR, FsPerms::ReadWrite)
+                .preopened_dir(scratch, OUTPUT_DIR, FsPerms::ReadWrite)
                 .map_err(|e| permanent(format!("cannot open the step's output directory: {e}")))?;
-            Some(input.scratch.join("output"))
+            Some(scratch.join("output"))
         }
     };
     let ctx = Context {
@@ -259,8 +263,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         return Err(StepFailure {
             kind: FailureKind::Error(ErrorKind::InvalidInput),
             message: format!(
-                "returned an output named `{}`; output names are identifiers (a letter, then letters, digits, `-`, `_`)",
-                input_events.redact(name)
+                "returned an output named `{name}`; output names are identifiers (a letter, then letters, digits, `-`, `_`)"
             ),
         });
     }

@@ -251,7 +251,11 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 .map_err(|e| format!("replay scratch space {}: {e}", scratch.path().display()))
         };
         let workspace = in_scratch("workspace")?;
-        let output_dir = in_scratch("output")?;
+        let output_dir = if step.needs_scratch() {
+            Some(in_scratch("output")?)
+        } else {
+            None
+        };
         if let Some(snapshot) = attempt.snapshot {
             let bytes = run_file(&req.run_dir, snapshot, snapshot::LIMITS.bytes + 1024)?;
             snapshot::unpack(&bytes[..], snapshot, &workspace, snapshot::LIMITS)

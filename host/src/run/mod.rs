@@ -320,9 +320,13 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
                 Tape::Record(Arc::new(Recorder::new(journal.clone(), &decl.id, attempt)))
             }
         };
-        let scratch = match req.scratch.attempt(&format!("{}-{attempt}", decl.id)) {
-            Ok(dir) => dir,
-            Err(e) => {
+        let scratch = match loaded
+            .needs_scratch()
+            .then(|| req.scratch.attempt(&format!("{}-{attempt}", decl.id)))
+        {
+            None => None,
+            Some(Ok(dir)) => Some(dir),
+            Some(Err(e)) => {
                 let failure = StepFailure {
                     kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Permanent),
                     message: format!(
@@ -353,7 +357,9 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             limits,
         };
         let result = step::run(loaded, input).await;
-        let _ = std::fs::remove_dir_all(&scratch);
+        if let Some(dir) = &scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         match result {
             Ok(outputs) => {
                 let redact = |t: &str| req.events.redact(t);
