@@ -19,6 +19,47 @@ impl Host for StepState {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, StepError> {
+    let out = git_command(dir, args).output().await.map_err(|e| {
+        step_error(
+            ErrorKind::Permanent,
+            format!("cannot run git: {e}; install git on the machine running wharf"),
+        )
+    })?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+/// The sha256 of what git prints, read as it comes (a diff can be large).
+async fn git_digest(dir: &Path, args: &[&str]) -> Option<String> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncReadExt;
+    let mut child = git_command(dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stdout.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+    child
+        .wait()
+        .await
+        .ok()?
+        .success()
+        .then(|| hex::encode(hasher.finalize()))
+}
+
+fn git_command(dir: &Path, args: &[&str]) -> tokio::process::Command {
     // Hooks, fsmonitor and a planted config must not run code here: the workspace is
     // partly writable by steps, and git runs with wharf's own rights.
     let mut command = tokio::process::Command::new("git");
@@ -35,16 +76,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Option<String>, StepError> {
             command.env(key, v);
         }
     }
-    let out = command.output().await.map_err(|e| {
-        step_error(
-            ErrorKind::Permanent,
-            format!("cannot run git: {e}; install git on the machine running wharf"),
-        )
-    })?;
-    Ok(out
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    command
 }
 
 pub async fn describe(workspace: &Path) -> Result<Revision, StepError> {
@@ -90,10 +122,7 @@ pub async fn workspace_revision(workspace: &Path) -> Option<String> {
     if !dirty {
         return Some(sha);
     }
-    let diff = git(workspace, &["diff", "--no-ext-diff", "--binary", "HEAD"])
-        .await
-        .ok()??;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(diff.as_bytes()));
+    let digest = git_digest(workspace, &["diff", "--no-ext-diff", "--binary", "HEAD"]).await?;
     Some(format!("{sha} with uncommitted changes {}", &digest[..12]))
 }
 
