@@ -1,7 +1,9 @@
-//! Builds the guest workspace (`steps/`: built-in steps, test steps, example steps) for
-//! wasm32-wasip2 and embeds the built-in steps in the binary as `builtin:NAME`.
+//! Builds the guest workspace (`steps/`: the built-in steps and the example step) for
+//! wasm32-wasip2 and embeds the built-in steps in the binary as `builtin:NAME`. Test steps
+//! are not here: the tests build their own workspace (`tests/steps`).
 //!
 //! The nested cargo gets its own target directory: the outer build holds the lock on ours.
+//! A toolchain without the wasm target stops the build with the one command that adds it.
 
 use std::env;
 use std::fmt::Write as _;
@@ -26,7 +28,7 @@ const EXAMPLE_STEPS: &[(&str, &str)] = &[("greet", "examples/hello/greet.wasm")]
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for watched in ["steps", "wit", "tests/steps", "examples/hello/greet"] {
+    for watched in ["steps", "wit", "examples/hello/greet"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -37,8 +39,6 @@ fn main() {
         .join("guests");
 
     let artifacts = target_dir.join(TARGET).join("release");
-    // Integration tests find the test steps here.
-    println!("cargo:rustc-env=WHARF_GUEST_ARTIFACTS={}", artifacts.display());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
 
     // Fuzzing builds the library with nightly, which may lack the wasm target; it needs no
@@ -49,7 +49,11 @@ fn main() {
         return;
     }
 
-    ensure_wasm_target(&root);
+    if !target_installed() {
+        panic!(
+            "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain lacks that target. Add it with:\n\n    rustup target add {TARGET}\n"
+        );
+    }
     build_guests(&root, &target_dir);
 
     let mut code = String::from("/// Built-in steps, embedded at build time: (name, component bytes).\n");
@@ -75,31 +79,6 @@ fn main() {
         let built = artifacts.join(format!("{artifact}.wasm"));
         copy_if_changed(&built, &root.join(destination));
     }
-}
-
-fn ensure_wasm_target(root: &Path) {
-    if target_installed() {
-        return;
-    }
-    let _ = Command::new("rustup")
-        .args(["target", "add", TARGET])
-        .current_dir(root)
-        .status();
-    if target_installed() {
-        return;
-    }
-    let bundled = root.join("../shared/toolchain/ensure-wasm-target");
-    if bundled.exists() {
-        let _ = Command::new("bash").arg(&bundled).current_dir(root).status();
-        if target_installed() {
-            return;
-        }
-    }
-    panic!(
-        "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain \
-         lacks that target.\nInstall it with:\n\n    rustup target add {TARGET}\n\n\
-         (offline: ../shared/toolchain/ensure-wasm-target installs a bundled copy for rustc 1.95.0)\n"
-    );
 }
 
 fn target_installed() -> bool {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use wharf::engine::bindings::wharf::step::types::{
+use wharf::pipeline::describe::{
     Capability, CapabilityKind, OutputSpec, ParamSpec, ParamType, StepInfo, Value,
 };
 use wharf::pipeline::validate::{StepShape, validate};

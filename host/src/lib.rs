@@ -4,8 +4,9 @@
 //! files, [`engine`] loads and runs components, [`capabilities`] is the host side of the
 //! WIT contract, [`run`] executes a pipeline, [`events`] carries what happens to renderers.
 
-pub mod beneath;
-pub mod bounded;
+pub use wharf_fs::{beneath, bounded};
+pub use wharf_oci as oci;
+pub use wharf_pipeline as pipeline;
 pub mod builtins;
 pub mod capabilities;
 pub mod cli;
@@ -13,8 +14,6 @@ pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod journal;
-pub mod oci;
-pub mod pipeline;
 pub mod run;
 pub mod sandbox;
 pub mod targets;

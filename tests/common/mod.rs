@@ -13,11 +13,46 @@ pub struct Workspace {
     pub cache: tempfile::TempDir,
 }
 
-/// A built test or example step (`tests/steps/*`, `examples/*`), by artifact name.
+/// A test step (`tests/steps/*`) by artifact name, built for wasm32-wasip2 the first time a
+/// test asks for one.
 pub fn guest(name: &str) -> PathBuf {
-    let path = Path::new(env!("WHARF_GUEST_ARTIFACTS")).join(format!("{name}.wasm"));
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(build_test_guests);
+    let path = dir.join(format!("{name}.wasm"));
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Build the test guest workspace into the target directory's `test-guests/`.
+fn build_test_guests() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("test-guests");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("tests/steps/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("run cargo to build the test steps");
+    assert!(
+        status.success(),
+        "building the test steps (tests/steps) for wasm32-wasip2 failed"
+    );
+    target.join("wasm32-wasip2/release")
 }
 
 pub fn git(dir: &Path, args: &[&str]) {

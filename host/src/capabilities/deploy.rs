@@ -1,23 +1,32 @@
 //! `deploy`: the WIT face of [`crate::deploy::Deployer`]. Every call is logged to the step.
 
-use super::step_error;
+use super::bindings::wharf::step::deploy::{Host, Instance, Revision, ServiceSpec, ServiceState, ServiceStatus};
+use super::bindings::wharf::step::types::{ErrorKind, StepError};
+use super::{CallResult, StepCall, step_error};
 use crate::deploy::Deployer;
 use crate::deploy::state::{self, ServiceRecord};
-use crate::engine::bindings::wharf::step::deploy::{
-    Host, Instance, Revision, ServiceSpec, ServiceState, ServiceStatus,
-};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
 use crate::events::Level;
-use std::sync::Arc;
 use std::time::Duration;
 
-impl StepState {
+/// The view `deploy` is served on: the step's call context and the run's deployer (none
+/// while a step is described or replayed).
+pub struct DeployView<'a> {
+    pub call: &'a StepCall,
+    pub deployer: Option<&'a Deployer>,
+}
+
+/// The linker's marker for [`DeployView`].
+pub struct HasDeploy;
+
+impl wasmtime::component::HasData for HasDeploy {
+    type Data<'a> = DeployView<'a>;
+}
+
+impl<'a> DeployView<'a> {
     /// The run's deployer, once the grants allow this service.
-    fn deployer(&self, service: &str) -> Result<Arc<Deployer>, StepError> {
-        self.grants.check_deploy(service)?;
+    fn deployer(&self, service: &str) -> Result<&'a Deployer, StepError> {
+        self.call.grants.check_deploy(service)?;
         self.deployer
-            .clone()
             .ok_or_else(|| step_error(ErrorKind::Denied, "deploy is not available while describing a step"))
     }
 }
@@ -80,110 +89,106 @@ fn spec(s: ServiceSpec) -> state::Spec {
 
 const DEPLOY: &str = "wharf:step/deploy";
 
-impl Host for StepState {
-    async fn begin_upgrade(&mut self, s: ServiceSpec) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "begin-upgrade", s, {
-            match self.deployer(&s.service) {
-                Ok(d) => d.begin_upgrade(spec(s.clone())).await.map(|r| status(&r)),
-                Err(e) => Err(e),
-            }
-        }))
+impl Host for DeployView<'_> {
+    async fn begin_upgrade(&mut self, s: ServiceSpec) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "begin-upgrade", &s, async {
+                let record = this.deployer(&s.service)?.begin_upgrade(spec(s.clone())).await?;
+                Ok(status(&record))
+            })
+            .await
     }
 
-    async fn start_instance(&mut self, service: String) -> wasmtime::Result<Result<Instance, StepError>> {
-        let result: Result<Instance, StepError> = crate::taped!(self, DEPLOY, "start-instance", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.start_instance(&service).await.map(|i| instance(&i)),
-                Err(e) => Err(e),
-            }
-        });
-        if let Ok(i) = &result {
-            self.scope.log(
-                Level::Info,
-                format!("started {} ({}) on {}:{}", i.id, i.version, i.address, i.port),
-            );
-        }
-        Ok(result)
+    async fn start_instance(&mut self, service: String) -> CallResult<Instance> {
+        let this = &*self;
+        let started = this
+            .call
+            .taped(DEPLOY, "start-instance", &service, async {
+                Ok(instance(&this.deployer(&service)?.start_instance(&service).await?))
+            })
+            .await?;
+        this.call.scope.log(
+            Level::Info,
+            format!(
+                "started {} ({}) on {}:{}",
+                started.id, started.version, started.address, started.port
+            ),
+        );
+        Ok(started)
     }
 
-    async fn wait_healthy(
-        &mut self,
-        service: String,
-        instance: String,
-        timeout_ms: u64,
-    ) -> wasmtime::Result<Result<(), StepError>> {
-        let result: Result<(), StepError> =
-            crate::taped!(self, DEPLOY, "wait-healthy", (&service, &instance, timeout_ms), {
-                match self.deployer(&service) {
-                    Ok(d) => {
-                        d.wait_healthy(&service, &instance, Duration::from_millis(timeout_ms))
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            });
-        if result.is_ok() {
-            self.scope.log(Level::Info, format!("{instance} is healthy"));
-        }
-        Ok(result)
+    async fn wait_healthy(&mut self, service: String, instance: String, timeout_ms: u64) -> CallResult<()> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "wait-healthy", &(&service, &instance, timeout_ms), async {
+                let timeout = Duration::from_millis(timeout_ms);
+                Ok(this
+                    .deployer(&service)?
+                    .wait_healthy(&service, &instance, timeout)
+                    .await?)
+            })
+            .await?;
+        this.call.scope.log(Level::Info, format!("{instance} is healthy"));
+        Ok(())
     }
 
-    async fn stop_instance(&mut self, service: String, instance: String) -> wasmtime::Result<Result<(), StepError>> {
-        let result: Result<(), StepError> = crate::taped!(self, DEPLOY, "stop-instance", (&service, &instance), {
-            match self.deployer(&service) {
-                Ok(d) => d.stop_instance(&service, &instance).await,
-                Err(e) => Err(e),
-            }
-        });
-        if result.is_ok() {
-            self.scope
-                .log(Level::Info, format!("stopped {instance} (kept for rollback)"));
-        }
-        Ok(result)
+    async fn stop_instance(&mut self, service: String, instance: String) -> CallResult<()> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "stop-instance", &(&service, &instance), async {
+                Ok(this.deployer(&service)?.stop_instance(&service, &instance).await?)
+            })
+            .await?;
+        this.call
+            .scope
+            .log(Level::Info, format!("stopped {instance} (kept for rollback)"));
+        Ok(())
     }
 
-    async fn finish_upgrade(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "finish-upgrade", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.finish_upgrade(&service).await.map(|r| status(&r)),
-                Err(e) => Err(e),
-            }
-        }))
+    async fn finish_upgrade(&mut self, service: String) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "finish-upgrade", &service, async {
+                Ok(status(&this.deployer(&service)?.finish_upgrade(&service).await?))
+            })
+            .await
     }
 
-    async fn confirm(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "confirm", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.confirm(&service).await.map(|r| status(&r)),
-                Err(e) => Err(e),
-            }
-        }))
+    async fn confirm(&mut self, service: String) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "confirm", &service, async {
+                Ok(status(&this.deployer(&service)?.confirm(&service).await?))
+            })
+            .await
     }
 
-    async fn rollback(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "rollback", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.rollback(&service).await.map(|r| status(&r)),
-                Err(e) => Err(e),
-            }
-        }))
+    async fn rollback(&mut self, service: String) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "rollback", &service, async {
+                Ok(status(&this.deployer(&service)?.rollback(&service).await?))
+            })
+            .await
     }
 
-    async fn status(&mut self, service: String) -> wasmtime::Result<Result<ServiceStatus, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "status", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.status(&service).await.map(|r| status(&r)),
-                Err(e) => Err(e),
-            }
-        }))
+    async fn status(&mut self, service: String) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "status", &service, async {
+                Ok(status(&this.deployer(&service)?.status(&service).await?))
+            })
+            .await
     }
 
-    async fn instances(&mut self, service: String) -> wasmtime::Result<Result<Vec<Instance>, StepError>> {
-        Ok(crate::taped!(self, DEPLOY, "instances", service, {
-            match self.deployer(&service) {
-                Ok(d) => d.instances(&service).await.map(|v| v.iter().map(instance).collect()),
-                Err(e) => Err(e),
-            }
-        }))
+    async fn instances(&mut self, service: String) -> CallResult<Vec<Instance>> {
+        let this = &*self;
+        this.call
+            .taped(DEPLOY, "instances", &service, async {
+                let running = this.deployer(&service)?.instances(&service).await?;
+                Ok(running.iter().map(instance).collect())
+            })
+            .await
     }
 }

@@ -3,10 +3,9 @@
 //! image, with a config carrying entrypoint, cmd, env, ports and labels. `docker-build` is
 //! the alternative for a Dockerfile on a Docker engine; its result lands in the same store.
 
-use super::{StepScope, step_error};
-use crate::engine::bindings::wharf::step::images::{AssembleRequest, DockerBuildRequest, Host, Image};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
+use super::bindings::wharf::step::images::{AssembleRequest, DockerBuildRequest, Host, Image};
+use super::bindings::wharf::step::types::{ErrorKind, StepError};
+use super::{CallResult, StepCall, StepScope, step_error};
 use crate::events::{Event, Level};
 use crate::oci::layer::{self, FileMapping};
 use crate::oci::layout::{Store, StoredImage};
@@ -19,48 +18,47 @@ use crate::oci::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-impl Host for StepState {
-    async fn assemble(&mut self, request: AssembleRequest) -> wasmtime::Result<Result<Image, StepError>> {
-        Ok(crate::taped!(self, "wharf:step/images", "assemble", request, {
-            let granted = self.grants.check_images().and_then(|()| {
-                for f in &request.files {
-                    self.grants.check_path(&f.source, false)?;
-                }
-                match request.base.as_deref().map(ImageRef::parse) {
-                    Some(Ok(ImageRef {
-                        registry: Some(host),
-                        repository,
-                        ..
-                    })) => self.grants.check_registry(&host, &repository),
-                    _ => Ok(()),
-                }
-            });
-            match granted {
-                Err(denied) => Err(denied),
-                Ok(()) => assemble(&self.scope, request.clone()).await,
-            }
-        }))
-    }
+const IMAGES: &str = "wharf:step/images";
 
-    async fn docker_build(&mut self, request: DockerBuildRequest) -> wasmtime::Result<Result<Image, StepError>> {
-        Ok(crate::taped!(self, "wharf:step/images", "docker-build", request, {
-            match self
-                .grants
-                .check_images()
-                .and_then(|()| self.grants.check_path(&request.context, false))
+/// `images` needs nothing but the step's call context.
+impl Host for &StepCall {
+    async fn assemble(&mut self, request: AssembleRequest) -> CallResult<Image> {
+        let call = *self;
+        call.taped(IMAGES, "assemble", &request, async {
+            call.grants.check_images()?;
+            for f in &request.files {
+                call.grants.check_path(&f.source, false)?;
+            }
+            if let Some(Ok(ImageRef {
+                registry: Some(host),
+                repository,
+                ..
+            })) = request.base.as_deref().map(ImageRef::parse)
             {
-                Err(denied) => Err(denied),
-                Ok(()) => docker_build(&self.scope, request.clone()).await,
+                call.grants.check_registry(&host, &repository)?;
             }
-        }))
+            assemble(&call.scope, request.clone()).await
+        })
+        .await
     }
 
-    async fn inspect(&mut self, reference: String) -> wasmtime::Result<Result<Image, StepError>> {
-        Ok(crate::taped!(self, "wharf:step/images", "inspect", reference, {
-            self.grants
-                .check_images()
-                .and_then(|()| inspect(&self.scope.workspace, &reference))
-        }))
+    async fn docker_build(&mut self, request: DockerBuildRequest) -> CallResult<Image> {
+        let call = *self;
+        call.taped(IMAGES, "docker-build", &request, async {
+            call.grants.check_images()?;
+            call.grants.check_path(&request.context, false)?;
+            docker_build(&call.scope, request.clone()).await
+        })
+        .await
+    }
+
+    async fn inspect(&mut self, reference: String) -> CallResult<Image> {
+        let call = *self;
+        call.taped(IMAGES, "inspect", &reference, async {
+            call.grants.check_images()?;
+            inspect(&call.scope.workspace, &reference)
+        })
+        .await
     }
 }
 
@@ -142,7 +140,7 @@ async fn base_image(store: &Store, base: &str) -> Result<StoredImage, StepError>
         Some(host) => {
             let registry = Registry::new(host, Credentials::default())?;
             let reference = r.digest.clone().or(r.tag.clone()).unwrap_or_else(|| "latest".into());
-            registry::pull(store, &registry, &r.repository, &reference, Some(&r.to_string())).await
+            Ok(registry::pull(store, &registry, &r.repository, &reference, Some(&r.to_string())).await?)
         }
         None => store
             .resolve(Some(&r.local_name()), r.digest.as_deref())
@@ -228,7 +226,7 @@ pub async fn assemble(scope: &StepScope, req: AssembleRequest) -> Result<Image, 
     Ok(image_of(&name, &stored))
 }
 
-fn merge_config(c: &mut ContainerConfig, req: &crate::engine::bindings::wharf::step::images::ImageConfig) {
+fn merge_config(c: &mut ContainerConfig, req: &crate::capabilities::bindings::wharf::step::images::ImageConfig) {
     if !req.entrypoint.is_empty() {
         c.entrypoint = Some(req.entrypoint.clone());
         // A new entrypoint drops the base image's arguments unless new ones are given.

@@ -1,8 +1,15 @@
 //! `log`: step log lines, progress and CI annotations, all turned into run events.
 
-use crate::engine::bindings::wharf::step::log::{Annotation, Host, Level as WitLevel};
-use crate::engine::state::StepState;
+use super::StepScope;
+use super::bindings::wharf::step::log::{Annotation, Host, Level as WitLevel};
 use crate::events::{Event, Level};
+
+/// The linker's marker: `log` is served on the step's [`StepScope`].
+pub struct HasLog;
+
+impl wasmtime::component::HasData for HasLog {
+    type Data<'a> = &'a mut StepScope;
+}
 
 impl From<WitLevel> for Level {
     fn from(level: WitLevel) -> Self {
@@ -16,11 +23,21 @@ impl From<WitLevel> for Level {
     }
 }
 
-impl Host for StepState {
+impl StepScope {
+    /// Spend log budget for something other than a line; past the limit the step stops.
+    fn spend_or_stop(&self, bytes: usize) -> wasmtime::Result<()> {
+        if self.log_budget.spend(bytes as u64 + 16).is_err() {
+            wasmtime::bail!("log limit reached");
+        }
+        Ok(())
+    }
+}
+
+impl Host for &mut StepScope {
     async fn write(&mut self, level: WitLevel, message: String) -> wasmtime::Result<()> {
-        self.scope.log(level.into(), message);
+        self.log(level.into(), message);
         // Past its log limit a step is stopped; the failure names the limit.
-        if self.scope.log_budget.exceeded() {
+        if self.log_budget.exceeded() {
             wasmtime::bail!("log limit reached");
         }
         Ok(())
@@ -28,11 +45,9 @@ impl Host for StepState {
 
     async fn progress(&mut self, label: String, done: u64, total: Option<u64>) -> wasmtime::Result<()> {
         // Progress and annotations count against the log limit like lines do.
-        if self.scope.log_budget.spend(label.len() as u64 + 16).is_err() {
-            wasmtime::bail!("log limit reached");
-        }
-        self.scope.events.emit(Event::Progress {
-            step: self.scope.step_id.clone(),
+        self.spend_or_stop(label.len())?;
+        self.events.emit(Event::Progress {
+            step: self.step_id.clone(),
             label,
             done,
             total,
@@ -43,11 +58,9 @@ impl Host for StepState {
     async fn annotate(&mut self, note: Annotation) -> wasmtime::Result<()> {
         let size =
             note.message.len() + note.title.as_ref().map_or(0, String::len) + note.file.as_ref().map_or(0, String::len);
-        if self.scope.log_budget.spend(size as u64 + 16).is_err() {
-            wasmtime::bail!("log limit reached");
-        }
-        self.scope.events.emit(Event::Annotation {
-            step: self.scope.step_id.clone(),
+        self.spend_or_stop(size)?;
+        self.events.emit(Event::Annotation {
+            step: self.step_id.clone(),
             level: note.level.into(),
             title: note.title,
             message: note.message,

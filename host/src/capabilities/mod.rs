@@ -1,8 +1,15 @@
 //! The host side of the contract: one module per WIT interface. Each keeps its logic in
-//! plain functions and types that tests can call without a guest; the `Host` trait impls on
-//! [`StepState`](crate::engine::state::StepState) only adapt them to the bindings.
+//! plain functions that tests call without a guest, and implements its `Host` trait on a
+//! narrow view of its own (as wasmtime-wasi does), which the engine projects from a step's
+//! store; no capability knows the store. [`errors`] is the one place where the domain's
+//! errors become the WIT `step-error`.
 
+pub mod bindings;
+pub mod clocks;
+pub mod convert;
 pub mod deploy;
+pub mod errors;
+pub mod http;
 pub mod images;
 pub mod log;
 pub mod process;
@@ -10,11 +17,49 @@ pub mod registry;
 pub mod secrets;
 pub mod source;
 
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::limits::LogBudget;
+pub use errors::{CallError, CallResult, io_failure, step_error};
+
 use crate::events::{Event, Events, Level, Stream};
+use crate::journal::tape::Tape;
+use crate::sandbox::Grants;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// What every capability of a step checks and records with: who is calling (its scope),
+/// what it may do (its grants), and its tape (recording, or answering from a journal).
+#[derive(Clone)]
+pub struct StepCall {
+    pub scope: StepScope,
+    pub grants: Arc<Grants>,
+    pub tape: Tape,
+}
+
+/// The linker's marker for the interfaces served on a step's [`StepCall`] alone (`source`,
+/// `images`).
+pub struct HasCall;
+
+impl wasmtime::component::HasData for HasCall {
+    type Data<'a> = &'a StepCall;
+}
+
+impl StepCall {
+    /// A host call through the step's tape ([`Tape::call`]), as the WIT result: `live`
+    /// makes the call in a run, the journal answers it in a replay.
+    pub async fn taped<A, T>(
+        &self,
+        interface: &str,
+        function: &str,
+        args: &A,
+        live: impl Future<Output = Result<T, bindings::wharf::step::types::StepError>>,
+    ) -> CallResult<T>
+    where
+        A: serde::Serialize + ?Sized,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        Ok(self.tape.call(interface, function, args, live).await??)
+    }
+}
 
 /// Who is calling and where to report: shared by every capability of one step.
 #[derive(Clone)]
@@ -67,36 +112,34 @@ impl StepScope {
     }
 }
 
-/// A path a step named that does not stay in the workspace is refused; one that is not
-/// there is the step's mistake.
-impl From<crate::beneath::Error> for StepError {
-    fn from(e: crate::beneath::Error) -> Self {
-        use crate::beneath::Error;
-        let kind = match &e {
-            Error::Escapes { .. } => ErrorKind::Denied,
-            Error::NotFound { .. } => ErrorKind::InvalidInput,
-            Error::Io { .. } => ErrorKind::Permanent,
-        };
-        step_error(kind, e.to_string())
+/// The log bytes a step may still write.
+#[derive(Debug)]
+pub struct LogBudget {
+    pub limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl LogBudget {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Spend `bytes`. Ok(()) within the limit; Err(first) over it, `first` true only for
+    /// the first line refused, so the notice is printed once.
+    pub fn spend(&self, bytes: u64) -> Result<(), bool> {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        if used <= self.limit {
+            return Ok(());
+        }
+        Err(!self.exceeded.swap(true, Ordering::Relaxed))
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
     }
 }
-
-/// The host failed at I/O while doing what a step asked: not the step's mistake, and a full
-/// disk says so plainly.
-pub fn io_failure(what: impl std::fmt::Display, e: &std::io::Error) -> StepError {
-    let message = if e.kind() == std::io::ErrorKind::StorageFull {
-        format!("{what}: the disk is full (ENOSPC): {e}")
-    } else {
-        format!("{what}: {e}")
-    };
-    step_error(ErrorKind::Permanent, message)
-}
-
-pub fn step_error(kind: ErrorKind, message: impl Into<String>) -> StepError {
-    StepError {
-        kind,
-        message: message.into(),
-    }
-}
-
-impl crate::engine::bindings::wharf::step::types::Host for crate::engine::state::StepState {}

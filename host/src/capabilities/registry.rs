@@ -2,36 +2,32 @@
 //! resolve tags to digests. Credentials come from secrets the step holds as handles; the
 //! values never enter the step.
 
+use super::bindings::wharf::step::registry::{Host, PushRequest, Pushed};
+use super::bindings::wharf::step::types::{ErrorKind, StepError};
 use super::images::open_store;
-use super::secrets::SecretHandle;
-use super::{StepScope, step_error};
-use crate::engine::bindings::wharf::step::registry::{Host, PushRequest, Pushed};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
-use crate::events::{Event, Level};
+use super::secrets::{SecretHandle, SecretsView};
+use super::{CallResult, StepScope, step_error};
+use crate::events::{Event, Level, human_duration};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{self, Credentials, Registry, is_loopback};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 
-impl Host for StepState {
-    async fn push(
-        &mut self,
-        request: PushRequest,
-        password: Option<Resource<SecretHandle>>,
-    ) -> wasmtime::Result<Result<Pushed, StepError>> {
+const REGISTRY: &str = "wharf:step/registry";
+
+/// `registry` is served on the secrets view: credentials are secret handles.
+impl Host for SecretsView<'_> {
+    async fn push(&mut self, request: PushRequest, password: Option<Resource<SecretHandle>>) -> CallResult<Pushed> {
         let secret = self.secret_name(password)?;
+        let (call, secrets) = (self.call, self.secrets);
         let args = serde_json::json!({ "request": &request, "password-secret": &secret });
-        Ok(crate::taped!(self, "wharf:step/registry", "push", args, {
-            match self.grants.check_registry(&request.registry, &request.repository) {
-                Err(denied) => Err(denied),
-                Ok(()) => {
-                    let password = secret.as_ref().and_then(|n| self.secrets.get(n)).map(String::from);
-                    push(&self.scope, request.clone(), password).await
-                }
-            }
-        }))
+        call.taped(REGISTRY, "push", &args, async {
+            call.grants.check_registry(&request.registry, &request.repository)?;
+            let password = secret.as_ref().and_then(|n| secrets.get(n)).map(String::from);
+            push(&call.scope, request.clone(), password).await
+        })
+        .await
     }
 
     async fn resolve(
@@ -40,21 +36,19 @@ impl Host for StepState {
         insecure: bool,
         username: Option<String>,
         password: Option<Resource<SecretHandle>>,
-    ) -> wasmtime::Result<Result<String, StepError>> {
+    ) -> CallResult<String> {
         let secret = self.secret_name(password)?;
+        let (call, secrets) = (self.call, self.secrets);
         let args = serde_json::json!({ "reference": &reference, "insecure": insecure, "username": &username, "password-secret": &secret });
-        Ok(crate::taped!(self, "wharf:step/registry", "resolve", args, {
+        call.taped(REGISTRY, "resolve", &args, async {
             let parsed = ImageRef::parse(&reference).ok();
             let host = parsed.as_ref().and_then(|r| r.registry.clone()).unwrap_or_default();
             let repository = parsed.map(|r| r.repository).unwrap_or_default();
-            match self.grants.check_registry(&host, &repository) {
-                Err(denied) => Err(denied),
-                Ok(()) => {
-                    let password = secret.as_ref().and_then(|n| self.secrets.get(n)).map(String::from);
-                    resolve(&reference, insecure, username.clone(), password).await
-                }
-            }
-        }))
+            call.grants.check_registry(&host, &repository)?;
+            let password = secret.as_ref().and_then(|n| secrets.get(n)).map(String::from);
+            resolve(&reference, insecure, username.clone(), password).await
+        })
+        .await
     }
 }
 
@@ -70,7 +64,7 @@ fn connect(
             format!("plain HTTP is only used for loopback registries; {host} is spoken to over HTTPS"),
         ));
     }
-    Registry::new(host, Credentials { username, password })
+    Ok(Registry::new(host, Credentials { username, password })?)
 }
 
 pub async fn push(scope: &StepScope, req: PushRequest, password: Option<String>) -> Result<Pushed, StepError> {
@@ -121,7 +115,7 @@ pub async fn push(scope: &StepScope, req: PushRequest, password: Option<String>)
             report.uploaded,
             report.bytes,
             report.skipped,
-            crate::cli::render::duration(started.elapsed())
+            human_duration(started.elapsed())
         ),
     );
     Ok(Pushed {

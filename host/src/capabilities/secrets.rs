@@ -6,19 +6,16 @@
 //! opaque handle, revealing the value is a separate call the host records, and every value is
 //! masked (raw, base64 and URL-encoded) in everything the run emits.
 
-use crate::engine::bindings::wharf::step::secrets::{Host, HostSecret};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
+use super::bindings::wharf::step::secrets::{Host, HostSecret};
+use super::bindings::wharf::step::types::ErrorKind;
+use super::{CallResult, StepCall, step_error};
 use crate::events::Level;
-use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::path::Path;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable};
 
 /// Environment variables of the wharf process that hold secrets: `WHARF_SECRET_<NAME>`.
-pub const ENV_PREFIX: &str = "WHARF_SECRET_";
-/// Shorter values are not masked: masking `ab` would shred every log line.
-pub const MIN_MASKED_LEN: usize = 4;
+pub const ENV_PREFIX: &str = crate::pipeline::SECRET_ENV_PREFIX;
 /// Largest `--secret-file` read.
 pub const SECRET_FILE_LIMIT: u64 = 1 << 20;
 
@@ -67,68 +64,26 @@ impl SecretStore {
     }
 }
 
-/// Masks secret values in text.
-#[derive(Debug, Default, Clone)]
-pub struct Redactor {
-    /// Every form of every secret, longest first so a longer match wins.
-    patterns: Vec<String>,
-}
-
-pub const MASK: &str = "***";
-
-impl Redactor {
-    pub fn add(&mut self, secret: &str) {
-        // Output reaches the log line by line: each line of a multi-line secret (a PEM key)
-        // is masked on its own as well.
-        if secret.contains('\n') {
-            for line in secret.lines().map(|l| l.trim_end_matches('\r')) {
-                self.add(line);
-            }
-        }
-        if secret.len() < MIN_MASKED_LEN {
-            return;
-        }
-        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
-        let forms = [
-            secret.to_string(),
-            // Padded and unpadded: the padding must not survive next to the mask.
-            b64.clone(),
-            b64.trim_end_matches('=').to_string(),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
-            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
-        ];
-        for form in forms {
-            if form.len() >= MIN_MASKED_LEN && !self.patterns.contains(&form) {
-                self.patterns.push(form);
-            }
-        }
-        self.patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    }
-
-    /// Length of the longest pattern.
-    pub fn longest(&self) -> usize {
-        self.patterns.first().map_or(0, String::len)
-    }
-
-    /// The masked text, or None when nothing needed masking.
-    pub fn redact(&self, text: &str) -> Option<String> {
-        if !self.patterns.iter().any(|p| text.contains(p.as_str())) {
-            return None;
-        }
-        let mut out = text.to_string();
-        for p in &self.patterns {
-            out = out.replace(p.as_str(), MASK);
-        }
-        Some(out)
-    }
-}
-
 /// The host side of a `secret` resource: just the name; the value stays in the store.
 pub struct SecretHandle {
     pub name: String,
 }
 
-impl StepState {
+/// The view `secrets` (and `registry`, which takes secret handles) is served on.
+pub struct SecretsView<'a> {
+    pub call: &'a StepCall,
+    pub secrets: &'a SecretStore,
+    pub table: &'a mut ResourceTable,
+}
+
+/// The linker's marker for [`SecretsView`].
+pub struct HasSecrets;
+
+impl wasmtime::component::HasData for HasSecrets {
+    type Data<'a> = SecretsView<'a>;
+}
+
+impl SecretsView<'_> {
     /// The name behind a handle the step passed to a host call (registry credentials): the
     /// journal records the name, the value is looked up only when the call is made.
     pub fn secret_name(&self, handle: Option<Resource<SecretHandle>>) -> wasmtime::Result<Option<String>> {
@@ -139,40 +94,46 @@ impl StepState {
     }
 }
 
-impl Host for StepState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<Resource<SecretHandle>, StepError>> {
-        let found: Result<String, StepError> = crate::taped!(self, "wharf:step/secrets", "get", name, {
-            self.grants.check_secret(&name).and_then(|()| match self.secrets.get(&name) {
-                Some(_) => Ok(name.clone()),
-                None => Err(StepError {
-                    kind: ErrorKind::Denied,
-                    message: format!(
-                        "secret `{name}` is not set; the operator provides it as environment variable {} of the wharf process, or with `--secret-file {name}=PATH`",
-                        env_key(&name)
-                    ),
-                }),
+const SECRETS: &str = "wharf:step/secrets";
+
+impl Host for SecretsView<'_> {
+    async fn get(&mut self, name: String) -> CallResult<Resource<SecretHandle>> {
+        let (call, secrets) = (self.call, self.secrets);
+        let name = call
+            .taped(SECRETS, "get", &name, async {
+                call.grants.check_secret(&name)?;
+                match secrets.get(&name) {
+                    Some(_) => Ok(name.clone()),
+                    None => Err(step_error(
+                        ErrorKind::Denied,
+                        format!(
+                            "secret `{name}` is not set; the operator provides it as environment variable {} of the wharf process, or with `--secret-file {name}=PATH`",
+                            env_key(&name)
+                        ),
+                    )),
+                }
             })
-        });
-        Ok(match found {
-            Ok(name) => Ok(self.table.push(SecretHandle { name })?),
-            Err(e) => Err(e),
-        })
+            .await?;
+        Ok(self.table.push(SecretHandle { name }).map_err(wasmtime::Error::from)?)
     }
 }
 
-impl HostSecret for StepState {
+impl HostSecret for SecretsView<'_> {
     async fn name(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
         Ok(self.table.get(&secret)?.name.clone())
     }
 
     async fn reveal(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<String> {
         let name = self.table.get(&secret)?.name.clone();
+        let (call, secrets) = (self.call, self.secrets);
         // The journal keeps the masked value; a replay hands the step `***`.
-        Ok(crate::taped!(self, "wharf:step/secrets", "reveal", name, {
-            self.scope
-                .log(Level::Debug, format!("revealed secret `{name}` to the step"));
-            self.secrets.get(&name).unwrap_or_default().to_string()
-        }))
+        call.tape
+            .call(SECRETS, "reveal", &name, async {
+                call.scope
+                    .log(Level::Debug, format!("revealed secret `{name}` to the step"));
+                secrets.get(&name).unwrap_or_default().to_string()
+            })
+            .await
     }
 
     async fn drop(&mut self, secret: Resource<SecretHandle>) -> wasmtime::Result<()> {
@@ -184,32 +145,6 @@ impl HostSecret for StepState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_raw_base64_and_url_encoded_forms() {
-        let mut r = Redactor::default();
-        r.add("s3cr3t/p@ss");
-        let b64 = base64::engine::general_purpose::STANDARD.encode("s3cr3t/p@ss");
-        let url = "s3cr3t%2Fp%40ss";
-        let line = format!("raw=s3cr3t/p@ss b64={b64} url={url}");
-        assert_eq!(r.redact(&line).unwrap(), "raw=*** b64=*** url=***");
-        assert_eq!(r.redact("nothing here"), None);
-    }
-
-    #[test]
-    fn every_line_of_a_multi_line_secret_is_masked() {
-        let mut r = Redactor::default();
-        r.add("-----BEGIN KEY-----\nMIIEvQIBADANBgkq\r\nhkiG9w0BAQEFAASC\n-----END KEY-----");
-        assert_eq!(r.redact("line: hkiG9w0BAQEFAASC").unwrap(), "line: ***");
-        assert_eq!(r.redact("MIIEvQIBADANBgkq").unwrap(), "***");
-    }
-
-    #[test]
-    fn short_values_are_not_masked() {
-        let mut r = Redactor::default();
-        r.add("ab");
-        assert_eq!(r.redact("ab cd"), None);
-    }
 
     #[test]
     fn names_map_to_env_vars() {

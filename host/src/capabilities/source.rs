@@ -1,20 +1,20 @@
 //! `source`: git describe of the workspace, taken apart so the version step can build
 //! `TAG-COMMITS-SHA` without parsing git's output itself.
 
-use super::step_error;
-use crate::engine::bindings::wharf::step::source::{Host, Revision};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
+use super::bindings::wharf::step::source::{Host, Revision};
+use super::bindings::wharf::step::types::{ErrorKind, StepError};
+use super::{CallResult, StepCall, step_error};
 use std::path::Path;
 
-impl Host for StepState {
-    async fn describe(&mut self) -> wasmtime::Result<Result<Revision, StepError>> {
-        Ok(crate::taped!(self, "wharf:step/source", "describe", (), {
-            match self.grants.check_source() {
-                Err(denied) => Err(denied),
-                Ok(()) => describe(&self.scope.workspace).await,
-            }
-        }))
+/// `source` needs nothing but the step's call context.
+impl Host for &StepCall {
+    async fn describe(&mut self) -> CallResult<Revision> {
+        let call = *self;
+        call.taped("wharf:step/source", "describe", &(), async {
+            call.grants.check_source()?;
+            describe(&call.scope.workspace).await
+        })
+        .await
     }
 }
 

@@ -1,11 +1,11 @@
 //! The step catalogue and pipeline checks: `wharf validate`, `wharf steps`, `wharf inspect`.
 
-use super::exit;
+use super::outcome::{CommandResult, Exit, Stop};
 use super::run::{Inputs, prepare};
-use crate::engine::bindings::wharf::step::types::{CapabilityKind, StepInfo};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::Events;
 use crate::pipeline::StepSource;
+use crate::pipeline::describe::{CapabilityKind, StepInfo};
 use crate::pipeline::params::{display, type_name};
 use clap::Args;
 use std::path::PathBuf;
@@ -30,41 +30,37 @@ pub struct InspectArgs {
     step: String,
 }
 
-pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs) -> u8 {
+pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs) -> CommandResult {
     let events = Events::new();
-    match prepare(runtime, &args.file, &args.inputs, &events).await {
-        Ok(p) => {
-            outln!(
-                "{}: valid · pipeline `{}` · {} steps",
-                args.file.display(),
-                p.pipeline.name,
-                p.steps.len()
-            );
-            outln!("effective grants: `allow:` plus what a built-in step's own parameters name\n");
-            for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {
-                let kind = if step.info.is_some() {
-                    "typed step"
-                } else {
-                    "WASI command"
-                };
-                outln!(
-                    "  {:<12} {} ({kind}, {})",
-                    decl.id,
-                    decl.uses,
-                    short_digest(&step.digest)
-                );
-                let grants = preview_grants(decl, step);
-                if grants.is_empty() {
-                    outln!("      (no grants: it can only log)");
-                }
-                for line in grants {
-                    outln!("      {line}");
-                }
-            }
-            exit::SUCCESS
+    let p = prepare(runtime, &args.file, &args.inputs, &events).await?;
+    outln!(
+        "{}: valid · pipeline `{}` · {} steps",
+        args.file.display(),
+        p.pipeline.name,
+        p.steps.len()
+    );
+    outln!("effective grants: `allow:` plus what a built-in step's own parameters name\n");
+    for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {
+        let kind = if step.info.is_some() {
+            "typed step"
+        } else {
+            "WASI command"
+        };
+        outln!(
+            "  {:<12} {} ({kind}, {})",
+            decl.id,
+            decl.uses,
+            short_digest(&step.digest)
+        );
+        let grants = preview_grants(decl, step);
+        if grants.is_empty() {
+            outln!("      (no grants: it can only log)");
         }
-        Err(code) => code,
+        for line in grants {
+            outln!("      {line}");
+        }
     }
+    Ok(Exit::Success)
 }
 
 /// The grants a step will run with, as far as they are known before the run: values that
@@ -115,7 +111,7 @@ fn short_digest(d: &str) -> String {
     d.chars().take("sha256:".len() + 12).collect()
 }
 
-pub(super) async fn steps(runtime: &Runtime) -> u8 {
+pub(super) async fn steps(runtime: &Runtime) -> CommandResult {
     let events = Events::new();
     let mut rows = Vec::new();
     for name in crate::builtins::names() {
@@ -140,21 +136,18 @@ pub(super) async fn steps(runtime: &Runtime) -> u8 {
         outln!("{name:<width$}  {version:<6}  {summary}");
     }
     outln!("\n`wharf inspect builtin:NAME` shows a step's parameters, outputs and capabilities.");
-    exit::SUCCESS
+    Ok(Exit::Success)
 }
 
-pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> u8 {
+pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> CommandResult {
     let source = match args.step.strip_prefix("builtin:") {
         Some(name) => StepSource::Builtin(name.into()),
         None => StepSource::File(PathBuf::from(&args.step)),
     };
-    let step = match runtime.load(&source, &Events::new()).await {
-        Ok(s) => s,
-        Err(p) => {
-            eprintln!("error: {}\n  = help: {}", p.message, p.help);
-            return exit::INVALID;
-        }
-    };
+    let step = runtime
+        .load(&source, &Events::new())
+        .await
+        .map_err(|p| Stop::invalid(format!("{}\n  = help: {}", p.message, p.help)))?;
     outln!("{}  ({})", step.origin, step.digest);
     match &step.info {
         Some(info) => print_info(info),
@@ -165,7 +158,7 @@ pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> u8 {
             outln!("  exit code 0 is success.");
         }
     }
-    exit::SUCCESS
+    Ok(Exit::Success)
 }
 
 fn print_info(info: &StepInfo) {

@@ -1,6 +1,6 @@
 //! Recorded runs: `wharf runs`, `wharf log`, `wharf replay`.
 
-use super::exit;
+use super::outcome::{CommandResult, Exit, Stop};
 use super::render::{self, Human};
 use super::run::parse_pairs;
 use crate::engine::Runtime;
@@ -50,7 +50,7 @@ impl ReplayArgs {
     }
 }
 
-pub(super) fn runs(args: RunsArgs) -> u8 {
+pub(super) fn runs(args: RunsArgs) -> CommandResult {
     let dir = runs_dir(&args.workspace);
     let mut ids: Vec<String> = std::fs::read_dir(&dir)
         .map(|entries| {
@@ -63,7 +63,7 @@ pub(super) fn runs(args: RunsArgs) -> u8 {
     ids.sort();
     if ids.is_empty() {
         outln!("no runs recorded in {}", dir.display());
-        return exit::SUCCESS;
+        return Ok(Exit::Success);
     }
     outln!(
         "{:<22} {:<16} {:<21} {:>9}  outcome",
@@ -97,17 +97,13 @@ pub(super) fn runs(args: RunsArgs) -> u8 {
         };
         outln!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
     }
-    exit::SUCCESS
+    Ok(Exit::Success)
 }
 
-pub(super) fn log(args: LogArgs) -> u8 {
-    let journal = match crate::journal::find_run(&args.workspace, &args.run).and_then(|d| Journal::read(&d)) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
+pub(super) fn log(args: LogArgs) -> CommandResult {
+    let journal = crate::journal::find_run(&args.workspace, &args.run)
+        .and_then(|d| Journal::read(&d))
+        .map_err(Stop::invalid)?;
     for record in &journal.records {
         let at = format!("{:>8.3}s", record.at_ms as f64 / 1000.0);
         let line = match &record.entry {
@@ -216,24 +212,16 @@ pub(super) fn log(args: LogArgs) -> u8 {
     if journal.truncated {
         outln!("(the journal ends here: the last entry was cut off, the run was killed)");
     }
-    exit::SUCCESS
+    Ok(Exit::Success)
 }
 
-pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> u8 {
-    let run_dir = match crate::journal::find_run(&args.workspace, &args.run) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
-    let substitutes = match parse_pairs(&args.steps, "--step") {
-        Ok(pairs) => pairs.into_iter().map(|(s, p)| (s, PathBuf::from(p))).collect(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
+pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> CommandResult {
+    let run_dir = crate::journal::find_run(&args.workspace, &args.run).map_err(Stop::invalid)?;
+    let substitutes = parse_pairs(&args.steps, "--step")
+        .map_err(Stop::invalid)?
+        .into_iter()
+        .map(|(s, p)| (s, PathBuf::from(p)))
+        .collect();
     let events = Events::new();
     let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
     human.set_name_width(12);
@@ -245,15 +233,11 @@ pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> 
         events,
     })
     .await;
-    match result {
-        Ok(ReplayResult::Matched) => exit::SUCCESS,
-        Ok(ReplayResult::Diverged(report)) => {
+    match result.map_err(Stop::invalid)? {
+        ReplayResult::Matched => Ok(Exit::Success),
+        ReplayResult::Diverged(report) => {
             outln!("{report}");
-            exit::DIVERGED
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::INVALID
+            Ok(Exit::Diverged)
         }
     }
 }

@@ -17,6 +17,7 @@ macro_rules! outln {
 mod catalog;
 mod environ;
 mod history;
+mod outcome;
 pub mod render;
 mod run;
 mod services;
@@ -27,27 +28,8 @@ use run::RunArgs;
 use services::{ServiceArgs, StatusArgs};
 
 use clap::{Parser, Subcommand};
+use outcome::{CommandResult, Stop};
 use std::path::PathBuf;
-
-/// Exit codes, documented in `--help` and the README.
-pub mod exit {
-    /// The pipeline ran and every step that had to run succeeded.
-    pub const SUCCESS: u8 = 0;
-    /// A step failed; no deploy was changed (or none was involved).
-    pub const FAILED: u8 = 1;
-    /// The pipeline file or the command line is invalid; nothing ran.
-    pub const INVALID: u8 = 2;
-    /// A step failed after a deploy and the service was rolled back to its previous revision.
-    pub const ROLLED_BACK: u8 = 3;
-    /// A rollback failed or was not possible: a service needs a human.
-    pub const NEEDS_HUMAN: u8 = 4;
-    /// A replay left the recorded path.
-    pub const DIVERGED: u8 = 5;
-    /// Stopped by Ctrl-C (SIGINT), after rolling back what it left unconfirmed.
-    pub const INTERRUPTED: u8 = 130;
-    /// Stopped by SIGTERM, likewise.
-    pub const TERMINATED: u8 = 143;
-}
 
 const TOP_EXAMPLES: &str = "\
 Examples:
@@ -185,10 +167,7 @@ pub fn main() -> std::process::ExitCode {
     // wharf again).
     let secrets = match environ::take_secrets() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(exit::INVALID);
-        }
+        Err(e) => return ended(Err(Stop::invalid(e))),
     };
     let mut command = Cli::command().after_help(format!("{TOP_EXAMPLES}\n\n{EXIT_CODES}"));
     for name in WITH_EXIT_CODES {
@@ -203,13 +182,21 @@ pub fn main() -> std::process::ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(exit::FAILED);
+        Err(e) => return ended(Err(Stop::failed(format!("cannot start the async runtime: {e}")))),
+    };
+    ended(runtime.block_on(dispatch(cli, secrets)))
+}
+
+/// The one place a command's end becomes the process's: a stop is printed, once.
+fn ended(result: CommandResult) -> std::process::ExitCode {
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(stop) => {
+            eprintln!("{}", stop.report);
+            stop.exit
         }
     };
-    let code = runtime.block_on(dispatch(cli, secrets));
-    std::process::ExitCode::from(code)
+    std::process::ExitCode::from(exit.code())
 }
 
 impl Cli {
@@ -243,26 +230,31 @@ impl Cli {
     }
 }
 
-async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) -> u8 {
-    let runtime = match crate::engine::Runtime::new(cli.cache_dir()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the WebAssembly engine: {e:#}");
-            return exit::FAILED;
-        }
-    };
+async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) -> CommandResult {
     let color = cli.color();
+    // The engine only for the commands that load steps.
+    let engine = || {
+        crate::engine::Runtime::new(cli.cache_dir())
+            .map_err(|e| Stop::failed(format!("cannot start the WebAssembly engine: {e:#}")))
+    };
+    let runtime = match cli.command {
+        Command::Run(_) | Command::Validate(_) | Command::Steps | Command::Inspect(_) | Command::Replay(_) => {
+            Some(engine()?)
+        }
+        _ => None,
+    };
+    let runtime = || runtime.as_ref().expect("an engine for this command");
     match cli.command {
-        Command::Run(args) => run::run(&runtime, args, color, secrets).await,
-        Command::Validate(args) => catalog::validate(&runtime, args).await,
-        Command::Steps => catalog::steps(&runtime).await,
-        Command::Inspect(args) => catalog::inspect(&runtime, args).await,
+        Command::Run(args) => run::run(runtime(), args, color, secrets).await,
+        Command::Validate(args) => catalog::validate(runtime(), args).await,
+        Command::Steps => catalog::steps(runtime()).await,
+        Command::Inspect(args) => catalog::inspect(runtime(), args).await,
         Command::Status(args) => services::status(args).await,
         Command::Confirm(args) => services::decide(args, true).await,
         Command::Rollback(args) => services::decide(args, false).await,
         Command::Remove(args) => services::remove(args).await,
         Command::Runs(args) => history::runs(args),
         Command::Log(args) => history::log(args),
-        Command::Replay(args) => history::replay(&runtime, args, color).await,
+        Command::Replay(args) => history::replay(runtime(), args, color).await,
     }
 }

@@ -3,7 +3,6 @@
 use crate::events::{Event, Level, Outcome, Sink, Stream};
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Duration;
 
 pub struct Human {
     verbose: bool,
@@ -70,16 +69,7 @@ pub fn lines(text: &str, indent: &str) -> String {
         .join(&format!("\n{indent}"))
 }
 
-pub fn duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else if ms < 60_000.0 {
-        format!("{:.1}s", ms / 1000.0)
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
+pub use crate::events::human_duration as duration;
 
 impl Sink for Human {
     fn event(&self, event: &Event) {

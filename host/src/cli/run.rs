@@ -1,6 +1,6 @@
 //! `wharf run`: validate, run, record, settle the deploys, choose the exit code.
 
-use super::exit;
+use super::outcome::{CommandResult, Exit, Stop};
 use super::render::Human;
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::{Actor, Deployer, Ledger};
@@ -102,30 +102,28 @@ pub(super) fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, S
         .collect()
 }
 
-pub(super) async fn prepare(runtime: &Runtime, file: &Path, inputs: &Inputs, events: &Events) -> Result<Prepared, u8> {
+pub(super) async fn prepare(
+    runtime: &Runtime,
+    file: &Path,
+    inputs: &Inputs,
+    events: &Events,
+) -> Result<Prepared, Stop> {
     let var_args = &inputs.vars;
     let passed = inputs.passed_env();
-    let pipeline = Pipeline::load(file).map_err(|d| {
-        eprintln!("{d}");
-        exit::INVALID
-    })?;
-    let overrides = parse_pairs(var_args, "--var").map_err(|e| {
-        eprintln!("error: {e}");
-        exit::INVALID
-    })?;
+    let pipeline = Pipeline::load(file)?;
+    let overrides = parse_pairs(var_args, "--var").map_err(Stop::invalid)?;
     for (name, _) in &overrides {
         if !pipeline.vars.iter().any(|v| v.name == *name) {
             let declared: Vec<&str> = pipeline.vars.iter().map(|v| v.name.as_str()).collect();
-            eprintln!(
-                "error: `--var {name}=...`: {} declares no var `{name}`\n  = help: its vars are: {}",
+            return Err(Stop::invalid(format!(
+                "`--var {name}=...`: {} declares no var `{name}`\n  = help: its vars are: {}",
                 file.display(),
                 if declared.is_empty() {
                     "(none)".to_string()
                 } else {
                     declared.join(", ")
                 }
-            );
-            return Err(exit::INVALID);
+            )));
         }
     }
     let mut loaded: Vec<Result<Arc<LoadedStep>, LoadProblem>> = Vec::new();
@@ -136,10 +134,7 @@ pub(super) async fn prepare(runtime: &Runtime, file: &Path, inputs: &Inputs, eve
         .iter()
         .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))
         .collect();
-    if let Err(d) = validate(&pipeline, &shapes, &overrides, &passed) {
-        eprintln!("{d}");
-        return Err(exit::INVALID);
-    }
+    validate(&pipeline, &shapes, &overrides, &passed)?;
     let mut vars = BTreeMap::new();
     for v in &pipeline.vars {
         if let Some(d) = &v.default {
@@ -163,31 +158,17 @@ pub(super) async fn prepare(runtime: &Runtime, file: &Path, inputs: &Inputs, eve
     })
 }
 
-pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secrets: SecretStore) -> u8 {
+pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secrets: SecretStore) -> CommandResult {
     let events = Events::new();
     let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
     events.add_sink(human.clone());
-    match parse_pairs(&args.secret_files, "--secret-file") {
-        Ok(pairs) => {
-            for (name, path) in pairs {
-                if let Err(e) = secrets.add_file(&name, Path::new(&path)) {
-                    eprintln!("error: {e}");
-                    return exit::INVALID;
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
+    for (name, path) in parse_pairs(&args.secret_files, "--secret-file").map_err(Stop::invalid)? {
+        secrets.add_file(&name, Path::new(&path)).map_err(Stop::invalid)?;
     }
     for value in secrets.values() {
         events.add_secret(value);
     }
-    let prepared = match prepare(runtime, &args.file, &args.inputs, &events).await {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    let prepared = prepare(runtime, &args.file, &args.inputs, &events).await?;
     let workspace = args
         .workspace
         .clone()
@@ -199,36 +180,31 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
     }) {
         Ok(w) if w.is_dir() => w,
         _ => {
-            eprintln!("error: workspace {} is not a directory", workspace.display());
-            return exit::INVALID;
+            return Err(Stop::invalid(format!(
+                "workspace {} is not a directory",
+                workspace.display()
+            )));
         }
     };
     human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
     let revision = crate::capabilities::source::workspace_revision(&workspace).await;
     let reuse = match &args.resume {
         None => None,
-        Some(run) => match resume_from(&workspace, run, &prepared, revision.as_deref(), args.force) {
-            Ok(reuse) => Some(reuse),
-            Err(e) => {
-                eprintln!("error: --resume {run}: {e}");
-                return exit::INVALID;
-            }
-        },
+        Some(run) => Some(
+            resume_from(&workspace, run, &prepared, revision.as_deref(), args.force)
+                .map_err(|e| Stop::invalid(format!("--resume {run}: {e}")))?,
+        ),
     };
     let run_id = new_run_id();
     let runs = runs_dir(&workspace);
     // What killed runs left in their scratch space goes first.
     ScratchSpace::sweep(run_scratches(&runs));
-    let scratch = match ScratchSpace::create(&runs.join(&run_id).join("scratch")) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "error: cannot create the run's scratch space in {}: {e}",
-                runs.display()
-            );
-            return exit::FAILED;
-        }
-    };
+    let scratch = ScratchSpace::create(&runs.join(&run_id).join("scratch")).map_err(|e| {
+        Stop::failed(format!(
+            "cannot create the run's scratch space in {}: {e}",
+            runs.display()
+        ))
+    })?;
     let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref(), revision) {
         Ok(j) => Some(j),
         Err(e) => {
@@ -279,12 +255,12 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
     if let Some(journal) = journal {
         journal.write(Entry::RunFinished {
             outcome: if failed { "failure" } else { "success" }.into(),
-            exit_code: code,
+            exit_code: code.code(),
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         journal.sync();
     }
-    code
+    Ok(code)
 }
 
 /// Open the run's journal, store the pipeline, and record how the run starts.
@@ -296,10 +272,7 @@ fn start_journal(
     reuse: Option<&Reuse>,
     revision: Option<String>,
 ) -> std::io::Result<Arc<JournalWriter>> {
-    let journal = Arc::new(JournalWriter::create(
-        &runs_dir(workspace).join(run_id),
-        events.clone(),
-    )?);
+    let journal = crate::journal::open(&runs_dir(workspace).join(run_id), events)?;
     journal.store_pipeline(&prepared.pipeline.source.text)?;
     journal.write(Entry::RunStarted {
         run_id: run_id.to_string(),
@@ -311,7 +284,7 @@ fn start_journal(
         resumed_from: reuse.map(|r| r.run_id.clone()),
         revision,
     });
-    events.add_sink(journal.clone());
+    events.add_sink(Arc::new(crate::journal::JournalSink(journal.clone())));
     Ok(journal)
 }
 
@@ -430,17 +403,17 @@ fn lineage(workspace: &Path, journal: &Journal) -> Vec<String> {
 /// Exit code of a run from its outcome, how it ended and what happened to its deploys. A
 /// service that needs a human outranks everything; an interrupted run exits as shells
 /// expect (128 + the signal).
-pub fn exit_code(failed: bool, signal: Option<Signal>, ledger: &Ledger) -> u8 {
+pub fn exit_code(failed: bool, signal: Option<Signal>, ledger: &Ledger) -> Exit {
     if !ledger.rollback_failed.is_empty() || (failed && !ledger.paused.is_empty()) {
-        exit::NEEDS_HUMAN
+        Exit::NeedsHuman
     } else if let Some(signal) = signal {
-        signal.exit_code()
+        signal.exit()
     } else if failed && !ledger.rolled_back.is_empty() {
-        exit::ROLLED_BACK
+        Exit::RolledBack
     } else if failed {
-        exit::FAILED
+        Exit::StepFailed
     } else {
-        exit::SUCCESS
+        Exit::Success
     }
 }
 
@@ -459,10 +432,10 @@ impl Signal {
         }
     }
 
-    fn exit_code(self) -> u8 {
+    fn exit(self) -> Exit {
         match self {
-            Signal::Interrupt => exit::INTERRUPTED,
-            Signal::Terminate => exit::TERMINATED,
+            Signal::Interrupt => Exit::Interrupted,
+            Signal::Terminate => Exit::Terminated,
         }
     }
 }

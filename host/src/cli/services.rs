@@ -1,10 +1,9 @@
 //! Deployed services: `wharf status`, `confirm`, `rollback`, `remove`.
 
-use super::exit;
+use super::outcome::{CommandResult, Exit, Stop};
 use super::render::Human;
 use crate::deploy::state::ServiceRecord;
 use crate::deploy::{Actor, Deployer};
-use crate::engine::bindings::wharf::step::types::ErrorKind;
 use crate::events::Events;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -50,93 +49,73 @@ fn print_service(r: &ServiceRecord) {
     }
 }
 
-fn service_deployer(workspace: &Path) -> Result<Deployer, u8> {
-    let workspace = std::fs::canonicalize(workspace).map_err(|e| {
-        eprintln!("error: workspace {}: {e}", workspace.display());
-        exit::INVALID
-    })?;
+fn service_deployer(workspace: &Path) -> Result<Deployer, Stop> {
+    let workspace = std::fs::canonicalize(workspace)
+        .map_err(|e| Stop::invalid(format!("workspace {}: {e}", workspace.display())))?;
     let events = Events::new();
     events.add_sink(Arc::new(Human::new(false, false, Box::new(std::io::stdout()))));
     Ok(Deployer::new(&workspace, Actor::Person, events))
 }
 
-pub(super) async fn status(args: StatusArgs) -> u8 {
-    let deployer = match service_deployer(&args.workspace) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+/// The exit for a failed deploy call: a refused request is the caller's mistake.
+fn stop(e: crate::deploy::DeployError, otherwise: Exit) -> Stop {
+    let exit = if e.is_refusal() { Exit::Invalid } else { otherwise };
+    Stop::with_exit(exit, e)
+}
+
+pub(super) async fn status(args: StatusArgs) -> CommandResult {
+    let deployer = service_deployer(&args.workspace)?;
     let records = match &args.service {
         Some(s) => vec![deployer.status(s).await],
         None => deployer.list().await,
     };
     if records.is_empty() {
         outln!("no services deployed from {}", args.workspace.display());
-        return exit::SUCCESS;
+        return Ok(Exit::Success);
     }
-    let mut code = exit::SUCCESS;
+    // Every service that can be read is shown; the others are reported together after.
+    let mut unreadable = Vec::new();
     let mut first = true;
-    for record in &records {
+    for record in records {
         match record {
             Ok(r) => {
                 if !first {
                     outln!();
                 }
                 first = false;
-                print_service(r);
+                print_service(&r);
             }
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                code = if e.kind == ErrorKind::InvalidInput {
-                    exit::INVALID
-                } else {
-                    exit::FAILED
-                };
-            }
+            Err(e) => unreadable.push(stop(e, Exit::StepFailed)),
         }
     }
-    code
+    match unreadable.len() {
+        0 => Ok(Exit::Success),
+        1 => Err(unreadable.remove(0)),
+        _ => {
+            let exit = unreadable[0].exit;
+            let all: Vec<String> = unreadable.iter().map(|s| s.report.to_string()).collect();
+            Err(Stop::with_exit(exit, all.join("\n").trim_start_matches("error: ")))
+        }
+    }
 }
 
-pub(super) async fn decide(args: ServiceArgs, confirm: bool) -> u8 {
-    let deployer = match service_deployer(&args.workspace) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
+pub(super) async fn decide(args: ServiceArgs, confirm: bool) -> CommandResult {
+    let deployer = service_deployer(&args.workspace)?;
     let result = if confirm {
         deployer.confirm(&args.service).await
     } else {
         deployer.rollback(&args.service).await
     };
-    match result {
-        Ok(record) => {
-            print_service(&record);
-            exit::SUCCESS
-        }
-        Err(e) if e.kind == ErrorKind::InvalidInput => {
-            eprintln!("error: {}", e.message);
-            exit::INVALID
-        }
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            if confirm { exit::FAILED } else { exit::NEEDS_HUMAN }
-        }
-    }
+    let failed = if confirm { Exit::StepFailed } else { Exit::NeedsHuman };
+    print_service(&result.map_err(|e| stop(e, failed))?);
+    Ok(Exit::Success)
 }
 
-pub(super) async fn remove(args: ServiceArgs) -> u8 {
-    let deployer = match service_deployer(&args.workspace) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    match deployer.remove(&args.service).await {
-        Ok(_) => exit::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            if e.kind == ErrorKind::InvalidInput {
-                exit::INVALID
-            } else {
-                exit::FAILED
-            }
-        }
-    }
+pub(super) async fn remove(args: ServiceArgs) -> CommandResult {
+    let deployer = service_deployer(&args.workspace)?;
+    deployer
+        .remove(&args.service)
+        .await
+        .map_err(|e| stop(e, Exit::StepFailed))?;
+    Ok(Exit::Success)
 }

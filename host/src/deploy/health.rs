@@ -1,17 +1,24 @@
 //! Health checks: HTTP GET on an instance's health path until it answers 2xx.
 
-use crate::capabilities::step_error;
+use crate::deploy::DeployError;
 use crate::deploy::state::Instance;
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::targets::Target;
 use std::time::{Duration, Instant};
 
-pub async fn wait(target: &dyn Target, instance: &Instance, path: &str, timeout: Duration) -> Result<(), StepError> {
+pub async fn wait<T: Target + ?Sized>(
+    target: &T,
+    instance: &Instance,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), DeployError> {
     let url = format!("http://{}:{}{}", instance.address, instance.port, path);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
-        .map_err(|e| step_error(ErrorKind::Permanent, e.to_string()))?;
+        .map_err(|e| DeployError::Unhealthy {
+            instance: instance.id.clone(),
+            why: format!("cannot be checked: {e}"),
+        })?;
     let deadline = Instant::now() + timeout;
     loop {
         let last = match client.get(&url).send().await {
@@ -21,25 +28,20 @@ pub async fn wait(target: &dyn Target, instance: &Instance, path: &str, timeout:
             Err(e) => e.to_string(),
         };
         if !target.is_running(instance).await {
-            return Err(step_error(
-                ErrorKind::Permanent,
-                format!(
-                    "instance {} exited before it became healthy{}",
-                    instance.id,
-                    log_tail(instance)
-                ),
-            ));
+            return Err(DeployError::Unhealthy {
+                instance: instance.id.clone(),
+                why: format!("exited before it became healthy{}", log_tail(instance)),
+            });
         }
         if Instant::now() >= deadline {
-            return Err(step_error(
-                ErrorKind::Permanent,
-                format!(
-                    "instance {} did not become healthy within {} ({url}: {last}){}",
-                    instance.id,
+            return Err(DeployError::Unhealthy {
+                instance: instance.id.clone(),
+                why: format!(
+                    "did not become healthy within {} ({url}: {last}){}",
                     humantime::format_duration(timeout),
                     log_tail(instance)
                 ),
-            ));
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -8,8 +8,7 @@
 //! step, so two runs that find it free at the same moment cannot both get it. The file is
 //! never removed: removing it would let a new file and the old one be locked at once.
 
-use crate::capabilities::step_error;
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+use super::DeployError;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
@@ -31,8 +30,12 @@ pub struct ServiceLock {
 }
 
 impl ServiceLock {
-    pub fn acquire(dir: &Path, service: &str, run_id: &str) -> Result<ServiceLock, StepError> {
-        let io = |e: std::io::Error| step_error(ErrorKind::Permanent, format!("lock for `{service}`: {e}"));
+    pub fn acquire(dir: &Path, service: &str, run_id: &str) -> Result<ServiceLock, DeployError> {
+        let io = |source: std::io::Error| DeployError::State {
+            service: service.to_string(),
+            context: format!("lock for `{service}`"),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(format!("{service}.lock"));
         for _ in 0..3 {
@@ -49,18 +52,13 @@ impl ServiceLock {
                     let mut text = String::new();
                     let _ = (&file).take(64 * 1024).read_to_string(&mut text);
                     let holder = serde_json::from_str::<Holder>(&text).ok();
-                    return Err(step_error(
-                        ErrorKind::Transient,
-                        match holder {
-                            Some(h) => format!(
-                                "service `{service}` is being changed by run {} (pid {}) since {}; wait for it to finish",
-                                h.run_id, h.pid, h.since
-                            ),
-                            None => {
-                                format!("service `{service}` is being changed by another run; wait for it to finish")
-                            }
+                    return Err(DeployError::Busy {
+                        service: service.to_string(),
+                        holder: match holder {
+                            Some(h) => format!("run {} (pid {}) since {}", h.run_id, h.pid, h.since),
+                            None => "another run".to_string(),
                         },
-                    ));
+                    });
                 }
                 Err(e) => return Err(io(e.into())),
             }
@@ -83,10 +81,10 @@ impl ServiceLock {
                 .map_err(io)?;
             return Ok(ServiceLock { file, path });
         }
-        Err(step_error(
-            ErrorKind::Transient,
-            format!("could not take the lock for `{service}`; try again"),
-        ))
+        Err(DeployError::Busy {
+            service: service.to_string(),
+            holder: "another run, which took the lock while this one did".to_string(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -111,8 +109,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = ServiceLock::acquire(dir.path(), "seed", "run-1").unwrap();
         let err = ServiceLock::acquire(dir.path(), "seed", "run-2").unwrap_err();
-        assert!(err.message.contains("is being changed by run run-1"), "{}", err.message);
-        assert_eq!(err.kind, ErrorKind::Transient);
+        assert!(
+            matches!(&err, DeployError::Busy { holder, .. } if holder.starts_with("run run-1 ")),
+            "{err}"
+        );
         drop(held);
         let again = ServiceLock::acquire(dir.path(), "seed", "run-2").unwrap();
         drop(again);

@@ -11,18 +11,19 @@
 //! now. A service left `upgraded` blocks the next upgrade until it is confirmed or rolled
 //! back. The upgrade step decides the rolling order; the host owns state, locks and rollback.
 
+mod error;
 pub mod health;
 pub mod lock;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
-use crate::capabilities::step_error;
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
+pub use error::DeployError;
+
 use crate::events::{Event, Events};
 use crate::oci::reference::ImageRef;
 use crate::pipeline::OnFailure;
-use crate::targets::docker::DockerTarget;
-use crate::targets::local::LocalTarget;
-use crate::targets::{Host, Target, TargetPaths};
+use crate::targets::{Host, StandardTargets, Target, TargetPaths, Targets};
 use lock::ServiceLock;
 use state::{Instance, ServiceRecord, Spec, State};
 use std::collections::{BTreeSet, HashMap};
@@ -53,27 +54,24 @@ pub enum Actor {
 }
 
 pub struct Deployer {
-    paths: TargetPaths,
+    /// Where instances run: `local` and `docker`, or what a test gives.
+    targets: Box<dyn Targets>,
+    /// Where the state lives, for messages.
+    state_dir: PathBuf,
     services_dir: PathBuf,
     locks_dir: PathBuf,
     actor: Actor,
     /// Recorded in state files and locks: the run id, or `cli-PID` for a person.
     run_id: String,
     events: Events,
-    local: LocalTarget,
-    docker: tokio::sync::OnceCell<Result<DockerTarget, StepError>>,
     held: Mutex<HashMap<String, ServiceLock>>,
     ledger: Mutex<Ledger>,
     /// Earlier runs whose unfinished upgrades this run carries on (`--resume`).
     adopted: Mutex<BTreeSet<String>>,
 }
 
-fn permanent(message: String) -> StepError {
-    step_error(ErrorKind::Permanent, message)
-}
-
-fn invalid(message: String) -> StepError {
-    step_error(ErrorKind::InvalidInput, message)
+fn refused(service: &str, message: String) -> DeployError {
+    DeployError::refused(service, message)
 }
 
 /// `.wharf/state` under a workspace.
@@ -82,25 +80,30 @@ pub fn state_dir(workspace: &Path) -> PathBuf {
 }
 
 impl Deployer {
+    /// The deployer of a workspace, with wharf's targets (`local`, `docker`).
     pub fn new(workspace: &Path, actor: Actor, events: Events) -> Self {
+        let paths = TargetPaths {
+            state: state_dir(workspace),
+            store: workspace.join(".wharf/oci"),
+        };
+        Self::with_targets(workspace, actor, events, Box::new(StandardTargets::new(paths)))
+    }
+
+    /// The deployer of a workspace, with the given targets.
+    pub fn with_targets(workspace: &Path, actor: Actor, events: Events, targets: Box<dyn Targets>) -> Self {
         let run_id = match &actor {
             Actor::Run(id) => id.clone(),
             Actor::Person => format!("cli-{}", std::process::id()),
         };
         let state = state_dir(workspace);
-        let paths = TargetPaths {
-            state: state.clone(),
-            store: workspace.join(".wharf/oci"),
-        };
         Self {
-            local: LocalTarget::new(paths.clone()),
-            paths,
+            targets,
             services_dir: state.join("services"),
             locks_dir: state.join("locks"),
+            state_dir: state,
             actor,
             run_id,
             events,
-            docker: tokio::sync::OnceCell::new(),
             held: Mutex::new(HashMap::new()),
             ledger: Mutex::new(Ledger::default()),
             adopted: Mutex::new(BTreeSet::new()),
@@ -131,63 +134,56 @@ impl Deployer {
         self.events.emit(Event::Notice { message });
     }
 
-    async fn target(&self, name: &str) -> Result<&dyn Target, StepError> {
-        match name {
-            "local" => Ok(&self.local),
-            "docker" => match self
-                .docker
-                .get_or_init(|| async { DockerTarget::connect(self.paths.clone()).await })
-                .await
-            {
-                Ok(docker) => Ok(docker),
-                Err(e) => Err(e.clone()),
-            },
-            other => Err(invalid(format!(
-                "unknown deploy target `{other}`; use `local` or `docker`"
-            ))),
-        }
+    async fn target(&self, name: &str) -> Result<&dyn Target, DeployError> {
+        self.targets.get(name).await
     }
 
-    fn load(&self, service: &str) -> Result<Option<ServiceRecord>, StepError> {
+    fn load(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {
         check_service(service)?;
-        ServiceRecord::load(&self.services_dir, service).map_err(|e| permanent(format!("state of `{service}`: {e}")))
-    }
-
-    fn save(&self, record: &mut ServiceRecord) -> Result<(), StepError> {
-        record.run_id = Some(self.run_id.clone());
-        record.save(&self.services_dir).map_err(|e| {
-            crate::capabilities::io_failure(
-                format_args!(
-                    "saving the state of `{}` in {}",
-                    record.service,
-                    self.services_dir.display()
-                ),
-                &e,
-            )
+        ServiceRecord::load(&self.services_dir, service).map_err(|source| DeployError::State {
+            service: service.to_string(),
+            context: format!("state of `{service}`"),
+            source,
         })
     }
 
-    fn existing(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    fn save(&self, record: &mut ServiceRecord) -> Result<(), DeployError> {
+        record.run_id = Some(self.run_id.clone());
+        record.save(&self.services_dir).map_err(|source| DeployError::State {
+            service: record.service.clone(),
+            context: format!(
+                "saving the state of `{}` in {}",
+                record.service,
+                self.services_dir.display()
+            ),
+            source,
+        })
+    }
+
+    fn existing(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         self.load(service)?.ok_or_else(|| {
             let known: Vec<String> = ServiceRecord::list(&self.services_dir)
                 .into_iter()
                 .flatten()
                 .map(|r| r.service)
                 .collect();
-            invalid(format!(
-                "no service `{service}` has been deployed from {}{}",
-                self.paths.state.display(),
-                if known.is_empty() {
-                    String::new()
-                } else {
-                    format!("; known: {}", known.join(", "))
-                }
-            ))
+            refused(
+                service,
+                format!(
+                    "no service `{service}` has been deployed from {}{}",
+                    self.state_dir.display(),
+                    if known.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; known: {}", known.join(", "))
+                    }
+                ),
+            )
         })
     }
 
     /// Take the service's lock unless this process holds it already; true when taken now.
-    fn lock(&self, service: &str) -> Result<bool, StepError> {
+    fn lock(&self, service: &str) -> Result<bool, DeployError> {
         check_service(service)?;
         let mut held = self.held.lock().unwrap();
         if held.contains_key(service) {
@@ -206,7 +202,7 @@ impl Deployer {
         self.held.lock().unwrap().contains_key(service)
     }
 
-    async fn eligible_hosts(&self, target: &dyn Target, spec: &Spec) -> Result<Vec<Host>, StepError> {
+    async fn eligible_hosts(&self, target: &dyn Target, spec: &Spec) -> Result<Vec<Host>, DeployError> {
         let hosts = target.hosts().await?;
         let eligible: Vec<Host> = hosts
             .iter()
@@ -233,46 +229,56 @@ impl Deployer {
                 "local" => "label the local host with WHARF_HOST_LABELS=key=value,...",
                 _ => "label the Docker engine (dockerd --label key=value)",
             };
-            return Err(invalid(format!(
-                "no host of target `{}` carries the labels {}; hosts: {}; {hint}",
-                target.name(),
-                want.join(", "),
-                have.join("; ")
-            )));
+            return Err(refused(
+                &spec.service,
+                format!(
+                    "no host of target `{}` carries the labels {}; hosts: {}; {hint}",
+                    target.name(),
+                    want.join(", "),
+                    have.join("; ")
+                ),
+            ));
         }
         if spec.one_per_host && spec.replicas as usize > eligible.len() {
-            return Err(invalid(format!(
-                "one instance per host allows at most {} replica(s) on target `{}` ({} eligible host{}), not {}",
-                eligible.len(),
-                target.name(),
-                eligible.len(),
-                if eligible.len() == 1 { "" } else { "s" },
-                spec.replicas
-            )));
+            return Err(refused(
+                &spec.service,
+                format!(
+                    "one instance per host allows at most {} replica(s) on target `{}` ({} eligible host{}), not {}",
+                    eligible.len(),
+                    target.name(),
+                    eligible.len(),
+                    if eligible.len() == 1 { "" } else { "s" },
+                    spec.replicas
+                ),
+            ));
         }
         Ok(eligible)
     }
 
-    pub async fn begin_upgrade(&self, spec: Spec) -> Result<ServiceRecord, StepError> {
+    pub async fn begin_upgrade(&self, spec: Spec) -> Result<ServiceRecord, DeployError> {
         let service = spec.service.clone();
         if !crate::pipeline::model::is_identifier(&service) {
-            return Err(invalid(format!(
-                "`{service}` is not a valid service name (letters, digits, `-`, `_`)"
-            )));
+            return Err(refused(
+                &service,
+                format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
+            ));
         }
-        let reference = ImageRef::parse(&spec.revision.image).map_err(invalid)?;
+        let reference = ImageRef::parse(&spec.revision.image).map_err(|why| refused(&service, why))?;
         match &reference.digest {
             None => {
-                return Err(invalid(format!(
-                    "{} has no digest; deploys pin digests so a rollback returns to exactly this build: use the `image` output of builtin:push",
-                    spec.revision.image
-                )));
+                return Err(refused(
+                    &service,
+                    format!(
+                        "{} has no digest; deploys pin digests so a rollback returns to exactly this build: use the `image` output of builtin:push",
+                        spec.revision.image
+                    ),
+                ));
             }
             Some(d) if *d != spec.revision.digest => {
-                return Err(invalid(format!(
-                    "{} does not match digest {}",
-                    spec.revision.image, spec.revision.digest
-                )));
+                return Err(refused(
+                    &service,
+                    format!("{} does not match digest {}", spec.revision.image, spec.revision.digest),
+                ));
             }
             Some(_) => {}
         }
@@ -287,32 +293,41 @@ impl Deployer {
         result
     }
 
-    async fn begin_locked(&self, spec: Spec, target: &dyn Target) -> Result<ServiceRecord, StepError> {
+    async fn begin_locked(&self, spec: Spec, target: &dyn Target) -> Result<ServiceRecord, DeployError> {
         let service = &spec.service.clone();
         let mut record = self
             .load(service)?
             .unwrap_or_else(|| ServiceRecord::new(service, &spec.target));
         match record.state {
             State::Upgraded => {
-                return Err(invalid(format!(
-                    "service `{service}` is upgraded to {} and awaits a decision; finish it first with `wharf confirm {service}` or `wharf rollback {service}`",
-                    record.current.as_ref().map_or("?", |s| s.revision.version.as_str())
-                )));
+                return Err(refused(
+                    service,
+                    format!(
+                        "service `{service}` is upgraded to {} and awaits a decision; finish it first with `wharf confirm {service}` or `wharf rollback {service}`",
+                        record.current.as_ref().map_or("?", |s| s.revision.version.as_str())
+                    ),
+                ));
             }
             State::Upgrading | State::RollingBack => {
-                return Err(invalid(format!(
-                    "an earlier change of service `{service}` did not finish (state {}, run {}); roll it back with `wharf rollback {service}`",
-                    record.state.as_str(),
-                    record.run_id.as_deref().unwrap_or("?")
-                )));
+                return Err(refused(
+                    service,
+                    format!(
+                        "an earlier change of service `{service}` did not finish (state {}, run {}); roll it back with `wharf rollback {service}`",
+                        record.state.as_str(),
+                        record.run_id.as_deref().unwrap_or("?")
+                    ),
+                ));
             }
             State::Absent | State::Active => {}
         }
         if record.state != State::Absent && record.target != spec.target {
-            return Err(invalid(format!(
-                "service `{service}` runs on target `{}`, not `{}`; deploy it under another name",
-                record.target, spec.target
-            )));
+            return Err(refused(
+                service,
+                format!(
+                    "service `{service}` runs on target `{}`, not `{}`; deploy it under another name",
+                    record.target, spec.target
+                ),
+            ));
         }
         self.eligible_hosts(target, &spec).await?;
         target.prepare(&spec).await?;
@@ -333,18 +348,21 @@ impl Deployer {
         Ok(record)
     }
 
-    fn upgrading(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    fn upgrading(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let record = self.existing(service)?;
         if record.state != State::Upgrading || !self.holds(service) {
-            return Err(invalid(format!(
-                "service `{service}` is {}, not being upgraded by this run; call begin-upgrade first",
-                record.state.as_str()
-            )));
+            return Err(refused(
+                service,
+                format!(
+                    "service `{service}` is {}, not being upgraded by this run; call begin-upgrade first",
+                    record.state.as_str()
+                ),
+            ));
         }
         Ok(record)
     }
 
-    pub async fn start_instance(&self, service: &str) -> Result<Instance, StepError> {
+    pub async fn start_instance(&self, service: &str) -> Result<Instance, DeployError> {
         let mut record = self.upgrading(service)?;
         let spec = current_spec(&record)?;
         let target = self.target(&record.target).await?;
@@ -353,7 +371,7 @@ impl Deployer {
             .iter()
             .find(|h| !spec.one_per_host || !record.instances.iter().any(|i| i.running && i.host == h.name))
             .ok_or_else(|| {
-                invalid(format!(
+                refused(service, format!(
                     "one instance per host: every eligible host already runs an instance of `{service}`; use `order: stop-first` so the old one makes room"
                 ))
             })?;
@@ -371,7 +389,7 @@ impl Deployer {
         Ok(instance)
     }
 
-    pub async fn wait_healthy(&self, service: &str, id: &str, timeout: Duration) -> Result<(), StepError> {
+    pub async fn wait_healthy(&self, service: &str, id: &str, timeout: Duration) -> Result<(), DeployError> {
         let record = self.existing(service)?;
         let instance = find(&record, id)?;
         let spec = record
@@ -381,10 +399,10 @@ impl Deployer {
             .or(record.previous.as_ref());
         let path = spec.map_or("/", |s| s.health_path.as_str());
         let target = self.target(&record.target).await?;
-        health::wait(target, instance, path, timeout).await
+        target.wait_healthy(instance, path, timeout).await
     }
 
-    pub async fn stop_instance(&self, service: &str, id: &str) -> Result<(), StepError> {
+    pub async fn stop_instance(&self, service: &str, id: &str) -> Result<(), DeployError> {
         let mut record = self.upgrading(service)?;
         let target = self.target(&record.target).await?;
         let instance = find(&record, id)?.clone();
@@ -395,7 +413,7 @@ impl Deployer {
         self.save(&mut record)
     }
 
-    pub async fn finish_upgrade(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    pub async fn finish_upgrade(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.upgrading(service)?;
         record.state = State::Upgraded;
         self.save(&mut record)?;
@@ -405,25 +423,24 @@ impl Deployer {
     }
 
     /// A run may decide only an upgrade it began; a person may decide any.
-    fn check_owner(&self, service: &str, decision: &str) -> Result<(), StepError> {
+    fn check_owner(&self, service: &str, decision: &'static str) -> Result<(), DeployError> {
         if self.actor == Actor::Person {
             return Ok(());
         }
         let record = self.existing(service)?;
         let pending = matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack);
         match &record.owner {
-            Some(owner) if pending && !self.owns(owner) => Err(step_error(
-                ErrorKind::Denied,
-                format!(
-                    "service `{service}` awaits a decision on the upgrade of run {owner}, not of this run; a run decides only its own upgrades (a person can: `wharf {decision} {service}`)"
-                ),
-            )),
+            Some(owner) if pending && !self.owns(owner) => Err(DeployError::NotOwner {
+                service: service.to_string(),
+                owner: owner.clone(),
+                decision,
+            }),
             _ => Ok(()),
         }
     }
 
     /// Finish Upgrade: the new revision stays, the previous revision's instances go.
-    pub async fn confirm(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    pub async fn confirm(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         self.check_owner(service, "confirm")?;
         self.lock(service)?;
         let result = self.confirm_locked(service).await;
@@ -431,13 +448,16 @@ impl Deployer {
         result
     }
 
-    async fn confirm_locked(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    async fn confirm_locked(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.existing(service)?;
         if record.state != State::Upgraded {
-            return Err(invalid(format!(
-                "service `{service}` is {}; only an upgraded service can be confirmed",
-                record.state.as_str()
-            )));
+            return Err(refused(
+                service,
+                format!(
+                    "service `{service}` is {}; only an upgraded service can be confirmed",
+                    record.state.as_str()
+                ),
+            ));
         }
         let target = self.target(&record.target).await?;
         let current = current_spec(&record)?;
@@ -458,7 +478,7 @@ impl Deployer {
 
     /// Rollback: remove the new revision's instances and bring back the recorded previous
     /// revision by digest.
-    pub async fn rollback(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    pub async fn rollback(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         self.check_owner(service, "rollback")?;
         self.lock(service)?;
         let result = self.rollback_locked(service).await;
@@ -468,23 +488,26 @@ impl Deployer {
             Ok(_) => {
                 ledger.rolled_back.insert(service.to_string());
             }
-            Err(e) => ledger.rollback_failed.push((service.to_string(), e.message.clone())),
+            Err(e) => ledger.rollback_failed.push((service.to_string(), e.to_string())),
         }
         result
     }
 
-    async fn rollback_locked(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    async fn rollback_locked(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.existing(service)?;
         if !matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack) {
-            return Err(invalid(format!(
-                "service `{service}` is {}{}; there is no upgrade to roll back",
-                record.state.as_str(),
-                record
-                    .current
-                    .as_ref()
-                    .map(|s| format!(" on {}", s.revision.version))
-                    .unwrap_or_default()
-            )));
+            return Err(refused(
+                service,
+                format!(
+                    "service `{service}` is {}{}; there is no upgrade to roll back",
+                    record.state.as_str(),
+                    record
+                        .current
+                        .as_ref()
+                        .map(|s| format!(" on {}", s.revision.version))
+                        .unwrap_or_default()
+                ),
+            ));
         }
         let target = self.target(&record.target).await?;
         record.state = State::RollingBack;
@@ -518,7 +541,9 @@ impl Deployer {
                 } else {
                     target.resume(prev, &instance).await?
                 };
-                health::wait(target, &instance, &prev.health_path, Duration::from_secs(60)).await?;
+                target
+                    .wait_healthy(&instance, &prev.health_path, Duration::from_secs(60))
+                    .await?;
                 record.instances[i] = Instance {
                     running: true,
                     ..instance
@@ -529,7 +554,9 @@ impl Deployer {
             while running < prev.replicas {
                 let id = format!("{service}-r{}", record.instances.len() + 1);
                 let instance = target.start(prev, &id, &host).await?;
-                health::wait(target, &instance, &prev.health_path, Duration::from_secs(60)).await?;
+                target
+                    .wait_healthy(&instance, &prev.health_path, Duration::from_secs(60))
+                    .await?;
                 record.instances.push(instance);
                 running += 1;
                 self.save(&mut record)?;
@@ -553,7 +580,7 @@ impl Deployer {
     }
 
     /// Stop and delete every instance and forget the service (its images stay).
-    pub async fn remove(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    pub async fn remove(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         self.lock(service)?;
         let result = async {
             let mut record = self.existing(service)?;
@@ -561,8 +588,12 @@ impl Deployer {
             for instance in std::mem::take(&mut record.instances) {
                 target.remove(&instance).await?;
             }
-            std::fs::remove_file(self.services_dir.join(format!("{service}.json")))
-                .map_err(|e| permanent(e.to_string()))?;
+            let file = self.services_dir.join(format!("{service}.json"));
+            std::fs::remove_file(&file).map_err(|source| DeployError::State {
+                service: service.to_string(),
+                context: format!("removing {}", file.display()),
+                source,
+            })?;
             record.state = State::Absent;
             self.note(format!("{service}: removed"));
             Ok(record)
@@ -573,7 +604,7 @@ impl Deployer {
     }
 
     /// The service with each instance's running flag checked against the target.
-    pub async fn status(&self, service: &str) -> Result<ServiceRecord, StepError> {
+    pub async fn status(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.existing(service)?;
         let target = self.target(&record.target).await?;
         for instance in &mut record.instances {
@@ -584,19 +615,23 @@ impl Deployer {
 
     /// Every service, each with its instances checked; a service whose state cannot be read
     /// is an error of its own, and the others are still listed.
-    pub async fn list(&self) -> Vec<Result<ServiceRecord, StepError>> {
+    pub async fn list(&self) -> Vec<Result<ServiceRecord, DeployError>> {
         let mut out = Vec::new();
         for r in ServiceRecord::list(&self.services_dir) {
             out.push(match r {
                 Ok(r) => self.status(&r.service).await,
-                Err(e) => Err(permanent(e)),
+                Err((service, source)) => Err(DeployError::State {
+                    context: format!("state of `{service}`"),
+                    service,
+                    source,
+                }),
             });
         }
         out
     }
 
     /// Running instances; none for a service never deployed (a template's fallback).
-    pub async fn instances(&self, service: &str) -> Result<Vec<Instance>, StepError> {
+    pub async fn instances(&self, service: &str) -> Result<Vec<Instance>, DeployError> {
         if self.load(service)?.is_none() {
             return Ok(Vec::new());
         }
@@ -638,7 +673,7 @@ impl Deployer {
                     if let Err(e) = self.rollback(&service).await {
                         self.note(format!(
                             "{service}: the rollback FAILED: {}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`",
-                            e.message
+                            e
                         ));
                     }
                 }
@@ -655,32 +690,30 @@ impl Deployer {
     }
 }
 
-fn current_spec(record: &ServiceRecord) -> Result<Spec, StepError> {
-    record.current.clone().ok_or_else(|| {
-        permanent(format!(
-            "the state of `{}` says {} but records no current revision; fix or remove .wharf/state/services/{}.json",
-            record.service,
-            record.state.as_str(),
-            record.service
-        ))
+fn current_spec(record: &ServiceRecord) -> Result<Spec, DeployError> {
+    record.current.clone().ok_or_else(|| DeployError::Inconsistent {
+        service: record.service.clone(),
+        state: record.state.as_str(),
     })
 }
 
 /// Service names become file names: letters, digits, `-` and `_` only.
-fn check_service(service: &str) -> Result<(), StepError> {
+fn check_service(service: &str) -> Result<(), DeployError> {
     if crate::pipeline::model::is_identifier(service) {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "`{service}` is not a valid service name (letters, digits, `-`, `_`)"
-        )))
+        Err(refused(
+            service,
+            format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
+        ))
     }
 }
 
-fn find<'a>(record: &'a ServiceRecord, id: &str) -> Result<&'a Instance, StepError> {
-    record
-        .instances
-        .iter()
-        .find(|i| i.id == id)
-        .ok_or_else(|| invalid(format!("service `{}` has no instance `{id}`", record.service)))
+fn find<'a>(record: &'a ServiceRecord, id: &str) -> Result<&'a Instance, DeployError> {
+    record.instances.iter().find(|i| i.id == id).ok_or_else(|| {
+        refused(
+            &record.service,
+            format!("service `{}` has no instance `{id}`", record.service),
+        )
+    })
 }

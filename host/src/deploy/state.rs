@@ -128,7 +128,7 @@ impl ServiceRecord {
 
     /// Every service with a state file: each read on its own, so one damaged file does not
     /// hide the others.
-    pub fn list(dir: &Path) -> Vec<Result<ServiceRecord, String>> {
+    pub fn list(dir: &Path) -> Vec<Result<ServiceRecord, (String, std::io::Error)>> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
@@ -144,7 +144,7 @@ impl ServiceRecord {
             .into_iter()
             .filter_map(|service| match Self::load(dir, &service) {
                 Ok(record) => record.map(Ok),
-                Err(e) => Some(Err(e.to_string())),
+                Err(e) => Some(Err((service, e))),
             })
             .collect()
     }

@@ -82,38 +82,6 @@ impl wasmtime::ResourceLimiter for StepLimiter {
     }
 }
 
-/// The log bytes a step may still write.
-#[derive(Debug)]
-pub struct LogBudget {
-    pub limit: u64,
-    used: AtomicU64,
-    exceeded: AtomicBool,
-}
-
-impl LogBudget {
-    pub fn new(limit: u64) -> Self {
-        Self {
-            limit,
-            used: AtomicU64::new(0),
-            exceeded: AtomicBool::new(false),
-        }
-    }
-
-    /// Spend `bytes`. Ok(()) within the limit; Err(first) over it, `first` true only for
-    /// the first line refused, so the notice is printed once.
-    pub fn spend(&self, bytes: u64) -> Result<(), bool> {
-        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
-        if used <= self.limit {
-            return Ok(());
-        }
-        Err(!self.exceeded.swap(true, Ordering::Relaxed))
-    }
-
-    pub fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Relaxed)
-    }
-}
-
 /// The disk bytes a step may still write.
 #[derive(Debug)]
 pub struct DiskBudget {

@@ -1,7 +1,6 @@
 //! The wasmtime side: one `Engine` per process, a linker with every host interface, the
 //! compile cache, and loaded steps kept as `InstancePre` so each run only instantiates.
 
-pub mod bindings;
 pub mod cache;
 pub mod disk;
 pub mod limits;
@@ -9,11 +8,11 @@ pub mod state;
 pub mod step;
 
 use crate::builtins;
+use crate::capabilities::bindings::TypedStepPre;
 use crate::events::{Event, Events};
 use crate::pipeline::StepSource;
+use crate::pipeline::describe::StepInfo;
 use crate::pipeline::validate::{LoadProblem, StepShape};
-use bindings::TypedStepPre;
-use bindings::wharf::step::types::StepInfo;
 use cache::ComponentCache;
 use sha2::{Digest, Sha256};
 use state::StepState;
@@ -21,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
@@ -100,17 +99,18 @@ impl Runtime {
         // Clocks and randomness go through the step's tape, so a replay repeats them.
         linker.allow_shadowing(true);
         {
+            use crate::capabilities::clocks::HasTapedClocks as Taped;
             use wasmtime_wasi::p2::bindings::{clocks, random};
-            clocks::monotonic_clock::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
-            clocks::wall_clock::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
-            random::random::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
-            random::insecure::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
-            random::insecure_seed::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+            clocks::monotonic_clock::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
+            clocks::wall_clock::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
+            random::random::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
+            random::insecure::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
+            random::insecure_seed::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
         }
         // Writes to disk are charged against the step's disk limit.
         disk::add_to_linker(&mut linker)?;
         linker.allow_shadowing(false);
-        bindings::TypedStep::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)?;
+        add_capabilities(&mut linker)?;
         let cache = ComponentCache::new(&engine, cache_dir);
         let ticker = Arc::new(AtomicBool::new(false));
         let stop = ticker.clone();
@@ -297,6 +297,24 @@ impl Runtime {
             "wharf:step/deploy@0.1",
         ]
     }
+}
+
+/// The `wharf:step` interfaces, each served on its own narrow view of a step's state.
+fn add_capabilities(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    use crate::capabilities::deploy::HasDeploy;
+    use crate::capabilities::log::HasLog;
+    use crate::capabilities::process::HasProcess;
+    use crate::capabilities::secrets::HasSecrets;
+    use crate::capabilities::{HasCall, bindings::wharf::step as wit};
+    wit::types::add_to_linker::<_, HasCall>(linker, |s| &s.call)?;
+    wit::log::add_to_linker::<_, HasLog>(linker, |s| &mut s.call.scope)?;
+    wit::process::add_to_linker::<_, HasProcess>(linker, StepState::process)?;
+    wit::source::add_to_linker::<_, HasCall>(linker, |s| &s.call)?;
+    wit::secrets::add_to_linker::<_, HasSecrets>(linker, StepState::secrets)?;
+    wit::images::add_to_linker::<_, HasCall>(linker, |s| &s.call)?;
+    wit::registry::add_to_linker::<_, HasSecrets>(linker, StepState::secrets)?;
+    wit::deploy::add_to_linker::<_, HasDeploy>(linker, StepState::deploy)?;
+    Ok(())
 }
 
 /// Pooling allocation makes instantiation cheap but reserves a lot of address space up

@@ -1,36 +1,67 @@
 //! What one step's `Store` holds: the WASI contexts, the resource table, resource limits and
-//! the host state every capability reads. Nothing in it outlives the step.
+//! each capability's context. Nothing in it outlives the step. The linker projects the
+//! narrow view each interface is served on from it (see [`super::Runtime::new`]).
 
-use crate::capabilities::StepScope;
-use crate::capabilities::secrets::SecretStore;
+use crate::capabilities::StepCall;
+use crate::capabilities::clocks::TapedClocks;
+use crate::capabilities::deploy::DeployView;
+use crate::capabilities::http::StepHttpHooks;
+use crate::capabilities::process::ProcessView;
+use crate::capabilities::secrets::{SecretStore, SecretsView};
 use crate::deploy::Deployer;
 use crate::engine::limits::StepLimits;
 use crate::engine::limits::{DiskBudget, StepLimiter};
-use crate::journal::tape::Tape;
-use crate::sandbox::Grants;
-use crate::sandbox::egress::StepHttpHooks;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub struct StepState {
-    pub scope: StepScope,
+    /// Who calls, what it may do, and its tape: what every capability checks and records with.
+    pub call: StepCall,
     pub secrets: Arc<SecretStore>,
-    /// The run's deploys; None while describing a step.
+    /// The run's deploys; None while describing or replaying a step.
     pub deployer: Option<Arc<Deployer>>,
-    /// What this step may reach: checked by every capability.
-    pub grants: Arc<Grants>,
     pub limits: StepLimits,
     /// What the step may still write to disk.
     pub disk: Arc<DiskBudget>,
-    /// Records host calls to the run's journal, or answers them from it in a replay.
-    pub tape: Tape,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub http_hooks: StepHttpHooks,
     pub table: ResourceTable,
     pub limiter: StepLimiter,
+}
+
+impl StepState {
+    pub fn process(&mut self) -> ProcessView<'_> {
+        ProcessView {
+            call: &self.call,
+            capture_limit: usize::try_from(self.limits.output_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn secrets(&mut self) -> SecretsView<'_> {
+        SecretsView {
+            call: &self.call,
+            secrets: &self.secrets,
+            table: &mut self.table,
+        }
+    }
+
+    pub fn deploy(&mut self) -> DeployView<'_> {
+        DeployView {
+            call: &self.call,
+            deployer: self.deployer.as_deref(),
+        }
+    }
+
+    pub fn clocks(&mut self) -> TapedClocks<'_> {
+        TapedClocks {
+            tape: &self.call.tape,
+            wasi: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl WasiView for StepState {

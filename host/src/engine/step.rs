@@ -2,18 +2,19 @@
 //! the cached `InstancePre`, called, and dropped. Traps, timeouts and limit hits become a
 //! [`StepFailure`]; the host carries on.
 
-use super::bindings::TypedStepPre;
-use super::bindings::wharf::step::types::{Context, ErrorKind, StepError, StepInfo, Value};
 use super::limits::{DiskBudget, StepLimiter, StepLimits};
 use super::state::StepState;
 use super::{LoadedStep, StepKind};
-use crate::capabilities::StepScope;
+use crate::capabilities::bindings::TypedStepPre;
+use crate::capabilities::bindings::wharf::step::types::{Context, ErrorKind, StepError, Value as WitValue};
+use crate::capabilities::http::StepHttpHooks;
 use crate::capabilities::secrets::SecretStore;
+use crate::capabilities::{StepCall, StepScope};
 use crate::events::lines::LineSplitter;
 use crate::events::{Events, Level, Stream};
 use crate::journal::tape::Tape;
+use crate::pipeline::describe::{StepInfo, Value};
 use crate::sandbox::Grants;
-use crate::sandbox::egress::StepHttpHooks;
 use crate::sandbox::preopens::Preopen;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -132,7 +133,7 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
         instance.wharf_step_step().call_describe(&mut store).await
     };
     match tokio::time::timeout(limits.timeout, call).await {
-        Ok(Ok(info)) => Ok(info),
+        Ok(Ok(info)) => Ok(info.into()),
         Ok(Err(e)) => Err(trap_message(&e, &tail)),
         Err(_) => Err("did not return within 10s".into()),
     }
@@ -179,8 +180,8 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         run_id: input.scope.run_id.clone(),
         pipeline: input.pipeline.clone(),
         params: match input.params {
-            StepParams::Typed(p) => p,
-            StepParams::Command(p) => p.into_iter().map(|(k, v)| (k, Value::Text(v))).collect(),
+            StepParams::Typed(p) => p.into_iter().map(|(k, v)| (k, WitValue::from(v))).collect(),
+            StepParams::Command(p) => p.into_iter().map(|(k, v)| (k, WitValue::Text(v))).collect(),
         },
         attempt: input.attempt,
     };
@@ -408,17 +409,12 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         grants,
         tape,
     } = parts;
+    let call = StepCall { scope, grants, tape };
     let state = StepState {
-        http_hooks: StepHttpHooks {
-            grants: grants.clone(),
-            scope: scope.clone(),
-            tape: tape.clone(),
-        },
-        tape,
-        scope,
+        http_hooks: StepHttpHooks { call: call.clone() },
+        call,
         secrets,
         deployer,
-        grants,
         limits: *limits,
         disk: Arc::new(DiskBudget::new(limits.disk_bytes)),
         wasi,

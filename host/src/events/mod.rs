@@ -2,8 +2,9 @@
 //! Every event passes the secret redactor before any renderer sees it.
 
 pub mod lines;
+pub mod redact;
 
-use crate::capabilities::secrets::Redactor;
+pub use redact::{MASK, Redactor};
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -142,6 +143,18 @@ impl Event {
             Event::Notice { message } => fix(message),
             Event::RunStarted { .. } | Event::ComponentLoaded { .. } | Event::StepStarted { .. } => {}
         }
+    }
+}
+
+/// A duration as people read it: `12ms`, `3.4s`, `2m05s`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
     }
 }
 

@@ -1,133 +1,101 @@
 //! Record and replay. Every effect of a step crosses the WIT boundary, so the journal of a
-//! run holds all of it: each host call with its arguments and result, the clock readings and
-//! random bytes a step was handed, its log, and step boundaries. A replay answers the calls
-//! from the journal instead of the world; `docs/journal.md` describes the format.
-//!
-//! A run's folder, `.wharf/runs/RUN_ID/`:
-//!
-//! ```text
-//! journal.jsonl        one JSON object per line, appended and flushed as the run goes
-//! pipeline.yml         the pipeline file as it was run
-//! components/HEX.wasm  each step's component, stored once by digest
-//! snapshots/STEP-N.tar the workspace paths a step's grants opened, as they were when it started
-//! ```
+//! run holds all of it (its format is the `wharf-journal` crate's). Here the engine's side:
+//! the [`tape`] every host call goes through, [`replay`], and the run's events as entries.
 
-pub mod reader;
 pub mod replay;
-pub mod snapshot;
 pub mod tape;
-pub mod writer;
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+pub use wharf_journal::{Entry, FORMAT, Record, VERSION, find_run, reader, runs_dir, snapshot, writer};
 
-pub const FORMAT: &str = "wharf-journal";
-pub const VERSION: u32 = 1;
+use crate::events::{Event, Events, Level, Sink, Stream};
+use std::path::Path;
+use std::sync::Arc;
+use writer::JournalWriter;
 
-/// One line of `journal.jsonl`: when (milliseconds since the run started) and what.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub at_ms: u64,
-    #[serde(flatten)]
-    pub entry: Entry,
+/// Open a run's journal at `dir`: secrets masked as in every event, and a notice when the
+/// journal stops being written (a full disk).
+pub fn open(dir: &Path, events: &Events) -> std::io::Result<Arc<JournalWriter>> {
+    let masker = events.clone();
+    let notices = events.clone();
+    Ok(Arc::new(JournalWriter::create(
+        dir,
+        Box::new(move |text| masker.redact(text)),
+        Box::new(move |why| {
+            notices.emit(Event::Notice {
+                message: format!(
+                    "the journal of this run is incomplete from here: {why}; the run goes on unrecorded and cannot be replayed past this point"
+                ),
+            })
+        }),
+    )?))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Entry {
-    /// Always the first line.
-    Header {
-        format: String,
-        version: u32,
-        wharf: String,
-    },
-    RunStarted {
-        run_id: String,
-        pipeline: String,
-        /// The snapshot's file name in the run folder.
-        pipeline_file: String,
-        vars: BTreeMap<String, String>,
-        workspace: String,
-        started: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        resumed_from: Option<String>,
-        /// The workspace's git revision (commit, and a digest of uncommitted changes).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        revision: Option<String>,
-    },
-    /// A step's component, stored under `components/`.
-    Component {
-        step: String,
-        origin: String,
-        digest: String,
-    },
-    StepStarted {
-        step: String,
-        uses: String,
-        attempt: u32,
-        /// The parameters the step was called with, interpolated.
-        params: serde_json::Value,
-        /// Its effective grants, as `wharf validate` prints them.
-        grants: Vec<String>,
-        /// The directories its grants opened: (workspace-relative path, writable).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        preopens: Vec<(String, bool)>,
-        /// The snapshot of those directories as the step found them.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        snapshot: Option<String>,
-    },
-    /// A host call of a step: what it asked and what it got.
-    Call {
-        step: String,
-        attempt: u32,
-        seq: u64,
-        interface: String,
-        function: String,
-        args: serde_json::Value,
-        result: serde_json::Value,
-        micros: u64,
-    },
-    Log {
-        step: String,
-        level: String,
-        stream: String,
-        message: String,
-    },
-    StepFinished {
-        step: String,
-        outcome: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        detail: Option<String>,
-        outputs: Vec<(String, String)>,
-        millis: u64,
-    },
-    /// Host decisions outside any step: rollbacks after a failure, interruptions.
-    Notice { message: String },
-    RunFinished {
-        outcome: String,
-        exit_code: u8,
-        millis: u64,
-    },
-}
+/// The journal as a renderer of run events: log lines, step outcomes and notices.
+pub struct JournalSink(pub Arc<JournalWriter>);
 
-/// `.wharf/runs` under a workspace.
-pub fn runs_dir(workspace: &Path) -> PathBuf {
-    workspace.join(".wharf/runs")
-}
-
-/// A run folder from an id (looked up in the workspace) or a path to the folder itself.
-pub fn find_run(workspace: &Path, run: &str) -> Result<PathBuf, String> {
-    let as_path = Path::new(run);
-    if as_path.join("journal.jsonl").exists() {
-        return Ok(as_path.to_path_buf());
+impl Sink for JournalSink {
+    fn event(&self, event: &Event) {
+        let journal = &self.0;
+        let level = |l: &Level| {
+            serde_json::to_value(l)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        let stream = |s: &Stream| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        match event {
+            Event::Log {
+                step,
+                level: l,
+                stream: s,
+                message,
+            } => journal.write(Entry::Log {
+                step: step.clone(),
+                level: level(l),
+                stream: stream(s),
+                message: message.clone(),
+            }),
+            Event::Annotation {
+                step,
+                level: l,
+                message,
+                file,
+                line,
+                ..
+            } => journal.write(Entry::Log {
+                step: step.clone(),
+                level: level(l),
+                stream: "annotation".into(),
+                message: match (file, line) {
+                    (Some(f), Some(n)) => format!("{f}:{n}: {message}"),
+                    _ => message.clone(),
+                },
+            }),
+            Event::StepFinished {
+                step,
+                outcome,
+                duration,
+                detail,
+                outputs,
+            } => {
+                journal.write(Entry::StepFinished {
+                    step: step.clone(),
+                    outcome: outcome.as_str().into(),
+                    detail: detail.clone(),
+                    outputs: outputs.clone(),
+                    millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                });
+                journal.sync();
+            }
+            Event::Notice { message } => journal.write(Entry::Notice {
+                message: message.clone(),
+            }),
+            _ => {}
+        }
     }
-    let dir = runs_dir(workspace).join(run);
-    if dir.join("journal.jsonl").exists() {
-        return Ok(dir);
-    }
-    Err(format!(
-        "no run `{run}` in {} (give a run id from `wharf runs`, or the path of a run folder)",
-        runs_dir(workspace).display()
-    ))
 }

@@ -2,12 +2,12 @@
 //! a replay, every host call is answered from the journal, in order, and a call that is not
 //! the next recorded one (another function, other arguments) stops the step as a divergence.
 //!
-//! Clocks and randomness are host calls too: the WASI `clocks` and `random` interfaces are
-//! served here, so a replay hands a step the same times and bytes, and sleeps take no time.
+//! Every capability, the HTTP egress hook, and the WASI clocks and randomness (which
+//! [`crate::capabilities::clocks`] serves through it) make their calls through one function,
+//! [`Tape::call`], so a replay hands a step the same answers, times and bytes.
 
 use super::Entry;
 use super::writer::JournalWriter;
-use crate::engine::state::StepState;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -15,10 +15,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use wasmtime::component::Resource;
-use wasmtime_wasi::p2::DynPollable;
-use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
-use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
 
 #[derive(Clone, Default)]
 pub enum Tape {
@@ -93,9 +89,56 @@ impl Tape {
         matches!(self, Tape::Replay(_))
     }
 
+    /// A host call of a step. In a replay the journal answers it, once it is shown to be the
+    /// next recorded call (a trap otherwise: the replay diverged); in a run `live` makes the
+    /// call and its result is recorded.
+    pub async fn call<A, T>(
+        &self,
+        interface: &str,
+        function: &str,
+        args: &A,
+        live: impl Future<Output = T>,
+    ) -> wasmtime::Result<T>
+    where
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+    {
+        let args = serde_json::to_value(args).unwrap_or(Value::Null);
+        if let Some(recorded) = self.answer(interface, function, &args)? {
+            return Ok(recorded);
+        }
+        let started = Instant::now();
+        let result = live.await;
+        self.record(interface, function, args, &result, started);
+        Ok(result)
+    }
+
+    /// [`Tape::call`] for a call that cannot wait (the WASI clocks and randomness) and may
+    /// trap on its own.
+    pub fn call_sync<A, T>(
+        &self,
+        interface: &str,
+        function: &str,
+        args: &A,
+        live: impl FnOnce() -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T>
+    where
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+    {
+        let args = serde_json::to_value(args).unwrap_or(Value::Null);
+        if let Some(recorded) = self.answer(interface, function, &args)? {
+            return Ok(recorded);
+        }
+        let started = Instant::now();
+        let result = live()?;
+        self.record(interface, function, args, &result, started);
+        Ok(result)
+    }
+
     /// In a replay, the recorded result of this call (or a trap when it diverges);
     /// otherwise None: do the call.
-    pub fn replay<R: DeserializeOwned>(
+    fn answer<R: DeserializeOwned>(
         &self,
         interface: &str,
         function: &str,
@@ -122,7 +165,7 @@ impl Tape {
         }
     }
 
-    pub fn record<R: Serialize>(&self, interface: &str, function: &str, args: Value, result: &R, started: Instant) {
+    fn record<R: Serialize>(&self, interface: &str, function: &str, args: Value, result: &R, started: Instant) {
         let Tape::Record(rec) = self else { return };
         rec.journal.write(Entry::Call {
             step: rec.step.clone(),
@@ -153,7 +196,7 @@ pub fn masked_eq(recorded: &Value, replayed: &Value) -> bool {
 }
 
 pub fn masked_str_eq(recorded: &str, replayed: &str) -> bool {
-    let mask = crate::capabilities::secrets::MASK;
+    let mask = crate::events::MASK;
     if !recorded.contains(mask) {
         return recorded == replayed;
     }
@@ -170,145 +213,4 @@ pub fn masked_str_eq(recorded: &str, replayed: &str) -> bool {
         }
     }
     true
-}
-
-/// A host call through the tape: in a replay, the journal answers; otherwise `$live` runs
-/// and is recorded. Evaluates to the call's result; `?`s a divergence as a trap.
-#[macro_export]
-macro_rules! taped {
-    ($state:expr, $interface:expr, $function:expr, $args:expr, $live:expr) => {{
-        let args = serde_json::to_value(&$args).unwrap_or(serde_json::Value::Null);
-        match $state.tape.replay($interface, $function, &args)? {
-            Some(recorded) => recorded,
-            None => {
-                let started = std::time::Instant::now();
-                let result = $live;
-                $state.tape.record($interface, $function, args, &result, started);
-                result
-            }
-        }
-    }};
-}
-
-const MONOTONIC: &str = "wasi:clocks/monotonic-clock";
-const WALL: &str = "wasi:clocks/wall-clock";
-
-impl StepState {
-    fn clocks(&mut self) -> wasmtime_wasi::clocks::WasiClocksCtxView<'_> {
-        wasmtime_wasi::clocks::WasiClocksCtxView {
-            ctx: self.wasi.clocks(),
-            table: &mut self.table,
-        }
-    }
-
-    /// A pollable ready now: what a sleep is in a replay.
-    fn ready_now(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
-        monotonic_clock::Host::subscribe_duration(&mut self.clocks(), 0)
-    }
-
-    /// Random bytes through the tape; the journal keeps them as hex.
-    fn taped_bytes(
-        &mut self,
-        interface: &str,
-        function: &str,
-        len: u64,
-        live: impl FnOnce(&mut Self) -> wasmtime::Result<Vec<u8>>,
-    ) -> wasmtime::Result<Vec<u8>> {
-        let hex: String = taped!(self, interface, function, len, hex::encode(live(self)?));
-        hex::decode(hex).map_err(|e| wasmtime::format_err!("journal: {e}"))
-    }
-}
-
-impl monotonic_clock::Host for StepState {
-    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
-        Ok(taped!(
-            self,
-            MONOTONIC,
-            "now",
-            (),
-            monotonic_clock::Host::now(&mut self.clocks())?
-        ))
-    }
-
-    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
-        monotonic_clock::Host::resolution(&mut self.clocks())
-    }
-
-    fn subscribe_instant(&mut self, when: monotonic_clock::Instant) -> wasmtime::Result<Resource<DynPollable>> {
-        let () = taped!(self, MONOTONIC, "subscribe-instant", when, ());
-        if self.tape.is_replay() {
-            return self.ready_now();
-        }
-        monotonic_clock::Host::subscribe_instant(&mut self.clocks(), when)
-    }
-
-    fn subscribe_duration(&mut self, duration: monotonic_clock::Duration) -> wasmtime::Result<Resource<DynPollable>> {
-        let () = taped!(self, MONOTONIC, "subscribe-duration", duration, ());
-        if self.tape.is_replay() {
-            return self.ready_now();
-        }
-        monotonic_clock::Host::subscribe_duration(&mut self.clocks(), duration)
-    }
-}
-
-impl wall_clock::Host for StepState {
-    fn now(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
-        let (seconds, nanoseconds): (u64, u32) = taped!(self, WALL, "now", (), {
-            let now = wall_clock::Host::now(&mut self.clocks())?;
-            (now.seconds, now.nanoseconds)
-        });
-        Ok(wall_clock::Datetime { seconds, nanoseconds })
-    }
-
-    fn resolution(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
-        wall_clock::Host::resolution(&mut self.clocks())
-    }
-}
-
-impl random::Host for StepState {
-    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
-        self.taped_bytes("wasi:random/random", "get-random-bytes", len, |s| {
-            random::Host::get_random_bytes(s.wasi.random(), len)
-        })
-    }
-
-    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
-        Ok(taped!(
-            self,
-            "wasi:random/random",
-            "get-random-u64",
-            (),
-            random::Host::get_random_u64(self.wasi.random())?
-        ))
-    }
-}
-
-impl insecure::Host for StepState {
-    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
-        self.taped_bytes("wasi:random/insecure", "get-insecure-random-bytes", len, |s| {
-            insecure::Host::get_insecure_random_bytes(s.wasi.random(), len)
-        })
-    }
-
-    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
-        Ok(taped!(
-            self,
-            "wasi:random/insecure",
-            "get-insecure-random-u64",
-            (),
-            insecure::Host::get_insecure_random_u64(self.wasi.random())?
-        ))
-    }
-}
-
-impl insecure_seed::Host for StepState {
-    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
-        Ok(taped!(
-            self,
-            "wasi:random/insecure-seed",
-            "insecure-seed",
-            (),
-            insecure_seed::Host::insecure_seed(self.wasi.random())?
-        ))
-    }
 }

@@ -7,13 +7,13 @@ use crate::capabilities::StepScope;
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::Deployer;
 use crate::engine::LoadedStep;
-use crate::engine::bindings::wharf::step::types::Value;
 use crate::engine::limits::StepLimits;
 use crate::engine::step::{self, FailureKind, StepFailure, StepInput, StepParams};
 use crate::events::{Event, Events, Outcome};
 use crate::journal::Entry;
 use crate::journal::tape::{Recorder, Tape};
 use crate::journal::writer::JournalWriter;
+use crate::pipeline::describe::Value;
 use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
 use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
@@ -276,7 +276,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         Ok(g) => Arc::new(g),
         Err(refused) => {
             let failure = StepFailure {
-                kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Denied),
+                kind: FailureKind::Error(crate::capabilities::bindings::wharf::step::types::ErrorKind::Denied),
                 message: refused.join("; "),
             };
             return record(Outcome::Failure, Vec::new(), Some(failure));
@@ -292,7 +292,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             Ok(opened) => opened,
             Err(e) => {
                 let failure = StepFailure {
-                    kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Denied),
+                    kind: FailureKind::Error(crate::capabilities::bindings::wharf::step::types::ErrorKind::Denied),
                     message: e.to_string(),
                 };
                 return record(Outcome::Failure, Vec::new(), Some(failure));
@@ -328,7 +328,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             Some(Ok(dir)) => Some(dir),
             Some(Err(e)) => {
                 let failure = StepFailure {
-                    kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::Permanent),
+                    kind: FailureKind::Error(crate::capabilities::bindings::wharf::step::types::ErrorKind::Permanent),
                     message: format!(
                         "cannot create its scratch directory in {}: {e}",
                         req.scratch.path().display()
@@ -427,7 +427,7 @@ fn fed_by(decl: &StepDecl, name: &str, steps: &[String]) -> bool {
 
 fn invalid(message: String) -> StepFailure {
     StepFailure {
-        kind: FailureKind::Error(crate::engine::bindings::wharf::step::types::ErrorKind::InvalidInput),
+        kind: FailureKind::Error(crate::capabilities::bindings::wharf::step::types::ErrorKind::InvalidInput),
         message,
     }
 }

@@ -9,7 +9,8 @@
 //! time, memory, fuel and output.
 
 pub mod egress;
-pub mod grants;
 pub mod preopens;
 
-pub use grants::Grants;
+/// The policy itself (parsing `allow:`, deriving grants, checking a call) belongs to the
+/// pipeline language.
+pub use wharf_pipeline::grants::{self, Grants};

@@ -10,10 +10,8 @@
 //! rolling upgrade of such a service needs `order: stop-first`. Spreading across several
 //! hosts needs several engines (a scheduler), which this target does not drive.
 
-use super::{Host, Target, TargetPaths};
-use crate::capabilities::step_error;
+use super::{Host, Target, TargetError, TargetPaths};
 use crate::deploy::state::{Instance, Spec};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::oci::reference::ImageRef;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
@@ -28,21 +26,17 @@ pub struct DockerTarget {
     docker: Docker,
 }
 
-fn engine_error(what: &str, e: bollard::errors::Error) -> StepError {
-    step_error(ErrorKind::Permanent, format!("Docker engine: {what}: {e}"))
+fn engine_error(what: &str, source: bollard::errors::Error) -> TargetError {
+    TargetError::Engine {
+        what: what.to_string(),
+        source,
+    }
 }
 
 impl DockerTarget {
     /// Connect to the engine at `DOCKER_HOST` or the local socket, agreeing on an API version.
-    pub async fn connect(_paths: TargetPaths) -> Result<DockerTarget, StepError> {
-        let unreachable = |e: bollard::errors::Error| {
-            step_error(
-                ErrorKind::Permanent,
-                format!(
-                    "no Docker engine reachable ({e}); start dockerd, or set DOCKER_HOST, or deploy with target `local`"
-                ),
-            )
-        };
+    pub async fn connect(_paths: TargetPaths) -> Result<DockerTarget, TargetError> {
+        let unreachable = |e: bollard::errors::Error| TargetError::NoEngine { detail: e.to_string() };
         let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
@@ -50,21 +44,18 @@ impl DockerTarget {
     }
 
     /// The registry reference the engine pulls: `REGISTRY/REPO@sha256:...`.
-    fn pull_reference(spec: &Spec) -> Result<String, StepError> {
-        let r = ImageRef::parse(&spec.revision.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+    fn pull_reference(spec: &Spec) -> Result<String, TargetError> {
+        let r = ImageRef::parse(&spec.revision.image).map_err(TargetError::BadReference)?;
         let Some(registry) = r.registry else {
-            return Err(step_error(
-                ErrorKind::InvalidInput,
-                format!(
-                    "the docker target pulls images from a registry, and {} is only in the local store; push it first (set the push step's `registry`)",
-                    spec.revision.image
-                ),
-            ));
+            return Err(TargetError::Unrunnable {
+                image: spec.revision.image.clone(),
+                why: "is only in the local store, and the docker target pulls images from a registry; push it first (set the push step's `registry`)".into(),
+            });
         };
         Ok(format!("{registry}/{}@{}", r.repository, spec.revision.digest))
     }
 
-    async fn inspect(&self, id: &str) -> Result<(bool, u16), StepError> {
+    async fn inspect(&self, id: &str) -> Result<(bool, u16), TargetError> {
         let info = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -85,7 +76,7 @@ impl DockerTarget {
         Ok((running, port))
     }
 
-    async fn start_container(&self, id: &str) -> Result<u16, StepError> {
+    async fn start_container(&self, id: &str) -> Result<u16, TargetError> {
         self.docker
             .start_container(id, None::<StartContainerOptions>)
             .await
@@ -101,7 +92,7 @@ impl Target for DockerTarget {
         "docker"
     }
 
-    async fn hosts(&self) -> Result<Vec<Host>, StepError> {
+    async fn hosts(&self) -> Result<Vec<Host>, TargetError> {
         let info = self.docker.info().await.map_err(|e| engine_error("info", e))?;
         let labels = info
             .labels
@@ -116,7 +107,7 @@ impl Target for DockerTarget {
         }])
     }
 
-    async fn prepare(&self, spec: &Spec) -> Result<(), StepError> {
+    async fn prepare(&self, spec: &Spec) -> Result<(), TargetError> {
         let reference = Self::pull_reference(spec)?;
         let options = CreateImageOptions {
             from_image: Some(reference.clone()),
@@ -129,7 +120,7 @@ impl Target for DockerTarget {
         Ok(())
     }
 
-    async fn start(&self, spec: &Spec, id: &str, host: &Host) -> Result<Instance, StepError> {
+    async fn start(&self, spec: &Spec, id: &str, host: &Host) -> Result<Instance, TargetError> {
         let image = Self::pull_reference(spec)?;
         let port_key = format!("{}/tcp", spec.port);
         let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
@@ -199,7 +190,7 @@ impl Target for DockerTarget {
         })
     }
 
-    async fn stop(&self, instance: &Instance) -> Result<(), StepError> {
+    async fn stop(&self, instance: &Instance) -> Result<(), TargetError> {
         let options = StopContainerOptions {
             t: Some(5),
             ..Default::default()
@@ -213,7 +204,7 @@ impl Target for DockerTarget {
         }
     }
 
-    async fn resume(&self, _spec: &Spec, instance: &Instance) -> Result<Instance, StepError> {
+    async fn resume(&self, _spec: &Spec, instance: &Instance) -> Result<Instance, TargetError> {
         let port = self.start_container(&instance.handle).await?;
         Ok(Instance {
             port,
@@ -222,7 +213,7 @@ impl Target for DockerTarget {
         })
     }
 
-    async fn remove(&self, instance: &Instance) -> Result<(), StepError> {
+    async fn remove(&self, instance: &Instance) -> Result<(), TargetError> {
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()

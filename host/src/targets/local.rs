@@ -6,10 +6,8 @@
 //! It is not a container: the process sees the host's filesystem and network. It exists so
 //! the pipeline runs on a laptop or CI runner with nothing installed.
 
-use super::{Host, Target, TargetPaths, free_port, labels_from_env};
-use crate::capabilities::step_error;
+use super::{Host, Target, TargetError, TargetPaths, free_port, labels_from_env};
 use crate::deploy::state::{Instance, Spec};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use crate::oci::layout::{Store, StoredImage};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{self, Credentials, Registry};
@@ -22,52 +20,53 @@ pub struct LocalTarget {
     paths: TargetPaths,
 }
 
-fn permanent(message: String) -> StepError {
-    step_error(ErrorKind::Permanent, message)
-}
-
 impl LocalTarget {
     pub fn new(paths: TargetPaths) -> Self {
         Self { paths }
     }
 
-    fn rootfs(&self, digest: &str) -> Result<PathBuf, StepError> {
-        let hex = digest_hex(digest).ok_or_else(|| permanent(format!("`{digest}` is not a sha256 digest")))?;
+    fn rootfs(&self, spec: &Spec) -> Result<PathBuf, TargetError> {
+        let hex = digest_hex(&spec.revision.digest).ok_or_else(|| TargetError::Unrunnable {
+            image: spec.revision.image.clone(),
+            why: format!("has `{}`, not a sha256 digest", spec.revision.digest),
+        })?;
         Ok(self.paths.state.join("rootfs").join(hex))
     }
 
-    fn store(&self) -> Result<Store, StepError> {
-        Store::open(&self.paths.store)
-            .map_err(|e| permanent(format!("image store {}: {e}", self.paths.store.display())))
+    fn store(&self) -> Result<Store, TargetError> {
+        Store::open(&self.paths.store).map_err(TargetError::io(format!("image store {}", self.paths.store.display())))
     }
 
-    fn image(&self, spec: &Spec) -> Result<StoredImage, StepError> {
+    fn image(&self, spec: &Spec) -> Result<StoredImage, TargetError> {
         self.store()?
             .resolve(None, Some(&spec.revision.digest))
-            .map_err(|e| permanent(e.to_string()))?
-            .ok_or_else(|| permanent(format!("{} is not in the local image store", spec.revision.image)))
+            .map_err(TargetError::io(format!("image store {}", self.paths.store.display())))?
+            .ok_or_else(|| TargetError::NotInStore {
+                image: spec.revision.image.clone(),
+            })
     }
 
-    fn spawn(&self, spec: &Spec, id: &str) -> Result<Instance, StepError> {
+    fn spawn(&self, spec: &Spec, id: &str) -> Result<Instance, TargetError> {
         let image = self.image(spec)?;
-        let rootfs = self.rootfs(&spec.revision.digest)?;
+        let rootfs = self.rootfs(spec)?;
         let config = image.config.config;
         let mut argv: Vec<String> = config.entrypoint.unwrap_or_default();
         argv.extend(config.cmd.unwrap_or_default());
         let Some(program) = argv.first() else {
-            return Err(step_error(
-                ErrorKind::InvalidInput,
-                format!("{} has neither entrypoint nor cmd: nothing to run", spec.revision.image),
-            ));
+            return Err(TargetError::Unrunnable {
+                image: spec.revision.image.clone(),
+                why: "has neither entrypoint nor cmd: nothing to run".into(),
+            });
         };
         // Resolved inside the root filesystem as a container would (`/bin/sh -> /bin/dash`
         // means the image's dash): an image's links never lead to the host's programs.
         let in_root = |path: &str, kind| {
-            crate::beneath::resolve(&rootfs, path, crate::beneath::Scope::InRoot, kind).map_err(|e| {
-                step_error(
-                    ErrorKind::InvalidInput,
-                    format!("{} cannot run `{path}`: {e}", spec.revision.image),
-                )
+            crate::beneath::resolve(&rootfs, path, crate::beneath::Scope::InRoot, kind).map_err(|source| {
+                TargetError::Entrypoint {
+                    image: spec.revision.image.clone(),
+                    path: path.to_string(),
+                    source,
+                }
             })
         };
         let program_path = in_root(program, crate::beneath::Kind::Any)?;
@@ -75,22 +74,25 @@ impl LocalTarget {
             config.working_dir.as_deref().unwrap_or("/"),
             crate::beneath::Kind::Directory,
         )?;
-        let port = free_port().map_err(|e| permanent(format!("no free port: {e}")))?;
+        let port = free_port().map_err(TargetError::io("no free port"))?;
         let logs = self.paths.state.join("logs").join(&spec.service);
-        std::fs::create_dir_all(&logs).map_err(|e| permanent(e.to_string()))?;
+        std::fs::create_dir_all(&logs).map_err(TargetError::io(logs.display().to_string()))?;
         let log_path = logs.join(format!("{id}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| permanent(format!("{}: {e}", log_path.display())))?;
+            .map_err(TargetError::io(log_path.display().to_string()))?;
         let mut command = std::process::Command::new(&program_path);
         command
             .args(&argv[1..])
             .current_dir(&workdir)
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| permanent(e.to_string()))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(TargetError::io(log_path.display().to_string()))?,
+            )
             .stderr(log);
         for kv in config.env.unwrap_or_default() {
             if let Some((k, v)) = kv.split_once('=') {
@@ -101,9 +103,11 @@ impl LocalTarget {
         command.env("PORT", port.to_string()).env("WHARF_INSTANCE", id);
         // Its own process group: a Ctrl-C at the terminal stops wharf, not the service.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command
-            .spawn()
-            .map_err(|e| permanent(format!("cannot start {} from {}: {e}", program, rootfs.display())))?;
+        let child = command.spawn().map_err(TargetError::io(format!(
+            "cannot start {} from {}",
+            program,
+            rootfs.display()
+        )))?;
         Ok(Instance {
             id: id.to_string(),
             digest: spec.revision.digest.clone(),
@@ -157,34 +161,32 @@ impl Target for LocalTarget {
         "local"
     }
 
-    async fn hosts(&self) -> Result<Vec<Host>, StepError> {
+    async fn hosts(&self) -> Result<Vec<Host>, TargetError> {
         Ok(vec![Host {
             name: "local".into(),
             labels: labels_from_env(),
         }])
     }
 
-    async fn prepare(&self, spec: &Spec) -> Result<(), StepError> {
+    async fn prepare(&self, spec: &Spec) -> Result<(), TargetError> {
         let store = self.store()?;
         let present = store
             .resolve(None, Some(&spec.revision.digest))
-            .map_err(|e| permanent(e.to_string()))?;
+            .map_err(TargetError::io(format!("image store {}", self.paths.store.display())))?;
         let image = match present {
             Some(image) => image,
             None => {
-                let reference =
-                    ImageRef::parse(&spec.revision.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
+                let reference = ImageRef::parse(&spec.revision.image).map_err(TargetError::BadReference)?;
                 let Some(host) = &reference.registry else {
-                    return Err(permanent(format!(
-                        "{} is not in the local image store",
-                        spec.revision.image
-                    )));
+                    return Err(TargetError::NotInStore {
+                        image: spec.revision.image.clone(),
+                    });
                 };
                 let registry = Registry::new(host, Credentials::default())?;
                 registry::pull(&store, &registry, &reference.repository, &spec.revision.digest, None).await?
             }
         };
-        let rootfs = self.rootfs(&spec.revision.digest)?;
+        let rootfs = self.rootfs(spec)?;
         if rootfs.exists() {
             return Ok(());
         }
@@ -196,26 +198,26 @@ impl Target for LocalTarget {
             unpack::unpack(&store, &image, &staged)
         })
         .await
-        .map_err(|e| permanent(e.to_string()))?
+        .map_err(|e| TargetError::io(format!("unpacking {}", spec.revision.image))(std::io::Error::other(e)))?
         .map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging);
-            permanent(format!("unpacking {}: {e}", spec.revision.image))
+            TargetError::io(format!("unpacking {}", spec.revision.image))(e)
         })?;
         if let Err(e) = std::fs::rename(&staging, &rootfs) {
             let _ = std::fs::remove_dir_all(&staging);
             // Another run unpacked the same digest meanwhile: theirs is as good.
             if !rootfs.exists() {
-                return Err(permanent(e.to_string()));
+                return Err(TargetError::io(rootfs.display().to_string())(e));
             }
         }
         Ok(())
     }
 
-    async fn start(&self, spec: &Spec, id: &str, _host: &Host) -> Result<Instance, StepError> {
+    async fn start(&self, spec: &Spec, id: &str, _host: &Host) -> Result<Instance, TargetError> {
         self.spawn(spec, id)
     }
 
-    async fn stop(&self, instance: &Instance) -> Result<(), StepError> {
+    async fn stop(&self, instance: &Instance) -> Result<(), TargetError> {
         let Some(pid) = pid_of(instance) else { return Ok(()) };
         if !alive(instance) {
             return Ok(());
@@ -240,11 +242,11 @@ impl Target for LocalTarget {
         Ok(())
     }
 
-    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, StepError> {
+    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, TargetError> {
         self.spawn(spec, &instance.id)
     }
 
-    async fn remove(&self, instance: &Instance) -> Result<(), StepError> {
+    async fn remove(&self, instance: &Instance) -> Result<(), TargetError> {
         self.stop(instance).await
     }
 

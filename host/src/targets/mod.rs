@@ -5,9 +5,58 @@
 pub mod docker;
 pub mod local;
 
+use crate::deploy::DeployError;
 use crate::deploy::state::{Instance, Spec};
-use crate::engine::bindings::wharf::step::types::StepError;
+use crate::oci::registry::RegistryError;
+use docker::DockerTarget;
+use local::LocalTarget;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a target could not do what the deploy asked.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The revision cannot run as asked (no entrypoint, not pushed where the target pulls):
+    /// the request's mistake.
+    #[error("{image} {why}")]
+    Unrunnable { image: String, why: String },
+    #[error("{image} is not in the local image store")]
+    NotInStore { image: String },
+    /// An image reference that does not parse.
+    #[error("{0}")]
+    BadReference(String),
+    #[error("{image} cannot run `{path}`: {source}")]
+    Entrypoint {
+        image: String,
+        path: String,
+        #[source]
+        source: crate::beneath::Error,
+    },
+    #[error("no Docker engine reachable ({detail}); start dockerd, or set DOCKER_HOST, or deploy with target `local`")]
+    NoEngine { detail: String },
+    #[error("Docker engine: {what}: {source}")]
+    Engine {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The host failed at I/O: an image store, a log file, a process to start.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TargetError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| TargetError::Io { context, source }
+    }
+}
 
 /// A machine a target can place instances on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,24 +79,78 @@ pub trait Target: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The hosts instances can go to, with their labels (placement rules match these).
-    async fn hosts(&self) -> Result<Vec<Host>, StepError>;
+    async fn hosts(&self) -> Result<Vec<Host>, TargetError>;
 
     /// Make the revision's image available (pull it, unpack it) before any instance starts.
-    async fn prepare(&self, spec: &Spec) -> Result<(), StepError>;
+    async fn prepare(&self, spec: &Spec) -> Result<(), TargetError>;
 
     /// Start a new instance of `spec` on `host`.
-    async fn start(&self, spec: &Spec, id: &str, host: &Host) -> Result<Instance, StepError>;
+    async fn start(&self, spec: &Spec, id: &str, host: &Host) -> Result<Instance, TargetError>;
 
     /// Stop an instance, keeping it for a rollback.
-    async fn stop(&self, instance: &Instance) -> Result<(), StepError>;
+    async fn stop(&self, instance: &Instance) -> Result<(), TargetError>;
 
     /// Start a stopped instance again (rollback); its address may change.
-    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, StepError>;
+    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, TargetError>;
 
     /// Stop and delete an instance for good.
-    async fn remove(&self, instance: &Instance) -> Result<(), StepError>;
+    async fn remove(&self, instance: &Instance) -> Result<(), TargetError>;
 
     async fn is_running(&self, instance: &Instance) -> bool;
+
+    /// Wait until the instance answers 2xx on `path` (HTTP from the host, by default).
+    async fn wait_healthy(&self, instance: &Instance, path: &str, timeout: Duration) -> Result<(), DeployError> {
+        crate::deploy::health::wait(self, instance, path, timeout).await
+    }
+}
+
+/// The targets a deployer can use, by name.
+#[async_trait::async_trait]
+pub trait Targets: Send + Sync {
+    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError>;
+}
+
+/// wharf's targets: `local` processes, and a Docker engine connected on first use.
+pub struct StandardTargets {
+    paths: TargetPaths,
+    local: LocalTarget,
+    /// A failure to connect is kept (as text) and repeated.
+    docker: tokio::sync::OnceCell<Result<DockerTarget, String>>,
+}
+
+impl StandardTargets {
+    pub fn new(paths: TargetPaths) -> Self {
+        Self {
+            local: LocalTarget::new(paths.clone()),
+            paths,
+            docker: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Targets for StandardTargets {
+    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
+        match name {
+            "local" => Ok(&self.local),
+            "docker" => match self
+                .docker
+                .get_or_init(|| async {
+                    DockerTarget::connect(self.paths.clone()).await.map_err(|e| match e {
+                        TargetError::NoEngine { detail } => detail,
+                        other => other.to_string(),
+                    })
+                })
+                .await
+            {
+                Ok(docker) => Ok(docker),
+                Err(detail) => Err(TargetError::NoEngine { detail: detail.clone() }.into()),
+            },
+            other => Err(DeployError::UnknownTarget {
+                target: other.to_string(),
+            }),
+        }
+    }
 }
 
 /// Host labels from `WHARF_HOST_LABELS=storage=ssd,zone=a`, for targets whose host cannot

@@ -4,11 +4,10 @@
 
 mod watchdog;
 
-use super::{StepScope, step_error};
+use super::bindings::wharf::step::process::{Command, Completion, Host};
+use super::bindings::wharf::step::types::{ErrorKind, StepError};
+use super::{CallResult, StepCall, StepScope, step_error};
 use crate::beneath;
-use crate::engine::bindings::wharf::step::process::{Command, Completion, Host};
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
-use crate::engine::state::StepState;
 use crate::events::lines::LineSplitter;
 use crate::events::{Level, Stream};
 use std::collections::VecDeque;
@@ -37,15 +36,28 @@ pub const PASSTHROUGH_ENV: &[&str] = &[
 /// Bytes of stdout and of stderr kept for the completion; the log gets everything.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
 
-impl Host for StepState {
-    async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<Completion, StepError>> {
-        let capture = usize::try_from(self.limits.output_bytes).unwrap_or(DEFAULT_CAPTURE_LIMIT);
-        Ok(crate::taped!(self, "wharf:step/process", "run", cmd, {
-            match self.grants.check_process(&cmd.program, &cmd.args) {
-                Err(denied) => Err(denied),
-                Ok(()) => run_program(&self.scope, cmd.clone(), capture).await,
-            }
-        }))
+/// The view `process` is served on: the step's call context and how much output to keep.
+pub struct ProcessView<'a> {
+    pub call: &'a StepCall,
+    /// Bytes of stdout and of stderr kept for the completion (the step's output limit).
+    pub capture_limit: usize,
+}
+
+/// The linker's marker for [`ProcessView`].
+pub struct HasProcess;
+
+impl wasmtime::component::HasData for HasProcess {
+    type Data<'a> = ProcessView<'a>;
+}
+
+impl Host for ProcessView<'_> {
+    async fn run(&mut self, cmd: Command) -> CallResult<Completion> {
+        let (call, capture) = (self.call, self.capture_limit);
+        call.taped("wharf:step/process", "run", &cmd, async {
+            call.grants.check_process(&cmd.program, &cmd.args)?;
+            run_program(&call.scope, cmd.clone(), capture).await
+        })
+        .await
     }
 }
 

@@ -17,8 +17,8 @@ pub const JOURNAL_LIMIT: u64 = 1 << 30;
 
 impl Journal {
     pub fn read(run_dir: &Path) -> Result<Journal, String> {
-        let path = crate::beneath::existing(run_dir, "journal.jsonl").map_err(|e| e.to_string())?;
-        let bytes = crate::bounded::read(&path, JOURNAL_LIMIT).map_err(|e| e.to_string())?;
+        let path = wharf_fs::beneath::existing(run_dir, "journal.jsonl").map_err(|e| e.to_string())?;
+        let bytes = wharf_fs::bounded::read(&path, JOURNAL_LIMIT).map_err(|e| e.to_string())?;
         Self::parse(&bytes, &path)
     }
 
@@ -105,4 +105,56 @@ pub struct StepEnd {
     pub step: String,
     pub outcome: String,
     pub outputs: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::JournalWriter;
+
+    #[test]
+    fn what_is_written_reads_back_masked_and_a_cut_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let journal = JournalWriter::create(
+            &run,
+            Box::new(|text: &str| text.replace("hunter2", "***")),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        journal.write(Entry::Notice {
+            message: "password hunter2".into(),
+        });
+        journal.write(Entry::StepFinished {
+            step: "a".into(),
+            outcome: "success".into(),
+            detail: None,
+            outputs: vec![("k".into(), "v".into())],
+            millis: 3,
+        });
+        let read = Journal::read(&run).unwrap();
+        assert!(!read.truncated);
+        assert_eq!(read.records.len(), 3);
+        assert!(matches!(&read.records[1].entry, Entry::Notice { message } if message == "password ***"));
+        assert_eq!(
+            read.step_outcomes()[0].outputs,
+            vec![("k".to_string(), "v".to_string())]
+        );
+
+        // A run killed mid-write: the half line is dropped, the rest reads.
+        let path = run.join("journal.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"at_ms\":9,\"kind\":\"no");
+        std::fs::write(&path, &text).unwrap();
+        let read = Journal::read(&run).unwrap();
+        assert!(read.truncated);
+        assert_eq!(read.records.len(), 3);
+        // A broken line in the middle is an error with its line number.
+        std::fs::write(
+            &path,
+            text.replacen("\"kind\":\"notice\"", "\"kind\":\"nope\"", 1) + "\n",
+        )
+        .unwrap();
+        assert!(Journal::read(&run).unwrap_err().contains("journal.jsonl:2:"));
+    }
 }

@@ -3,7 +3,7 @@
 use super::diagnostic::{Diagnostic, Span};
 use super::model::parse_duration;
 use super::yaml::{Scalar, Yaml};
-use crate::engine::bindings::wharf::step::types::{ParamType, Value};
+use crate::describe::{ParamType, Value};
 
 pub fn type_name(ty: ParamType) -> &'static str {
     match ty {

@@ -6,7 +6,7 @@ use super::diagnostic::{Diagnostic, Diagnostics, suggest};
 use super::expr::Reference;
 use super::model::{Pipeline, StepDecl, template};
 use super::params::{self, scalars};
-use crate::engine::bindings::wharf::step::types::{ParamType, StepInfo};
+use crate::describe::{ParamType, StepInfo};
 
 /// What validation needs to know about a step's component.
 #[derive(Debug, Clone)]
@@ -136,7 +136,7 @@ fn check_params(step: &StepDecl, shape: &StepShape, errors: &mut Vec<Diagnostic>
 /// A built-in step's path parameters become its read and write grants: one that leads out
 /// of the workspace would be refused at run time, so it is refused here, where it is written.
 fn check_derived_paths(step: &StepDecl, info: &StepInfo, errors: &mut Vec<Diagnostic>) {
-    use crate::engine::bindings::wharf::step::types::CapabilityKind;
+    use crate::describe::CapabilityKind;
     for cap in &info.capabilities {
         if !matches!(cap.kind, CapabilityKind::WorkspaceRead | CapabilityKind::WorkspaceWrite) {
             continue;
@@ -154,7 +154,7 @@ fn check_derived_paths(step: &StepDecl, info: &StepInfo, errors: &mut Vec<Diagno
             other => scalars(other),
         };
         for s in paths {
-            if !s.text.contains("${{") && crate::sandbox::grants::normalize(&s.text).is_none() {
+            if !s.text.contains("${{") && crate::grants::normalize(&s.text).is_none() {
                 errors.push(
                     Diagnostic::new(
                         s.span,
@@ -249,7 +249,7 @@ fn check_references(
                     );
                 }
             }
-            Reference::Env(name) if crate::capabilities::secrets::is_secret_var(name) => errors.push(
+            Reference::Env(name) if crate::is_secret_var(name) => errors.push(
                 Diagnostic::new(span, format!("`{reference}` would hand a secret to the step as text"))
                     .help("grant it instead: `allow: { secrets: [NAME] }`, and let the step ask for it"),
             ),

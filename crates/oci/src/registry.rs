@@ -6,8 +6,6 @@ use super::layout::{Store, StoredImage};
 use super::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, Index, MEDIA_INDEX, MEDIA_MANIFEST, Manifest, digest_of,
 };
-use crate::capabilities::step_error;
-use crate::engine::bindings::wharf::step::types::{ErrorKind, StepError};
 use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -47,22 +45,82 @@ pub fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn transient(message: String) -> StepError {
-    step_error(ErrorKind::Transient, message)
+/// What went wrong talking to a registry, with the facts a caller decides on: the host,
+/// the HTTP status, the digests involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`{host}` is not a registry host (HOST[:PORT])")]
+    BadHost { host: String },
+    /// The network failed on the way: worth another try.
+    #[error("registry {host} unreachable: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("registry {host} refused the credentials{detail}; check the username and the password secret")]
+    CredentialsRefused { host: String, detail: String },
+    #[error("registry {host} requires authentication; set `username` and `password-secret` on the step")]
+    NeedsCredentials { host: String },
+    #[error("registry {host} wants credentials sent over plain HTTP to {realm}; refused")]
+    InsecureRealm { host: String, realm: String },
+    /// An answer other than the protocol's.
+    #[error("registry {host}: {what} answered {}: {body}", status_line(*status))]
+    Status {
+        host: String,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{host}/{repository}:{reference} does not exist")]
+    NotFound {
+        host: String,
+        repository: String,
+        reference: String,
+    },
+    /// A version tag that already names other content.
+    #[error(
+        "{host}/{repository}:{tag} already points to {existing}; version tags are immutable, so pushing {digest} under it was refused and the tag was left as it was. Build a new version (commit, then re-run) instead"
+    )]
+    TagMoved {
+        host: String,
+        repository: String,
+        tag: String,
+        existing: String,
+        digest: String,
+    },
+    /// The registry broke the protocol: a missing header, a manifest that does not match.
+    #[error("registry {host}: {what}")]
+    Protocol { host: String, what: String },
+    /// The local image store failed.
+    #[error("image store: {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-fn permanent(message: String) -> StepError {
-    step_error(ErrorKind::Permanent, message)
+/// `404 Not Found`, as an HTTP status line says it.
+fn status_line(status: u16) -> String {
+    StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string())
+}
+
+impl RegistryError {
+    fn protocol(host: &str, what: impl Into<String>) -> Self {
+        RegistryError::Protocol {
+            host: host.to_string(),
+            what: what.into(),
+        }
+    }
+
+    fn store(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| RegistryError::Store { context, source }
+    }
 }
 
 impl Registry {
     /// Loopback registries are spoken to over plain HTTP, every other over HTTPS.
-    pub fn new(host: &str, credentials: Credentials) -> Result<Registry, StepError> {
+    pub fn new(host: &str, credentials: Credentials) -> Result<Registry, RegistryError> {
         if host.is_empty() || host.contains('/') {
-            return Err(step_error(
-                ErrorKind::InvalidInput,
-                format!("`{host}` is not a registry host (HOST[:PORT])"),
-            ));
+            return Err(RegistryError::BadHost { host: host.to_string() });
         }
         let scheme = if is_loopback(host) { "http" } else { "https" };
         let http = reqwest::Client::builder()
@@ -70,7 +128,7 @@ impl Registry {
             .connect_timeout(std::time::Duration::from_secs(10))
             .pool_max_idle_per_host(4)
             .build()
-            .map_err(|e| permanent(format!("cannot create an HTTP client: {e}")))?;
+            .map_err(|e| RegistryError::protocol(host, format!("cannot create an HTTP client: {e}")))?;
         let authorization = match (&credentials.username, &credentials.password) {
             (None, Some(token)) => HeaderValue::from_str(&format!("Bearer {token}")).ok(),
             _ => None,
@@ -101,7 +159,10 @@ impl Registry {
     }
 
     /// Send a request, answering one authentication challenge if the registry raises it.
-    async fn send(&self, make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Sync)) -> Result<Response, StepError> {
+    async fn send(
+        &self,
+        make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Sync),
+    ) -> Result<Response, RegistryError> {
         for attempt in 0..2 {
             let mut request = make(&self.http);
             if let Some(auth) = self.authorization.lock().unwrap().clone() {
@@ -123,73 +184,59 @@ impl Registry {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn network_error(&self, e: reqwest::Error) -> StepError {
-        let mut message = format!("registry {} unreachable: {e}", self.host);
+    fn network_error(&self, e: reqwest::Error) -> RegistryError {
+        let mut detail = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
+            detail.push_str(&format!(": {s}"));
             source = s.source();
         }
-        transient(message)
+        RegistryError::Unreachable {
+            host: self.host.clone(),
+            detail,
+        }
     }
 
-    async fn answer(&self, challenge: &str) -> Result<HeaderValue, StepError> {
-        let denied = |why: &str| {
-            step_error(
-                ErrorKind::Denied,
-                format!(
-                    "registry {} refused the credentials{why}; check the username and the password secret",
-                    self.host
-                ),
-            )
+    async fn answer(&self, challenge: &str) -> Result<HeaderValue, RegistryError> {
+        let denied = |why: &str| RegistryError::CredentialsRefused {
+            host: self.host.clone(),
+            detail: why.to_string(),
         };
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         let (Some(user), Some(pass)) = (&self.credentials.username, &self.credentials.password) else {
             if self.credentials.password.is_some() {
                 return Err(denied(" (bearer token)"));
             }
-            return Err(step_error(
-                ErrorKind::Denied,
-                format!(
-                    "registry {} requires authentication; set `username` and `password-secret` on the step",
-                    self.host
-                ),
-            ));
+            return Err(RegistryError::NeedsCredentials {
+                host: self.host.clone(),
+            });
         };
         if scheme.eq_ignore_ascii_case("basic") {
             let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{pass}"));
             return HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| denied(""));
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(permanent(format!(
-                "registry {} asks for unsupported auth `{scheme}`",
-                self.host
-            )));
+            return Err(RegistryError::protocol(
+                &self.host,
+                format!("asks for unsupported auth `{scheme}`"),
+            ));
         }
         let fields = parse_challenge(params);
         let realm = fields
             .iter()
             .find(|(k, _)| k == "realm")
             .map(|(_, v)| v.clone())
-            .ok_or_else(|| {
-                permanent(format!(
-                    "registry {} sent a bearer challenge without a realm",
-                    self.host
-                ))
-            })?;
+            .ok_or_else(|| RegistryError::protocol(&self.host, "sent a bearer challenge without a realm"))?;
         // Basic credentials travel in clear over HTTP: only to a loopback token service.
         if realm.starts_with("http://")
             && !realm
                 .strip_prefix("http://")
                 .is_some_and(|r| is_loopback(r.split('/').next().unwrap_or_default()))
         {
-            return Err(step_error(
-                ErrorKind::Denied,
-                format!(
-                    "registry {} wants credentials sent over plain HTTP to {realm}; refused",
-                    self.host
-                ),
-            ));
+            return Err(RegistryError::InsecureRealm {
+                host: self.host.clone(),
+                realm,
+            });
         }
         let query: Vec<(String, String)> = fields
             .into_iter()
@@ -209,26 +256,26 @@ impl Registry {
         let body: serde_json::Value = response
             .json()
             .await
-            .map_err(|e| permanent(format!("token response: {e}")))?;
+            .map_err(|e| RegistryError::protocol(&self.host, format!("token response: {e}")))?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
-            .ok_or_else(|| permanent("token response has no token".into()))?;
+            .ok_or_else(|| RegistryError::protocol(&self.host, "token response has no token"))?;
         HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| denied(""))
     }
 
-    fn unexpected(&self, what: &str, status: StatusCode, body: &str) -> StepError {
-        let message = format!("registry {}: {what} answered {status}: {}", self.host, body.trim());
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => step_error(ErrorKind::Denied, message),
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => transient(message),
-            _ => permanent(message),
+    fn unexpected(&self, what: &str, status: StatusCode, body: &str) -> RegistryError {
+        RegistryError::Status {
+            host: self.host.clone(),
+            what: what.to_string(),
+            status: status.as_u16(),
+            body: body.trim().to_string(),
         }
     }
 
     /// The digest a tag or digest names now, or None when the registry does not have it.
-    pub async fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<String>, StepError> {
+    pub async fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<String>, RegistryError> {
         let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
         let response = self.send(&|c| c.head(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
         match response.status() {
@@ -246,7 +293,7 @@ impl Registry {
         }
     }
 
-    pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, StepError> {
+    pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let response = self.send(&|c| c.head(&url)).await?;
         match response.status() {
@@ -264,7 +311,7 @@ impl Registry {
         digest: &str,
         size: u64,
         progress: Progress,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), RegistryError> {
         let start = self.url(&format!("/v2/{repository}/blobs/uploads/"));
         let response = self.send(&|c| c.post(&start).header(CONTENT_LENGTH, 0)).await?;
         if response.status() != StatusCode::ACCEPTED {
@@ -275,14 +322,14 @@ impl Registry {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| permanent(format!("registry {} started an upload without a Location", self.host)))?
+            .ok_or_else(|| RegistryError::protocol(&self.host, "started an upload without a Location"))?
             .to_string();
         let separator = if location.contains('?') { '&' } else { '?' };
         let put = self.url(&format!("{location}{separator}digest={digest}"));
-        let path = store.blob_path(digest).map_err(|e| permanent(e.to_string()))?;
+        let path = store.blob_path(digest).map_err(RegistryError::store(digest))?;
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|e| permanent(format!("{}: {e}", path.display())))?;
+            .map_err(RegistryError::store(path.display().to_string()))?;
         let mut sent = 0u64;
         let body = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK).inspect(move |chunk| {
             if let Ok(bytes) = chunk {
@@ -322,7 +369,7 @@ impl Registry {
         tag: &str,
         media_type: &str,
         bytes: &[u8],
-    ) -> Result<String, StepError> {
+    ) -> Result<String, RegistryError> {
         let url = self.url(&format!("/v2/{repository}/manifests/{tag}"));
         let body = bytes.to_vec();
         let response = self
@@ -345,15 +392,16 @@ impl Registry {
         &self,
         repository: &str,
         reference: &str,
-    ) -> Result<(Vec<u8>, String, String), StepError> {
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
         let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
         let response = self.send(&|c| c.get(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
-            return Err(permanent(format!(
-                "{}/{repository}:{reference} does not exist",
-                self.host
-            )));
+            return Err(RegistryError::NotFound {
+                host: self.host.clone(),
+                repository: repository.to_string(),
+                reference: reference.to_string(),
+            });
         }
         if !status.is_success() {
             return Err(self.unexpected("manifest GET", status, &response.text().await.unwrap_or_default()));
@@ -367,16 +415,16 @@ impl Registry {
         let bytes = response.bytes().await.map_err(|e| self.network_error(e))?.to_vec();
         let digest = digest_of(&bytes);
         if reference.starts_with("sha256:") && digest != reference {
-            return Err(permanent(format!(
-                "registry {} returned a manifest that does not match {reference}",
-                self.host
-            )));
+            return Err(RegistryError::protocol(
+                &self.host,
+                format!("returned a manifest that does not match {reference}"),
+            ));
         }
         Ok((bytes, media_type, digest))
     }
 
     /// Download a blob into the store, checking its digest.
-    pub async fn fetch_blob(&self, store: &Store, repository: &str, digest: &str) -> Result<(), StepError> {
+    pub async fn fetch_blob(&self, store: &Store, repository: &str, digest: &str) -> Result<(), RegistryError> {
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -386,15 +434,15 @@ impl Registry {
             let status = response.status();
             return Err(self.unexpected(&format!("blob GET {digest}"), status, ""));
         }
-        let mut writer = store.blob_writer().map_err(|e| permanent(e.to_string()))?;
+        let mut writer = store.blob_writer().map_err(RegistryError::store(digest))?;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| self.network_error(e))?;
-            writer.write_all(&chunk).map_err(|e| permanent(e.to_string()))?;
+            writer.write_all(&chunk).map_err(RegistryError::store(digest))?;
         }
         writer
             .finish_expecting(Some(digest))
-            .map_err(|e| permanent(format!("registry {}: {e}", self.host)))?;
+            .map_err(|e| RegistryError::protocol(&self.host, e.to_string()))?;
         Ok(())
     }
 }
@@ -435,7 +483,7 @@ pub async fn push(
     repository: &str,
     tag: &str,
     progress: Progress,
-) -> Result<PushReport, StepError> {
+) -> Result<PushReport, RegistryError> {
     let digest = &image.manifest_descriptor.digest;
     let blobs: Vec<&Descriptor> = std::iter::once(&image.manifest.config)
         .chain(&image.manifest.layers)
@@ -449,13 +497,13 @@ pub async fn push(
                 bytes: 0,
             });
         }
-        return Err(step_error(
-            ErrorKind::InvalidInput,
-            format!(
-                "{}/{repository}:{tag} already points to {existing}; version tags are immutable, so pushing {digest} under it was refused and the tag was left as it was. Build a new version (commit, then re-run) instead",
-                registry.host()
-            ),
-        ));
+        return Err(RegistryError::TagMoved {
+            host: registry.host().to_string(),
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+            existing,
+            digest: digest.clone(),
+        });
     }
     let mut report = PushReport {
         digest: digest.clone(),
@@ -481,7 +529,7 @@ pub async fn push(
         report.uploaded += 1;
         report.bytes += blob.size;
     }
-    let bytes = store.read_blob(digest).map_err(|e| permanent(e.to_string()))?;
+    let bytes = store.read_blob(digest).map_err(RegistryError::store(digest.as_str()))?;
     let media_type = image
         .manifest
         .media_type
@@ -489,10 +537,10 @@ pub async fn push(
         .unwrap_or_else(|| MEDIA_MANIFEST.into());
     let pushed = registry.put_manifest(repository, tag, &media_type, &bytes).await?;
     if pushed != *digest {
-        return Err(permanent(format!(
-            "registry {} stored the manifest as {pushed}, expected {digest}",
-            registry.host()
-        )));
+        return Err(RegistryError::protocol(
+            registry.host(),
+            format!("stored the manifest as {pushed}, expected {digest}"),
+        ));
     }
     Ok(report)
 }
@@ -505,10 +553,11 @@ pub async fn pull(
     repository: &str,
     reference: &str,
     name: Option<&str>,
-) -> Result<StoredImage, StepError> {
+) -> Result<StoredImage, RegistryError> {
     let (mut bytes, mut media_type, mut digest) = registry.get_manifest(repository, reference).await?;
     if media_type.starts_with(MEDIA_INDEX) || media_type.starts_with(DOCKER_MANIFEST_LIST) {
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| permanent(format!("image index: {e}")))?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::protocol(registry.host(), format!("image index: {e}")))?;
         let chosen = index
             .manifests
             .iter()
@@ -517,19 +566,26 @@ pub async fn pull(
                     .as_ref()
                     .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
             })
-            .ok_or_else(|| permanent(format!("{repository}:{reference} has no linux/amd64 image")))?;
+            .ok_or_else(|| {
+                RegistryError::protocol(
+                    registry.host(),
+                    format!("{repository}:{reference} has no linux/amd64 image"),
+                )
+            })?;
         (bytes, media_type, digest) = registry.get_manifest(repository, &chosen.digest).await?;
     }
     if !(media_type.starts_with(MEDIA_MANIFEST) || media_type.starts_with(DOCKER_MANIFEST)) {
-        return Err(permanent(format!(
-            "{repository}:{reference} is a `{media_type}`, not an image manifest"
-        )));
+        return Err(RegistryError::protocol(
+            registry.host(),
+            format!("{repository}:{reference} is a `{media_type}`, not an image manifest"),
+        ));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| permanent(format!("manifest: {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::protocol(registry.host(), format!("manifest: {e}")))?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
         registry.fetch_blob(store, repository, &blob.digest).await?;
     }
-    store.put_blob(&bytes).map_err(|e| permanent(e.to_string()))?;
+    store.put_blob(&bytes).map_err(RegistryError::store(digest.as_str()))?;
     let descriptor = Descriptor {
         media_type: media_type
             .split(';')
@@ -543,12 +599,12 @@ pub async fn pull(
         platform: None,
     };
     if let Some(name) = name {
-        store.tag(name, &descriptor).map_err(|e| permanent(e.to_string()))?;
+        store.tag(name, &descriptor).map_err(RegistryError::store(name))?;
     }
     store
         .resolve(None, Some(&digest))
-        .map_err(|e| permanent(e.to_string()))?
-        .ok_or_else(|| permanent(format!("pulled {digest} but cannot read it back")))
+        .map_err(RegistryError::store(digest.as_str()))?
+        .ok_or_else(|| RegistryError::protocol(registry.host(), format!("pulled {digest} but cannot read it back")))
 }
 
 #[cfg(test)]

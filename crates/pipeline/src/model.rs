@@ -3,7 +3,7 @@
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, Span, suggest};
 use super::expr::{self, Expr, Template};
 use super::yaml::{Scalar, Yaml};
-use crate::sandbox::Grants;
+use crate::grants::Grants;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -136,7 +136,7 @@ impl Pipeline {
             },
             items: vec![Diagnostic::new(span, message)],
         };
-        let bytes = crate::bounded::read(path, PIPELINE_LIMIT)
+        let bytes = wharf_fs::bounded::read(path, PIPELINE_LIMIT)
             .map_err(|e| failed(Span::new(1, 1), format!("cannot read the pipeline file: {e}")))?;
         match String::from_utf8(bytes) {
             Ok(text) => Self::parse(path, &text),

@@ -7,7 +7,6 @@
 //! the journal stays readable up to the failure.
 
 use super::{Entry, FORMAT, Record, VERSION, snapshot};
-use crate::events::{Event, Events, Level, Sink, Stream};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,11 +14,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// Masks secrets in a string before it is written.
+pub type Mask = Box<dyn Fn(&str) -> String + Send + Sync>;
+/// Told once, with the reason, when the journal stops being written.
+pub type OnBreak = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct JournalWriter {
     dir: PathBuf,
     file: Mutex<Output>,
     started: Instant,
-    events: Events,
+    mask: Mask,
+    on_break: OnBreak,
     components: Mutex<HashSet<String>>,
 }
 
@@ -32,8 +37,9 @@ struct Output {
 }
 
 impl JournalWriter {
-    /// Create `RUN_DIR` with its header line. `events` supplies the redactor.
-    pub fn create(dir: &Path, events: Events) -> std::io::Result<JournalWriter> {
+    /// Create `RUN_DIR` with its header line. `mask` masks secrets in every string written;
+    /// `on_break` hears why, if writing ever stops.
+    pub fn create(dir: &Path, mask: Mask, on_break: OnBreak) -> std::io::Result<JournalWriter> {
         std::fs::create_dir_all(dir.join("components"))?;
         let file = std::fs::OpenOptions::new()
             .create_new(true)
@@ -47,7 +53,8 @@ impl JournalWriter {
                 broken: None,
             }),
             started: Instant::now(),
-            events,
+            mask,
+            on_break,
             components: Mutex::new(HashSet::new()),
         };
         writer.write(Entry::Header {
@@ -68,7 +75,7 @@ impl JournalWriter {
         let Ok(mut value) = serde_json::to_value(&record) else {
             return;
         };
-        redact_value(&mut value, &self.events);
+        redact_value(&mut value, &self.mask);
         let mut line = value.to_string();
         line.push('\n');
         let failure = {
@@ -100,11 +107,7 @@ impl JournalWriter {
             }
         };
         if let Some(why) = failure {
-            self.events.emit(Event::Notice {
-                message: format!(
-                    "the journal of this run is incomplete from here: {why}; the run goes on unrecorded and cannot be replayed past this point"
-                ),
-            });
+            (self.on_break)(&why);
         }
     }
 
@@ -154,78 +157,11 @@ impl JournalWriter {
     }
 }
 
-fn redact_value(value: &mut serde_json::Value, events: &Events) {
+fn redact_value(value: &mut serde_json::Value, mask: &Mask) {
     match value {
-        serde_json::Value::String(s) => *s = events.redact(s),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, events)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| redact_value(v, events)),
+        serde_json::Value::String(s) => *s = mask(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, mask)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| redact_value(v, mask)),
         _ => {}
-    }
-}
-
-/// The journal as a renderer of run events: log lines, step outcomes and notices.
-impl Sink for JournalWriter {
-    fn event(&self, event: &Event) {
-        let level = |l: &Level| {
-            serde_json::to_value(l)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        };
-        let stream = |s: &Stream| {
-            serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        };
-        match event {
-            Event::Log {
-                step,
-                level: l,
-                stream: s,
-                message,
-            } => self.write(Entry::Log {
-                step: step.clone(),
-                level: level(l),
-                stream: stream(s),
-                message: message.clone(),
-            }),
-            Event::Annotation {
-                step,
-                level: l,
-                message,
-                file,
-                line,
-                ..
-            } => self.write(Entry::Log {
-                step: step.clone(),
-                level: level(l),
-                stream: "annotation".into(),
-                message: match (file, line) {
-                    (Some(f), Some(n)) => format!("{f}:{n}: {message}"),
-                    _ => message.clone(),
-                },
-            }),
-            Event::StepFinished {
-                step,
-                outcome,
-                duration,
-                detail,
-                outputs,
-            } => {
-                self.write(Entry::StepFinished {
-                    step: step.clone(),
-                    outcome: outcome.as_str().into(),
-                    detail: detail.clone(),
-                    outputs: outputs.clone(),
-                    millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                });
-                self.sync();
-            }
-            Event::Notice { message } => self.write(Entry::Notice {
-                message: message.clone(),
-            }),
-            _ => {}
-        }
     }
 }

@@ -16,13 +16,24 @@
 //!
 //! Argument patterns: `*` matches one argument, a final `**` any number, anything else itself.
 
-use crate::capabilities::step_error;
-use crate::engine::bindings::wharf::step::types::{CapabilityKind, ErrorKind, StepError, StepInfo, Value};
-use crate::pipeline::diagnostic::{Diagnostic, suggest};
-use crate::pipeline::yaml::{Scalar, Yaml};
+use crate::describe::{CapabilityKind, StepInfo, Value};
+use crate::diagnostic::{Diagnostic, suggest};
+use crate::yaml::{Scalar, Yaml};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Component, Path};
+
+/// A capability call the grants do not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not granted: says what the step tried and the YAML that grants it.
+    #[error("step `{step}` may not {what}; grant it on the step in the pipeline:\n  allow:\n    {yaml}")]
+    NotGranted { step: String, what: String, yaml: String },
+    #[error("`{path}` leaves the workspace")]
+    LeavesWorkspace { path: String },
+    #[error("`{repository}` is not a repository name")]
+    BadRepository { repository: String },
+}
 
 pub const ALLOW_KEYS: &[&str] = &[
     "http", "process", "read", "write", "secrets", "deploy", "registry", "source", "images",
@@ -440,17 +451,15 @@ impl Grants {
         refused
     }
 
-    fn denied(&self, what: String, yaml: String) -> StepError {
-        step_error(
-            ErrorKind::Denied,
-            format!(
-                "step `{}` may not {what}; grant it on the step in the pipeline:\n  allow:\n    {yaml}",
-                self.step_id
-            ),
-        )
+    fn denied(&self, what: String, yaml: String) -> Refusal {
+        Refusal::NotGranted {
+            step: self.step_id.clone(),
+            what,
+            yaml,
+        }
     }
 
-    pub fn check_process(&self, program: &str, args: &[String]) -> Result<(), StepError> {
+    pub fn check_process(&self, program: &str, args: &[String]) -> Result<(), Refusal> {
         let ok = self.process.iter().any(|g| {
             g.what.program == program && g.what.args.as_ref().is_none_or(|patterns| args_match(patterns, args))
         });
@@ -460,28 +469,28 @@ impl Grants {
         Err(self.denied(format!("run `{program}`"), format!("process: [{program}]")))
     }
 
-    pub fn check_source(&self) -> Result<(), StepError> {
+    pub fn check_source(&self) -> Result<(), Refusal> {
         match self.source {
             Some(_) => Ok(()),
             None => Err(self.denied("read the workspace's git state".into(), "source: true".into())),
         }
     }
 
-    pub fn check_images(&self) -> Result<(), StepError> {
+    pub fn check_images(&self) -> Result<(), Refusal> {
         match self.images {
             Some(_) => Ok(()),
             None => Err(self.denied("assemble images".into(), "images: true".into())),
         }
     }
 
-    pub fn check_secret(&self, name: &str) -> Result<(), StepError> {
+    pub fn check_secret(&self, name: &str) -> Result<(), Refusal> {
         if self.secrets.iter().any(|g| g.what == name) {
             return Ok(());
         }
         Err(self.denied(format!("use secret `{name}`"), format!("secrets: [{name}]")))
     }
 
-    pub fn check_deploy(&self, service: &str) -> Result<(), StepError> {
+    pub fn check_deploy(&self, service: &str) -> Result<(), Refusal> {
         if self.deploy.iter().any(|g| g.what == service) {
             return Ok(());
         }
@@ -491,12 +500,11 @@ impl Grants {
         ))
     }
 
-    pub fn check_registry(&self, host: &str, repository: &str) -> Result<(), StepError> {
-        if !crate::oci::reference::valid_repository(repository) {
-            return Err(step_error(
-                ErrorKind::InvalidInput,
-                format!("`{repository}` is not a repository name"),
-            ));
+    pub fn check_registry(&self, host: &str, repository: &str) -> Result<(), Refusal> {
+        if !wharf_oci::reference::valid_repository(repository) {
+            return Err(Refusal::BadRepository {
+                repository: repository.to_string(),
+            });
         }
         let ok = self
             .registry
@@ -512,9 +520,9 @@ impl Grants {
     }
 
     /// A workspace path (relative), for reading or writing.
-    pub fn check_path(&self, path: &str, write: bool) -> Result<(), StepError> {
+    pub fn check_path(&self, path: &str, write: bool) -> Result<(), Refusal> {
         let Some(path) = normalize(path) else {
-            return Err(step_error(ErrorKind::Denied, format!("`{path}` leaves the workspace")));
+            return Err(Refusal::LeavesWorkspace { path: path.to_string() });
         };
         let covers = |g: &Granted<String>| g.what == "." || path == g.what || path.starts_with(&format!("{}/", g.what));
         if self.write.iter().any(covers) || (!write && self.read.iter().any(covers)) {
@@ -543,7 +551,7 @@ impl Grants {
         })
     }
 
-    pub fn deny_http(&self, scheme: &str, host: &str, port: u16, why: &str) -> StepError {
+    pub fn deny_http(&self, scheme: &str, host: &str, port: u16, why: &str) -> Refusal {
         let default = if scheme == "https" { 443 } else { 80 };
         let origin = if port == default {
             format!("{scheme}://{host}")
@@ -635,9 +643,10 @@ mod tests {
         );
         assert!(g.check_process("git", &[]).is_err());
         let e = g.check_process("curl", &[]).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Denied);
-        assert!(e.message.contains("step `s` may not run `curl`"), "{}", e.message);
-        assert!(e.message.contains("  allow:\n    process: [curl]"), "{}", e.message);
+        assert!(matches!(e, Refusal::NotGranted { .. }));
+        let message = e.to_string();
+        assert!(message.contains("step `s` may not run `curl`"), "{message}");
+        assert!(message.contains("  allow:\n    process: [curl]"), "{message}");
         assert!(g.check_path("src/main.rs", false).is_ok());
         assert!(g.check_path("src/main.rs", true).is_err());
         assert!(g.check_path("README.md", false).is_ok());

@@ -1,0 +1,6 @@
+//! File access for untrusted input, the lowest layer of wharf: a path that a step, a run
+//! folder or an image names is resolved beneath its root by the kernel ([`beneath`]), and a
+//! file it names is read only when it is a regular file within a limit ([`bounded`]).
+
+pub mod beneath;
+pub mod bounded;

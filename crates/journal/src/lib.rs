@@ -1,0 +1,131 @@
+//! The run journal's format: what a run records (every host call of a step with its
+//! arguments and result, the clock readings and random bytes a step was handed, its log,
+//! step boundaries), how it is written and read back, and workspace snapshots. Knows nothing
+//! of the wasm engine; wharf's tape and replay use it. `docs/journal.md` describes it.
+//!
+//! A run's folder, `.wharf/runs/RUN_ID/`:
+//!
+//! ```text
+//! journal.jsonl        one JSON object per line, appended and flushed as the run goes
+//! pipeline.yml         the pipeline file as it was run
+//! components/HEX.wasm  each step's component, stored once by digest
+//! snapshots/STEP-N.tar the workspace paths a step's grants opened, as they were when it started
+//! ```
+
+pub mod reader;
+pub mod snapshot;
+pub mod writer;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "wharf-journal";
+pub const VERSION: u32 = 1;
+
+/// One line of `journal.jsonl`: when (milliseconds since the run started) and what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Entry {
+    /// Always the first line.
+    Header {
+        format: String,
+        version: u32,
+        wharf: String,
+    },
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        /// The snapshot's file name in the run folder.
+        pipeline_file: String,
+        vars: BTreeMap<String, String>,
+        workspace: String,
+        started: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<String>,
+        /// The workspace's git revision (commit, and a digest of uncommitted changes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
+    },
+    /// A step's component, stored under `components/`.
+    Component {
+        step: String,
+        origin: String,
+        digest: String,
+    },
+    StepStarted {
+        step: String,
+        uses: String,
+        attempt: u32,
+        /// The parameters the step was called with, interpolated.
+        params: serde_json::Value,
+        /// Its effective grants, as `wharf validate` prints them.
+        grants: Vec<String>,
+        /// The directories its grants opened: (workspace-relative path, writable).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        preopens: Vec<(String, bool)>,
+        /// The snapshot of those directories as the step found them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
+    },
+    /// A host call of a step: what it asked and what it got.
+    Call {
+        step: String,
+        attempt: u32,
+        seq: u64,
+        interface: String,
+        function: String,
+        args: serde_json::Value,
+        result: serde_json::Value,
+        micros: u64,
+    },
+    Log {
+        step: String,
+        level: String,
+        stream: String,
+        message: String,
+    },
+    StepFinished {
+        step: String,
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+        outputs: Vec<(String, String)>,
+        millis: u64,
+    },
+    /// Host decisions outside any step: rollbacks after a failure, interruptions.
+    Notice { message: String },
+    RunFinished {
+        outcome: String,
+        exit_code: u8,
+        millis: u64,
+    },
+}
+
+/// `.wharf/runs` under a workspace.
+pub fn runs_dir(workspace: &Path) -> PathBuf {
+    workspace.join(".wharf/runs")
+}
+
+/// A run folder from an id (looked up in the workspace) or a path to the folder itself.
+pub fn find_run(workspace: &Path, run: &str) -> Result<PathBuf, String> {
+    let as_path = Path::new(run);
+    if as_path.join("journal.jsonl").exists() {
+        return Ok(as_path.to_path_buf());
+    }
+    let dir = runs_dir(workspace).join(run);
+    if dir.join("journal.jsonl").exists() {
+        return Ok(dir);
+    }
+    Err(format!(
+        "no run `{run}` in {} (give a run id from `wharf runs`, or the path of a run folder)",
+        runs_dir(workspace).display()
+    ))
+}
