@@ -3,13 +3,11 @@
 #   fuzz/run.sh [SECONDS]
 # Targets: the pipeline parser and validator, the expression language, and reading a run
 # folder (journal and snapshots). Needs a nightly toolchain and cargo-fuzz (installed here
-# when missing). Crashes land in fuzz/artifacts/TARGET/ and fail the script. The built-in
-# steps are not embedded (WHARF_SKIP_GUESTS): no target needs them, and nightly may lack
-# the wasm target.
+# when missing). Crashes land in fuzz/artifacts/TARGET/ and fail the script. The targets
+# use the domain crates alone, so no wasm engine is built.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-60}
-export WHARF_SKIP_GUESTS=1
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz/run.sh: no nightly toolchain (rustup toolchain install nightly)" >&2
   exit 1

@@ -41,14 +41,6 @@ fn main() {
     let artifacts = target_dir.join(TARGET).join("release");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
 
-    // Fuzzing builds the library with nightly, which may lack the wasm target; it needs no
-    // built-in steps.
-    println!("cargo:rerun-if-env-changed=WHARF_SKIP_GUESTS");
-    if env::var_os("WHARF_SKIP_GUESTS").is_some() {
-        std::fs::write(out, "pub static BUILTINS: &[(&str, &[u8])] = &[];\n").unwrap();
-        return;
-    }
-
     if !target_installed() {
         panic!(
             "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain lacks that target. Add it with:\n\n    rustup target add {TARGET}\n"

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf::pipeline::expr::{Reference, Scope, StatusFn, Template, evaluate, parse_condition};
+use wharf_pipeline::expr::{Reference, Scope, StatusFn, Template, evaluate, parse_condition};
 
 struct Fixed;
 

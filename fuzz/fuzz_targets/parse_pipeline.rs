@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use wharf::pipeline::Pipeline;
+use wharf_pipeline::Pipeline;
 
 fuzz_target!(|text: &str| {
     if let Err(diagnostics) = Pipeline::parse(Path::new("fuzz.yml"), text) {

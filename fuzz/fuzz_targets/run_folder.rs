@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use wharf::journal::reader::Journal;
-use wharf::journal::snapshot;
+use wharf_journal::reader::Journal;
+use wharf_journal::snapshot;
 
 fuzz_target!(|input: (&[u8], &[u8])| {
     let (journal, archive) = input;

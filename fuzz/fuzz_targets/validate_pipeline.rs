@@ -5,11 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use wharf::pipeline::describe::{
+use wharf_pipeline::describe::{
     Capability, CapabilityKind, OutputSpec, ParamSpec, ParamType, StepInfo, Value,
 };
-use wharf::pipeline::validate::{StepShape, validate};
-use wharf::pipeline::Pipeline;
+use wharf_pipeline::validate::{StepShape, validate};
+use wharf_pipeline::Pipeline;
 
 fn typed() -> StepInfo {
     let param = |name: &str, ty, required, default| ParamSpec {

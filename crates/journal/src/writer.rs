@@ -1,6 +1,8 @@
-//! Writing a run's journal as it happens: every entry is appended at once, and synced to
-//! disk at every step boundary, so a killed run leaves a journal that reads up to its last
-//! whole entry. Every line passes the secret redactor before it is written.
+//! Writing a run's journal as it happens: every entry is handed to the operating system at
+//! once, in one write, so a killed run leaves a journal that reads up to its last whole entry
+//! (the kernel keeps what was written when the process dies). It is synced to the disk only
+//! where durability matters, which the caller decides: after a change to a deploy, and at
+//! the end of the run. Every line passes the secret redactor before it is written.
 //!
 //! When a write fails (the disk is full), the half-written line is cut off again, the run is
 //! told once that its journal is incomplete from there and why, and nothing more is written:
@@ -116,7 +118,7 @@ impl JournalWriter {
         self.file.lock().unwrap().broken.clone()
     }
 
-    /// Make everything written so far durable: at step boundaries and at the end.
+    /// Make everything written so far durable on the disk.
     pub fn sync(&self) {
         let out = self.file.lock().unwrap();
         let _ = out.file.sync_data();

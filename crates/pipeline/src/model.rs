@@ -102,7 +102,7 @@ impl Default for Retry {
 }
 
 /// Where a step's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StepSource {
     Builtin(String),
     File(PathBuf),

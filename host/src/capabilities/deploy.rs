@@ -23,6 +23,13 @@ impl wasmtime::component::HasData for HasDeploy {
 }
 
 impl<'a> DeployView<'a> {
+    /// A call that changed a service: what the journal has so far goes to disk, so a run's
+    /// record of its deploys survives a crash of the machine.
+    fn durable<T>(&self, result: CallResult<T>) -> CallResult<T> {
+        self.call.tape.sync();
+        result
+    }
+
     /// The run's deployer, once the grants allow this service.
     fn deployer(&self, service: &str) -> Result<&'a Deployer, StepError> {
         self.call.grants.check_deploy(service)?;
@@ -92,22 +99,25 @@ const DEPLOY: &str = "wharf:step/deploy";
 impl Host for DeployView<'_> {
     async fn begin_upgrade(&mut self, s: ServiceSpec) -> CallResult<ServiceStatus> {
         let this = &*self;
-        this.call
+        let result = this
+            .call
             .taped(DEPLOY, "begin-upgrade", &s, async {
                 let record = this.deployer(&s.service)?.begin_upgrade(spec(s.clone())).await?;
                 Ok(status(&record))
             })
-            .await
+            .await;
+        this.durable(result)
     }
 
     async fn start_instance(&mut self, service: String) -> CallResult<Instance> {
         let this = &*self;
-        let started = this
-            .call
-            .taped(DEPLOY, "start-instance", &service, async {
-                Ok(instance(&this.deployer(&service)?.start_instance(&service).await?))
-            })
-            .await?;
+        let started = this.durable(
+            this.call
+                .taped(DEPLOY, "start-instance", &service, async {
+                    Ok(instance(&this.deployer(&service)?.start_instance(&service).await?))
+                })
+                .await,
+        )?;
         this.call.scope.log(
             Level::Info,
             format!(
@@ -135,11 +145,13 @@ impl Host for DeployView<'_> {
 
     async fn stop_instance(&mut self, service: String, instance: String) -> CallResult<()> {
         let this = &*self;
-        this.call
-            .taped(DEPLOY, "stop-instance", &(&service, &instance), async {
-                Ok(this.deployer(&service)?.stop_instance(&service, &instance).await?)
-            })
-            .await?;
+        this.durable(
+            this.call
+                .taped(DEPLOY, "stop-instance", &(&service, &instance), async {
+                    Ok(this.deployer(&service)?.stop_instance(&service, &instance).await?)
+                })
+                .await,
+        )?;
         this.call
             .scope
             .log(Level::Info, format!("stopped {instance} (kept for rollback)"));
@@ -148,29 +160,35 @@ impl Host for DeployView<'_> {
 
     async fn finish_upgrade(&mut self, service: String) -> CallResult<ServiceStatus> {
         let this = &*self;
-        this.call
+        let result = this
+            .call
             .taped(DEPLOY, "finish-upgrade", &service, async {
                 Ok(status(&this.deployer(&service)?.finish_upgrade(&service).await?))
             })
-            .await
+            .await;
+        this.durable(result)
     }
 
     async fn confirm(&mut self, service: String) -> CallResult<ServiceStatus> {
         let this = &*self;
-        this.call
+        let result = this
+            .call
             .taped(DEPLOY, "confirm", &service, async {
                 Ok(status(&this.deployer(&service)?.confirm(&service).await?))
             })
-            .await
+            .await;
+        this.durable(result)
     }
 
     async fn rollback(&mut self, service: String) -> CallResult<ServiceStatus> {
         let this = &*self;
-        this.call
+        let result = this
+            .call
             .taped(DEPLOY, "rollback", &service, async {
                 Ok(status(&this.deployer(&service)?.rollback(&service).await?))
             })
-            .await
+            .await;
+        this.durable(result)
     }
 
     async fn status(&mut self, service: String) -> CallResult<ServiceStatus> {

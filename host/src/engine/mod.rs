@@ -75,7 +75,10 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
     cache: ComponentCache,
+    /// Loaded steps by digest, and by where they came from: a component used by many steps
+    /// (or runs of a process) is read, hashed and linked once.
     loaded: Mutex<HashMap<String, Arc<LoadedStep>>>,
+    by_source: Mutex<HashMap<StepSource, Arc<LoadedStep>>>,
     pooling: bool,
     ticker: Arc<AtomicBool>,
 }
@@ -129,6 +132,7 @@ impl Runtime {
             linker,
             cache,
             loaded: Mutex::new(HashMap::new()),
+            by_source: Mutex::new(HashMap::new()),
             pooling,
             ticker,
         })
@@ -144,8 +148,13 @@ impl Runtime {
 
     /// Read, compile (or fetch from the cache), link and describe a step.
     pub async fn load(&self, source: &StepSource, events: &Events) -> Result<Arc<LoadedStep>, LoadProblem> {
+        if let Some(step) = self.by_source.lock().unwrap().get(source) {
+            return Ok(step.clone());
+        }
         let (origin, bytes) = read_source(source)?;
-        self.load_bytes(origin, bytes, events).await
+        let step = self.load_bytes(origin, bytes, events).await?;
+        self.by_source.lock().unwrap().insert(source.clone(), step.clone());
+        Ok(step)
     }
 
     /// Load a component from its bytes (a replay's stored components).

@@ -82,16 +82,13 @@ impl Sink for JournalSink {
                 duration,
                 detail,
                 outputs,
-            } => {
-                journal.write(Entry::StepFinished {
-                    step: step.clone(),
-                    outcome: outcome.as_str().into(),
-                    detail: detail.clone(),
-                    outputs: outputs.clone(),
-                    millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-                });
-                journal.sync();
-            }
+            } => journal.write(Entry::StepFinished {
+                step: step.clone(),
+                outcome: outcome.as_str().into(),
+                detail: detail.clone(),
+                outputs: outputs.clone(),
+                millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            }),
             Event::Notice { message } => journal.write(Entry::Notice {
                 message: message.clone(),
             }),

@@ -85,6 +85,13 @@ impl Player {
 }
 
 impl Tape {
+    /// Make the journal so far durable on disk: after a call that changed a deploy.
+    pub fn sync(&self) {
+        if let Tape::Record(rec) = self {
+            rec.journal.sync();
+        }
+    }
+
     pub fn is_replay(&self) -> bool {
         matches!(self, Tape::Replay(_))
     }

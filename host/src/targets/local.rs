@@ -14,7 +14,7 @@ use crate::oci::registry::{self, Credentials, Registry};
 use crate::oci::{digest_hex, unpack};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct LocalTarget {
     paths: TargetPaths,
@@ -141,6 +141,18 @@ fn handle_of(pid: u32) -> String {
     format!("{pid}:{}", start_time(pid).map(|(_, t)| t).unwrap_or_default())
 }
 
+/// Resolves when process `pid` has ended (a pidfd turns readable), or None when the kernel
+/// cannot say (no pidfd support, the process is gone already).
+fn exit_of(pid: libc::pid_t) -> Option<impl Future<Output = ()>> {
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // SAFETY: the AsyncFd owns `fd`, an open pidfd, for its whole life.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()?;
+    Some(async move {
+        let _ = fd.readable().await;
+    })
+}
+
 /// Alive, not a zombie, and the same process that was started (not a reused pid).
 fn alive(instance: &Instance) -> bool {
     let Some(pid) = pid_of(instance) else { return false };
@@ -222,23 +234,26 @@ impl Target for LocalTarget {
         if !alive(instance) {
             return Ok(());
         }
+        // A handle on the process itself: its end is an event to wait for, not to poll.
+        let exited = exit_of(pid);
         // SAFETY: signalling a process group has no memory-safety preconditions.
         unsafe {
             libc::killpg(pid, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !alive(instance) {
-                return Ok(());
+        let ended = match exited {
+            Some(exited) => tokio::time::timeout(Duration::from_secs(5), exited).await.is_ok(),
+            None => false,
+        };
+        if !ended && alive(instance) {
+            // SAFETY: as above.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(exited) = exit_of(pid) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), exited).await;
+            }
         }
-        // SAFETY: as above.
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        alive(instance);
+        alive(instance); // reaps it when it is our child
         Ok(())
     }
 
