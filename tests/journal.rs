@@ -46,6 +46,11 @@ fn a_recorded_seed_run_replays_offline_on_another_machine() {
     let run_dir = ws.path().join(".wharf/runs").join(&id);
     assert!(run_dir.join("journal.jsonl").exists());
     assert!(run_dir.join("pipeline.yml").exists());
+    // Built-in steps are in the binary: the folder does not carry a copy of each.
+    assert!(
+        !run_dir.join("components").exists(),
+        "a seed run folder holds built-in components"
+    );
 
     // Nothing the run talked to is left: no registry, no service, no workspace.
     drop(registry);
@@ -437,8 +442,28 @@ fn a_forged_run_folder_is_refused_and_contained() {
         replay.all()
     );
 
+    // A folder copied without its components, away from the workspace's store: named, with
+    // what to do.
+    let replay = forge("componentless", &|folder| {
+        std::fs::remove_dir_all(folder.join("components")).unwrap();
+    });
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(
+        replay.stderr().contains("step `write` ran component sha256:")
+            && replay
+                .stderr()
+                .contains("copy that store from the workspace that made the run"),
+        "{}",
+        replay.all()
+    );
+
     // The untouched folder still replays.
     let replay = forge("untouched", &|_| {});
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+
+    // In its workspace, the folder finds the component in the store all runs share.
+    std::fs::remove_dir_all(original.join("components")).unwrap();
+    let replay = ws.wharf(&["replay", original.to_str().unwrap()]);
     assert_eq!(replay.code(), 0, "{}", replay.all());
 }
 

@@ -8,7 +8,8 @@
 //! ```text
 //! journal.jsonl        one JSON object per line, appended and flushed as the run goes
 //! pipeline.yml         the pipeline file as it was run
-//! components/HEX.wasm  each step's component, stored once by digest
+//! components/HEX.wasm  the components of the workspace's own steps (built-in steps are in
+//!                      the wharf binary); every component is also in `.wharf/components/`
 //! snapshots/STEP-N.tar the workspace paths a step's grants opened, as they were when it started
 //! ```
 
@@ -112,6 +113,11 @@ pub enum Entry {
 /// `.wharf/runs` under a workspace.
 pub fn runs_dir(workspace: &Path) -> PathBuf {
     workspace.join(".wharf/runs")
+}
+
+/// `.wharf/components` under a workspace: every run's components, once by digest.
+pub fn component_store(workspace: &Path) -> PathBuf {
+    workspace.join(".wharf/components")
 }
 
 /// A run folder from an id (looked up in the workspace) or a path to the folder itself.

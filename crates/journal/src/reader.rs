@@ -118,6 +118,7 @@ mod tests {
         let run = dir.path().join("run");
         let journal = JournalWriter::create(
             &run,
+            &dir.path().join("components"),
             Box::new(|text: &str| text.replace("hunter2", "***")),
             Box::new(|_| {}),
         )

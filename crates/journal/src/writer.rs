@@ -23,6 +23,8 @@ pub type OnBreak = Box<dyn Fn(&str) + Send + Sync>;
 
 pub struct JournalWriter {
     dir: PathBuf,
+    /// Components, stored once by digest for every run of the workspace.
+    store: PathBuf,
     file: Mutex<Output>,
     started: Instant,
     mask: Mask,
@@ -41,14 +43,16 @@ struct Output {
 impl JournalWriter {
     /// Create `RUN_DIR` with its header line. `mask` masks secrets in every string written;
     /// `on_break` hears why, if writing ever stops.
-    pub fn create(dir: &Path, mask: Mask, on_break: OnBreak) -> std::io::Result<JournalWriter> {
-        std::fs::create_dir_all(dir.join("components"))?;
+    /// Components go to `store` ([`crate::component_store`]), once for all runs.
+    pub fn create(dir: &Path, store: &Path, mask: Mask, on_break: OnBreak) -> std::io::Result<JournalWriter> {
+        std::fs::create_dir_all(dir)?;
         let file = std::fs::OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(dir.join("journal.jsonl"))?;
         let writer = JournalWriter {
             dir: dir.to_path_buf(),
+            store: store.to_path_buf(),
             file: Mutex::new(Output {
                 file,
                 written: 0,
@@ -128,11 +132,29 @@ impl JournalWriter {
         std::fs::write(self.dir.join("pipeline.yml"), text)
     }
 
-    /// Store a component once per digest.
-    pub fn store_component(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+    /// Store a component once per digest in the shared store; one that the run folder must
+    /// carry (a step of the workspace's own, which no wharf binary holds) is also linked into
+    /// the folder's `components/`, so a copy of the folder replays elsewhere.
+    pub fn store_component(&self, digest: &str, bytes: &[u8], in_run_folder: bool) -> std::io::Result<()> {
         let hex = digest.trim_start_matches("sha256:").to_string();
-        if self.components.lock().unwrap().insert(hex.clone()) {
-            std::fs::write(self.dir.join("components").join(format!("{hex}.wasm")), bytes)?;
+        if !self.components.lock().unwrap().insert(hex.clone()) {
+            return Ok(());
+        }
+        let name = format!("{hex}.wasm");
+        let stored = self.store.join(&name);
+        if !stored.exists() {
+            std::fs::create_dir_all(&self.store)?;
+            let staged = self.store.join(format!(".{name}.{}", std::process::id()));
+            std::fs::write(&staged, bytes)?;
+            std::fs::rename(&staged, &stored)?;
+        }
+        if in_run_folder {
+            let linked = self.dir.join("components");
+            std::fs::create_dir_all(&linked)?;
+            let linked = linked.join(&name);
+            if std::fs::hard_link(&stored, &linked).is_err() {
+                std::fs::write(&linked, bytes)?;
+            }
         }
         Ok(())
     }

@@ -272,7 +272,7 @@ fn start_journal(
     reuse: Option<&Reuse>,
     revision: Option<String>,
 ) -> std::io::Result<Arc<JournalWriter>> {
-    let journal = crate::journal::open(&runs_dir(workspace).join(run_id), events)?;
+    let journal = crate::journal::open(workspace, run_id, events)?;
     journal.store_pipeline(&prepared.pipeline.source.text)?;
     journal.write(Entry::RunStarted {
         run_id: run_id.to_string(),

@@ -5,20 +5,23 @@
 pub mod replay;
 pub mod tape;
 
-pub use wharf_journal::{Entry, FORMAT, Record, VERSION, find_run, reader, runs_dir, snapshot, writer};
+pub use wharf_journal::{
+    Entry, FORMAT, Record, VERSION, component_store, find_run, reader, runs_dir, snapshot, writer,
+};
 
 use crate::events::{Event, Events, Level, Sink, Stream};
 use std::path::Path;
 use std::sync::Arc;
 use writer::JournalWriter;
 
-/// Open a run's journal at `dir`: secrets masked as in every event, and a notice when the
-/// journal stops being written (a full disk).
-pub fn open(dir: &Path, events: &Events) -> std::io::Result<Arc<JournalWriter>> {
+/// Open the journal of run `run_id` of a workspace: secrets masked as in every event, and a
+/// notice when the journal stops being written (a full disk).
+pub fn open(workspace: &Path, run_id: &str, events: &Events) -> std::io::Result<Arc<JournalWriter>> {
     let masker = events.clone();
     let notices = events.clone();
     Ok(Arc::new(JournalWriter::create(
-        dir,
+        &runs_dir(workspace).join(run_id),
+        &wharf_journal::component_store(workspace),
         Box::new(move |text| masker.redact(text)),
         Box::new(move |why| {
             notices.emit(Event::Notice {

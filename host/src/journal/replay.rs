@@ -454,19 +454,53 @@ async fn load_component(
             "journal: step `{step}` names component `{digest}`, which is not a sha256 digest"
         ));
     };
-    let name = format!("components/{hex}.wasm");
-    let bytes = run_file(&req.run_dir, &name, COMPONENT_LIMIT)?;
-    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-    if actual != *digest {
-        return Err(format!(
-            "run folder {}: {name} is not the component the run recorded (it hashes to {actual}); the folder was altered or damaged",
+    let bytes = find_component(&req.run_dir, hex, digest).map_err(|altered| match altered {
+        Some(actual) => format!(
+            "run folder {}: components/{hex}.wasm is not the component the run recorded (it \
+             hashes to {actual}); the folder was altered or damaged",
             req.run_dir.display()
-        ));
-    }
+        ),
+        None => format!(
+            "run folder {}: step `{step}` ran component {digest} ({origin}), which is neither in \
+             the folder's components/, nor in the component store .wharf/components/ of the \
+             workspace it sits in, nor built into this wharf; copy that store from the workspace \
+             that made the run, or replay with `--step {step}=FILE.wasm`",
+            req.run_dir.display()
+        ),
+    })?;
     req.runtime
         .load_bytes(origin.clone(), bytes, &req.events)
         .await
         .map_err(|p| format!("{}: {}", p.message, p.help))
+}
+
+/// The bytes of component `digest`: from the run folder, then the component store of the
+/// workspace the folder sits in, then the built-in steps of this binary. Only bytes that hash
+/// to the recorded digest count, so an altered or foreign file is never run; when none is
+/// found, the error holds the digest of an altered copy in the folder, if there was one.
+fn find_component(run_dir: &Path, hex: &str, digest: &str) -> Result<Vec<u8>, Option<String>> {
+    let path = format!("components/{hex}.wasm");
+    let digest_of = |bytes: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let mut altered = None;
+    if let Ok(bytes) = run_file(run_dir, &path, COMPONENT_LIMIT) {
+        let actual = digest_of(&bytes);
+        if actual == digest {
+            return Ok(bytes);
+        }
+        altered = Some(actual);
+    }
+    // RUN_DIR is `WORKSPACE/.wharf/runs/ID`; the store is `WORKSPACE/.wharf/components`.
+    if let Some(wharf_dir) = run_dir.parent().and_then(Path::parent)
+        && let Ok(bytes) = run_file(wharf_dir, &path, COMPONENT_LIMIT)
+        && digest_of(&bytes) == digest
+    {
+        return Ok(bytes);
+    }
+    crate::builtins::BUILTINS
+        .iter()
+        .find(|(_, bytes)| digest_of(bytes) == digest)
+        .map(|(_, bytes)| bytes.to_vec())
+        .ok_or(altered)
 }
 
 /// Largest component a replay reads from a run folder.

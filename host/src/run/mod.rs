@@ -156,7 +156,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     });
     if let Some(journal) = &req.journal {
         for (decl, loaded) in pipeline.steps.iter().zip(&req.steps) {
-            if let Err(e) = journal.store_component(&loaded.digest, &loaded.bytes) {
+            if let Err(e) = journal.store_component(&loaded.digest, &loaded.bytes, !loaded.is_builtin()) {
                 tracing::warn!("journal: cannot store the component of `{}`: {e}", decl.id);
             }
             journal.write(Entry::Component {
