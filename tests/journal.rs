@@ -344,7 +344,7 @@ fn a_forged_run_folder_is_refused_and_contained() {
     ws.write("data/in.txt", "recorded");
     ws.write(
         "pipeline.yml",
-        "name: forged\nsteps:\n  - id: write\n    uses: ./escape.wasm\n    allow: { write: [data] }\n    with: { attack: write-workspace, target: data/new.txt }\n",
+        "name: forged\nsteps:\n  - id: write\n    uses: ./escape.wasm\n    allow: { write: [data] }\n    with: { attack: write-workspace, target: data/in.txt }\n",
     );
     let run = ws.wharf(&["run", "pipeline.yml", "-v"]);
     assert_eq!(run.code(), 0, "{}", run.all());
@@ -465,6 +465,55 @@ fn a_forged_run_folder_is_refused_and_contained() {
     std::fs::remove_dir_all(original.join("components")).unwrap();
     let replay = ws.wharf(&["replay", original.to_str().unwrap()]);
     assert_eq!(replay.code(), 0, "{}", replay.all());
+}
+
+/// A run folder written by a wharf of journal version 1 (the snapshot named in the step's
+/// start) still replays: the same run, written the old way, from a copy elsewhere.
+#[test]
+fn a_version_1_run_folder_still_replays() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("escape_step"), ws.path().join("read.wasm")).unwrap();
+    std::fs::create_dir_all(ws.path().join("data")).unwrap();
+    ws.write("data/in.txt", "recorded text");
+    ws.write(
+        "pipeline.yml",
+        "name: old\nsteps:\n  - id: read\n    uses: ./read.wasm\n    allow: { read: [data] }\n    with: { attack: read-workspace, target: data/in.txt }\n",
+    );
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let folder = ws.path().join(".wharf/runs").join(run.run_id());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let old = elsewhere.path().join("old");
+    copy_dir(&folder, &old);
+    let mut snapshot = None;
+    let mut lines = Vec::new();
+    for line in std::fs::read_to_string(old.join("journal.jsonl")).unwrap().lines() {
+        let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        match entry["kind"].as_str().unwrap() {
+            "header" => entry["version"] = 1.into(),
+            "snapshot" => {
+                snapshot = Some(entry["snapshot"].clone());
+                continue;
+            }
+            _ => {}
+        }
+        lines.push(entry);
+    }
+    let snapshot = snapshot.expect("the step's snapshot entry");
+    for entry in &mut lines {
+        if entry["kind"] == "step-started" {
+            entry["snapshot"] = snapshot.clone();
+        }
+    }
+    let text: String = lines.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(old.join("journal.jsonl"), text).unwrap();
+    let replay = Workspace::new().wharf(&["replay", old.to_str().unwrap()]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+    assert!(replay.stdout().contains("matched the journal"), "{}", replay.all());
+    // Without its snapshot the step reads nothing, and the replay says it left the path.
+    std::fs::remove_file(old.join(snapshot.as_str().unwrap())).unwrap();
+    let replay = Workspace::new().wharf(&["replay", old.to_str().unwrap()]);
+    assert_eq!(replay.code(), 2, "{}", replay.all());
 }
 
 /// `--resume` refuses when what the reused steps worked from has changed: another commit

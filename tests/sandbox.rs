@@ -817,28 +817,50 @@ fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
     );
 }
 
-/// Journal snapshots count what they would hold as an archive, entries included: a hundred
-/// thousand tiny files are not kept (and the run says so).
+/// A run keeps what a step looked at in the workspace, not what its grants could reach: one
+/// file read among twelve thousand is one entry. A snapshot is bounded by entries and
+/// archive size: listing the twelve thousand stops it at the limit, and the run says so.
 #[test]
-fn snapshots_are_bounded_by_entries_and_archive_size() {
+fn snapshots_keep_what_a_step_looked_at_within_their_bounds() {
     let ws = workspace();
     std::fs::create_dir_all(ws.path().join("data")).unwrap();
     for n in 0..12_000 {
         std::fs::write(ws.path().join(format!("data/f{n}")), "").unwrap();
     }
+    ws.write("data/f1", "the one file read");
     ws.write(
         "snap.yml",
-        "name: snap\nsteps:\n  - id: read\n    uses: ./escape.wasm\n    allow: { read: [data] }\n    with: { attack: read-workspace, target: data/f1 }\n",
+        "name: snap\nsteps:\n  - id: read\n    uses: ./escape.wasm\n    allow: { read: [data] }\n    with: { attack: read-workspace, target: data/f1 }\n  - id: list\n    uses: ./escape.wasm\n    allow: { read: [data] }\n    with: { attack: list-workspace, target: data }\n",
     );
-    let run = ws.wharf(&["run", "snap.yml"]);
+    let run = ws.wharf(&["run", "snap.yml", "-v"]);
     assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(run.stdout().contains("listed: 12000 entries"), "{}", run.all());
     let id = run.run_id();
     let folder = ws.path().join(".wharf/runs").join(&id);
-    assert!(!folder.join("snapshots/read-1.tar").exists());
+    let read = std::fs::read(folder.join("snapshots/read-1.tar")).unwrap();
+    let names: Vec<String> = tar::Archive::new(&read[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["data/f1"], "the snapshot of a step that read one file");
+    assert!(read.len() < 4096, "{} bytes", read.len());
     let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();
     assert!(
-        journal.contains("its workspace paths hold more than 10000 files and directories"),
+        journal.contains(
+            "step `list` (attempt 1): the snapshot of the workspace paths it looked at is full (more than 10000 entries"
+        ),
         "{journal}"
+    );
+    let listed = std::fs::metadata(folder.join("snapshots/list-1.tar")).unwrap().len();
+    assert!(listed <= 10_000 * 512 + 2048, "{listed} bytes");
+    // Both replay: the first as recorded, the second from what its snapshot kept, which a
+    // listing shows as fewer files (the replay says where it left the recorded path).
+    let replay = ws.wharf(&["replay", &id]);
+    assert!(
+        replay.stdout().contains("step `list`") && !replay.stdout().contains("step `read`"),
+        "{}",
+        replay.all()
     );
 }
 

@@ -10,7 +10,7 @@
 //! pipeline.yml         the pipeline file as it was run
 //! components/HEX.wasm  the components of the workspace's own steps (built-in steps are in
 //!                      the wharf binary); every component is also in `.wharf/components/`
-//! snapshots/STEP-N.tar the workspace paths a step's grants opened, as they were when it started
+//! snapshots/STEP-N.tar the workspace paths attempt N of a step looked at, as it found them
 //! ```
 
 pub mod reader;
@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "wharf-journal";
-pub const VERSION: u32 = 1;
+/// 2: a step's snapshot holds what it looked at ([`Entry::Snapshot`]), and built-in
+/// components stay out of the run folder. Version 1 journals still read and replay.
+pub const VERSION: u32 = 2;
 
 /// One line of `journal.jsonl`: when (milliseconds since the run started) and what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,9 +74,17 @@ pub enum Entry {
         /// The directories its grants opened: (workspace-relative path, writable).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         preopens: Vec<(String, bool)>,
-        /// The snapshot of those directories as the step found them.
+        /// Version 1: the snapshot of those directories as the step found them. Version 2
+        /// writes a [`Entry::Snapshot`] instead, once the step looks at a workspace path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         snapshot: Option<String>,
+    },
+    /// The snapshot of the workspace paths an attempt looked at (opened, listed, examined or
+    /// removed), each as it was the first time; written when it looks at the first one.
+    Snapshot {
+        step: String,
+        attempt: u32,
+        snapshot: String,
     },
     /// A host call of a step: what it asked and what it got.
     Call {

@@ -1,5 +1,6 @@
-//! Workspace snapshots: the directories a step's grants opened, kept as a tar in the run
-//! folder when the step starts, unpacked into a scratch directory when it is replayed.
+//! Workspace snapshots: what a step found in the workspace paths it looked at (opened,
+//! listed, examined, removed), each as it was the first time, kept as a tar in the run folder
+//! while the step runs and unpacked into a scratch directory when it is replayed.
 //!
 //! A run folder is untrusted input (it is copied between machines on purpose), so unpacking
 //! accepts only what a run writes: directories and regular files, under plain relative
@@ -7,7 +8,8 @@
 //! path, a `..`) refuses the whole folder; every entry is created beneath the scratch
 //! directory, never through a link.
 
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 /// What one snapshot may hold, counted as the archive is (a 512-byte header per entry,
@@ -50,71 +52,91 @@ fn archived(len: u64) -> u64 {
     512 + len.div_ceil(512) * 512
 }
 
-/// `.wharf/runs`, `.wharf/oci`, `.wharf/state`, `.wharf/build`: wharf's own, never a step's.
-fn is_state_dir(path: &Path) -> bool {
-    let parent = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
-    let name = path.file_name().and_then(|n| n.to_str());
-    parent == Some(".wharf") && matches!(name, Some("runs" | "oci" | "state" | "build"))
+/// Whether a workspace-relative path lies in wharf's own state (`.wharf/runs`, `.wharf/oci`,
+/// `.wharf/state`, `.wharf/build`, `.wharf/components`), which a snapshot never holds.
+pub fn is_wharf_state(path: &Path) -> bool {
+    let mut parts = path.components().filter(|c| !matches!(c, Component::CurDir));
+    parts.next() == Some(Component::Normal(".wharf".as_ref()))
+        && parts.next().is_some_and(|c| {
+            matches!(
+                c.as_os_str().to_str(),
+                Some("runs" | "oci" | "state" | "build" | "components")
+            )
+        })
 }
 
-/// Why `dirs` would make a snapshot over the limits, or None. Stops counting as soon as it
-/// knows, so a directory of a million files costs no more than the limit.
-pub fn over_limits(dirs: &[(PathBuf, String)], limits: Limits) -> Option<String> {
-    let (mut bytes, mut entries) = (0u64, 0u64);
-    let mut stack: Vec<PathBuf> = dirs.iter().map(|(d, _)| d.clone()).collect();
-    while let Some(dir) = stack.pop() {
-        let Ok(read) = std::fs::read_dir(&dir) else { continue };
-        entries += 1;
-        bytes += 512;
-        for entry in read.flatten() {
-            let Ok(kind) = entry.file_type() else { continue };
-            if kind.is_dir() {
-                if !is_state_dir(&entry.path()) {
-                    stack.push(entry.path());
-                }
-            } else if kind.is_file() {
-                entries += 1;
-                bytes += archived(entry.metadata().map_or(0, |m| m.len()));
+/// A snapshot written as a step looks at the workspace: what was added is whole in the file
+/// after each [`SnapshotWriter::flush`], so the snapshot of a killed run reads up to there. It stops
+/// taking entries at [`Limits`]; the entry that would pass them is left out.
+pub struct SnapshotWriter {
+    tar: tar::Builder<BufWriter<File>>,
+    bytes: u64,
+    entries: u64,
+    limits: Limits,
+}
+
+impl SnapshotWriter {
+    pub fn create(path: &Path, limits: Limits) -> io::Result<SnapshotWriter> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = File::options().write(true).create_new(true).open(path)?;
+        Ok(SnapshotWriter {
+            tar: tar::Builder::new(BufWriter::new(file)),
+            bytes: 0,
+            entries: 0,
+            limits,
+        })
+    }
+
+    /// Whether an entry of `len` content bytes still fits.
+    pub fn fits(&self, len: u64) -> bool {
+        self.entries < self.limits.entries && self.bytes + archived(len) <= self.limits.bytes
+    }
+
+    /// The limit that left an entry out, as a reader is told.
+    pub fn full(&self) -> String {
+        format!(
+            "more than {} entries or {} bytes as an archive",
+            self.limits.entries, self.limits.bytes
+        )
+    }
+
+    /// Add a directory, or a file with its content: Ok(false) when it does not fit.
+    pub fn add(&mut self, name: &Path, content: Option<&[u8]>) -> io::Result<bool> {
+        let len = content.map_or(0, |c| c.len() as u64);
+        if !self.fits(len) {
+            return Ok(false);
+        }
+        let mut header = tar::Header::new_gnu();
+        match content {
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                self.tar.append_data(&mut header, name, io::empty())?;
             }
-            if entries > limits.entries {
-                return Some(format!("more than {} files and directories", limits.entries));
-            }
-            if bytes > limits.bytes {
-                return Some(format!("more than {} bytes as an archive", limits.bytes));
+            Some(content) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(len);
+                self.tar.append_data(&mut header, name, content)?;
             }
         }
+        self.entries += 1;
+        self.bytes += archived(len);
+        Ok(true)
     }
-    None
-}
 
-/// Write a snapshot of `dirs` (host path, name in the archive) to `out`. Only directories
-/// and regular files go in; links are left out, as a step's grants never open through them.
-pub fn create<W: Write>(out: W, dirs: &[(PathBuf, String)]) -> io::Result<W> {
-    let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
-    for (dir, name) in dirs {
-        append_tree(&mut tar, dir, Path::new(name))?;
+    /// Hand what was added to the operating system: a killed run keeps it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.tar.get_mut().flush()
     }
-    tar.into_inner()
-}
 
-fn append_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, name: &Path) -> io::Result<()> {
-    tar.append_dir(name, dir)?;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let child = name.join(e.file_name());
-        let kind = e.file_type()?;
-        if kind.is_dir() {
-            if !is_state_dir(&path) {
-                append_tree(tar, &path, &child)?;
-            }
-        } else if kind.is_file() {
-            tar.append_path_with_name(&path, &child)?;
-        }
+    /// End the archive.
+    pub fn finish(self) -> io::Result<()> {
+        self.tar.into_inner()?.flush()
     }
-    Ok(())
 }
 
 /// Unpack the snapshot read from `archive` (named `snapshot` in errors) into `dest`.
@@ -209,18 +231,57 @@ mod tests {
 
     #[test]
     fn what_a_run_writes_comes_back() {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(src.path().join("data/sub")).unwrap();
-        std::fs::write(src.path().join("data/sub/a.txt"), "hello").unwrap();
-        std::os::unix::fs::symlink("/etc", src.path().join("data/link")).unwrap();
-        let bytes = create(Vec::new(), &[(src.path().join("data"), "data".into())]).unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("snapshots/s-1.tar");
+        let mut writer = SnapshotWriter::create(&path, LIMITS).unwrap();
+        assert!(writer.add(Path::new("data"), None).unwrap());
+        assert!(writer.add(Path::new("data/sub/a.txt"), Some(b"hello")).unwrap());
+        assert!(writer.add(Path::new("data/empty"), None).unwrap());
+        writer.finish().unwrap();
         let dest = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
         unpack(&bytes[..], "s.tar", dest.path(), LIMITS).unwrap();
         assert_eq!(
             std::fs::read_to_string(dest.path().join("data/sub/a.txt")).unwrap(),
             "hello"
         );
-        assert!(!dest.path().join("data/link").exists(), "links are not kept");
+        assert!(dest.path().join("data/empty").is_dir());
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_keeps_its_whole_entries() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("s.tar");
+        let mut writer = SnapshotWriter::create(&path, LIMITS).unwrap();
+        writer.add(Path::new("a.txt"), Some(b"first")).unwrap();
+        writer.add(Path::new("b.txt"), Some(&[7u8; 2000])).unwrap();
+        writer.flush().unwrap();
+        // Killed before it ended the archive, and in the middle of the second entry.
+        std::mem::forget(writer);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let cut = std::fs::read(&path).unwrap()[..(len - 700) as usize].to_vec();
+        let dest = tempfile::tempdir().unwrap();
+        assert!(unpack(&cut[..], "s.tar", dest.path(), LIMITS).is_err());
+        assert_eq!(std::fs::read_to_string(dest.path().join("a.txt")).unwrap(), "first");
+        // Killed between entries: it reads to the end.
+        let whole = std::fs::read(&path).unwrap()[..1024].to_vec();
+        let dest = tempfile::tempdir().unwrap();
+        unpack(&whole[..], "s.tar", dest.path(), LIMITS).unwrap();
+        assert_eq!(std::fs::read_to_string(dest.path().join("a.txt")).unwrap(), "first");
+    }
+
+    #[test]
+    fn wharf_state_is_never_a_snapshot_entry() {
+        for state in [
+            ".wharf/runs/x/journal.jsonl",
+            "./.wharf/state",
+            ".wharf/components/a.wasm",
+        ] {
+            assert!(is_wharf_state(Path::new(state)), "{state}");
+        }
+        for work in [".wharf/nginx/upstreams.conf", "data/.wharf/runs", "src/main.rs"] {
+            assert!(!is_wharf_state(Path::new(work)), "{work}");
+        }
     }
 
     #[test]
@@ -289,13 +350,17 @@ mod tests {
         };
         let e = unpack(&many[..], "s.tar", dest.path(), tiny).unwrap_err();
         assert!(e.to_string().contains("more than 4096 bytes"), "{e}");
-        let src = tempfile::tempdir().unwrap();
-        for n in 0..20 {
-            std::fs::write(src.path().join(format!("f{n}")), "").unwrap();
+        // A run keeps a snapshot within the same limits: the entry that would pass them is
+        // left out.
+        let folder = tempfile::tempdir().unwrap();
+        let mut writer = SnapshotWriter::create(&folder.path().join("s.tar"), small).unwrap();
+        for n in 0..10 {
+            assert!(writer.add(Path::new(&format!("f{n}")), Some(b"")).unwrap());
         }
-        let dirs = [(src.path().to_path_buf(), "d".to_string())];
-        assert!(over_limits(&dirs, tiny).unwrap().contains("bytes"));
-        assert!(over_limits(&dirs, small).unwrap().contains("files"));
-        assert_eq!(over_limits(&dirs, LIMITS), None);
+        assert!(!writer.add(Path::new("f10"), Some(b"")).unwrap());
+        let mut writer = SnapshotWriter::create(&folder.path().join("t.tar"), tiny).unwrap();
+        assert!(!writer.add(Path::new("big"), Some(&[0u8; 4096])).unwrap());
+        assert!(writer.add(Path::new("small"), Some(&[0u8; 100])).unwrap());
+        assert!(writer.full().contains("4096 bytes"));
     }
 }

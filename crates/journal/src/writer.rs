@@ -11,7 +11,7 @@
 use super::{Entry, FORMAT, Record, VERSION, snapshot};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -159,25 +159,12 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Tar the directories a step's grants open, as they are now; the file name in the run
-    /// folder, or None when there is nothing to keep or it is over [`snapshot::LIMITS`].
-    pub fn snapshot(&self, name: &str, dirs: &[(PathBuf, String)]) -> Option<String> {
-        if dirs.is_empty() {
-            return None;
-        }
-        if let Some(why) = snapshot::over_limits(dirs, snapshot::LIMITS) {
-            self.write(Entry::Notice {
-                message: format!(
-                    "{name}: its workspace paths hold {why}, more than a snapshot keeps; a replay will not see them"
-                ),
-            });
-            return None;
-        }
-        std::fs::create_dir_all(self.dir.join("snapshots")).ok()?;
+    /// Start the snapshot `snapshots/NAME.tar` of the run folder: its name there, and its
+    /// writer.
+    pub fn snapshot(&self, name: &str) -> std::io::Result<(String, snapshot::SnapshotWriter)> {
         let file_name = format!("snapshots/{name}.tar");
-        let file = File::create(self.dir.join(&file_name)).ok()?;
-        snapshot::create(BufWriter::new(file), dirs).ok()?.flush().ok()?;
-        Some(file_name)
+        let writer = snapshot::SnapshotWriter::create(&self.dir.join(&file_name), snapshot::LIMITS)?;
+        Ok((file_name, writer))
     }
 }
 

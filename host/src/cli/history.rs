@@ -138,6 +138,7 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                     }
                 )
             }
+            Entry::Snapshot { snapshot, .. } => format!("    keeps what it looks at in the workspace: {snapshot}"),
             Entry::Call {
                 interface,
                 function,

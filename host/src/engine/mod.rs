@@ -2,7 +2,7 @@
 //! compile cache, and loaded steps kept as `InstancePre` so each run only instantiates.
 
 pub mod cache;
-pub mod disk;
+pub mod filesystem;
 pub mod limits;
 pub mod state;
 pub mod step;
@@ -111,7 +111,7 @@ impl Runtime {
             random::insecure_seed::add_to_linker::<_, Taped>(&mut linker, StepState::clocks)?;
         }
         // Writes to disk are charged against the step's disk limit.
-        disk::add_to_linker(&mut linker)?;
+        filesystem::add_to_linker(&mut linker)?;
         linker.allow_shadowing(false);
         add_capabilities(&mut linker)?;
         let cache = ComponentCache::new(&engine, cache_dir);

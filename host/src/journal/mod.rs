@@ -2,6 +2,7 @@
 //! run holds all of it (its format is the `wharf-journal` crate's). Here the engine's side:
 //! the [`tape`] every host call goes through, [`replay`], and the run's events as entries.
 
+pub mod capture;
 pub mod replay;
 pub mod tape;
 

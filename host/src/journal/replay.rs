@@ -256,7 +256,18 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         } else {
             None
         };
-        if let Some(snapshot) = attempt.snapshot {
+        // Version 2 names the snapshot in its own entry, version 1 in the step's start.
+        let snapshot = attempt.snapshot.or_else(|| {
+            entries[index + 1..].iter().find_map(|e| match e {
+                Entry::Snapshot {
+                    step,
+                    attempt: a,
+                    snapshot,
+                } if step == attempt.step && *a == attempt.attempt => Some(snapshot.as_str()),
+                _ => None,
+            })
+        });
+        if let Some(snapshot) = snapshot {
             let bytes = run_file(&req.run_dir, snapshot, snapshot::LIMITS.bytes + 1024)?;
             snapshot::unpack(&bytes[..], snapshot, &workspace, snapshot::LIMITS)
                 .map_err(|e| format!("run folder {}: {e}", req.run_dir.display()))?;

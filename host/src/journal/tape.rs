@@ -7,11 +7,13 @@
 //! [`Tape::call`], so a replay hands a step the same answers, times and bytes.
 
 use super::Entry;
+use super::capture::Capture;
 use super::writer::JournalWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,16 +32,25 @@ pub struct Recorder {
     pub step: String,
     pub attempt: u32,
     seq: AtomicU64,
+    /// What the step finds in the workspace directories opened to it.
+    pub capture: Capture,
 }
 
 impl Recorder {
-    pub fn new(journal: Arc<JournalWriter>, step: &str, attempt: u32) -> Self {
+    /// `opened`: the workspace directories opened to the step, (host path, workspace name).
+    pub fn new(journal: Arc<JournalWriter>, step: &str, attempt: u32, opened: Vec<(PathBuf, String)>) -> Self {
         Self {
+            capture: Capture::new(journal.clone(), step, attempt, opened),
             journal,
             step: step.to_string(),
             attempt,
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// The attempt is over: end what it recorded besides its calls.
+    pub fn finish(&self) {
+        self.capture.finish();
     }
 }
 

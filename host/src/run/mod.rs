@@ -303,23 +303,20 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             uses: decl.uses.clone(),
             attempt,
         });
-        let tape = match &req.journal {
-            None => Tape::Off,
-            Some(journal) => {
-                let dirs: Vec<_> = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
-                let snapshot = journal.snapshot(&format!("{}-{attempt}", decl.id), &dirs);
-                journal.write(Entry::StepStarted {
-                    step: decl.id.clone(),
-                    uses: decl.uses.clone(),
-                    attempt,
-                    params: serde_json::to_value(&params).unwrap_or_default(),
-                    grants: grants.describe(),
-                    preopens: opened.iter().map(|p| (p.guest.clone(), p.write)).collect(),
-                    snapshot,
-                });
-                Tape::Record(Arc::new(Recorder::new(journal.clone(), &decl.id, attempt)))
-            }
-        };
+        let recorder = req.journal.as_ref().map(|journal| {
+            journal.write(Entry::StepStarted {
+                step: decl.id.clone(),
+                uses: decl.uses.clone(),
+                attempt,
+                params: serde_json::to_value(&params).unwrap_or_default(),
+                grants: grants.describe(),
+                preopens: opened.iter().map(|p| (p.guest.clone(), p.write)).collect(),
+                snapshot: None,
+            });
+            let dirs = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
+            Arc::new(Recorder::new(journal.clone(), &decl.id, attempt, dirs))
+        });
+        let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
         let scratch = match loaded
             .needs_scratch()
             .then(|| req.scratch.attempt(&format!("{}-{attempt}", decl.id)))
@@ -357,6 +354,9 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             limits,
         };
         let result = step::run(loaded, input).await;
+        if let Some(recorder) = &recorder {
+            recorder.finish();
+        }
         if let Some(dir) = &scratch {
             let _ = std::fs::remove_dir_all(dir);
         }

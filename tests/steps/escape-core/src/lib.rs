@@ -17,6 +17,10 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
             Err(e) => format!("blocked: {e}"),
         },
         "write-workspace" => write(target),
+        "list-workspace" => match std::fs::read_dir(target) {
+            Ok(entries) => format!("listed: {} entries", entries.count()),
+            Err(e) => format!("blocked: {e}"),
+        },
         "tcp" => match std::net::TcpStream::connect(target) {
             Ok(_) => format!("ESCAPED: connected to {target}"),
             Err(e) => format!("blocked: {e}"),

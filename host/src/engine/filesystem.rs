@@ -1,17 +1,23 @@
-//! The disk limit: what a step may write through its grants (and a WASI command into its
-//! scratch directory) is counted as it writes, and the write that would pass the limit stops
-//! the step instead of reaching the disk.
+//! What wharf adds to a step's filesystem. wasmtime-wasi does the filesystem work; some
+//! functions of `wasi:filesystem/types` are shadowed in the linker by the ones below, which
+//! do wharf's part first and then call wasmtime-wasi's own:
 //!
-//! wasmtime-wasi does the filesystem work; the functions of `wasi:filesystem/types` that add
-//! to the disk are shadowed in the linker by the ones below, which charge the step's
-//! [`DiskBudget`] and then call wasmtime-wasi's own. A file written through a stream gets its
-//! stream wrapped, so every later write on it is charged too. Counted: every byte written
-//! (rewrites included), every size a file is set to, and [`ENTRY_COST`] for every file,
-//! directory or link created: an upper bound of what the step can fill.
+//! - The disk limit: what a step may write through its grants (and a WASI command into its
+//!   scratch directory) is counted as it writes, and the write that would pass the limit
+//!   stops the step instead of reaching the disk. A file written through a stream gets its
+//!   stream wrapped, so every later write on it is charged too. Counted: every byte written
+//!   (rewrites included), every size a file is set to, and [`ENTRY_COST`] for every file,
+//!   directory or link created: an upper bound of what the step can fill.
+//! - In a recorded run, the workspace paths a step looks at (opens, examines, lists,
+//!   renames, removes) are kept for its replay as it finds them
+//!   ([`crate::journal::capture`]).
 
 use super::limits::DiskBudget;
 use super::state::StepState;
+use crate::journal::capture::Look;
+use crate::journal::tape::Tape;
 use bytes::Bytes;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView, WasiFilesystemView};
@@ -38,6 +44,22 @@ fn charge(state: &StepState, bytes: u64) -> wasmtime::Result<()> {
         Ok(())
     } else {
         Err(over(&state.disk))
+    }
+}
+
+/// In a recorded run, keep what the step is about to look at: `path` beneath directory `fd`.
+fn look(state: &StepState, fd: &Resource<Descriptor>, path: &str, look: Look) {
+    let Tape::Record(recorder) = &state.call.tape else {
+        return;
+    };
+    if let Ok(Descriptor::Dir(dir)) = state.table.get(fd) {
+        recorder.capture.look(dir.dir.as_fd(), path, look);
+    }
+}
+
+fn follows(flags: PathFlags) -> Look {
+    Look::Entry {
+        follow: flags.contains(PathFlags::SYMLINK_FOLLOW),
     }
 }
 
@@ -115,11 +137,73 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         )| {
             Box::new(async move {
                 let state = store.data_mut();
+                look(state, &fd, &path, follows(path_flags));
                 if oflags.contains(OpenFlags::CREATE) {
                     charge(state, ENTRY_COST)?;
                 }
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::open_at(&mut fs, fd, path_flags, path, oflags, flags).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.stat-at",
+        |mut store, (fd, path_flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                look(state, &fd, &path, follows(path_flags));
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::stat_at(&mut fs, fd, path_flags, path).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.read-directory",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                look(state, &fd, ".", Look::Listing);
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::read_directory(&mut fs, fd).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.unlink-file-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                look(state, &fd, &path, Look::Entry { follow: false });
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::unlink_file_at(&mut fs, fd, path).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.remove-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                look(state, &fd, &path, Look::Entry { follow: false });
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::remove_directory_at(&mut fs, fd, path).await;
+                outcome(&mut fs, result)
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.rename-at",
+        |mut store, (fd, old, new_fd, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let state = store.data_mut();
+                look(state, &fd, &old, Look::Entry { follow: false });
+                look(state, &new_fd, &new, Look::Entry { follow: false });
+                let mut fs = state.filesystem();
+                let result = HostDescriptor::rename_at(&mut fs, fd, old, new_fd, new).await;
                 outcome(&mut fs, result)
             })
         },
