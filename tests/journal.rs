@@ -467,6 +467,51 @@ fn a_forged_run_folder_is_refused_and_contained() {
     assert_eq!(replay.code(), 0, "{}", replay.all());
 }
 
+/// A step that reads the clock a hundred thousand times: each reading is a few bytes of the
+/// journal (not an entry of its own), and its replay hands it the same times. A per-step
+/// journal limit stops a step whose calls would pass it, naming the limit.
+#[test]
+fn clock_reads_are_recorded_compactly_and_bounded_per_step() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("escape_step"), ws.path().join("clock.wasm")).unwrap();
+    let pipeline = |limits: &str| {
+        format!(
+            "name: clock\nsteps:\n  - id: clock\n    uses: ./clock.wasm\n{limits}    with: {{ attack: clock, target: \"100000\" }}\n"
+        )
+    };
+    ws.write("pipeline.yml", &pipeline(""));
+    let run = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(run.stdout().contains("read the clock 100000 times"), "{}", run.all());
+    let journal = ws.path().join(".wharf/runs").join(run.run_id()).join("journal.jsonl");
+    let size = std::fs::metadata(&journal).unwrap().len();
+    // 160 bytes a reading as entries of their own: 16 MB.
+    assert!(size < 1_000_000, "the journal of 100,000 clock reads is {size} bytes");
+    let replay = ws.wharf(&["replay", &run.run_id()]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+    assert!(replay.stdout().contains("matched the journal"), "{}", replay.all());
+
+    ws.write("bounded.yml", &pipeline("    limits: { journal: 64KiB }\n"));
+    let bounded = ws.wharf(&["run", "bounded.yml"]);
+    assert_eq!(bounded.code(), 1, "{}", bounded.all());
+    assert!(
+        bounded
+            .all()
+            .contains("recorded more than its journal limit of 64 KiB of host calls")
+            && bounded
+                .all()
+                .contains("raise it with `limits: { journal: ... }` on the step"),
+        "{}",
+        bounded.all()
+    );
+    let journal = ws
+        .path()
+        .join(".wharf/runs")
+        .join(bounded.run_id())
+        .join("journal.jsonl");
+    assert!(std::fs::metadata(&journal).unwrap().len() < 80 * 1024);
+}
+
 /// A run folder written by a wharf of journal version 1 (the snapshot named in the step's
 /// start) still replays: the same run, written the old way, from a copy elsewhere.
 #[test]

@@ -13,6 +13,7 @@
 //! snapshots/STEP-N.tar the workspace paths attempt N of a step looked at, as it found them
 //! ```
 
+pub mod clocks;
 pub mod reader;
 pub mod snapshot;
 pub mod writer;
@@ -22,8 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "wharf-journal";
-/// 2: a step's snapshot holds what it looked at ([`Entry::Snapshot`]), and built-in
-/// components stay out of the run folder. Version 1 journals still read and replay.
+/// 2: a step's snapshot holds what it looked at ([`Entry::Snapshot`]), clock calls are
+/// written compactly ([`Entry::Clocks`]), and built-in components stay out of the run folder. Version 1 journals still read and replay.
 pub const VERSION: u32 = 2;
 
 /// One line of `journal.jsonl`: when (milliseconds since the run started) and what.
@@ -96,6 +97,14 @@ pub enum Entry {
         args: serde_json::Value,
         result: serde_json::Value,
         micros: u64,
+    },
+    /// Consecutive clock calls of a step, from call `seq` on, one compact value each
+    /// ([`clocks`]).
+    Clocks {
+        step: String,
+        attempt: u32,
+        seq: u64,
+        calls: Vec<serde_json::Value>,
     },
     Log {
         step: String,

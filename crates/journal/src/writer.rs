@@ -71,15 +71,15 @@ impl JournalWriter {
         Ok(writer)
     }
 
-    /// Append one entry and flush it.
-    pub fn write(&self, entry: Entry) {
+    /// Append one entry and hand it to the operating system: the size of its line.
+    pub fn write(&self, entry: Entry) -> u64 {
         let record = Record {
             at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             entry,
         };
         // Masked value by value, before JSON escaping could hide a secret's characters.
         let Ok(mut value) = serde_json::to_value(&record) else {
-            return;
+            return 0;
         };
         redact_value(&mut value, &self.mask);
         let mut line = value.to_string();
@@ -87,7 +87,7 @@ impl JournalWriter {
         let failure = {
             let mut out = self.file.lock().unwrap();
             if out.broken.is_some() {
-                return;
+                return line.len() as u64;
             }
             match out.file.write_all(line.as_bytes()) {
                 Ok(()) => {
@@ -115,6 +115,7 @@ impl JournalWriter {
         if let Some(why) = failure {
             (self.on_break)(&why);
         }
+        line.len() as u64
     }
 
     /// Why the journal stopped being written, if it did.

@@ -26,6 +26,7 @@ pub struct LimitOverrides {
     pub log: Option<u64>,
     pub output: Option<u64>,
     pub disk: Option<u64>,
+    pub journal: Option<u64>,
     pub timeout: Option<Duration>,
 }
 
@@ -38,6 +39,7 @@ impl LimitOverrides {
             log: self.log.or(below.log),
             output: self.output.or(below.output),
             disk: self.disk.or(below.disk),
+            journal: self.journal.or(below.journal),
             timeout: self.timeout.or(below.timeout),
         }
     }
@@ -185,7 +187,7 @@ pub const PIPELINE_LIMIT: u64 = 4 << 20;
 
 pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "steps"];
 pub const STEP_KEYS: &[&str] = &["id", "uses", "with", "allow", "limits", "timeout", "retry", "if"];
-const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "disk", "timeout"];
+const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "disk", "journal", "timeout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const VAR_KEYS: &[&str] = &["default", "description"];
 
@@ -480,6 +482,7 @@ impl Reader {
                 "log" => limits.log = size(self),
                 "output" => limits.output = size(self),
                 "disk" => limits.disk = size(self),
+                "journal" => limits.journal = size(self),
                 "fuel" => match s.text.replace('_', "").parse::<u64>() {
                     Ok(n) if n > 0 => limits.fuel = Some(n),
                     _ => self.error(

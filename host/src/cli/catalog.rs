@@ -34,10 +34,10 @@ pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs) -> CommandRe
     let events = Events::new();
     let p = prepare(runtime, &args.file, &args.inputs, &events).await?;
     outln!(
-        "{}: valid · pipeline `{}` · {} steps",
+        "{}: valid · pipeline `{}` · {}",
         args.file.display(),
         p.pipeline.name,
-        p.steps.len()
+        crate::events::count(p.steps.len(), "step")
     );
     outln!("effective grants: `allow:` plus what a built-in step's own parameters name\n");
     for (decl, step) in p.pipeline.steps.iter().zip(&p.steps) {

@@ -138,6 +138,16 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                     }
                 )
             }
+            Entry::Clocks { calls, .. } => {
+                if !args.calls {
+                    continue;
+                }
+                format!(
+                    "    clock calls ×{}\n      {}",
+                    calls.len(),
+                    serde_json::Value::from(calls.clone())
+                )
+            }
             Entry::Snapshot { snapshot, .. } => format!("    keeps what it looks at in the workspace: {snapshot}"),
             Entry::Call {
                 interface,

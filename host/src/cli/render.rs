@@ -85,8 +85,9 @@ impl Sink for Human {
                 let what = if *replay { "wharf replay" } else { "wharf run" };
                 writeln!(
                     out,
-                    "{} {pipeline} · run {run_id} · {steps} steps",
-                    self.paint("1", what)
+                    "{} {pipeline} · run {run_id} · {}",
+                    self.paint("1", what),
+                    crate::events::count(*steps, "step")
                 )
             }
             Event::ComponentLoaded {

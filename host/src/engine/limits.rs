@@ -18,8 +18,10 @@ pub struct StepLimits {
     /// Bytes of captured program output per stream, and of the step's outputs together.
     pub output_bytes: u64,
     /// Bytes a step may write to disk through its grants and scratch directory
-    /// (see [`super::disk`]).
+    /// (see [`super::filesystem`]).
     pub disk_bytes: u64,
+    /// Bytes of journal an attempt's host calls may take in a recorded run.
+    pub journal_bytes: u64,
 }
 
 impl Default for StepLimits {
@@ -31,6 +33,7 @@ impl Default for StepLimits {
             log_bytes: 10 << 20,
             output_bytes: 1 << 20,
             disk_bytes: 1 << 30,
+            journal_bytes: 32 << 20,
         }
     }
 }
@@ -47,6 +50,7 @@ impl StepLimits {
             log_bytes: o.log.unwrap_or(d.log_bytes),
             output_bytes: o.output.unwrap_or(d.output_bytes),
             disk_bytes: o.disk.unwrap_or(d.disk_bytes),
+            journal_bytes: o.journal.unwrap_or(d.journal_bytes),
         }
     }
 }

@@ -234,6 +234,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
     };
     let refused = store.data().limiter.memory_refused;
     let disk_full = store.data().disk.exceeded();
+    let journal_full = matches!(&store.data().call.tape, Tape::Record(r) if r.journal_full());
     let fuel_left = store.get_fuel().ok();
     drop(store); // flushes partial log lines before the outcome is reported
     // A limit hit explains whatever the step did after it.
@@ -252,6 +253,15 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
             message: format!(
                 "wrote more than its disk limit of {} and was stopped; raise it with `limits: {{ disk: ... }}` on the step",
                 size(limits.disk_bytes)
+            ),
+        });
+    }
+    if journal_full {
+        return Err(StepFailure {
+            kind: FailureKind::Limit,
+            message: format!(
+                "recorded more than its journal limit of {} of host calls and was stopped; raise it with `limits: {{ journal: ... }}` on the step",
+                size(limits.journal_bytes)
             ),
         });
     }

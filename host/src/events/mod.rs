@@ -146,6 +146,11 @@ impl Event {
     }
 }
 
+/// `1 step`, `2 steps`.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A duration as people read it: `12ms`, `3.4s`, `2m05s`.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;

@@ -7,7 +7,7 @@ pub mod replay;
 pub mod tape;
 
 pub use wharf_journal::{
-    Entry, FORMAT, Record, VERSION, component_store, find_run, reader, runs_dir, snapshot, writer,
+    Entry, FORMAT, Record, VERSION, clocks, component_store, find_run, reader, runs_dir, snapshot, writer,
 };
 
 use crate::events::{Event, Events, Level, Sink, Stream};
@@ -52,7 +52,8 @@ impl Sink for JournalSink {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default()
         };
-        match event {
+        // The size written is the tape's concern, not the log's.
+        let _ = match event {
             Event::Log {
                 step,
                 level: l,
@@ -96,7 +97,7 @@ impl Sink for JournalSink {
             Event::Notice { message } => journal.write(Entry::Notice {
                 message: message.clone(),
             }),
-            _ => {}
-        }
+            _ => 0,
+        };
     }
 }

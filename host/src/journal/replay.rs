@@ -6,7 +6,7 @@
 
 use super::reader::Journal;
 use super::tape::{Divergence, Player, RecordedCall, Tape, masked_str_eq};
-use super::{Entry, snapshot};
+use super::{Entry, clocks, snapshot};
 use crate::capabilities::StepScope;
 use crate::engine::limits::StepLimits;
 use crate::engine::step::{self, StepInput, StepParams};
@@ -207,9 +207,9 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 s
             }
         };
-        let calls: Vec<RecordedCall> = entries
-            .iter()
-            .filter_map(|e| match e {
+        let mut calls: Vec<RecordedCall> = Vec::new();
+        for entry in &entries {
+            match entry {
                 Entry::Call {
                     step,
                     attempt: a,
@@ -219,16 +219,34 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                     args,
                     result,
                     ..
-                } if step == attempt.step && *a == attempt.attempt => Some(RecordedCall {
+                } if step == attempt.step && *a == attempt.attempt => calls.push(RecordedCall {
                     seq: *seq,
                     interface: interface.clone(),
                     function: function.clone(),
                     args: args.clone(),
                     result: result.clone(),
                 }),
-                _ => None,
-            })
-            .collect();
+                Entry::Clocks {
+                    step,
+                    attempt: a,
+                    seq,
+                    calls: compact,
+                } if step == attempt.step && *a == attempt.attempt => {
+                    let expanded =
+                        clocks::expand(compact).map_err(|e| format!("run folder {}: {e}", req.run_dir.display()))?;
+                    for (n, (interface, function, args, result)) in expanded.into_iter().enumerate() {
+                        calls.push(RecordedCall {
+                            seq: seq.saturating_add(n as u64),
+                            interface,
+                            function,
+                            args,
+                            result,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
         // How the original attempt ended: a later attempt means it failed and was retried.
         let retried = entries[index + 1..]
             .iter()

@@ -6,15 +6,15 @@
 //! [`crate::capabilities::clocks`] serves through it) make their calls through one function,
 //! [`Tape::call`], so a replay hands a step the same answers, times and bytes.
 
-use super::Entry;
 use super::capture::Capture;
 use super::writer::JournalWriter;
+use super::{Entry, clocks};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,26 +31,134 @@ pub struct Recorder {
     pub journal: Arc<JournalWriter>,
     pub step: String,
     pub attempt: u32,
-    seq: AtomicU64,
+    /// Bytes of journal the attempt's calls may take.
+    pub journal_limit: u64,
+    calls: Mutex<Calls>,
+    /// Set when a call would have passed [`Recorder::journal_limit`].
+    journal_full: AtomicBool,
     /// What the step finds in the workspace directories opened to it.
     pub capture: Capture,
 }
 
+/// The attempt's calls so far.
+#[derive(Default)]
+struct Calls {
+    next_seq: u64,
+    /// Bytes written and pending.
+    bytes: u64,
+    /// Clock calls not yet written: they go out together, before the next other call.
+    clocks: Option<ClockRun>,
+}
+
+struct ClockRun {
+    seq: u64,
+    calls: Vec<Value>,
+    compactor: clocks::Compactor,
+}
+
+/// Clock calls written in one entry at most.
+const CLOCK_RUN: usize = 1024;
+
 impl Recorder {
-    /// `opened`: the workspace directories opened to the step, (host path, workspace name).
-    pub fn new(journal: Arc<JournalWriter>, step: &str, attempt: u32, opened: Vec<(PathBuf, String)>) -> Self {
+    /// `opened`: the workspace directories opened to the step, (host path, workspace name);
+    /// `journal_limit`: bytes of journal its calls may take.
+    pub fn new(
+        journal: Arc<JournalWriter>,
+        step: &str,
+        attempt: u32,
+        opened: Vec<(PathBuf, String)>,
+        journal_limit: u64,
+    ) -> Self {
         Self {
             capture: Capture::new(journal.clone(), step, attempt, opened),
             journal,
             step: step.to_string(),
             attempt,
-            seq: AtomicU64::new(0),
+            journal_limit,
+            calls: Mutex::default(),
+            journal_full: AtomicBool::new(false),
         }
     }
 
-    /// The attempt is over: end what it recorded besides its calls.
+    /// Whether a call was stopped at the journal limit.
+    pub fn journal_full(&self) -> bool {
+        self.journal_full.load(Ordering::Relaxed)
+    }
+
+    /// The attempt is over: write what it has pending.
     pub fn finish(&self) {
+        self.write_clocks(&mut self.calls.lock().unwrap());
         self.capture.finish();
+    }
+
+    /// Record one call: clock calls compactly, in runs; any other in its own entry, after
+    /// the clock calls before it. A call that would take the attempt's journal past its
+    /// limit is not recorded and stops the step.
+    fn record(&self, interface: &str, function: &str, args: Value, result: Value, micros: u64) -> wasmtime::Result<()> {
+        let mut calls = self.calls.lock().unwrap();
+        let seq = calls.next_seq;
+        let run = calls.clocks.get_or_insert_with(|| ClockRun {
+            seq,
+            calls: Vec::new(),
+            compactor: clocks::Compactor::default(),
+        });
+        if let Some(value) = run.compactor.compact(interface, function, &args, &result) {
+            // A value, its comma, and the entry's share when the run is written.
+            let cost = value.to_string().len() as u64 + 1;
+            self.spend(&mut calls, cost, interface, function)?;
+            let run = calls.clocks.as_mut().expect("started above");
+            run.calls.push(value);
+            calls.next_seq += 1;
+            if calls.clocks.as_ref().is_some_and(|r| r.calls.len() >= CLOCK_RUN) {
+                self.write_clocks(&mut calls);
+            }
+            return Ok(());
+        }
+        if calls.clocks.as_ref().is_some_and(|r| r.calls.is_empty()) {
+            calls.clocks = None;
+        }
+        self.write_clocks(&mut calls);
+        let entry = Entry::Call {
+            step: self.step.clone(),
+            attempt: self.attempt,
+            seq,
+            interface: interface.to_string(),
+            function: function.to_string(),
+            args,
+            result,
+            micros,
+        };
+        // Counted as written: masking secrets changes little.
+        let cost = serde_json::to_string(&entry).map_or(0, |t| t.len() as u64);
+        self.spend(&mut calls, cost, interface, function)?;
+        self.journal.write(entry);
+        calls.next_seq += 1;
+        Ok(())
+    }
+
+    fn spend(&self, calls: &mut Calls, bytes: u64, interface: &str, function: &str) -> wasmtime::Result<()> {
+        if calls.bytes.saturating_add(bytes) > self.journal_limit {
+            self.journal_full.store(true, Ordering::Relaxed);
+            return Err(wasmtime::format_err!(
+                "{interface}.{function}: the journal limit of {} bytes is reached",
+                self.journal_limit
+            ));
+        }
+        calls.bytes += bytes;
+        Ok(())
+    }
+
+    fn write_clocks(&self, calls: &mut Calls) {
+        if let Some(run) = calls.clocks.take()
+            && !run.calls.is_empty()
+        {
+            self.journal.write(Entry::Clocks {
+                step: self.step.clone(),
+                attempt: self.attempt,
+                seq: run.seq,
+                calls: run.calls,
+            });
+        }
     }
 }
 
@@ -127,7 +235,7 @@ impl Tape {
         }
         let started = Instant::now();
         let result = live.await;
-        self.record(interface, function, args, &result, started);
+        self.record(interface, function, args, &result, started)?;
         Ok(result)
     }
 
@@ -150,7 +258,7 @@ impl Tape {
         }
         let started = Instant::now();
         let result = live()?;
-        self.record(interface, function, args, &result, started);
+        self.record(interface, function, args, &result, started)?;
         Ok(result)
     }
 
@@ -183,18 +291,18 @@ impl Tape {
         }
     }
 
-    fn record<R: Serialize>(&self, interface: &str, function: &str, args: Value, result: &R, started: Instant) {
-        let Tape::Record(rec) = self else { return };
-        rec.journal.write(Entry::Call {
-            step: rec.step.clone(),
-            attempt: rec.attempt,
-            seq: rec.seq.fetch_add(1, Ordering::Relaxed),
-            interface: interface.to_string(),
-            function: function.to_string(),
-            args,
-            result: serde_json::to_value(result).unwrap_or(Value::Null),
-            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        });
+    fn record<R: Serialize>(
+        &self,
+        interface: &str,
+        function: &str,
+        args: Value,
+        result: &R,
+        started: Instant,
+    ) -> wasmtime::Result<()> {
+        let Tape::Record(rec) = self else { return Ok(()) };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let result = serde_json::to_value(result).unwrap_or(Value::Null);
+        rec.record(interface, function, args, result, micros)
     }
 }
 

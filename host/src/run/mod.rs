@@ -215,10 +215,10 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     let duration = started.elapsed();
     let summary = match failed {
         0 => format!(
-            "{} steps succeeded",
-            records.iter().filter(|r| r.outcome == Outcome::Success).count()
+            "{} succeeded",
+            crate::events::count(records.iter().filter(|r| r.outcome == Outcome::Success).count(), "step")
         ),
-        n => format!("{n} step{} failed", if n == 1 { "" } else { "s" }),
+        n => format!("{} failed", crate::events::count(n, "step")),
     };
     req.events.emit(Event::RunFinished {
         outcome,
@@ -314,7 +314,13 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
                 snapshot: None,
             });
             let dirs = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
-            Arc::new(Recorder::new(journal.clone(), &decl.id, attempt, dirs))
+            Arc::new(Recorder::new(
+                journal.clone(),
+                &decl.id,
+                attempt,
+                dirs,
+                limits.journal_bytes,
+            ))
         });
         let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
         let scratch = match loaded

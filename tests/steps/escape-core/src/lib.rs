@@ -17,6 +17,21 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
             Err(e) => format!("blocked: {e}"),
         },
         "write-workspace" => write(target),
+        // `N`: read the monotonic clock N times (and the wall clock every thousandth time).
+        "clock" => {
+            let n: u64 = target.parse().unwrap_or(0);
+            let start = std::time::Instant::now();
+            let mut walls = 0;
+            for i in 0..n {
+                std::hint::black_box(std::time::Instant::now());
+                if i % 1000 == 0 {
+                    walls += std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() & 1);
+                }
+            }
+            format!("read the clock {n} times in {:?} ({walls})", start.elapsed() > std::time::Duration::ZERO)
+        }
         "list-workspace" => match std::fs::read_dir(target) {
             Ok(entries) => format!("listed: {} entries", entries.count()),
             Err(e) => format!("blocked: {e}"),
