@@ -690,3 +690,155 @@ fn a_full_disk_is_named_and_the_journal_stays_readable() {
     assert_eq!(log.code(), 0, "{}", log.all());
     assert!(log.stdout().contains("✓ before success"), "{}", log.all());
 }
+
+/// Set when a run's journal was last written: how old the run is.
+fn age(ws: &Workspace, id: &str, days: u64) {
+    let journal = ws.path().join(".wharf/runs").join(id).join("journal.jsonl");
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(journal)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+}
+
+fn run_ids(ws: &Workspace) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(ws.path().join(".wharf/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted<const N: usize>(ids: [&String; N]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.into_iter().cloned().collect();
+    ids.sort();
+    ids
+}
+
+fn stored_components(ws: &Workspace) -> usize {
+    std::fs::read_dir(ws.path().join(".wharf/components")).unwrap().count()
+}
+
+/// `wharf runs prune` removes runs by count and age, then the stored components no
+/// remaining run names; a run still going is never removed; every run applies a cap.
+#[test]
+fn old_runs_are_pruned_by_count_and_age_and_every_run_keeps_a_cap() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("escape_step"), ws.path().join("a.wasm")).unwrap();
+    std::fs::copy(guest("cmd-step"), ws.path().join("b.wasm")).unwrap();
+    std::fs::copy(guest("escape-cmd"), ws.path().join("wait.wasm")).unwrap();
+    ws.write(
+        "a.yml",
+        "name: a\nsteps:\n  - id: a\n    uses: ./a.wasm\n    with: { attack: env, target: x }\n",
+    );
+    ws.write(
+        "b.yml",
+        "name: b\nsteps:\n  - id: b\n    uses: ./b.wasm\n    with: { x: y }\n",
+    );
+    let run = |file: &str| {
+        let run = ws.wharf(&["run", file]);
+        assert_eq!(run.code(), 0, "{}", run.all());
+        run.run_id()
+    };
+    let b1 = run("b.yml");
+    let a1 = run("a.yml");
+    let a2 = run("a.yml");
+    let a3 = run("a.yml");
+    assert_eq!(stored_components(&ws), 2);
+    age(&ws, &b1, 10);
+    age(&ws, &a1, 5);
+
+    let none = ws.wharf(&["runs", "prune"]);
+    assert_eq!(none.code(), 2, "{}", none.all());
+    assert!(
+        none.stderr().contains("--keep") && none.stderr().contains("--older-than"),
+        "{}",
+        none.all()
+    );
+
+    let dry = ws.wharf(&["runs", "prune", "--older-than", "7d", "--dry-run"]);
+    assert_eq!(dry.code(), 0, "{}", dry.all());
+    assert!(
+        dry.stdout().contains(&format!("would remove {b1}"))
+            && dry
+                .stdout()
+                .contains("would remove 1 run and 1 stored component no run names"),
+        "{}",
+        dry.all()
+    );
+    assert_eq!(run_ids(&ws).len(), 4, "a dry run removes nothing");
+
+    let by_age = ws.wharf(&["runs", "prune", "--older-than", "7d"]);
+    assert_eq!(by_age.code(), 0, "{}", by_age.all());
+    assert_eq!(run_ids(&ws), sorted([&a1, &a2, &a3]));
+    assert_eq!(
+        stored_components(&ws),
+        1,
+        "b's component went with the last run naming it"
+    );
+
+    // Both: older than a day and not the newest.
+    let both = ws.wharf(&["runs", "prune", "--keep", "1", "--older-than", "1d"]);
+    assert_eq!(both.code(), 0, "{}", both.all());
+    assert_eq!(run_ids(&ws), sorted([&a2, &a3]));
+    let replay = ws.wharf(&["replay", &a2]);
+    assert_eq!(
+        replay.code(),
+        0,
+        "the component a remaining run names stays: {}",
+        replay.all()
+    );
+
+    // The cap every run applies when it ends.
+    let capped = ws
+        .command(&["run", "a.yml"])
+        .env("WHARF_KEEP_RUNS", "2")
+        .output()
+        .unwrap();
+    let capped = common::Run(capped);
+    assert_eq!(capped.code(), 0, "{}", capped.all());
+    assert!(
+        capped
+            .stdout()
+            .contains("removed 1 old run (keeping the newest 2: --keep-runs)"),
+        "{}",
+        capped.all()
+    );
+    assert_eq!(run_ids(&ws), sorted([&a3, &capped.run_id()]));
+
+    // A run still going stays, whatever the policy.
+    ws.write(
+        "wait.yml",
+        "name: wait\nsteps:\n  - id: wait\n    uses: ./wait.wasm\n    with: { attack: fill-and-wait, target: \"/run/wharf/junk=1\" }\n",
+    );
+    let mut live = ws
+        .command(&["run", "wait.yml"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let live_id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting run never started its step"
+        );
+        if let Some(id) = run_ids(&ws).into_iter().find(|id| {
+            ws.path()
+                .join(".wharf/runs")
+                .join(id)
+                .join("scratch/wait-1/junk")
+                .exists()
+        }) {
+            break id;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let all = ws.wharf(&["runs", "prune", "--keep", "0"]);
+    live.kill().unwrap();
+    live.wait().unwrap();
+    assert_eq!(all.code(), 0, "{}", all.all());
+    assert_eq!(run_ids(&ws), [live_id]);
+}

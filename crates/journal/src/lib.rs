@@ -15,6 +15,7 @@
 
 pub mod clocks;
 pub mod reader;
+pub mod retention;
 pub mod snapshot;
 pub mod writer;
 

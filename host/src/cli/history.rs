@@ -8,15 +8,48 @@ use crate::events::Events;
 use crate::journal::reader::Journal;
 use crate::journal::replay::{ReplayRequest, ReplayResult};
 use crate::journal::{Entry, runs_dir};
+use crate::run::prune::Sweep;
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
+use wharf_journal::retention::Retention;
 
 #[derive(Args)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    command: Option<RunsCommand>,
     /// The workspace whose `.wharf/runs` holds the journals
-    #[arg(long, value_name = "DIR", default_value = ".")]
+    #[arg(long, value_name = "DIR", default_value = ".", global = true)]
     workspace: PathBuf,
+}
+
+#[derive(clap::Subcommand)]
+enum RunsCommand {
+    /// Remove old recorded runs, then the stored components no remaining run names
+    #[command(
+        after_help = "A run still going is never removed. With both options, a run goes when it is older
+than --older-than and not among the --keep newest.
+
+Examples:
+  wharf runs prune --keep 20
+  wharf runs prune --older-than 14d
+  wharf runs prune --keep 5 --older-than 1d --dry-run"
+    )]
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("policy").required(true).multiple(true))]
+struct PruneArgs {
+    /// Keep the N newest runs
+    #[arg(long, value_name = "N", group = "policy")]
+    keep: Option<usize>,
+    /// Remove runs that ended longer ago than this (`12h`, `7d`, `30days`)
+    #[arg(long, value_name = "DURATION", group = "policy", value_parser = humantime::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    /// Say what would be removed, and remove nothing
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -51,6 +84,9 @@ impl ReplayArgs {
 }
 
 pub(super) fn runs(args: RunsArgs) -> CommandResult {
+    if let Some(RunsCommand::Prune(prune)) = &args.command {
+        return runs_prune(&args.workspace, prune);
+    }
     let dir = runs_dir(&args.workspace);
     let mut ids: Vec<String> = std::fs::read_dir(&dir)
         .map(|entries| {
@@ -97,6 +133,31 @@ pub(super) fn runs(args: RunsArgs) -> CommandResult {
         };
         outln!("{id:<22} {pipeline:<16} {started:<21} {duration:>9}  {outcome}");
     }
+    Ok(Exit::Success)
+}
+
+fn runs_prune(workspace: &std::path::Path, args: &PruneArgs) -> CommandResult {
+    let retention = Retention {
+        keep: args.keep,
+        older_than: args.older_than,
+    };
+    let sweep = if args.dry_run {
+        Sweep::DryRun
+    } else {
+        Sweep::RunsAndStore
+    };
+    let pruned = crate::run::prune::prune(workspace, retention, sweep)
+        .map_err(|e| Stop::failed(format!("cannot prune {}: {e}", runs_dir(workspace).display())))?;
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    for run in &pruned.runs {
+        outln!("{verb} {run}");
+    }
+    outln!(
+        "{verb} {} and {} no run names ({})",
+        crate::events::count(pruned.runs.len(), "run"),
+        crate::events::count(pruned.components, "stored component"),
+        crate::events::human_size(pruned.bytes)
+    );
     Ok(Exit::Success)
 }
 

@@ -125,10 +125,16 @@ Exit code 4 when the rollback fails: the service needs a human.")]
     #[command(after_help = "Examples:
   wharf remove seed --workspace examples/seed")]
     Remove(ServiceArgs),
-    /// List recorded runs: id, pipeline, start, duration, outcome
-    #[command(after_help = "Examples:
+    /// List recorded runs (id, pipeline, start, duration, outcome), or prune old ones
+    #[command(
+        after_help = "Every run keeps the newest 100 runs of its workspace (`wharf run --keep-runs N`,
+WHARF_KEEP_RUNS); `wharf runs prune` removes more.
+
+Examples:
   wharf runs
-  wharf runs --workspace examples/seed")]
+  wharf runs --workspace examples/seed
+  wharf runs prune --keep 20 --older-than 7d"
+    )]
     Runs(RunsArgs),
     /// Print a recorded run's timeline: steps, host calls, logs
     #[command(after_help = "Examples:

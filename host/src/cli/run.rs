@@ -17,6 +17,7 @@ use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wharf_journal::retention::Retention;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -40,7 +41,14 @@ pub struct RunArgs {
     /// pipeline file or a reused step's component changed since
     #[arg(long, requires = "resume")]
     force: bool,
+    /// When the run ends, keep only the N newest recorded runs of the workspace (0: keep
+    /// all); `wharf runs prune` removes by age
+    #[arg(long, value_name = "N", env = "WHARF_KEEP_RUNS", default_value_t = DEFAULT_KEEP_RUNS)]
+    keep_runs: usize,
 }
+
+/// How many recorded runs a workspace keeps unless told otherwise.
+pub const DEFAULT_KEEP_RUNS: usize = 100;
 
 impl RunArgs {
     /// `--workspace`, else the pipeline file's directory.
@@ -225,7 +233,7 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
         steps: prepared.steps,
         vars: prepared.vars,
         env: prepared.env,
-        workspace,
+        workspace: workspace.clone(),
         run_id,
         secrets: Arc::new(secrets),
         deployer: deployer.clone(),
@@ -259,6 +267,22 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         journal.sync();
+    }
+    drop(scratch);
+    if args.keep_runs > 0 {
+        let keep = Retention {
+            keep: Some(args.keep_runs),
+            older_than: None,
+        };
+        match crate::run::prune::prune(&workspace, keep, crate::run::prune::Sweep::Runs) {
+            Ok(pruned) if !pruned.runs.is_empty() => outln!(
+                "removed {} (keeping the newest {}: --keep-runs)",
+                crate::events::count(pruned.runs.len(), "old run"),
+                args.keep_runs
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: cannot remove old runs: {e}"),
+        }
     }
     Ok(code)
 }

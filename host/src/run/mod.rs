@@ -1,6 +1,7 @@
 //! Executing a validated pipeline: conditions, interpolation, retries, outputs passed
 //! forward. Each step runs in its own store; only declared outputs travel between steps.
 
+pub mod prune;
 pub mod scratch;
 
 use crate::capabilities::StepScope;

@@ -43,6 +43,17 @@ impl ScratchSpace {
         Ok(dir)
     }
 
+    /// Whether the run whose scratch space is `dir` is still going (it holds the lock).
+    pub fn is_held(dir: &Path) -> bool {
+        let Ok(lock) = File::open(dir.join(LOCK)) else {
+            return false;
+        };
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => false,
+            Err(e) => e == rustix::io::Errno::WOULDBLOCK,
+        }
+    }
+
     /// Remove the scratch directories among `candidates` whose run is gone; those of live
     /// runs (their lock is held) stay.
     pub fn sweep(candidates: impl IntoIterator<Item = PathBuf>) {
