@@ -175,3 +175,47 @@ fn credentials_come_from_secrets_and_stay_out_of_the_output() {
     assert!(!right.all().contains("s3cret-passw0rd"));
     assert_eq!(right.output_of("push", "uploaded").unwrap(), "2");
 }
+
+/// A blob of the local store that no longer hashes to its digest is not sent: the push
+/// stops, says the store is damaged and what to do, and the registry never has the blob.
+#[test]
+fn a_damaged_store_blob_is_never_pushed() {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    site(&ws, &"x".repeat(100_000));
+    pipeline(&ws, "");
+    let built = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(built.code(), 0, "{}", built.all());
+    let image = built.output_of("build", "image").unwrap();
+    let store = ws.path().join(".wharf/oci");
+    let manifest_digest = image.rsplit_once('@').unwrap().1;
+    let blob = |digest: &str| store.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest_digest)).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    // Same size, other content: only its hash tells.
+    let mut bytes = std::fs::read(blob(&layer)).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(blob(&layer), &bytes).unwrap();
+
+    ws.write(
+        "push.yml",
+        &format!(
+            "name: push\nsteps:\n  - id: push\n    uses: builtin:push\n    with:\n      image: {image}\n      registry: {}\n",
+            registry.addr
+        ),
+    );
+    let push = ws.wharf(&["run", "push.yml", "-v"]);
+    assert_eq!(push.code(), 1, "{}", push.all());
+    let line = push.step_line("push");
+    assert!(
+        line.contains("the image store is damaged: remove it (`.wharf/oci`) and build the image again")
+            && line.contains(&format!("not {} bytes of {layer}", bytes.len())),
+        "{line}"
+    );
+    let url = format!("http://{}/v2/app/blobs/{layer}", registry.addr);
+    assert_eq!(
+        common::services::http_get(&url).map(|r| r.0),
+        Some(404),
+        "the registry has the blob"
+    );
+}

@@ -9,9 +9,10 @@ use super::{
 use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 const UPLOAD_CHUNK: usize = 1 << 20;
@@ -113,6 +114,72 @@ impl RegistryError {
     fn store(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| RegistryError::Store { context, source }
+    }
+}
+
+/// A blob's chunks as read from the store, hashed as they go. The chunk that completes its
+/// `size` bytes (as far as an upload of that length reads), or the end of a shorter file,
+/// comes out as an error when the blob does not hash to `digest`: a damaged store never
+/// completes an upload, and `verdict` says why.
+struct Verified<S> {
+    chunks: S,
+    hasher: Option<Sha256>,
+    read: u64,
+    size: u64,
+    digest: String,
+    verdict: Arc<Mutex<Option<String>>>,
+    progress: Progress,
+}
+
+impl<S> Verified<S> {
+    fn verify(&mut self) -> std::io::Result<()> {
+        let Some(hasher) = self.hasher.take() else {
+            return Ok(());
+        };
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual == self.digest && self.read == self.size {
+            return Ok(());
+        }
+        let why = format!(
+            "it holds {} bytes hashing to {actual}, not {} bytes of {}",
+            self.read, self.size, self.digest
+        );
+        *self.verdict.lock().unwrap() = Some(why.clone());
+        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+    }
+}
+
+impl<S> futures_util::Stream for Verified<S>
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let Poll::Ready(next) = std::pin::Pin::new(&mut this.chunks).poll_next(cx) else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match next {
+            Some(Ok(bytes)) => {
+                if let Some(hasher) = &mut this.hasher {
+                    hasher.update(&bytes);
+                }
+                this.read += bytes.len() as u64;
+                (this.progress)(this.read, this.size);
+                if this.read >= this.size {
+                    Some(this.verify().map(|()| bytes))
+                } else {
+                    Some(Ok(bytes))
+                }
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => this.verify().err().map(Err),
+        })
     }
 }
 
@@ -330,13 +397,16 @@ impl Registry {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(RegistryError::store(path.display().to_string()))?;
-        let mut sent = 0u64;
-        let body = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK).inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                sent += bytes.len() as u64;
-                progress(sent, size);
-            }
-        });
+        let damaged: Arc<Mutex<Option<String>>> = Arc::default();
+        let body = Verified {
+            chunks: tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK),
+            hasher: Some(Sha256::new()),
+            read: 0,
+            size,
+            digest: digest.to_string(),
+            verdict: damaged.clone(),
+            progress,
+        };
         // No challenge round here: the upload's POST above already settled authentication,
         // and a streamed body cannot be sent twice.
         let mut request = self
@@ -351,7 +421,17 @@ impl Registry {
         {
             request = request.header(AUTHORIZATION, auth);
         }
-        let response = request.send().await.map_err(|e| self.network_error(e))?;
+        let sent = request.send().await;
+        if let Some(why) = damaged.lock().unwrap().take() {
+            return Err(RegistryError::Store {
+                context: format!("blob {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{why}; the image store is damaged: remove it (`.wharf/oci`) and build the image again"),
+                ),
+            });
+        }
+        let response = sent.map_err(|e| self.network_error(e))?;
         if response.status() != StatusCode::CREATED {
             let status = response.status();
             return Err(self.unexpected(
