@@ -2,7 +2,7 @@
 //! a one-step push pipeline against `skopeo copy` of the same OCI layout, side by side in one
 //! run, plus the re-push of an unchanged image.
 //!
-//! `cargo bench --bench push` (needs `docker-registry`, `skopeo` and a release `wharf`).
+//! `cargo bench --bench push` (needs `docker-registry` and `skopeo`).
 //!
 //! Every sample gets a fresh registry, so neither tool finds blobs already there, and skopeo
 //! gets a fresh HOME, so its blob-info cache cannot turn an upload into a cross-repository
@@ -43,8 +43,7 @@ fn run(cmd: &mut Command) -> Duration {
 }
 
 fn main() {
-    let wharf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wharf");
-    assert!(wharf.exists(), "build the release binary first: cargo build --release");
+    let wharf = Path::new(env!("CARGO_BIN_EXE_wharf"));
     let ws = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     // Incompressible content, so the layer stays ~100 MB after gzip.
@@ -69,7 +68,7 @@ fn main() {
     )
     .unwrap();
     let wharf_cmd = |args: &[&str]| {
-        let mut c = Command::new(&wharf);
+        let mut c = Command::new(wharf);
         c.args(args).current_dir(ws.path()).env("WHARF_CACHE_DIR", cache.path());
         c
     };

@@ -5,6 +5,7 @@
 pub mod layer;
 pub mod layout;
 pub mod reference;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod unpack;
 

@@ -183,6 +183,17 @@ where
     }
 }
 
+/// Install rustls' ring provider as the process default, once, before any HTTPS client is
+/// built. Ring is the provider wasmtime-wasi-http already uses; reqwest's default
+/// (aws-lc-rs) would add a C library to every cold build.
+pub fn tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: the process already has one, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl Registry {
     /// Loopback registries are spoken to over plain HTTP, every other over HTTPS.
     pub fn new(host: &str, credentials: Credentials) -> Result<Registry, RegistryError> {
@@ -190,6 +201,7 @@ impl Registry {
             return Err(RegistryError::BadHost { host: host.to_string() });
         }
         let scheme = if is_loopback(host) { "http" } else { "https" };
+        tls_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))

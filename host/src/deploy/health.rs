@@ -12,6 +12,7 @@ pub async fn wait<T: Target + ?Sized>(
     timeout: Duration,
 ) -> Result<(), DeployError> {
     let url = format!("http://{}:{}{}", instance.address, instance.port, path);
+    crate::oci::registry::tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
