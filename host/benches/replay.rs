@@ -1,8 +1,14 @@
-//! Replay against the original run, same machine, same run of this program: the seed
-//! pipeline on the local target, recorded, then replayed from its journal.
+//! A replay against the run it replays, same machine, same run of this program: the seed
+//! pipeline on the local target, recorded, then replayed from its journal. Both are timed as
+//! whole processes (`wharf run`, `wharf replay RUN`).
 //!
-//! `cargo bench --bench replay`. Each original is a whole `wharf run` process, each replay a
-//! whole `wharf replay` process; medians of several samples.
+//! `cargo bench --bench replay`.
+//!
+//! A replay answers every host call from the journal, so what it skips is what the original
+//! spent waiting on the world: the build command, health checks, HTTP, and the gate's sleeps.
+//! The bench reads those waits from the original's own journal (each call's recorded
+//! duration, and the sleeps the steps asked for) and reports them beside the two times, so
+//! the comparison that matters is the replay against the original without its waits.
 //!
 //! - a broken release (`status=FAIL`): the original builds, upgrades two instances (health
 //!   checks), waits out the gate's 10 s deadline and rolls back;
@@ -12,6 +18,7 @@
 mod common;
 
 use common::Workspace;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const SAMPLES: usize = 3;
@@ -22,8 +29,41 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// What the original spent waiting, from its journal: time inside recorded host calls, by
+/// interface, and the sleeps its steps asked for.
+fn waits(ws: &Workspace, id: &str) -> BTreeMap<String, Duration> {
+    let journal = std::fs::read_to_string(ws.path().join(".wharf/runs").join(id).join("journal.jsonl")).unwrap();
+    let mut waits: BTreeMap<String, Duration> = BTreeMap::new();
+    for line in journal.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        match entry["kind"].as_str() {
+            Some("call") => {
+                let name = format!(
+                    "{}.{}",
+                    entry["interface"].as_str().unwrap(),
+                    entry["function"].as_str().unwrap()
+                );
+                *waits.entry(name).or_default() += Duration::from_micros(entry["micros"].as_u64().unwrap());
+            }
+            Some("clocks") => {
+                for call in entry["calls"].as_array().unwrap() {
+                    if let Some(ns) = call["sleep"].as_u64() {
+                        *waits.entry("sleeps (subscribe-duration)".into()).or_default() += Duration::from_nanos(ns);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    waits
+}
+
 /// Time `wharf run` with `vars`, then the replays of that run.
-fn sample(ws: &Workspace, vars: &[&str], expect: i32) -> (Duration, Vec<Duration>) {
+fn sample(ws: &Workspace, vars: &[&str], expect: i32) -> (Duration, BTreeMap<String, Duration>, Vec<Duration>) {
     ws.commit("next release");
     let mut args = vec!["run", "pipeline.yml"];
     for v in vars {
@@ -43,7 +83,7 @@ fn sample(ws: &Workspace, vars: &[&str], expect: i32) -> (Duration, Vec<Duration
             took
         })
         .collect();
-    (original, replays)
+    (original, waits(ws, &id), replays)
 }
 
 fn main() {
@@ -57,23 +97,45 @@ fn main() {
     ] {
         let mut originals = Vec::new();
         let mut replays = Vec::new();
+        let mut all_waits: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
         for _ in 0..SAMPLES {
-            let (o, r) = sample(&ws, &vars, expect);
+            let (o, w, r) = sample(&ws, &vars, expect);
             originals.push(o);
             replays.extend(r);
+            for (name, d) in w {
+                all_waits.entry(name).or_default().push(d);
+            }
         }
-        let (o, r) = (median(originals.clone()), median(replays.clone()));
+        let original = median(originals.clone());
+        let replay = median(replays.clone());
         println!("{label}");
         println!(
-            "  original `wharf run`     median {:>9.1} ms  (n={})",
-            o.as_secs_f64() * 1e3,
+            "  original `wharf run`        median {:>9.1} ms  (n={})",
+            ms(original),
             originals.len()
         );
+        let mut waited = Duration::ZERO;
+        let mut rows: Vec<(String, Duration)> = all_waits
+            .into_iter()
+            .map(|(name, v)| (name, median(v)))
+            .filter(|(_, d)| *d >= Duration::from_millis(1))
+            .collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+        for (name, d) in &rows {
+            println!("    of which waiting in {name:<40} {:>9.1} ms", ms(*d));
+            waited += *d;
+        }
+        let rest = original.saturating_sub(waited);
+        println!("    the rest (start, load, guests' own work) {:>9.1} ms", ms(rest));
         println!(
-            "  `wharf replay` of it     median {:>9.1} ms  (n={})",
-            r.as_secs_f64() * 1e3,
+            "  `wharf replay` of it        median {:>9.1} ms  (n={})",
+            ms(replay),
             replays.len()
         );
-        println!("  replay is {:.1}x faster", o.as_secs_f64() / r.as_secs_f64());
+        println!(
+            "  replay / original {:.3}; replay / original without its waits {:.2}",
+            replay.as_secs_f64() / original.as_secs_f64(),
+            replay.as_secs_f64() / rest.as_secs_f64()
+        );
     }
 }

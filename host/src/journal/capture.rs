@@ -91,18 +91,17 @@ impl Capture {
                     return;
                 }
                 state.seen.insert(name.clone(), Seen::Whole);
-                let Ok(found) = open_beneath(dir, path, follow) else {
-                    return;
-                };
-                self.keep(state, &name, &found);
+                if let Some(found) = find(dir, path, follow) {
+                    self.keep(state, &name, found);
+                }
             }
             Look::Listing => {
-                let Ok(found) = open_beneath(dir, path, true) else {
+                let Some(Found::Directory(found)) = find(dir, path, true) else {
                     return;
                 };
                 if state.seen.get(&name) != Some(&Seen::Whole) {
                     state.seen.insert(name.clone(), Seen::Whole);
-                    self.keep(state, &name, &found);
+                    self.add(state, &name, None);
                 }
                 let Ok(mut listing) = rustix::fs::Dir::read_from(&found) else {
                     return;
@@ -131,18 +130,16 @@ impl Capture {
         }
     }
 
-    /// Keep what an open handle shows: a directory, or a file with its content.
-    fn keep(&self, state: &mut State, name: &Path, found: &OwnedFd) {
-        let Ok(stat) = rustix::fs::fstat(found) else { return };
-        match FileType::from_raw_mode(stat.st_mode) {
-            FileType::Directory => {
+    /// Keep what was found: a directory, or a file with its content.
+    fn keep(&self, state: &mut State, name: &Path, found: Found) {
+        match found {
+            Found::Directory(_) => {
                 self.add(state, name, None);
             }
-            FileType::RegularFile => {
-                let Ok(handle) = found.try_clone() else { return };
+            Found::File(file) => {
                 let limit = super::snapshot::LIMITS.bytes;
                 let mut content = Vec::new();
-                if std::fs::File::from(handle)
+                if std::fs::File::from(file)
                     .take(limit + 1)
                     .read_to_end(&mut content)
                     .is_ok()
@@ -150,7 +147,6 @@ impl Capture {
                     self.add(state, name, Some(&content));
                 }
             }
-            _ => {}
         }
     }
 
@@ -234,26 +230,117 @@ fn join(base: &Path, path: &str) -> Option<PathBuf> {
     Some(name)
 }
 
-/// `path` beneath `dir`, opened to read: never through `..` or a link out of it, and never
-/// waiting on a FIFO.
-fn open_beneath(dir: BorrowedFd<'_>, path: &str, follow: bool) -> rustix::io::Result<OwnedFd> {
+/// A directory or a regular file, open for reading.
+enum Found {
+    Directory(OwnedFd),
+    File(OwnedFd),
+}
+
+/// `path` beneath `dir`, if it is a directory or a regular file, open for reading. It is
+/// resolved by the kernel, never through `..` or a link out of `dir`, and named with
+/// `O_PATH` first: anything else (a device, a FIFO, a socket, a link not followed) is never
+/// opened, so looking at it has no effect.
+fn find(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Option<Found> {
     let path = if path.is_empty() { "." } else { path };
-    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
-    rustix::fs::openat2(
-        dir.as_fd(),
-        path,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    )
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let named = rustix::fs::openat2(dir.as_fd(), path, flags, Mode::empty(), resolve).ok()?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&named).ok()?.st_mode);
+    // The same inode, reopened to read.
+    let reopen = |extra: OFlags| {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&named);
+        rustix::fs::open(
+            format!("/proc/self/fd/{fd}"),
+            OFlags::RDONLY | OFlags::CLOEXEC | extra,
+            Mode::empty(),
+        )
+        .ok()
+    };
+    match kind {
+        FileType::Directory => reopen(OFlags::DIRECTORY).map(Found::Directory),
+        FileType::RegularFile => reopen(OFlags::empty()).map(Found::File),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The entries of a finished snapshot: (name, content; None for a directory).
+    fn entries(path: &Path) -> Vec<(String, Option<String>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let content = (e.header().entry_type() == tar::EntryType::Regular).then(|| {
+                    let mut text = String::new();
+                    e.read_to_string(&mut text).unwrap();
+                    text
+                });
+                (name, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_path_is_kept_as_first_found_and_nothing_outside_or_special_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("ws/data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("a.txt"), "as found").unwrap();
+        std::fs::write(data.join("listed.txt"), "never opened").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "outside").unwrap();
+        std::os::unix::fs::symlink("../../secret.txt", data.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            data.join("pipe"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let journal = Arc::new(
+            JournalWriter::create(
+                &dir.path().join("run"),
+                &dir.path().join("components"),
+                Box::new(|t: &str| t.to_string()),
+                Box::new(|_| {}),
+            )
+            .unwrap(),
+        );
+        let capture = Capture::new(journal, "s", 1, vec![(data.canonicalize().unwrap(), "data".into())]);
+        let handle = std::fs::File::open(&data).unwrap();
+        let fd = handle.as_fd();
+        capture.look(fd, "a.txt", Look::Entry { follow: true });
+        std::fs::write(data.join("a.txt"), "changed by the step").unwrap();
+        capture.look(fd, "a.txt", Look::Entry { follow: true });
+        capture.look(fd, "link", Look::Entry { follow: true });
+        capture.look(fd, "pipe", Look::Entry { follow: true });
+        capture.look(fd, "new.txt", Look::Entry { follow: true });
+        std::fs::write(data.join("new.txt"), "made by the step").unwrap();
+        capture.look(fd, "new.txt", Look::Entry { follow: true });
+        capture.look(fd, ".", Look::Listing);
+        capture.finish();
+        let mut kept = entries(&dir.path().join("run/snapshots/s-1.tar"));
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                ("data".to_string(), None),
+                ("data/a.txt".to_string(), Some("as found".to_string())),
+                ("data/listed.txt".to_string(), Some(String::new())),
+                ("data/sub".to_string(), None),
+            ]
+        );
+    }
 
     #[test]
     fn names_stay_in_the_workspace() {
