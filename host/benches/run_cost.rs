@@ -7,8 +7,7 @@
 //! without them the docker rows are left out and the bench says so).
 //!
 //! - wharf: `wharf run` of a chain of the `cmd` test step (a WASI command built with the
-//!   standard library alone); each step takes the previous one's output. Once with pooling
-//!   allocation (the default) and once with `WHARF_NO_POOLING=1`.
+//!   standard library alone); each step takes the previous one's output.
 //! - docker: `docker run --rm --network none IMAGE true`, N times in a row; the image is a
 //!   busybox-static root filesystem brought in with `docker import`.
 //! - fork+exec: `/bin/true`, N times in a row, spawned and waited for by this program.
@@ -121,16 +120,6 @@ fn main() {
                 (
                     "wharf run",
                     Box::new(|| timed(ws.command(&["run", &file]).env("WHARF_KEEP_RUNS", "20"))),
-                ),
-                (
-                    "wharf run, no pooling",
-                    Box::new(|| {
-                        timed(
-                            ws.command(&["run", &file])
-                                .env("WHARF_KEEP_RUNS", "20")
-                                .env("WHARF_NO_POOLING", "1"),
-                        )
-                    }),
                 ),
                 (
                     "fork+exec /bin/true",

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// How often the epoch advances: the granularity at which a busy step yields so timeouts
@@ -79,7 +79,6 @@ pub struct Runtime {
     /// (or runs of a process) is read, hashed and linked once.
     loaded: Mutex<HashMap<String, Arc<LoadedStep>>>,
     by_source: Mutex<HashMap<StepSource, Arc<LoadedStep>>>,
-    pooling: bool,
     ticker: Arc<AtomicBool>,
 }
 
@@ -95,7 +94,7 @@ pub const COMMAND_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
 impl Runtime {
     /// `cache_dir` None: compile in memory only.
     pub fn new(cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
-        let (engine, pooling) = new_engine()?;
+        let engine = new_engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -133,17 +132,12 @@ impl Runtime {
             cache,
             loaded: Mutex::new(HashMap::new()),
             by_source: Mutex::new(HashMap::new()),
-            pooling,
             ticker,
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    pub fn uses_pooling(&self) -> bool {
-        self.pooling
     }
 
     /// Read, compile (or fetch from the cache), link and describe a step.
@@ -326,37 +320,15 @@ fn add_capabilities(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Pooling allocation makes instantiation cheap but reserves a lot of address space up
-/// front; where that reservation fails (a `ulimit -v`, 32-bit hosts), fall back.
-fn new_engine() -> anyhow::Result<(Engine, bool)> {
+/// On-demand instance allocation: measured beside the pooling allocator on whole runs, it
+/// was as fast (docs/performance.md), without reserving hundreds of GiB of address space.
+fn new_engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     // Fuel makes a CPU limit exact and repeatable; steps without one get u64::MAX.
     config.consume_fuel(true);
     config.wasm_component_model(true);
-    let mut pooling = PoolingAllocationConfig::new();
-    pooling
-        .total_component_instances(64)
-        .total_core_instances(256)
-        .total_memories(128)
-        .total_tables(256)
-        .total_stacks(64)
-        .max_memory_size(4 << 30)
-        .max_component_instance_size(1 << 20)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64);
-    let mut pooled = config.clone();
-    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    if std::env::var_os("WHARF_NO_POOLING").is_none() {
-        match Engine::new(&pooled) {
-            Ok(engine) => return Ok((engine, true)),
-            Err(e) => {
-                tracing::debug!("pooling allocator unavailable ({e}); using on-demand allocation")
-            }
-        }
-    }
-    Ok((Engine::new(&config)?, false))
+    Ok(Engine::new(&config)?)
 }
 
 /// Largest component file wharf reads (the built-in steps are well under 1 MiB each).
