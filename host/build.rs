@@ -71,6 +71,36 @@ fn main() {
         let built = artifacts.join(format!("{artifact}.wasm"));
         copy_if_changed(&built, &root.join(destination));
     }
+
+    println!("cargo:rustc-env=WHARF_COMMIT={}", commit(&root));
+}
+
+/// The commit the build comes from, read from `.git` (no git needed); `unknown` outside a
+/// checkout, as in a crate downloaded from a registry.
+fn commit(root: &Path) -> String {
+    let git = root.join(".git");
+    let head_file = git.join("HEAD");
+    println!("cargo:rerun-if-changed={}", head_file.display());
+    let Ok(head) = std::fs::read_to_string(&head_file) else {
+        return "unknown".into();
+    };
+    let head = head.trim();
+    let Some(reference) = head.strip_prefix("ref: ") else {
+        return head.chars().take(12).collect();
+    };
+    let loose = git.join(reference);
+    println!("cargo:rerun-if-changed={}", loose.display());
+    println!("cargo:rerun-if-changed={}", git.join("packed-refs").display());
+    let hash = std::fs::read_to_string(&loose).ok().or_else(|| {
+        let packed = std::fs::read_to_string(git.join("packed-refs")).ok()?;
+        packed
+            .lines()
+            .find_map(|l| l.strip_suffix(reference).map(|h| h.trim().to_string()))
+    });
+    match hash {
+        Some(h) if h.trim().len() >= 12 => h.trim().chars().take(12).collect(),
+        _ => "unknown".into(),
+    }
 }
 
 fn target_installed() -> bool {

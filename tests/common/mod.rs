@@ -162,6 +162,10 @@ impl Workspace {
             .current_dir(self.path())
             .env("WHARF_CACHE_DIR", self.cache.path())
             .env("NO_COLOR", "1")
+            // The lines the tests read, whatever CI the tests themselves run in.
+            .env("WHARF_OUTPUT", "human")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITLAB_CI")
             .env_remove("RUST_LOG");
         cmd
     }

@@ -130,6 +130,22 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    /// The step an entry belongs to; None for the run's own entries.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Entry::Component { step, .. }
+            | Entry::StepStarted { step, .. }
+            | Entry::Snapshot { step, .. }
+            | Entry::Call { step, .. }
+            | Entry::Clocks { step, .. }
+            | Entry::Log { step, .. }
+            | Entry::StepFinished { step, .. } => Some(step),
+            Entry::Header { .. } | Entry::RunStarted { .. } | Entry::Notice { .. } | Entry::RunFinished { .. } => None,
+        }
+    }
+}
+
 /// `.wharf/runs` under a workspace.
 pub fn runs_dir(workspace: &Path) -> PathBuf {
     workspace.join(".wharf/runs")

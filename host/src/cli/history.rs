@@ -59,6 +59,9 @@ pub struct LogArgs {
     /// Show every host call with its arguments and result
     #[arg(long)]
     calls: bool,
+    /// Show only step ID: all of its output, its host calls and how it ended
+    #[arg(long, value_name = "ID")]
+    step: Option<String>,
     #[arg(long, value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
 }
@@ -165,7 +168,21 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
     let journal = crate::journal::find_run(&args.workspace, &args.run)
         .and_then(|d| Journal::read(&d))
         .map_err(Stop::invalid)?;
+    if let Some(step) = &args.step
+        && !journal.records.iter().any(|r| r.entry.step() == Some(step))
+    {
+        return Err(Stop::invalid(format!(
+            "run {} has no step `{step}`\n  = help: `wharf log {}` shows every step",
+            journal.run_id(),
+            args.run
+        )));
+    }
     for record in &journal.records {
+        if let Some(step) = &args.step
+            && record.entry.step() != Some(step)
+        {
+            continue;
+        }
         let at = format!("{:>8.3}s", record.at_ms as f64 / 1000.0);
         let line = match &record.entry {
             Entry::Header { .. } | Entry::Component { .. } => continue,

@@ -19,11 +19,13 @@ mod environ;
 mod history;
 mod outcome;
 pub mod render;
+mod report;
 mod run;
 mod services;
 
 use catalog::{InspectArgs, ValidateArgs};
 use history::{LogArgs, ReplayArgs, RunsArgs};
+use report::ReportArgs;
 use run::RunArgs;
 use services::{ServiceArgs, StatusArgs};
 
@@ -37,13 +39,16 @@ Examples:
   wharf run pipeline.yml --var status=FAIL -v
   wharf validate pipeline.yml
   wharf steps
-  wharf inspect builtin:version";
+  wharf inspect builtin:version
+  wharf completions bash > ~/.local/share/bash-completion/completions/wharf";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
   wharf run examples/hello/pipeline.yml
   wharf run pipeline.yml --var registry=127.0.0.1:5000 --var status=FAIL
   wharf run pipeline.yml --workspace ../app -v
+  wharf run pipeline.yml --output json > events.ndjson
+  wharf run pipeline.yml --events events.ndjson --codequality gl-code-quality.json
   WHARF_SECRET_REGISTRY_PASSWORD=... wharf run pipeline.yml
 
 Secrets come from the environment of wharf (WHARF_SECRET_<NAME>) or --secret-file,
@@ -59,10 +64,13 @@ Exit codes:
   5  a replay diverged from the recorded run
   130, 143  stopped by Ctrl-C or SIGTERM (what it deployed was rolled back)";
 
+/// `wharf --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WHARF_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "wharf",
-    version,
+    version = VERSION,
     about = "Run CI/CD pipelines whose steps are sandboxed WebAssembly components"
 )]
 pub struct Cli {
@@ -140,6 +148,7 @@ Examples:
     #[command(after_help = "Examples:
   wharf log 20261127-160432-3fa2
   wharf log 20261127-160432-3fa2 --calls        # with every host call's arguments and result
+  wharf log 20261127-160432-3fa2 --step build   # one step: all of its output
   wharf log path/to/copied/run-folder")]
     Log(LogArgs),
     /// Re-run a recorded run offline, every host call answered from its journal
@@ -150,6 +159,22 @@ Examples:
 
 Exit code 5 when the replay diverges: the report shows the recorded call and the new one.")]
     Replay(ReplayArgs),
+    /// Write a recorded run as one self-contained HTML page: timeline, steps, deploy decision
+    #[command(after_help = "Examples:
+  wharf report 20261127-160432-3fa2                  # writes report-20261127-160432-3fa2.html
+  wharf report path/to/copied/run-folder -o run.html
+
+The page needs no network: open it from a CI artifact or attach it to a ticket.")]
+    Report(ReportArgs),
+    /// Print a shell completion script
+    #[command(after_help = "Examples:
+  wharf completions bash > ~/.local/share/bash-completion/completions/wharf
+  wharf completions zsh > \"${fpath[1]}/_wharf\"
+  wharf completions fish > ~/.config/fish/completions/wharf.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Command {
@@ -238,6 +263,7 @@ impl Cli {
 
 async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) -> CommandResult {
     let color = cli.color();
+    let color_forced = cli.color == "always";
     // The engine only for the commands that load steps.
     let engine = || {
         crate::engine::Runtime::new(cli.cache_dir())
@@ -251,7 +277,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
     };
     let runtime = || runtime.as_ref().expect("an engine for this command");
     match cli.command {
-        Command::Run(args) => run::run(runtime(), args, color, secrets).await,
+        Command::Run(args) => run::run(runtime(), args, color, color_forced, secrets).await,
         Command::Validate(args) => catalog::validate(runtime(), args).await,
         Command::Steps => catalog::steps(runtime()).await,
         Command::Inspect(args) => catalog::inspect(runtime(), args).await,
@@ -262,5 +288,11 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Runs(args) => history::runs(args),
         Command::Log(args) => history::log(args),
         Command::Replay(args) => history::replay(runtime(), args, color).await,
+        Command::Report(args) => report::report(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "wharf", &mut std::io::stdout());
+            Ok(outcome::Exit::Success)
+        }
     }
 }

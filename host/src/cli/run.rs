@@ -1,7 +1,7 @@
 //! `wharf run`: validate, run, record, settle the deploys, choose the exit code.
 
 use super::outcome::{CommandResult, Exit, Stop};
-use super::render::Human;
+use super::render::{Format, View};
 use crate::capabilities::secrets::SecretStore;
 use crate::deploy::{Actor, Deployer, Ledger};
 use crate::engine::{LoadedStep, Runtime};
@@ -34,6 +34,19 @@ pub struct RunArgs {
     /// Show each step's log, outputs and component loading
     #[arg(short, long)]
     verbose: bool,
+    /// How to show the run [default: github under GitHub Actions, gitlab under GitLab CI,
+    /// human on a terminal, plain otherwise]
+    #[arg(long, value_enum, value_name = "FORMAT", env = "WHARF_OUTPUT")]
+    output: Option<Format>,
+    /// Also write the run's events to FILE, one JSON object a line (docs/events.md)
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Write the steps' file annotations to FILE as a GitLab Code Quality report
+    #[arg(long, value_name = "FILE")]
+    codequality: Option<PathBuf>,
+    /// Write the run to FILE as a JUnit XML report: a test case per step
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Run again from the first failed step of this earlier run, reusing what succeeded
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
@@ -166,16 +179,37 @@ pub(super) async fn prepare(
     })
 }
 
-pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secrets: SecretStore) -> CommandResult {
+pub(super) async fn run(
+    runtime: &Runtime,
+    args: RunArgs,
+    color: bool,
+    color_forced: bool,
+    mut secrets: SecretStore,
+) -> CommandResult {
     let events = Events::new();
-    let human = Arc::new(Human::new(args.verbose, color, Box::new(std::io::stdout())));
-    events.add_sink(human.clone());
     for (name, path) in parse_pairs(&args.secret_files, "--secret-file").map_err(Stop::invalid)? {
         secrets.add_file(&name, Path::new(&path)).map_err(Stop::invalid)?;
     }
     for value in secrets.values() {
         events.add_secret(value);
     }
+    let format = args.output.unwrap_or_else(Format::detect);
+    let view = View {
+        format,
+        verbose: args.verbose,
+        // Plain output is for files: colour only when asked for.
+        color: color && format != Format::Plain || color_forced,
+        workspace: args.workspace.as_ref().map(|w| w.display().to_string()).or_else(|| {
+            let dir = pipeline_dir(&args.file);
+            (dir != Path::new(".")).then(|| dir.display().to_string())
+        }),
+        events_file: args.events.clone(),
+        codequality: args.codequality.clone(),
+        junit: args.junit.clone(),
+    };
+    let secret_values: Vec<&str> = secrets.values().collect();
+    let screen = view.attach(&events, &secret_values).map_err(Stop::invalid)?;
+    drop(secret_values);
     let prepared = prepare(runtime, &args.file, &args.inputs, &events).await?;
     let workspace = args
         .workspace
@@ -194,7 +228,7 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
             )));
         }
     };
-    human.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
+    screen.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
     let revision = crate::capabilities::source::workspace_revision(&workspace).await;
     let reuse = match &args.resume {
         None => None,
@@ -244,22 +278,26 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
-    let (failed, signal) = tokio::select! {
-        report = run => (report.outcome == Outcome::Failure, None),
+    let (report, signal) = tokio::select! {
+        report = run => (Some(report), None),
         signal = interrupted() => {
             events.emit(Event::Notice { message: format!("{}: stopping the run", signal.describe()) });
-            (true, Some(signal))
+            (None, Some(signal))
         }
     };
+    let failed = report.as_ref().is_none_or(|r| r.outcome == Outcome::Failure);
     let ledger = deployer.settle(failed, on_failure).await;
     let code = exit_code(failed, signal, &ledger);
-    if let Some(signal) = signal {
-        events.emit(Event::RunFinished {
-            outcome: Outcome::Failure,
-            duration: started.elapsed(),
-            summary: tally.summary(signal, &ledger),
-        });
-    }
+    events.emit(Event::RunFinished {
+        outcome: if failed { Outcome::Failure } else { Outcome::Success },
+        duration: started.elapsed(),
+        summary: match (report, signal) {
+            (Some(report), _) => report.summary,
+            (None, Some(signal)) => tally.summary(signal, &ledger),
+            (None, None) => unreachable!("a run ends by finishing or by a signal"),
+        },
+        exit_code: code.code(),
+    });
     if let Some(journal) = journal {
         journal.write(Entry::RunFinished {
             outcome: if failed { "failure" } else { "success" }.into(),
@@ -275,11 +313,19 @@ pub(super) async fn run(runtime: &Runtime, args: RunArgs, color: bool, mut secre
             older_than: None,
         };
         match crate::run::prune::prune(&workspace, keep, crate::run::prune::Sweep::Runs) {
-            Ok(pruned) if !pruned.runs.is_empty() => outln!(
-                "removed {} (keeping the newest {}: --keep-runs)",
-                crate::events::count(pruned.runs.len(), "old run"),
-                args.keep_runs
-            ),
+            Ok(pruned) if !pruned.runs.is_empty() => {
+                let note = format!(
+                    "removed {} (keeping the newest {}: --keep-runs)",
+                    crate::events::count(pruned.runs.len(), "old run"),
+                    args.keep_runs
+                );
+                // With --output json stdout holds the event stream alone.
+                if screen.is_json() {
+                    eprintln!("{note}");
+                } else {
+                    outln!("{note}");
+                }
+            }
             Ok(_) => {}
             Err(e) => eprintln!("warning: cannot remove old runs: {e}"),
         }

@@ -20,7 +20,7 @@ mod tests;
 
 pub use error::DeployError;
 
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, Transition};
 use crate::oci::reference::ImageRef;
 use crate::pipeline::OnFailure;
 use crate::targets::{Host, StandardTargets, Target, TargetPaths, Targets};
@@ -130,8 +130,15 @@ impl Deployer {
         self.ledger.lock().unwrap().clone()
     }
 
-    fn note(&self, message: String) {
-        self.events.emit(Event::Notice { message });
+    /// Tell the run's events that `service` went through `transition`, to `spec` if any.
+    fn note(&self, service: &str, transition: Transition, spec: Option<&Spec>, message: String) {
+        self.events.emit(Event::Deploy {
+            service: service.to_string(),
+            transition,
+            version: spec.map(|s| s.revision.version.clone()),
+            digest: spec.map(|s| s.revision.digest.clone()),
+            message,
+        });
     }
 
     async fn target(&self, name: &str) -> Result<&dyn Target, DeployError> {
@@ -341,10 +348,13 @@ impl Deployer {
         record.owner = Some(self.run_id.clone());
         self.save(&mut record)?;
         self.ledger.lock().unwrap().touched.insert(service.clone());
-        self.note(format!(
-            "{service}: upgrading to {}",
-            record.current.as_ref().unwrap().revision.version
-        ));
+        let spec = record.current.as_ref();
+        self.note(
+            service,
+            Transition::Upgrading,
+            spec,
+            format!("{service}: upgrading to {}", spec.unwrap().revision.version),
+        );
         Ok(record)
     }
 
@@ -418,7 +428,12 @@ impl Deployer {
         record.state = State::Upgraded;
         self.save(&mut record)?;
         self.unlock(service);
-        self.note(format!("{service}: upgraded, awaiting confirm or rollback"));
+        self.note(
+            service,
+            Transition::Upgraded,
+            record.current.as_ref(),
+            format!("{service}: upgraded, awaiting confirm or rollback"),
+        );
         Ok(record)
     }
 
@@ -472,7 +487,12 @@ impl Deployer {
         record.state = State::Active;
         record.owner = None;
         self.save(&mut record)?;
-        self.note(format!("{service}: confirmed {}", current.revision.version));
+        self.note(
+            service,
+            Transition::Confirmed,
+            Some(&current),
+            format!("{service}: confirmed {}", current.revision.version),
+        );
         Ok(record)
     }
 
@@ -569,13 +589,14 @@ impl Deployer {
         record.previous = None;
         record.owner = None;
         self.save(&mut record)?;
-        self.note(match &record.current {
+        let message = match &record.current {
             Some(spec) => format!(
                 "{service}: rolled back to {} ({})",
                 spec.revision.version, spec.revision.digest
             ),
             None => format!("{service}: rolled back; no earlier revision, nothing runs"),
-        });
+        };
+        self.note(service, Transition::RolledBack, record.current.as_ref(), message);
         Ok(record)
     }
 
@@ -595,7 +616,7 @@ impl Deployer {
                 source,
             })?;
             record.state = State::Absent;
-            self.note(format!("{service}: removed"));
+            self.note(service, Transition::Removed, None, format!("{service}: removed"));
             Ok(record)
         }
         .await;
@@ -661,28 +682,47 @@ impl Deployer {
             }
             if !run_failed {
                 if record.state == State::Upgraded {
-                    self.note(format!(
-                        "{service}: left upgraded; finish with `wharf confirm {service}` or `wharf rollback {service}`"
-                    ));
+                    self.note(
+                        &service,
+                        Transition::LeftUpgraded,
+                        record.current.as_ref(),
+                        format!(
+                            "{service}: left upgraded; finish with `wharf confirm {service}` or `wharf rollback {service}`"
+                        ),
+                    );
                 }
                 continue;
             }
             match on_failure {
                 OnFailure::Rollback => {
-                    self.note(format!("{service}: the run failed; rolling back"));
+                    self.note(
+                        &service,
+                        Transition::RollingBack,
+                        record.previous.as_ref(),
+                        format!("{service}: the run failed; rolling back"),
+                    );
                     if let Err(e) = self.rollback(&service).await {
-                        self.note(format!(
-                            "{service}: the rollback FAILED: {}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`",
-                            e
-                        ));
+                        self.note(
+                            &service,
+                            Transition::RollbackFailed,
+                            record.previous.as_ref(),
+                            format!(
+                                "{service}: the rollback FAILED: {e}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`"
+                            ),
+                        );
                     }
                 }
                 OnFailure::Pause => {
                     self.unlock(&service);
                     self.ledger.lock().unwrap().paused.insert(service.clone());
-                    self.note(format!(
-                        "{service}: the run failed and on-failure is pause; decide with `wharf confirm {service}` or `wharf rollback {service}`"
-                    ));
+                    self.note(
+                        &service,
+                        Transition::Paused,
+                        record.current.as_ref(),
+                        format!(
+                            "{service}: the run failed and on-failure is pause; decide with `wharf confirm {service}` or `wharf rollback {service}`"
+                        ),
+                    );
                 }
             }
         }

@@ -2,10 +2,11 @@
 //! Every event passes the secret redactor before any renderer sees it.
 
 pub mod lines;
+pub mod ndjson;
 pub mod redact;
 
 pub use redact::{MASK, Redactor};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -48,6 +49,27 @@ impl Outcome {
     }
 }
 
+/// Version of the event stream's JSON form (`docs/events.md`, `docs/events.schema.json`):
+/// raised when a field is removed or changes type; new events and fields keep it.
+pub const EVENTS_VERSION: u32 = 1;
+
+/// What happened to a deployed service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transition {
+    Upgrading,
+    Upgraded,
+    Confirmed,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+    /// The run failed and `on-failure: pause` left the upgrade for a person.
+    Paused,
+    /// The run succeeded without deciding its upgrade.
+    LeftUpgraded,
+    Removed,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
@@ -63,6 +85,7 @@ pub enum Event {
         digest: String,
         /// Read from the compile cache instead of compiled.
         cached: bool,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         duration: Duration,
     },
     StepStarted {
@@ -95,14 +118,17 @@ pub enum Event {
         step: String,
         attempt: u32,
         error: String,
+        #[serde(rename = "delay_ms", serialize_with = "millis")]
         delay: Duration,
     },
     StepFinished {
         step: String,
         outcome: Outcome,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         duration: Duration,
         /// `kind: message` for a failure, the `if:` text for a skip.
         detail: Option<String>,
+        #[serde(serialize_with = "pairs")]
         outputs: Vec<(String, String)>,
     },
     /// Something the run's operator must see whatever the verbosity: deploy decisions,
@@ -110,11 +136,30 @@ pub enum Event {
     Notice {
         message: String,
     },
+    /// A deploy's state changed; `message` says it for people.
+    Deploy {
+        service: String,
+        transition: Transition,
+        version: Option<String>,
+        digest: Option<String>,
+        message: String,
+    },
+    /// The last event of a run: after its deploys were settled.
     RunFinished {
         outcome: Outcome,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
         duration: Duration,
         summary: String,
+        exit_code: u8,
     },
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+fn pairs<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 impl Event {
@@ -140,7 +185,7 @@ impl Event {
                 outputs.iter_mut().for_each(|(_, v)| fix(v));
             }
             Event::RunFinished { summary, .. } => fix(summary),
-            Event::Notice { message } => fix(message),
+            Event::Notice { message } | Event::Deploy { message, .. } => fix(message),
             Event::RunStarted { .. } | Event::ComponentLoaded { .. } | Event::StepStarted { .. } => {}
         }
     }

@@ -94,7 +94,7 @@ impl Sink for JournalSink {
                 outputs: outputs.clone(),
                 millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             }),
-            Event::Notice { message } => journal.write(Entry::Notice {
+            Event::Notice { message } | Event::Deploy { message, .. } => journal.write(Entry::Notice {
                 message: message.clone(),
             }),
             _ => 0,

@@ -435,6 +435,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 ""
             }
         ),
+        exit_code: 0,
     });
     Ok(ReplayResult::Matched)
 }

@@ -71,6 +71,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub steps: Vec<StepRecord>,
     pub duration: Duration,
+    /// `3 steps succeeded`, `1 step failed`.
+    pub summary: String,
 }
 
 impl RunReport {
@@ -221,16 +223,13 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
         ),
         n => format!("{} failed", crate::events::count(n, "step")),
     };
-    req.events.emit(Event::RunFinished {
-        outcome,
-        duration,
-        summary,
-    });
+    // `run-finished` is the caller's to emit: after the deploys are settled, with the exit code.
     RunReport {
         run_id: req.run_id,
         outcome,
         steps: records,
         duration,
+        summary,
     }
 }
 

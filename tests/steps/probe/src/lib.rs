@@ -40,6 +40,22 @@ impl Step for Probe {
                 }
             }
             "trap" => core::arch::wasm32::unreachable(),
+            // What a CI shows: progress, and an annotation whose text needs escaping.
+            "progress" => {
+                let total = ctx.int("count")?.max(1) as u64;
+                for done in 0..=total {
+                    log::progress("items", done, Some(total));
+                    std::thread::sleep(std::time::Duration::from_millis(ctx.duration_ms("wait")?));
+                }
+            }
+            "annotate" => log::annotate(&log::Annotation {
+                level: log::Level::Warn,
+                title: Some("50% of a, b: c".into()),
+                message: format!("first line: 100%\nsecond, line {echo}"),
+                file: Some("src/main.rs".into()),
+                line: Some(7),
+                column: Some(3),
+            }),
             "panic" => panic!("probe panicked on purpose"),
             other => return Err(error::invalid_input(format!("unknown mode `{other}`"))),
         }

@@ -1,0 +1,216 @@
+//! The run as a JUnit XML report (`--junit FILE`), in the dialect Jenkins' junit plugin and
+//! GitLab's `artifacts:reports:junit` read: one test suite for the run, one test case per
+//! step with its time; a failure carries its kind, message and the step's last lines; a
+//! skipped step is skipped. Written when the run finishes, to a temporary file renamed over
+//! FILE, so a reader never sees half a report.
+
+use super::Tails;
+use crate::events::{Event, Outcome, Sink};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Junit {
+    path: PathBuf,
+    tails: Arc<Tails>,
+    run: Mutex<Suite>,
+}
+
+#[derive(Default)]
+struct Suite {
+    pipeline: String,
+    run_id: String,
+    started: Option<std::time::SystemTime>,
+    cases: Vec<Case>,
+}
+
+struct Case {
+    step: String,
+    uses: String,
+    time: Duration,
+    outcome: Outcome,
+    detail: Option<String>,
+    tail: Vec<String>,
+}
+
+impl Junit {
+    pub fn new(path: PathBuf, tails: Arc<Tails>) -> Self {
+        Self {
+            path,
+            tails,
+            run: Mutex::new(Suite::default()),
+        }
+    }
+
+    fn write(&self, suite: &Suite, took: Duration) {
+        let xml = suite.xml(took);
+        let tmp = self.path.with_extension("xml.partial");
+        let result = std::fs::write(&tmp, xml).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("warning: cannot write the JUnit report {}: {e}", self.path.display());
+        }
+    }
+}
+
+impl Sink for Junit {
+    fn event(&self, event: &Event) {
+        self.tails.see(event);
+        let mut suite = self.run.lock().unwrap();
+        match event {
+            Event::RunStarted { run_id, pipeline, .. } => {
+                suite.run_id = run_id.clone();
+                suite.pipeline = pipeline.clone();
+                suite.started = Some(std::time::SystemTime::now());
+            }
+            Event::StepStarted { step, uses, .. } => {
+                // The latest attempt of a retried step is its test case.
+                suite.cases.retain(|c| c.step != *step);
+                suite.cases.push(Case {
+                    step: step.clone(),
+                    uses: uses.clone(),
+                    time: Duration::ZERO,
+                    outcome: Outcome::Skipped,
+                    detail: None,
+                    tail: Vec::new(),
+                });
+            }
+            Event::StepFinished {
+                step,
+                outcome,
+                duration,
+                detail,
+                ..
+            } => {
+                let tail = if *outcome == Outcome::Failure {
+                    self.tails.report(step)
+                } else {
+                    Vec::new()
+                };
+                let case = Case {
+                    step: step.clone(),
+                    uses: String::new(),
+                    time: *duration,
+                    outcome: *outcome,
+                    detail: detail.clone(),
+                    tail,
+                };
+                match suite.cases.iter_mut().find(|c| c.step == *step) {
+                    Some(started) => {
+                        let uses = std::mem::take(&mut started.uses);
+                        *started = Case { uses, ..case };
+                    }
+                    // Skipped and reused steps never start.
+                    None => suite.cases.push(case),
+                }
+            }
+            Event::RunFinished { duration, .. } => self.write(&suite, *duration),
+            _ => {}
+        }
+    }
+}
+
+impl Suite {
+    fn xml(&self, took: Duration) -> String {
+        let count = |o: Outcome| self.cases.iter().filter(|c| c.outcome == o).count();
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let timestamp = self
+            .started
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            x,
+            "<testsuites name=\"wharf\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
+            self.cases.len(),
+            count(Outcome::Failure),
+            count(Outcome::Skipped),
+            took.as_secs_f64()
+        );
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" id=\"{}\">",
+            attr(&self.pipeline),
+            self.cases.len(),
+            count(Outcome::Failure),
+            count(Outcome::Skipped),
+            took.as_secs_f64(),
+            attr(timestamp.trim_end_matches('Z')),
+            attr(&self.run_id)
+        );
+        for case in &self.cases {
+            let _ = write!(
+                x,
+                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
+                attr(&case.step),
+                attr(&format!("{}.{}", self.pipeline, case.step)),
+                case.time.as_secs_f64()
+            );
+            match case.outcome {
+                Outcome::Success => x.push_str("/>\n"),
+                Outcome::Skipped => {
+                    let _ = writeln!(
+                        x,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        attr(case.detail.as_deref().unwrap_or("skipped"))
+                    );
+                }
+                Outcome::Failure => {
+                    let detail = case.detail.as_deref().unwrap_or("failed");
+                    let (kind, message) = detail.split_once(": ").unwrap_or(("failure", detail));
+                    let mut body = format!("{detail}\n");
+                    if !case.uses.is_empty() {
+                        body.push_str(&format!("step: {} ({})\n", case.step, case.uses));
+                    }
+                    for line in &case.tail {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                    let _ = writeln!(
+                        x,
+                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
+                        attr(kind),
+                        attr(message.lines().next().unwrap_or("")),
+                        text(&body)
+                    );
+                }
+            }
+        }
+        x.push_str("  </testsuite>\n</testsuites>\n");
+        x
+    }
+}
+
+/// Characters XML 1.0 cannot hold at all (most control characters) become `\xNN`.
+fn legal(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c.to_string(),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => format!("\\x{:02x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn text(s: &str) -> String {
+    legal(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn attr(s: &str) -> String {
+    text(s)
+        .replace('"', "&quot;")
+        .replace('\n', "&#10;")
+        .replace('\r', "&#13;")
+        .replace('\t', "&#9;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_steps_is_escaped_and_kept_legal_xml() {
+        assert_eq!(attr("a<b & \"c\"\nd"), "a&lt;b &amp; &quot;c&quot;&#10;d");
+        assert_eq!(text("bell\x07 ]]> <x>"), "bell\\x07 ]]&gt; &lt;x&gt;");
+    }
+}

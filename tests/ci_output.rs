@@ -1,0 +1,424 @@
+//! What a CI sees of a run: GitHub Actions workflow commands, summary and outputs; GitLab
+//! sections and Code Quality; plain lines; the JUnit report read by a real consumer
+//! (`junitparser` from PyPI); the NDJSON event stream checked against its JSON Schema
+//! (Python's `jsonschema`); the live view under a pseudo-terminal (`script`); the HTML report
+//! in headless chromium.
+
+mod common;
+use common::{Run, Workspace};
+use std::path::Path;
+use std::process::Command;
+
+/// A step that annotates with text GitHub must escape, and a `cargo test`-like step that
+/// prints 30 lines and fails with exit status 101.
+const CI_PIPELINE: &str = r#"
+name: ci
+steps:
+  - id: lint
+    uses: ./probe.wasm
+    with: { mode: annotate, echo: "x" }
+  - id: test
+    uses: builtin:exec
+    with:
+      program: sh
+      args: ["-c", "for i in $(seq 1 30); do echo output line $i; done; exit 101"]
+  - id: deploy
+    uses: ./probe.wasm
+"#;
+
+fn github_run(ws: &Workspace, extra: &[&str]) -> (Run, String, String) {
+    let summary = ws.path().join("summary.md");
+    let outputs = ws.path().join("outputs.txt");
+    let mut args = vec!["run", "ci.yml"];
+    args.extend_from_slice(extra);
+    let out = ws
+        .command(&args)
+        .env_remove("WHARF_OUTPUT")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_OUTPUT", &outputs)
+        .env("WHARF_SECRET_TOKEN", "hunter2-is-secret")
+        .output()
+        .unwrap();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (Run(out), read(&summary), read(&outputs))
+}
+
+#[test]
+fn github_gets_groups_escaped_annotations_a_failure_with_its_output_masks_a_summary_and_outputs() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", CI_PIPELINE);
+    let (run, summary, outputs) = github_run(&ws, &[]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+
+    // The secret is masked before anything is printed at all.
+    assert_eq!(lines[0], "::add-mask::hunter2-is-secret", "{out}");
+    assert_eq!(out.matches("hunter2-is-secret").count(), 1, "{out}");
+
+    // Each step in its group.
+    assert!(lines.contains(&"::group::lint · ./probe.wasm"), "{out}");
+    assert!(lines.contains(&"::group::test · builtin:exec"), "{out}");
+    assert_eq!(
+        out.matches("::group::").count(),
+        out.matches("::endgroup::").count(),
+        "{out}"
+    );
+
+    // The annotation, escaped by GitHub's rules: `%`, CR and LF in the message; also `:` and
+    // `,` in properties.
+    assert!(
+        lines.contains(
+            &"::warning file=src/main.rs,line=7,col=3,title=50%25 of a%2C b%3A c::first line: 100%25%0Asecond, line x"
+        ),
+        "{out}"
+    );
+
+    // The failure as an error annotation, and its output under it without re-running.
+    let error = lines
+        .iter()
+        .find(|l| l.starts_with("::error title=wharf%3A step test failed::"))
+        .unwrap_or_else(|| panic!("no error command:\n{out}"));
+    assert!(error.contains("permanent: `sh` exited with 101"), "{error}");
+    let after: Vec<&str> = out[out.find("FAIL test").expect("a FAIL line")..].lines().collect();
+    assert!(
+        after.iter().any(|l| l.contains("last 20 of 31 lines of `test`:")),
+        "{out}"
+    );
+    assert!(after.iter().any(|l| l.ends_with("output line 11")), "{out}");
+    assert!(after.iter().any(|l| l.ends_with("output line 30")), "{out}");
+    assert!(!after.iter().any(|l| l.ends_with("output line 10")), "{out}");
+    let run_id = outputs
+        .split("run-id<<WHARF_EOF\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no run-id output:\n{outputs}"));
+    assert!(
+        out.contains(&format!("all of it: wharf log {run_id} --step test")),
+        "{out}"
+    );
+    // ... and that command shows all of it.
+    let log = ws.wharf(&["log", run_id, "--step", "test"]);
+    assert_eq!(log.code(), 0, "{}", log.all());
+    assert!(
+        log.stdout().contains("output line 1\n") || log.stdout().contains("output line 1 "),
+        "{}",
+        log.all()
+    );
+    assert!(!log.stdout().contains("probe"), "only step `test`:\n{}", log.all());
+
+    // The job summary: every step, its outcome, the failure.
+    assert!(summary.contains("### wharf run `ci` failed"), "{summary}");
+    assert!(summary.contains("| `lint` | ✅ success |"), "{summary}");
+    assert!(summary.contains("| `test` | ❌ failure |"), "{summary}");
+    assert!(summary.contains("| `deploy` | ⏭ skipped |"), "{summary}");
+    assert!(summary.contains("exited with 101"), "{summary}");
+
+    // The outputs: the run, its outcome and each step output.
+    assert!(
+        outputs.contains("outcome<<WHARF_EOF\nfailure\nWHARF_EOF\n"),
+        "{outputs}"
+    );
+    assert!(outputs.contains("exit-code<<WHARF_EOF\n1\nWHARF_EOF\n"), "{outputs}");
+    assert!(outputs.contains("lint-echo<<WHARF_EOF\nx\nWHARF_EOF\n"), "{outputs}");
+    assert!(
+        outputs.contains(&format!("run-dir<<WHARF_EOF\n./.wharf/runs/{run_id}\nWHARF_EOF\n")),
+        "{outputs}"
+    );
+}
+
+#[test]
+fn gitlab_gets_a_collapsible_section_per_step_and_a_code_quality_report() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", CI_PIPELINE);
+    let out = ws
+        .command(&["run", "ci.yml", "--codequality", "cq.json"])
+        .env_remove("WHARF_OUTPUT")
+        .env("GITLAB_CI", "true")
+        .output()
+        .unwrap();
+    let run = Run(out);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    let start =
+        regex::Regex::new(r"\x1b\[0Ksection_start:\d+:wharf_step_test\[collapsed=true\]\r\x1b\[0Ktest · builtin:exec")
+            .unwrap();
+    assert!(start.is_match(&out), "{out:?}");
+    let end = regex::Regex::new(r"\x1b\[0Ksection_end:\d+:wharf_step_test\r\x1b\[0K").unwrap();
+    assert!(end.is_match(&out), "{out:?}");
+    assert!(out.contains("last 20 of 31 lines of `test`:"), "{out}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("cq.json")).unwrap()).unwrap();
+    let issue = &report[0];
+    assert_eq!(issue["location"]["path"], "src/main.rs", "{report}");
+    assert_eq!(issue["location"]["lines"]["begin"], 7, "{report}");
+    assert_eq!(issue["severity"], "minor", "{report}");
+    assert_eq!(issue["check_name"], "wharf/lint", "{report}");
+    assert!(issue["fingerprint"].as_str().unwrap().len() == 64, "{report}");
+}
+
+#[test]
+fn plain_output_is_timestamped_lines_without_escape_sequences() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", CI_PIPELINE);
+    let run = ws.wharf(&["run", "ci.yml", "--output", "plain"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    let stamp = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ").unwrap();
+    for line in out.lines() {
+        assert!(stamp.is_match(line), "not timestamped: {line:?}\n{out}");
+    }
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(out.contains("last 20 of 31 lines of `test`:"), "{out}");
+}
+
+/// Python with `junitparser` and `selenium` (PyPI) and `jsonschema`: `.ci/run` makes a
+/// virtual environment with them and names it in WHARF_TEST_PYTHON.
+fn python(script: &str, args: &[&Path]) -> std::process::Output {
+    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (.ci/run installs it)"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "{stderr}\n`.ci/run` installs junitparser, jsonschema and selenium and sets WHARF_TEST_PYTHON"
+    );
+    out
+}
+
+#[test]
+fn junit_report_is_read_by_junitparser_with_counts_times_and_failure_output() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", CI_PIPELINE);
+    let run = ws.wharf(&["run", "ci.yml", "--junit", "report.xml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let report = ws.path().join("report.xml");
+    let read = python(
+        r#"
+import sys, json
+from junitparser import JUnitXml, Failure, Skipped
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = []
+for suite in xml:
+    for case in suite:
+        result = case.result[0] if case.result else None
+        cases.append({
+            "suite": suite.name, "name": case.name, "time": case.time,
+            "result": type(result).__name__ if result else "passed",
+            "type": getattr(result, "type", None), "message": getattr(result, "message", None),
+            "text": getattr(result, "text", None),
+        })
+print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
+"#,
+        &[&report],
+    );
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(parsed["tests"], 3, "{parsed}");
+    assert_eq!(parsed["failures"], 1, "{parsed}");
+    assert_eq!(parsed["skipped"], 1, "{parsed}");
+    let cases = parsed["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["lint", "test", "deploy"], "{parsed}");
+    assert!(cases.iter().all(|c| c["suite"] == "ci"), "{parsed}");
+    let test = &cases[1];
+    assert_eq!(test["result"], "Failure", "{parsed}");
+    assert_eq!(test["type"], "permanent", "{parsed}");
+    assert!(
+        test["message"].as_str().unwrap().contains("exited with 101"),
+        "{parsed}"
+    );
+    let text = test["text"].as_str().unwrap();
+    assert!(text.contains("output line 30") && text.contains("wharf log"), "{text}");
+    assert!(test["time"].as_f64().unwrap() > 0.0, "{parsed}");
+    assert_eq!(cases[2]["result"], "Skipped", "{parsed}");
+}
+
+#[test]
+fn every_event_of_a_seed_run_validates_against_the_schema_and_every_step_finishes() {
+    let ws = Workspace::seed();
+    let events = ws.path().join("events.ndjson");
+    let run = ws.wharf(&["run", "pipeline.yml", "--events", events.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+    let check = python(
+        r#"
+import sys, json, jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+validator.check_schema(schema)
+n = 0
+for number, line in enumerate(open(sys.argv[2]), 1):
+    errors = list(validator.iter_errors(json.loads(line)))
+    if errors:
+        sys.exit(f"line {number}: {errors[0].message}\n{line}")
+    n += 1
+print(n)
+"#,
+        &[&schema, &events],
+    );
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Loading the steps comes first, then the run.
+    let first_other = lines.iter().find(|l| l["event"] != "component-loaded").unwrap();
+    assert_eq!(first_other["event"], "run-started", "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "run-finished");
+    assert_eq!(last["exit_code"], 0);
+    let kinds = |kind: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l["event"] == kind)
+            .map(|l| l["step"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let started = kinds("step-started");
+    let finished = kinds("step-finished");
+    assert_eq!(started.len(), 7, "{text}");
+    for step in &started {
+        assert!(finished.contains(step), "`{step}` started and never finished:\n{text}");
+    }
+    let transitions: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "deploy")
+        .map(|l| l["transition"].as_str().unwrap())
+        .collect();
+    assert_eq!(transitions, ["upgrading", "upgraded", "confirmed"], "{text}");
+
+    // The same stream on stdout with --output json, and nothing else there.
+    ws.commit("next");
+    let json = ws.wharf(&["run", "pipeline.yml", "--output", "json"]);
+    assert_eq!(json.code(), 0, "{}", json.all());
+    for line in json.stdout().lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert_eq!(value["v"], 1, "{line}");
+    }
+}
+
+#[test]
+fn the_live_view_draws_progress_on_a_terminal_and_nothing_but_lines_to_a_pipe() {
+    let ws = Workspace::new();
+    ws.write(
+        "progress.yml",
+        "name: p\nsteps:\n  - id: items\n    uses: ./probe.wasm\n    with: { mode: progress, count: 20, wait: 60ms }\n",
+    );
+    // Under a pseudo-terminal: `script` gives wharf one, and keeps what it drew.
+    let typescript = ws.path().join("typescript");
+    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("{wharf} run progress.yml --output human"))
+        .arg(&typescript)
+        .current_dir(ws.path())
+        .env("WHARF_CACHE_DIR", ws.cache.path())
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("`script` (util-linux)");
+    assert!(status.success());
+    let drawn = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(
+        drawn.contains("items · ./probe.wasm"),
+        "no spinner for the running step:\n{drawn:?}"
+    );
+    assert!(drawn.contains("] 10/20"), "no progress bar:\n{drawn:?}");
+    assert!(drawn.contains("\x1b["), "no cursor movement on a terminal:\n{drawn:?}");
+    assert!(drawn.contains("succeeded"), "{drawn:?}");
+
+    // To a pipe: the same run as lines, no escape sequence, no redrawing.
+    let piped = ws.wharf(&["run", "progress.yml", "--output", "human"]);
+    assert_eq!(piped.code(), 0, "{}", piped.all());
+    assert!(!piped.stdout().contains('\x1b'), "{:?}", piped.stdout());
+    assert!(!piped.stdout().contains('\r'), "{:?}", piped.stdout());
+    assert!(piped.stdout().contains("items: 20 of 20 (100%)"), "{}", piped.stdout());
+}
+
+#[test]
+fn the_html_report_shows_every_step_in_a_real_browser_and_needs_no_network() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", CI_PIPELINE);
+    let run = ws.wharf(&["run", "ci.yml"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let id = run.run_id();
+    let made = ws.wharf(&["report", &id, "-o", "report.html"]);
+    assert_eq!(made.code(), 0, "{}", made.all());
+    let page = ws.path().join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: nothing to fetch (the SVG namespace is a name, not a request).
+    let fetches = regex::Regex::new(r#"(?i)(src|href)\s*=|url\(|@import"#).unwrap();
+    assert!(!fetches.is_match(&html), "the page fetches something");
+
+    let shot = ws.path().join("report.png");
+    let browse = python(
+        r##"
+import sys, json
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1400"]:
+    options.add_argument(arg)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    driver.get("file://" + sys.argv[1])
+    sections = driver.find_elements(By.CSS_SELECTOR, "section.step")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#timeline g.row")
+    bars = [r.find_element(By.CSS_SELECTOR, ".bar") for r in rows]
+    print(json.dumps({
+        "title": driver.title,
+        "sections": [s.get_attribute("data-step") for s in sections],
+        "rows": [r.get_attribute("data-step") for r in rows],
+        "bar_sizes": [b.size["width"] for b in bars],
+        "ticks": len(driver.find_elements(By.CSS_SELECTOR, "#timeline .tick")),
+        "outcome": driver.find_element(By.ID, "run-outcome").text,
+        "failure_text": driver.find_element(By.CSS_SELECTOR, "section[data-step=test] pre.detail").text,
+        "resources": driver.execute_script("return performance.getEntriesByType('resource').length"),
+    }))
+    driver.save_screenshot(sys.argv[2])
+finally:
+    driver.quit()
+"##,
+        &[&page, &shot],
+    );
+    assert!(browse.status.success(), "{}", String::from_utf8_lossy(&browse.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&browse.stdout).unwrap();
+    assert!(seen["title"].as_str().unwrap().contains(&id), "{seen}");
+    assert_eq!(
+        seen["sections"],
+        serde_json::json!(["lint", "test", "deploy"]),
+        "{seen}"
+    );
+    assert_eq!(seen["rows"], serde_json::json!(["lint", "test", "deploy"]), "{seen}");
+    assert!(
+        seen["bar_sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w.as_f64().unwrap() > 0.0),
+        "{seen}"
+    );
+    assert!(seen["ticks"].as_u64().unwrap() > 0, "host calls drawn as ticks: {seen}");
+    assert_eq!(seen["outcome"], "failure", "{seen}");
+    assert!(
+        seen["failure_text"].as_str().unwrap().contains("exited with 101"),
+        "{seen}"
+    );
+    assert_eq!(seen["resources"], 0, "{seen}");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a screenshot was taken"
+    );
+}
