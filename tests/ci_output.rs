@@ -239,12 +239,8 @@ print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.s
     assert_eq!(cases[2]["result"], "Skipped", "{parsed}");
 }
 
-#[test]
-fn every_event_of_a_seed_run_validates_against_the_schema_and_every_step_finishes() {
-    let ws = Workspace::seed();
-    let events = ws.path().join("events.ndjson");
-    let run = ws.wharf(&["run", "pipeline.yml", "--events", events.to_str().unwrap()]);
-    assert_eq!(run.code(), 0, "{}", run.all());
+/// Every line of an `--events` file validates against `docs/events.schema.json`.
+fn validate_events(events: &Path) {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
     let check = python(
         r#"
@@ -260,7 +256,7 @@ for number, line in enumerate(open(sys.argv[2]), 1):
     n += 1
 print(n)
 "#,
-        &[&schema, &events],
+        &[&schema, events],
     );
     assert!(
         check.status.success(),
@@ -268,6 +264,15 @@ print(n)
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[test]
+fn every_event_of_a_seed_run_validates_against_the_schema_and_every_step_finishes() {
+    let ws = Workspace::seed();
+    let events = ws.path().join("events.ndjson");
+    let run = ws.wharf(&["run", "pipeline.yml", "--events", events.to_str().unwrap()]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    validate_events(&events);
     let text = std::fs::read_to_string(&events).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     // Loading the steps comes first, then the run.
@@ -420,5 +425,76 @@ finally:
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "a screenshot was taken"
+    );
+}
+
+#[test]
+fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
+    let ws = Workspace::new();
+    ws.write(
+        "test_sample.py",
+        "import pytest\n\ndef test_ok():\n    assert 1 + 1 == 2\n\ndef test_bad():\n    assert 'wharf' == 'dock', 'names differ'\n\n@pytest.mark.skip(reason='not today')\ndef test_later():\n    pass\n",
+    );
+    // Programs come from PATH (a path outside the workspace is refused): the environment's
+    // `python`, which has pytest, comes first.
+    let interpreter = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let bin = Path::new(&interpreter).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    ws.write(
+        "tests.yml",
+        "name: unit\nsteps:\n  - id: pytest\n    uses: builtin:exec\n    with:\n      program: python\n      args: [-m, pytest, -q, -p, no:cacheprovider, --junitxml=junit.xml, test_sample.py]\n      junit: junit.xml\n",
+    );
+    let run = Run(ws
+        .command(&["run", "tests.yml", "--junit", "report.xml", "--events", "events.ndjson"])
+        .env("PATH", path)
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 1, "pytest fails one test:\n{}", run.all());
+    let events = ws.path().join("events.ndjson");
+    validate_events(&events);
+    let reported = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(reported.matches("\"event\":\"test-case\"").count(), 3, "{reported}");
+    let report = ws.path().join("report.xml");
+    let read = python(
+        r#"
+import sys, json
+from junitparser import JUnitXml
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = {}
+for suite in xml:
+    for case in suite:
+        result = case.result[0] if case.result else None
+        cases[case.classname + "::" + case.name] = {
+            "result": type(result).__name__ if result else "passed",
+            "message": getattr(result, "message", None),
+            "text": getattr(result, "text", None),
+        }
+print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
+"#,
+        &[&report],
+    );
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    // The step itself, then pytest's three tests as its cases.
+    assert_eq!(parsed["tests"], 4, "{parsed}");
+    assert_eq!(parsed["failures"], 2, "{parsed}");
+    assert_eq!(parsed["skipped"], 1, "{parsed}");
+    let cases = &parsed["cases"];
+    assert_eq!(cases["pytest.test_sample::test_ok"]["result"], "passed", "{parsed}");
+    assert_eq!(cases["pytest.test_sample::test_bad"]["result"], "Failure", "{parsed}");
+    assert!(
+        cases["pytest.test_sample::test_bad"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names differ"),
+        "{parsed}"
+    );
+    assert_eq!(cases["pytest.test_sample::test_later"]["result"], "Skipped", "{parsed}");
+    assert!(
+        cases["unit.pytest::pytest"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("exited with 1"),
+        "{parsed}"
     );
 }

@@ -1,8 +1,8 @@
 //! `log`: step log lines, progress and CI annotations, all turned into run events.
 
 use super::StepScope;
-use super::bindings::wharf::step::log::{Annotation, Host, Level as WitLevel};
-use crate::events::{Event, Level};
+use super::bindings::wharf::step::log::{Annotation, Host, Level as WitLevel, TestCase, TestOutcome};
+use crate::events::{Event, Level, TestResult};
 
 /// The linker's marker: `log` is served on the step's [`StepScope`].
 pub struct HasLog;
@@ -67,6 +67,32 @@ impl Host for &mut StepScope {
             file: note.file,
             line: note.line,
             column: note.column,
+        });
+        Ok(())
+    }
+
+    async fn test_result(&mut self, test: TestCase) -> wasmtime::Result<()> {
+        let size = [&test.suite, &test.name]
+            .into_iter()
+            .chain(&test.classname)
+            .chain(&test.message)
+            .chain(&test.output)
+            .map(String::len)
+            .sum::<usize>();
+        self.spend_or_stop(size)?;
+        self.events.emit(Event::TestCase {
+            step: self.step_id.clone(),
+            suite: test.suite,
+            name: test.name,
+            classname: test.classname,
+            duration: std::time::Duration::from_millis(test.duration_ms),
+            outcome: match test.outcome {
+                TestOutcome::Passed => TestResult::Passed,
+                TestOutcome::Failed => TestResult::Failed,
+                TestOutcome::Skipped => TestResult::Skipped,
+            },
+            message: test.message,
+            output: test.output,
         });
         Ok(())
     }

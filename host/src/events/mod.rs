@@ -53,6 +53,15 @@ impl Outcome {
 /// raised when a field is removed or changes type; new events and fields keep it.
 pub const EVENTS_VERSION: u32 = 1;
 
+/// How a test a step reported ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestResult {
+    Passed,
+    Failed,
+    Skipped,
+}
+
 /// What happened to a deployed service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,6 +122,18 @@ pub enum Event {
         file: Option<String>,
         line: Option<u32>,
         column: Option<u32>,
+    },
+    /// A test of a test tool the step ran, from the tool's report.
+    TestCase {
+        step: String,
+        suite: String,
+        name: String,
+        classname: Option<String>,
+        #[serde(rename = "duration_ms", serialize_with = "millis")]
+        duration: Duration,
+        outcome: TestResult,
+        message: Option<String>,
+        output: Option<String>,
     },
     StepRetrying {
         step: String,
@@ -180,6 +201,20 @@ impl Event {
                 file.iter_mut().for_each(fix);
             }
             Event::StepRetrying { error, .. } => fix(error),
+            Event::TestCase {
+                suite,
+                name,
+                classname,
+                message,
+                output,
+                ..
+            } => {
+                fix(suite);
+                fix(name);
+                classname.iter_mut().for_each(fix);
+                message.iter_mut().for_each(fix);
+                output.iter_mut().for_each(fix);
+            }
             Event::StepFinished { detail, outputs, .. } => {
                 detail.iter_mut().for_each(fix);
                 outputs.iter_mut().for_each(|(_, v)| fix(v));

@@ -81,6 +81,26 @@ impl Sink for JournalSink {
                     _ => message.clone(),
                 },
             }),
+            Event::TestCase {
+                step,
+                suite,
+                name,
+                outcome,
+                message,
+                ..
+            } => journal.write(Entry::Log {
+                step: step.clone(),
+                level: "info".into(),
+                stream: "test".into(),
+                message: format!(
+                    "{suite} {name}: {}{}",
+                    serde_json::to_value(outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+                ),
+            }),
             Event::StepFinished {
                 step,
                 outcome,

@@ -1,7 +1,10 @@
-//! `builtin:exec`: run one program in the workspace (the app's build or test command).
+//! `builtin:exec`: run one program in the workspace (the app's build or test command), and
+//! with `junit:` report the tests of the tool's JUnit file as this step's.
+
+mod junit;
 
 use wharf_step::process::{self, Command};
-use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, param};
+use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, log, param};
 
 /// How much of stdout the `stdout` output keeps; the full output is in the step log.
 const STDOUT_OUTPUT_LIMIT: usize = 4096;
@@ -21,9 +24,14 @@ impl Step for Exec {
                 "Kill the program (and its children) after this long",
             ))
             .param(param::boolean("allow-failure", "Succeed even when the program exits non-zero").default_bool(false))
+            .param(param::text(
+                "junit",
+                "A JUnit XML file the program writes (cargo nextest, pytest --junitxml): its tests join the run's test report",
+            ))
             .output("exit-code", "The program's exit code")
             .output("stdout", "The program's standard output, trimmed (first 4 KiB)")
             .needs(CapabilityKind::Process, "runs the program", Some("program"))
+            .needs(CapabilityKind::WorkspaceRead, "reads the test tool's JUnit file", Some("junit"))
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
@@ -36,6 +44,13 @@ impl Step for Exec {
             timeout_ms: ctx.opt_duration_ms("timeout")?,
         })?;
         let code = done.exit_code;
+        // A failing test run still wrote its report: read it either way.
+        if let Some(path) = ctx.opt_text("junit")?.filter(|p| !p.trim().is_empty()) {
+            match junit::read(&path) {
+                Ok(tests) => tests.iter().for_each(log::test_result),
+                Err(why) => log::write(log::Level::Warn, &format!("junit `{path}`: {why}")),
+            }
+        }
         if code != Some(0) && !ctx.flag("allow-failure")? {
             let how = match code {
                 Some(c) => format!("exited with {c}"),

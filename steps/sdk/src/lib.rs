@@ -285,7 +285,9 @@ pub mod error {
 
 /// Logging through the host's `log` interface.
 pub mod log {
-    pub use super::bindings::wharf::step::log::{Annotation, Level, annotate, progress, write};
+    pub use super::bindings::wharf::step::log::{
+        Annotation, Level, TestCase, TestOutcome, annotate, progress, test_result, write,
+    };
 
     pub fn debug(message: &str) {
         write(Level::Debug, message)

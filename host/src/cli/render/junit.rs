@@ -1,11 +1,12 @@
 //! The run as a JUnit XML report (`--junit FILE`), in the dialect Jenkins' junit plugin and
 //! GitLab's `artifacts:reports:junit` read: one test suite for the run, one test case per
 //! step with its time; a failure carries its kind, message and the step's last lines; a
-//! skipped step is skipped. Written when the run finishes, to a temporary file renamed over
+//! skipped step is skipped; the tests a step reported (`builtin:exec` with `junit:` reads
+//! a test tool's own report) follow as that step's cases. Written when the run finishes, to a temporary file renamed over
 //! FILE, so a reader never sees half a report.
 
 use super::Tails;
-use crate::events::{Event, Outcome, Sink};
+use crate::events::{Event, Outcome, Sink, TestResult};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,17 @@ struct Case {
     outcome: Outcome,
     detail: Option<String>,
     tail: Vec<String>,
+    /// The tests the step reported.
+    tests: Vec<Test>,
+}
+
+struct Test {
+    classname: String,
+    name: String,
+    time: Duration,
+    outcome: TestResult,
+    message: Option<String>,
+    output: Option<String>,
 }
 
 impl Junit {
@@ -74,7 +86,29 @@ impl Sink for Junit {
                     outcome: Outcome::Skipped,
                     detail: None,
                     tail: Vec::new(),
+                    tests: Vec::new(),
                 });
+            }
+            Event::TestCase {
+                step,
+                suite: tool_suite,
+                name,
+                classname,
+                duration,
+                outcome,
+                message,
+                output,
+            } => {
+                if let Some(case) = suite.cases.iter_mut().rfind(|c| c.step == *step) {
+                    case.tests.push(Test {
+                        classname: format!("{step}.{}", classname.as_deref().unwrap_or(tool_suite)),
+                        name: name.clone(),
+                        time: *duration,
+                        outcome: *outcome,
+                        message: message.clone(),
+                        output: output.clone(),
+                    });
+                }
             }
             Event::StepFinished {
                 step,
@@ -95,11 +129,13 @@ impl Sink for Junit {
                     outcome: *outcome,
                     detail: detail.clone(),
                     tail,
+                    tests: Vec::new(),
                 };
                 match suite.cases.iter_mut().find(|c| c.step == *step) {
                     Some(started) => {
                         let uses = std::mem::take(&mut started.uses);
-                        *started = Case { uses, ..case };
+                        let tests = std::mem::take(&mut started.tests);
+                        *started = Case { uses, tests, ..case };
                     }
                     // Skipped and reused steps never start.
                     None => suite.cases.push(case),
@@ -113,7 +149,16 @@ impl Sink for Junit {
 
 impl Suite {
     fn xml(&self, took: Duration) -> String {
-        let count = |o: Outcome| self.cases.iter().filter(|c| c.outcome == o).count();
+        let tests = || self.cases.iter().flat_map(|c| &c.tests);
+        let count = |o: Outcome| {
+            let reported = match o {
+                Outcome::Success => TestResult::Passed,
+                Outcome::Failure => TestResult::Failed,
+                Outcome::Skipped => TestResult::Skipped,
+            };
+            self.cases.iter().filter(|c| c.outcome == o).count() + tests().filter(|t| t.outcome == reported).count()
+        };
+        let total = self.cases.len() + tests().count();
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let timestamp = self
             .started
@@ -122,7 +167,7 @@ impl Suite {
         let _ = writeln!(
             x,
             "<testsuites name=\"wharf\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
-            self.cases.len(),
+            total,
             count(Outcome::Failure),
             count(Outcome::Skipped),
             took.as_secs_f64()
@@ -131,7 +176,7 @@ impl Suite {
             x,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" id=\"{}\">",
             attr(&self.pipeline),
-            self.cases.len(),
+            total,
             count(Outcome::Failure),
             count(Outcome::Skipped),
             took.as_secs_f64(),
@@ -173,6 +218,29 @@ impl Suite {
                         attr(message.lines().next().unwrap_or("")),
                         text(&body)
                     );
+                }
+            }
+            for test in &case.tests {
+                let _ = write!(
+                    x,
+                    "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
+                    attr(&test.name),
+                    attr(&test.classname),
+                    test.time.as_secs_f64()
+                );
+                let message = attr(test.message.as_deref().unwrap_or(""));
+                let output = text(test.output.as_deref().unwrap_or(""));
+                match test.outcome {
+                    TestResult::Passed => x.push_str("/>\n"),
+                    TestResult::Skipped => {
+                        let _ = writeln!(x, ">\n      <skipped message=\"{message}\"/>\n    </testcase>");
+                    }
+                    TestResult::Failed => {
+                        let _ = writeln!(
+                            x,
+                            ">\n      <failure message=\"{message}\">{output}</failure>\n    </testcase>"
+                        );
+                    }
                 }
             }
         }
