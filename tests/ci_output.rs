@@ -191,6 +191,31 @@ fn python(script: &str, args: &[&Path]) -> std::process::Output {
     out
 }
 
+/// A JUnit report as `junitparser` reads it: totals, and each case in order.
+fn read_junit(report: &Path) -> serde_json::Value {
+    let read = python(
+        r#"
+import sys, json
+from junitparser import JUnitXml
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = []
+for suite in xml:
+    for case in suite:
+        result = case.result[0] if case.result else None
+        cases.append({
+            "suite": suite.name, "classname": case.classname, "name": case.name, "time": case.time,
+            "result": type(result).__name__ if result else "passed",
+            "type": getattr(result, "type", None), "message": getattr(result, "message", None),
+            "text": getattr(result, "text", None),
+        })
+print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
+"#,
+        &[report],
+    );
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    serde_json::from_slice(&read.stdout).unwrap()
+}
+
 #[test]
 fn junit_report_is_read_by_junitparser_with_counts_times_and_failure_output() {
     let ws = Workspace::new();
@@ -198,27 +223,7 @@ fn junit_report_is_read_by_junitparser_with_counts_times_and_failure_output() {
     let run = ws.wharf(&["run", "ci.yml", "--junit", "report.xml"]);
     assert_eq!(run.code(), 1, "{}", run.all());
     let report = ws.path().join("report.xml");
-    let read = python(
-        r#"
-import sys, json
-from junitparser import JUnitXml, Failure, Skipped
-xml = JUnitXml.fromfile(sys.argv[1])
-cases = []
-for suite in xml:
-    for case in suite:
-        result = case.result[0] if case.result else None
-        cases.append({
-            "suite": suite.name, "name": case.name, "time": case.time,
-            "result": type(result).__name__ if result else "passed",
-            "type": getattr(result, "type", None), "message": getattr(result, "message", None),
-            "text": getattr(result, "text", None),
-        })
-print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
-"#,
-        &[&report],
-    );
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
-    let parsed: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let parsed = read_junit(&report);
     assert_eq!(parsed["tests"], 3, "{parsed}");
     assert_eq!(parsed["failures"], 1, "{parsed}");
     assert_eq!(parsed["skipped"], 1, "{parsed}");
@@ -455,31 +460,22 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
     let reported = std::fs::read_to_string(&events).unwrap();
     assert_eq!(reported.matches("\"event\":\"test-case\"").count(), 3, "{reported}");
     let report = ws.path().join("report.xml");
-    let read = python(
-        r#"
-import sys, json
-from junitparser import JUnitXml
-xml = JUnitXml.fromfile(sys.argv[1])
-cases = {}
-for suite in xml:
-    for case in suite:
-        result = case.result[0] if case.result else None
-        cases[case.classname + "::" + case.name] = {
-            "result": type(result).__name__ if result else "passed",
-            "message": getattr(result, "message", None),
-            "text": getattr(result, "text", None),
-        }
-print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
-"#,
-        &[&report],
-    );
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
-    let parsed: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let parsed = read_junit(&report);
     // The step itself, then pytest's three tests as its cases.
     assert_eq!(parsed["tests"], 4, "{parsed}");
     assert_eq!(parsed["failures"], 2, "{parsed}");
     assert_eq!(parsed["skipped"], 1, "{parsed}");
-    let cases = &parsed["cases"];
+    let cases: serde_json::Map<String, serde_json::Value> = parsed["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                format!("{}::{}", c["classname"].as_str().unwrap(), c["name"].as_str().unwrap()),
+                c.clone(),
+            )
+        })
+        .collect();
     assert_eq!(cases["pytest.test_sample::test_ok"]["result"], "passed", "{parsed}");
     assert_eq!(cases["pytest.test_sample::test_bad"]["result"], "Failure", "{parsed}");
     assert!(
