@@ -371,15 +371,20 @@ fn the_html_report_shows_every_step_in_a_real_browser_and_needs_no_network() {
     assert!(!fetches.is_match(&html), "the page fetches something");
 
     let shot = ws.path().join("report.png");
+    let browser_tmp = ws.path().join("browser-tmp");
+    std::fs::create_dir(&browser_tmp).unwrap();
     let browse = python(
         r##"
-import sys, json
+import os, sys, json
+# Chromium's own temporary files go where the test's temporary directory removes them.
+os.environ["TMPDIR"] = sys.argv[3]
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
-for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1400"]:
+for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1400",
+            "--user-data-dir=" + os.path.join(sys.argv[3], "profile")]:
     options.add_argument(arg)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 try:
@@ -401,7 +406,7 @@ try:
 finally:
     driver.quit()
 "##,
-        &[&page, &shot],
+        &[&page, &shot, &browser_tmp],
     );
     assert!(browse.status.success(), "{}", String::from_utf8_lossy(&browse.stderr));
     let seen: serde_json::Value = serde_json::from_slice(&browse.stdout).unwrap();
