@@ -179,3 +179,52 @@ fn a_closed_stdout_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_completions_come_from_the_parser() {
+    let ws = Workspace::new();
+    let version = ws.wharf(&["--version"]);
+    assert_eq!(version.code(), 0, "{}", version.all());
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(&repo)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        version.stdout().trim(),
+        format!("wharf {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "_wharf()"),
+        ("zsh", "#compdef wharf"),
+        ("fish", "complete -c wharf"),
+    ] {
+        let script = ws.wharf(&["completions", shell]);
+        assert_eq!(script.code(), 0, "{}", script.all());
+        assert!(script.stdout().contains(marker), "{shell}:\n{}", script.stdout());
+        assert!(script.stdout().contains("replay"), "{shell}: subcommands are completed");
+    }
+}
+
+#[test]
+fn log_of_one_step_refuses_a_step_the_run_does_not_have() {
+    let ws = Workspace::new();
+    ws.write("p.yml", "name: p\nsteps:\n  - id: only\n    uses: ./probe.wasm\n");
+    let run = ws.wharf(&["run", "p.yml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let id = run.run_id();
+    let one = ws.wharf(&["log", &id, "--step", "only"]);
+    assert_eq!(one.code(), 0, "{}", one.all());
+    assert!(one.stdout().contains("probe only attempt 1"), "{}", one.all());
+    let typo = ws.wharf(&["log", &id, "--step", "onyl"]);
+    assert_eq!(typo.code(), 2, "{}", typo.all());
+    assert!(
+        typo.stderr().contains(&format!("run {id} has no step `onyl`")),
+        "{}",
+        typo.all()
+    );
+}

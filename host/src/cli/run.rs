@@ -199,10 +199,9 @@ pub(super) async fn run(
         verbose: args.verbose,
         // Plain output is for files: colour only when asked for.
         color: color && format != Format::Plain || color_forced,
-        workspace: args.workspace.as_ref().map(|w| w.display().to_string()).or_else(|| {
-            let dir = pipeline_dir(&args.file);
-            (dir != Path::new(".")).then(|| dir.display().to_string())
-        }),
+        workspace: Some(args.workspace())
+            .filter(|dir| dir != Path::new("."))
+            .map(|dir| dir.display().to_string()),
         events_file: args.events.clone(),
         codequality: args.codequality.clone(),
         junit: args.junit.clone(),
@@ -278,23 +277,24 @@ pub(super) async fn run(
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
-    let (report, signal) = tokio::select! {
-        report = run => (Some(report), None),
+    // The run's report, or the signal that stopped it.
+    let ended = tokio::select! {
+        report = run => Ok(report),
         signal = interrupted() => {
             events.emit(Event::Notice { message: format!("{}: stopping the run", signal.describe()) });
-            (None, Some(signal))
+            Err(signal)
         }
     };
-    let failed = report.as_ref().is_none_or(|r| r.outcome == Outcome::Failure);
+    let failed = ended.as_ref().map_or(true, |r| r.outcome == Outcome::Failure);
+    let signal = ended.as_ref().err().copied();
     let ledger = deployer.settle(failed, on_failure).await;
     let code = exit_code(failed, signal, &ledger);
     events.emit(Event::RunFinished {
         outcome: if failed { Outcome::Failure } else { Outcome::Success },
         duration: started.elapsed(),
-        summary: match (report, signal) {
-            (Some(report), _) => report.summary,
-            (None, Some(signal)) => tally.summary(signal, &ledger),
-            (None, None) => unreachable!("a run ends by finishing or by a signal"),
+        summary: match ended {
+            Ok(report) => report.summary,
+            Err(signal) => tally.summary(signal, &ledger),
         },
         exit_code: code.code(),
     });

@@ -62,6 +62,16 @@ pub enum TestResult {
     Skipped,
 }
 
+impl TestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestResult::Passed => "passed",
+            TestResult::Failed => "failed",
+            TestResult::Skipped => "skipped",
+        }
+    }
+}
+
 /// What happened to a deployed service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -94,10 +94,7 @@ impl Sink for JournalSink {
                 stream: "test".into(),
                 message: format!(
                     "{suite} {name}: {}{}",
-                    serde_json::to_value(outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
+                    outcome.as_str(),
                     message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
                 ),
             }),

@@ -149,16 +149,18 @@ impl Sink for Junit {
 
 impl Suite {
     fn xml(&self, took: Duration) -> String {
-        let tests = || self.cases.iter().flat_map(|c| &c.tests);
-        let count = |o: Outcome| {
-            let reported = match o {
-                Outcome::Success => TestResult::Passed,
-                Outcome::Failure => TestResult::Failed,
-                Outcome::Skipped => TestResult::Skipped,
-            };
-            self.cases.iter().filter(|c| c.outcome == o).count() + tests().filter(|t| t.outcome == reported).count()
+        // The steps' own cases and the tests they reported, together.
+        let steps = |o: Outcome| self.cases.iter().filter(|c| c.outcome == o).count();
+        let tests = |r: TestResult| {
+            self.cases
+                .iter()
+                .flat_map(|c| &c.tests)
+                .filter(|t| t.outcome == r)
+                .count()
         };
-        let total = self.cases.len() + tests().count();
+        let total = self.cases.iter().map(|c| 1 + c.tests.len()).sum::<usize>();
+        let failures = steps(Outcome::Failure) + tests(TestResult::Failed);
+        let skipped = steps(Outcome::Skipped) + tests(TestResult::Skipped);
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let timestamp = self
             .started
@@ -168,8 +170,8 @@ impl Suite {
             x,
             "<testsuites name=\"wharf\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
             total,
-            count(Outcome::Failure),
-            count(Outcome::Skipped),
+            failures,
+            skipped,
             took.as_secs_f64()
         );
         let _ = writeln!(
@@ -177,8 +179,8 @@ impl Suite {
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" id=\"{}\">",
             attr(&self.pipeline),
             total,
-            count(Outcome::Failure),
-            count(Outcome::Skipped),
+            failures,
+            skipped,
             took.as_secs_f64(),
             attr(timestamp.trim_end_matches('Z')),
             attr(&self.run_id)
