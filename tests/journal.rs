@@ -829,7 +829,7 @@ fn old_runs_are_pruned_by_count_and_age_and_every_run_keeps_a_cap() {
             ws.path()
                 .join(".wharf/runs")
                 .join(id)
-                .join("scratch/wait-1/junk")
+                .join("scratch/step-1/junk")
                 .exists()
         }) {
             break id;

@@ -794,7 +794,7 @@ fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.path().join("scratch/attack-1/junk"))
+            .map(|e| e.path().join("scratch/step-1/junk"))
             .find(|j| std::fs::metadata(j).is_ok_and(|m| m.len() == 8 << 20));
         if let Some(j) = found {
             break j;
@@ -814,6 +814,61 @@ fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
     assert!(
         !junk.parent().unwrap().parent().unwrap().exists(),
         "the next run swept it"
+    );
+}
+
+/// Step directories are reused along a run: the next step finds nothing a step left in
+/// `/run/wharf`, and emptying one follows nothing a step planted there. A step that turns its
+/// output file into a symlink to a workspace file (it cannot write through the link itself)
+/// must not get wharf to truncate that file for it.
+#[test]
+fn a_reused_step_directory_keeps_nothing_and_follows_nothing() {
+    let ws = workspace();
+    ws.write("victim.txt", "precious");
+    ws.write(
+        "plant.yml",
+        r#"name: plant
+steps:
+  - id: plant
+    uses: ./escape-cmd.wasm
+    with: { attack: symlink, target: "/run/wharf/output=../../../../../victim.txt" }
+  - id: junk
+    if: always()
+    uses: ./escape-cmd.wasm
+    with: { attack: fill, target: "/run/wharf/junk=1" }
+  - id: after
+    if: always()
+    uses: ./escape-cmd.wasm
+    with: { attack: read-workspace, target: /run/wharf/junk }
+  - id: output
+    if: always()
+    uses: ./escape-cmd.wasm
+    with: { attack: read-workspace, target: /run/wharf/output }
+"#,
+    );
+    let run = ws.wharf(&["run", "plant.yml", "-v"]);
+    assert!(run.step_line("plant").trim_start().starts_with("FAIL"), "{}", run.all());
+    let log = ws.wharf(&["log", &run.run_id(), "--step", "plant"]);
+    assert!(
+        log.stdout().contains("planted /run/wharf/output"),
+        "the link was planted: {}",
+        log.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("victim.txt")).unwrap(),
+        "precious"
+    );
+    assert!(
+        run.output_of("after", "result")
+            .is_some_and(|r| r.starts_with("blocked")),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        run.output_of("output", "result").as_deref(),
+        Some("read:"),
+        "{}",
+        run.all()
     );
 }
 

@@ -13,6 +13,9 @@
 //! - fork+exec: `/bin/true`, N times in a row, spawned and waited for by this program.
 //!
 //! The marginal cost of a step is (median of N=100 - median of N=1) / 99.
+//!
+//! `WHARF_BENCH_BASELINE=PATH` adds the rows of another wharf binary (an earlier commit's,
+//! say), run in the same workspace and interleaved like the rest, for a before/after.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -107,6 +110,11 @@ fn main() {
     // after the first.
     let warm = ws.wharf(&["run", "chain-1.yml"]);
     assert_eq!(warm.code(), 0, "{}", warm.all());
+    let baseline = std::env::var_os("WHARF_BENCH_BASELINE").map(std::path::PathBuf::from);
+    if let Some(path) = &baseline {
+        let warm = ws.command_of(path, &["run", "chain-1.yml"]).output().unwrap();
+        assert!(warm.status.success(), "baseline {}: {warm:?}", path.display());
+    }
     let docker = docker_image();
     if let Err(why) = &docker {
         println!("docker rows left out: {why}");
@@ -132,6 +140,13 @@ fn main() {
                     }),
                 ),
             ];
+            if let Some(path) = &baseline {
+                let (ws, file) = (&ws, file.clone());
+                cases.push((
+                    "wharf run, baseline",
+                    Box::new(move || timed(ws.command_of(path, &["run", &file]).env("WHARF_KEEP_RUNS", "20"))),
+                ));
+            }
             if docker.is_ok() && round < DOCKER_ROUNDS[i] {
                 cases.push((
                     "docker run",

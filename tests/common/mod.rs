@@ -157,7 +157,12 @@ impl Workspace {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_wharf")), args)
+    }
+
+    /// As [`Workspace::command`], with another wharf binary.
+    pub fn command_of(&self, wharf: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(wharf);
         cmd.args(args)
             .current_dir(self.path())
             .env("WHARF_CACHE_DIR", self.cache.path())

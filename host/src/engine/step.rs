@@ -27,8 +27,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-/// Where a WASI command step finds its output file.
+/// Where a WASI command step finds its output file: `OUTPUT_NAME` in its own directory,
+/// which it sees as `OUTPUT_DIR`.
 pub const OUTPUT_DIR: &str = "/run/wharf";
+pub const OUTPUT_NAME: &str = "output";
 pub const OUTPUT_FILE: &str = "/run/wharf/output";
 
 /// Parameters as the step's kind receives them.
@@ -172,7 +174,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
             builder
                 .preopened_dir(scratch, OUTPUT_DIR, FsPerms::ReadWrite)
                 .map_err(|e| permanent(format!("cannot open the step's output directory: {e}")))?;
-            Some(scratch.join("output"))
+            Some(scratch.join(OUTPUT_NAME))
         }
     };
     let ctx = Context {

@@ -265,7 +265,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         let name = format!("{}-{}", attempt.step, attempt.attempt);
         let in_scratch = |what: &str| {
             scratch
-                .attempt(&format!("{what}-{name}"))
+                .named(&format!("{what}-{name}"))
                 .map_err(|e| format!("replay scratch space {}: {e}", scratch.path().display()))
         };
         let workspace = in_scratch("workspace")?;

@@ -323,10 +323,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             ))
         });
         let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
-        let scratch = match loaded
-            .needs_scratch()
-            .then(|| req.scratch.attempt(&format!("{}-{attempt}", decl.id)))
-        {
+        let scratch = match loaded.needs_scratch().then(|| req.scratch.step_dir()) {
             None => None,
             Some(Ok(dir)) => Some(dir),
             Some(Err(e)) => {
@@ -355,7 +352,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             deployer: Some(req.deployer.clone()),
             grants: grants.clone(),
             preopens: opened.clone(),
-            scratch: scratch.clone(),
+            scratch: scratch.as_ref().map(|dir| dir.path().to_path_buf()),
             tape,
             limits,
         };
@@ -363,9 +360,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         if let Some(recorder) = &recorder {
             recorder.finish();
         }
-        if let Some(dir) = &scratch {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        drop(scratch);
         match result {
             Ok(outputs) => {
                 let redact = |t: &str| req.events.redact(t);
