@@ -5,7 +5,7 @@
 //! in headless chromium.
 
 mod common;
-use common::{Run, Workspace};
+use common::{Run, Workspace, python};
 use std::path::Path;
 use std::process::Command;
 
@@ -171,24 +171,6 @@ fn plain_output_is_timestamped_lines_without_escape_sequences() {
     }
     assert!(!out.contains('\x1b'), "{out:?}");
     assert!(out.contains("last 20 of 31 lines of `test`:"), "{out}");
-}
-
-/// Python with `junitparser` and `selenium` (PyPI) and `jsonschema`: `.ci/run` makes a
-/// virtual environment with them and names it in WHARF_TEST_PYTHON.
-fn python(script: &str, args: &[&Path]) -> std::process::Output {
-    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (.ci/run installs it)"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "{stderr}\n`.ci/run` installs junitparser, jsonschema and selenium and sets WHARF_TEST_PYTHON"
-    );
-    out
 }
 
 /// A JUnit report as `junitparser` reads it: totals, and each case in order.

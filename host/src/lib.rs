@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod engine;
 pub mod events;
 pub mod journal;
+pub mod packages;
 pub mod run;
 pub mod sandbox;
 pub mod targets;

@@ -271,3 +271,21 @@ impl Run {
             })
     }
 }
+
+/// Python with `junitparser`, `selenium`, `pytest` and `oras` (PyPI) and `jsonschema`:
+/// `.ci/run` makes a virtual environment with them and names it in WHARF_TEST_PYTHON.
+pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> std::process::Output {
+    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (.ci/run installs it)"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "{stderr}\n`.ci/run` installs junitparser, jsonschema, selenium, pytest and oras and sets WHARF_TEST_PYTHON"
+    );
+    out
+}

@@ -2,6 +2,8 @@
 //! from workspace files, rootfs unpacking and a distribution-API registry client. The byte
 //! work (tar, gzip, sha256, uploads) is native host code; steps only ask for it.
 
+#[cfg(feature = "registry")]
+pub mod artifact;
 pub mod layer;
 pub mod layout;
 pub mod reference;

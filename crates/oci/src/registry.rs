@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// Manifests are kilobytes; a registry that sends more is cut off.
+pub const MANIFEST_LIMIT: usize = 4 << 20;
 
 #[derive(Clone, Default)]
 pub struct Credentials {
@@ -504,7 +506,17 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(MEDIA_MANIFEST)
             .to_string();
-        let bytes = response.bytes().await.map_err(|e| self.network_error(e))?.to_vec();
+        let mut bytes = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.network_error(e))?);
+            if bytes.len() > MANIFEST_LIMIT {
+                return Err(RegistryError::protocol(
+                    &self.host,
+                    format!("sent a manifest of more than {MANIFEST_LIMIT} bytes for {repository}:{reference}"),
+                ));
+            }
+        }
         let digest = digest_of(&bytes);
         if reference.starts_with("sha256:") && digest != reference {
             return Err(RegistryError::protocol(
@@ -515,8 +527,15 @@ impl Registry {
         Ok((bytes, media_type, digest))
     }
 
-    /// Download a blob into the store, checking its digest.
-    pub async fn fetch_blob(&self, store: &Store, repository: &str, digest: &str) -> Result<(), RegistryError> {
+    /// Download a blob of `size` bytes into the store, checking its digest; a registry that
+    /// sends more is cut off.
+    pub async fn fetch_blob(
+        &self,
+        store: &Store,
+        repository: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), RegistryError> {
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -528,8 +547,16 @@ impl Registry {
         }
         let mut writer = store.blob_writer().map_err(RegistryError::store(digest))?;
         let mut body = response.bytes_stream();
+        let mut received = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| self.network_error(e))?;
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(RegistryError::protocol(
+                    &self.host,
+                    format!("sent more than the {size} bytes of blob {digest}"),
+                ));
+            }
             writer.write_all(&chunk).map_err(RegistryError::store(digest))?;
         }
         writer
@@ -577,15 +604,12 @@ pub async fn push(
     progress: Progress,
 ) -> Result<PushReport, RegistryError> {
     let digest = &image.manifest_descriptor.digest;
-    let blobs: Vec<&Descriptor> = std::iter::once(&image.manifest.config)
-        .chain(&image.manifest.layers)
-        .collect();
     if let Some(existing) = registry.manifest_digest(repository, tag).await? {
         if existing == *digest {
             return Ok(PushReport {
                 digest: digest.clone(),
                 uploaded: 0,
-                skipped: blobs.len() as u32,
+                skipped: 1 + image.manifest.layers.len() as u32,
                 bytes: 0,
             });
         }
@@ -597,6 +621,31 @@ pub async fn push(
             digest: digest.clone(),
         });
     }
+    push_manifest(
+        store,
+        &image.manifest_descriptor,
+        &image.manifest,
+        registry,
+        repository,
+        tag,
+        progress,
+    )
+    .await
+}
+
+/// Push the blobs `manifest` names (those the registry lacks), then the manifest as
+/// `repository:tag`, whatever the tag named before.
+pub async fn push_manifest(
+    store: &Store,
+    manifest_descriptor: &Descriptor,
+    manifest: &Manifest,
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    progress: Progress,
+) -> Result<PushReport, RegistryError> {
+    let digest = &manifest_descriptor.digest;
+    let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(&manifest.layers).collect();
     let mut report = PushReport {
         digest: digest.clone(),
         uploaded: 0,
@@ -622,11 +671,7 @@ pub async fn push(
         report.bytes += blob.size;
     }
     let bytes = store.read_blob(digest).map_err(RegistryError::store(digest.as_str()))?;
-    let media_type = image
-        .manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| MEDIA_MANIFEST.into());
+    let media_type = manifest.media_type.clone().unwrap_or_else(|| MEDIA_MANIFEST.into());
     let pushed = registry.put_manifest(repository, tag, &media_type, &bytes).await?;
     if pushed != *digest {
         return Err(RegistryError::protocol(
@@ -675,7 +720,7 @@ pub async fn pull(
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| RegistryError::protocol(registry.host(), format!("manifest: {e}")))?;
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        registry.fetch_blob(store, repository, &blob.digest).await?;
+        registry.fetch_blob(store, repository, &blob.digest, blob.size).await?;
     }
     store.put_blob(&bytes).map_err(RegistryError::store(digest.as_str()))?;
     let descriptor = Descriptor {

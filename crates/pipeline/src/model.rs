@@ -108,10 +108,15 @@ impl Default for Retry {
 pub enum StepSource {
     Builtin(String),
     File(PathBuf),
+    /// `oci://...` as written, a step published to a registry.
+    Oci(String),
 }
 
 impl StepDecl {
     pub fn source(&self, pipeline_dir: &Path) -> StepSource {
+        if self.uses.starts_with("oci://") {
+            return StepSource::Oci(self.uses.clone());
+        }
         match self.uses.strip_prefix("builtin:") {
             Some(name) => StepSource::Builtin(name.to_string()),
             None => {

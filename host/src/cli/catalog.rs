@@ -2,6 +2,7 @@
 
 use super::outcome::{CommandResult, Exit, Stop};
 use super::run::{Inputs, prepare};
+use crate::capabilities::secrets::SecretStore;
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::Events;
 use crate::pipeline::StepSource;
@@ -15,7 +16,7 @@ pub struct ValidateArgs {
     /// The pipeline file
     file: PathBuf,
     #[command(flatten)]
-    inputs: Inputs,
+    pub(super) inputs: Inputs,
 }
 
 impl ValidateArgs {
@@ -30,9 +31,12 @@ pub struct InspectArgs {
     step: String,
 }
 
-pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs) -> CommandResult {
+pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs, secrets: &SecretStore) -> CommandResult {
     let events = Events::new();
-    let p = prepare(runtime, &args.file, &args.inputs, &events).await?;
+    let p = prepare(runtime, &args.file, &args.inputs, secrets, &events).await?;
+    for warning in &p.warnings {
+        eprintln!("warning: {warning}");
+    }
     outln!(
         "{}: valid · pipeline `{}` · {}",
         args.file.display(),

@@ -18,6 +18,7 @@ mod catalog;
 mod environ;
 mod history;
 mod outcome;
+mod packages;
 pub mod render;
 mod report;
 mod run;
@@ -166,6 +167,23 @@ Exit code 5 when the replay diverges: the report shows the recorded call and the
 
 The page needs no network: open it from a CI artifact or attach it to a ticket.")]
     Report(ReportArgs),
+    /// Record the digest of every step a pipeline uses in wharf.lock beside it
+    #[command(after_help = "Examples:
+  wharf lock pipeline.yml                    # lock what is not locked yet, keep the rest
+  wharf lock pipeline.yml --update           # take what every tag names now
+  wharf lock pipeline.yml --update gate      # only step `gate`
+
+Commit wharf.lock. `wharf run` uses the locked digests and warns where a step strays;
+`wharf run --locked` (for CI) refuses to run instead.")]
+    Lock(packages::LockArgs),
+    /// Fetch every `oci://` step of a pipeline into the step cache, for `wharf run --offline`
+    #[command(after_help = "Examples:
+  wharf pull pipeline.yml
+  wharf pull pipeline.yml --locked && wharf run pipeline.yml --locked --offline")]
+    Pull(packages::PullArgs),
+    /// Steps as packages: publish a step to an OCI registry
+    #[command(subcommand)]
+    Step(packages::StepCommand),
     /// Print a shell completion script
     #[command(after_help = "Examples:
   wharf completions bash > ~/.local/share/bash-completion/completions/wharf
@@ -270,15 +288,28 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
             .map_err(|e| Stop::failed(format!("cannot start the WebAssembly engine: {e:#}")))
     };
     let runtime = match cli.command {
-        Command::Run(_) | Command::Validate(_) | Command::Steps | Command::Inspect(_) | Command::Replay(_) => {
-            Some(engine()?)
-        }
+        Command::Run(_)
+        | Command::Validate(_)
+        | Command::Steps
+        | Command::Inspect(_)
+        | Command::Replay(_)
+        | Command::Step(_) => Some(engine()?),
         _ => None,
     };
+    let step_cache = packages::step_cache(cli.cache_dir.as_deref());
+    let mut cli = cli;
+    match &mut cli.command {
+        Command::Run(args) => args.inputs.sources.cache = step_cache,
+        Command::Validate(args) => args.inputs.sources.cache = step_cache,
+        Command::Lock(args) => args.cache = step_cache,
+        Command::Pull(args) => args.cache = step_cache,
+        Command::Step(packages::StepCommand::Publish(args)) => args.cache = step_cache,
+        _ => {}
+    }
     let runtime = || runtime.as_ref().expect("an engine for this command");
     match cli.command {
         Command::Run(args) => run::run(runtime(), args, color, color_forced, secrets).await,
-        Command::Validate(args) => catalog::validate(runtime(), args).await,
+        Command::Validate(args) => catalog::validate(runtime(), args, &secrets).await,
         Command::Steps => catalog::steps(runtime()).await,
         Command::Inspect(args) => catalog::inspect(runtime(), args).await,
         Command::Status(args) => services::status(args).await,
@@ -289,6 +320,9 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Log(args) => history::log(args),
         Command::Replay(args) => history::replay(runtime(), args, color).await,
         Command::Report(args) => report::report(args),
+        Command::Lock(args) => packages::lock(args, &secrets).await,
+        Command::Pull(args) => packages::pull(args, &secrets).await,
+        Command::Step(command) => packages::step(runtime(), command, &secrets).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "wharf", &mut std::io::stdout());

@@ -24,7 +24,7 @@ pub struct RunArgs {
     /// The pipeline file
     file: PathBuf,
     #[command(flatten)]
-    inputs: Inputs,
+    pub(super) inputs: Inputs,
     /// Directory the steps work in [default: the pipeline file's directory]
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
@@ -88,6 +88,8 @@ pub(super) struct Inputs {
     /// WHARF_PASS_ENV=NAME,NAME). No other variable reaches a pipeline.
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
+    #[command(flatten)]
+    pub(super) sources: super::packages::SourceArgs,
 }
 
 impl Inputs {
@@ -111,6 +113,8 @@ pub(super) struct Prepared {
     pub(super) vars: BTreeMap<String, String>,
     /// The values of the passed variables, read once.
     pub(super) env: BTreeMap<String, String>,
+    /// Where steps stray from wharf.lock, short of stopping the run.
+    pub(super) warnings: Vec<String>,
 }
 
 pub(super) fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, String> {
@@ -127,6 +131,7 @@ pub(super) async fn prepare(
     runtime: &Runtime,
     file: &Path,
     inputs: &Inputs,
+    secrets: &SecretStore,
     events: &Events,
 ) -> Result<Prepared, Stop> {
     let var_args = &inputs.vars;
@@ -147,10 +152,8 @@ pub(super) async fn prepare(
             )));
         }
     }
-    let mut loaded: Vec<Result<Arc<LoadedStep>, LoadProblem>> = Vec::new();
-    for step in &pipeline.steps {
-        loaded.push(runtime.load(&step.source(pipeline.dir()), events).await);
-    }
+    let (loaded, warnings) =
+        super::packages::load_steps(runtime, &pipeline, file, &inputs.sources, secrets, events).await?;
     let shapes: Vec<Result<StepShape, LoadProblem>> = loaded
         .iter()
         .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))
@@ -176,6 +179,7 @@ pub(super) async fn prepare(
         steps,
         vars,
         env,
+        warnings,
     })
 }
 
@@ -209,7 +213,12 @@ pub(super) async fn run(
     let secret_values: Vec<&str> = secrets.values().collect();
     let screen = view.attach(&events, &secret_values).map_err(Stop::invalid)?;
     drop(secret_values);
-    let prepared = prepare(runtime, &args.file, &args.inputs, &events).await?;
+    let prepared = prepare(runtime, &args.file, &args.inputs, &secrets, &events).await?;
+    for warning in &prepared.warnings {
+        events.emit(Event::Notice {
+            message: format!("warning: {warning}"),
+        });
+    }
     let workspace = args
         .workspace
         .clone()

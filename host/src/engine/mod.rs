@@ -151,6 +151,16 @@ impl Runtime {
         Ok(step)
     }
 
+    /// The names a component imports and exports (interfaces, functions).
+    pub fn interfaces(&self, bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let (component, _) = self.cache.load(&self.engine, &digest, bytes)?;
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        Ok((imports, exports))
+    }
+
     /// Load a component from its bytes (a replay's stored components).
     pub async fn load_bytes(
         &self,
@@ -352,6 +362,10 @@ fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
                 },
             }),
         },
+        StepSource::Oci(uses) => Err(LoadProblem {
+            message: format!("{uses} is fetched from its registry, not read here"),
+            help: "resolve `oci://` steps through `packages::Packages` first".into(),
+        }),
         StepSource::File(path) => match crate::bounded::read(path, COMPONENT_LIMIT) {
             Ok(bytes) => Ok((path.display().to_string(), bytes)),
             Err(e) => Err(LoadProblem {
