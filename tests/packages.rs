@@ -78,6 +78,22 @@ print(json.dumps({"manifest": manifest, "files": [[f, hashlib.sha256(open(f, "rb
     let own = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&probe).unwrap()));
     assert_eq!(seen["files"][0][1], own, "oras pulled the component itself");
 
+    // A step built with the SDK reports its own crate's version (gate-v2 is 2.0.0) unless it
+    // says otherwise; `wharf inspect` shows it with the annotations, running nothing.
+    let gate = format!("{}/steps/gate:2.0.0", registry.addr);
+    let published = publish(&ws, &guest("gate_v2"), &gate, &[]);
+    assert_eq!(published.code(), 0, "{}", published.all());
+    let inspect = ws.wharf(&["inspect", &format!("oci://{gate}")]);
+    assert_eq!(inspect.code(), 0, "{}", inspect.all());
+    for line in [
+        "gate-v2 2.0.0 · ",
+        "org.opencontainers.image.version: 2.0.0",
+        "dev.wharf.step.name: gate-v2",
+        "url ",
+    ] {
+        assert!(inspect.stdout().contains(line), "{line}: {}", inspect.all());
+    }
+
     // Publishing is repeatable; a version tag never moves; `latest` needs saying so.
     let again = publish(&ws, &probe, &target, &[]);
     assert_eq!(again.code(), 0, "{}", again.all());

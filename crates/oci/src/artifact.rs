@@ -203,11 +203,18 @@ const MANIFEST_LIMIT: u64 = 4 << 20;
 /// The component of the artifact whose manifest is `digest`, if `store` holds all of it
 /// intact. Every blob read back is checked against its digest (a cache is untrusted input).
 pub fn cached_component(store: &Store, digest: &str, limit: u64) -> Result<Option<Vec<u8>>, FetchError> {
-    let Some(bytes) = read_checked(store, digest, MANIFEST_LIMIT)? else {
+    let Some(manifest) = cached_manifest(store, digest, limit)? else {
         return Ok(None);
     };
-    let manifest = step_manifest(&bytes, digest, limit)?;
     read_checked(store, &manifest.layers[0].digest, limit)
+}
+
+/// The manifest of the artifact `digest`, if `store` holds it intact.
+pub fn cached_manifest(store: &Store, digest: &str, limit: u64) -> Result<Option<Manifest>, FetchError> {
+    match read_checked(store, digest, MANIFEST_LIMIT)? {
+        Some(bytes) => step_manifest(&bytes, digest, limit).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The manifest `digest` in `bytes`, checked to be a Wasm component's within `limit`.

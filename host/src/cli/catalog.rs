@@ -27,8 +27,10 @@ impl ValidateArgs {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// `builtin:NAME` or a path to a .wasm component
+    /// `builtin:NAME`, a path to a .wasm component, or `oci://REGISTRY/REPO:VERSION`
     step: String,
+    #[arg(skip)]
+    pub(super) cache: Option<PathBuf>,
 }
 
 pub(super) async fn validate(runtime: &Runtime, args: ValidateArgs, secrets: &SecretStore) -> CommandResult {
@@ -143,7 +145,10 @@ pub(super) async fn steps(runtime: &Runtime) -> CommandResult {
     Ok(Exit::Success)
 }
 
-pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> CommandResult {
+pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs, secrets: &SecretStore) -> CommandResult {
+    if args.step.starts_with(crate::packages::SCHEME) {
+        return super::packages::inspect(runtime, &args.step, args.cache.as_deref(), secrets).await;
+    }
     let source = match args.step.strip_prefix("builtin:") {
         Some(name) => StepSource::Builtin(name.into()),
         None => StepSource::File(PathBuf::from(&args.step)),
@@ -153,6 +158,12 @@ pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> CommandResu
         .await
         .map_err(|p| Stop::invalid(format!("{}\n  = help: {}", p.message, p.help)))?;
     outln!("{}  ({})", step.origin, step.digest);
+    describe(&step);
+    Ok(Exit::Success)
+}
+
+/// What a loaded step declares: parameters, outputs, capabilities; or how a command works.
+pub(super) fn describe(step: &LoadedStep) {
     match &step.info {
         Some(info) => print_info(info),
         None => {
@@ -162,7 +173,6 @@ pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs) -> CommandResu
             outln!("  exit code 0 is success.");
         }
     }
-    Ok(Exit::Success)
 }
 
 fn print_info(info: &StepInfo) {

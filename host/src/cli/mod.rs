@@ -111,7 +111,8 @@ Every problem is reported with file, line and column. Exit code 2 when invalid."
     /// Show what a step declares: parameters, outputs, capabilities
     #[command(after_help = "Examples:
   wharf inspect builtin:version
-  wharf inspect ./steps/my-step.wasm")]
+  wharf inspect ./steps/my-step.wasm
+  wharf inspect oci://ghcr.io/acme/steps/my-step:1.2.0   # digest, size, annotations too")]
     Inspect(InspectArgs),
     /// Show deployed services: state, current and previous revision, instances
     #[command(after_help = "Examples:
@@ -302,6 +303,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Run(args) => args.inputs.sources.cache = step_cache,
         Command::Validate(args) => args.inputs.sources.cache = step_cache,
         Command::Lock(args) => args.cache = step_cache,
+        Command::Inspect(args) => args.cache = step_cache,
         Command::Pull(args) => args.cache = step_cache,
         Command::Step(packages::StepCommand::Publish(args)) => args.cache = step_cache,
         _ => {}
@@ -311,7 +313,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Run(args) => run::run(runtime(), args, color, color_forced, secrets).await,
         Command::Validate(args) => catalog::validate(runtime(), args, &secrets).await,
         Command::Steps => catalog::steps(runtime()).await,
-        Command::Inspect(args) => catalog::inspect(runtime(), args).await,
+        Command::Inspect(args) => catalog::inspect(runtime(), args, &secrets).await,
         Command::Status(args) => services::status(args).await,
         Command::Confirm(args) => services::decide(args, true).await,
         Command::Rollback(args) => services::decide(args, false).await,

@@ -400,3 +400,32 @@ fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }
+
+/// `wharf inspect oci://...`: what the step declares, its digest, size and annotations,
+/// without running it.
+pub(super) async fn inspect(
+    runtime: &Runtime,
+    uses: &str,
+    cache: Option<&Path>,
+    secrets: &SecretStore,
+) -> CommandResult {
+    let store = open_packages(cache, false, secrets)?;
+    let resolved = store
+        .resolve_oci(uses, None, Path::new(lock::FILE_NAME), LockMode::Use)
+        .await
+        .map_err(|e| Stop::invalid(format!("{e}\n  = help: {}", e.help())))?;
+    let manifest = store.manifest(&resolved.digest);
+    let size = resolved.bytes.len();
+    let step = runtime
+        .load_bytes(resolved.origin.clone(), resolved.bytes, &Events::new())
+        .await
+        .map_err(|p| Stop::invalid(format!("{}\n  = help: {}", p.message, p.help)))?;
+    outln!("{}", resolved.origin);
+    outln!("  component {} ({size} bytes)", step.digest);
+    for (key, value) in manifest.and_then(|m| m.annotations).unwrap_or_default() {
+        outln!("  {key}: {value}");
+    }
+    outln!();
+    super::catalog::describe(&step);
+    Ok(Exit::Success)
+}

@@ -246,6 +246,13 @@ impl Packages {
         })
     }
 
+    /// The manifest of artifact `digest` in the cache (after [`Packages::resolve_oci`]).
+    pub fn manifest(&self, digest: &str) -> Option<crate::oci::Manifest> {
+        artifact::cached_manifest(&self.store, digest, COMPONENT_LIMIT)
+            .ok()
+            .flatten()
+    }
+
     /// Resolve the `uses:` of a step (`oci://...` or a local file already read) against the
     /// lock in `lock_path`.
     pub async fn resolve_oci(

@@ -11,7 +11,6 @@ struct Build;
 impl Step for Build {
     fn describe() -> StepInfo {
         StepInfo::new("build", "Run the build command and package the result as an OCI image")
-            .version(env!("CARGO_PKG_VERSION"))
             .param(param::text(
                 "command",
                 "Build program to run first (e.g. cargo, make); none to only package",

@@ -14,7 +14,6 @@ struct Exec;
 impl Step for Exec {
     fn describe() -> StepInfo {
         StepInfo::new("exec", "Run one program in the workspace and fail when it fails")
-            .version(env!("CARGO_PKG_VERSION"))
             .param(param::text("program", "Program to run, found on PATH or relative to the workspace").required())
             .param(param::text_list("args", "Arguments"))
             .param(param::text_map("env", "Environment variables for the program"))

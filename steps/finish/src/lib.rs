@@ -10,7 +10,6 @@ struct Finish;
 impl Step for Finish {
     fn describe() -> StepInfo {
         StepInfo::new("finish", "Confirm an upgrade or roll it back")
-            .version(env!("CARGO_PKG_VERSION"))
             .param(param::text("service", "Service name").required())
             .param(param::text("mode", "`confirm`, `rollback` or `auto`").default_text("auto"))
             .param(param::text("gate", "With `auto`: the gate's outcome, `${{ steps.GATE.outcome }}`").default_text(""))

@@ -22,7 +22,6 @@ const BODY_LIMIT: usize = 64 * 1024;
 impl Step for Gate {
     fn describe() -> StepInfo {
         StepInfo::new("http-gate", "Pass when a URL answers the expected status and body")
-            .version(env!("CARGO_PKG_VERSION"))
             .param(param::text("url", "http:// or https:// URL to GET").required())
             .param(param::integer("expect-status", "Expected HTTP status").default_int(200))
             .param(param::text("body-contains", "Text the body must contain"))

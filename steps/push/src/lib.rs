@@ -25,7 +25,6 @@ impl Step for Push {
             "push",
             "Push an image to an OCI registry under an immutable version tag",
         )
-        .version(env!("CARGO_PKG_VERSION"))
         .param(
             param::text(
                 "image",

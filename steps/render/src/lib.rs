@@ -33,7 +33,6 @@ impl Step for Render {
             "render",
             "Render a template over live service instances; reload on change",
         )
-        .version(env!("CARGO_PKG_VERSION"))
         .param(param::text("template", "Template file (minijinja), relative to the workspace").required())
         .param(param::text("output", "File to write, relative to the workspace").required())
         .param(

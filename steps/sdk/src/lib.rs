@@ -23,7 +23,8 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "typed-step",
-        path: "../../wit",
+        // `wit/` here links to the repository's `wit/` and is packaged with the crate.
+        path: "wit",
         pub_export_macro: true,
         default_bindings_module: "wharf_step::bindings",
         export_macro_name: "export_bindings",
@@ -52,7 +53,12 @@ macro_rules! export {
     ($ty:ident) => {
         impl $crate::Guest for $ty {
             fn describe() -> $crate::RawStepInfo {
-                <$ty as $crate::Step>::describe().into_raw()
+                let mut info = <$ty as $crate::Step>::describe().into_raw();
+                // Expanded in the step's crate: its own version, unless the step set one.
+                if info.version.is_empty() {
+                    info.version = env!("CARGO_PKG_VERSION").into();
+                }
+                info
             }
             fn run(ctx: $crate::RawContext) -> Result<$crate::Outputs, $crate::StepError> {
                 <$ty as $crate::Step>::run($crate::Context::from_raw(ctx))
@@ -66,7 +72,8 @@ macro_rules! export {
 pub struct StepInfo(RawStepInfo);
 
 impl StepInfo {
-    /// The step's version is the crate's, so a rebuilt step reports what it is.
+    /// Unless [`StepInfo::version`] says otherwise, [`export!`] gives the step its own
+    /// crate's version (`CARGO_PKG_VERSION`), so a rebuilt step reports what it is.
     pub fn new(name: &str, summary: &str) -> Self {
         Self(RawStepInfo {
             name: name.into(),

@@ -32,7 +32,6 @@ fn mutable(tag: &str) -> bool {
 impl Step for Upgrade {
     fn describe() -> StepInfo {
         StepInfo::new("upgrade", "Rolling upgrade of a service to an image pinned by digest")
-            .version(env!("CARGO_PKG_VERSION"))
             .param(param::text("service", "Service name").required())
             .param(param::text("image", "Image with digest (the push step's `image`)").required())
             .param(param::text(

@@ -13,7 +13,6 @@ impl Step for Version {
             "version",
             "Derive an immutable version (TAG-COMMITS-SHA) from git describe",
         )
-        .version(env!("CARGO_PKG_VERSION"))
         .param(param::boolean("allow-dirty", "Accept uncommitted changes and append `-dirty`").default_bool(false))
         .output("version", "TAG-COMMITS-SHA, e.g. 1.0.1-22-7e56158")
         .output(
