@@ -17,6 +17,7 @@ macro_rules! outln {
 mod catalog;
 mod environ;
 mod history;
+mod new;
 mod outcome;
 mod packages;
 pub mod render;
@@ -182,6 +183,9 @@ Commit wharf.lock. `wharf run` uses the locked digests and warns where a step st
   wharf pull pipeline.yml
   wharf pull pipeline.yml --locked && wharf run pipeline.yml --locked --offline")]
     Pull(packages::PullArgs),
+    /// Scaffold a step project or a pipeline
+    #[command(subcommand)]
+    New(new::NewCommand),
     /// Steps as packages: publish a step to an OCI registry
     #[command(subcommand)]
     Step(packages::StepCommand),
@@ -323,6 +327,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Replay(args) => history::replay(runtime(), args, color).await,
         Command::Report(args) => report::report(args),
         Command::Lock(args) => packages::lock(args, &secrets).await,
+        Command::New(command) => new::new(command),
         Command::Pull(args) => packages::pull(args, &secrets).await,
         Command::Step(command) => packages::step(runtime(), command, &secrets).await,
         Command::Completions { shell } => {

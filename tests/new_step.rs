@@ -1,0 +1,83 @@
+//! `wharf new`: a scaffolded step project builds with cargo alone (the SDK and its WIT come
+//! with it) and its pipeline passes; a scaffolded pipeline validates.
+
+mod common;
+use common::{Run, Workspace};
+use std::path::Path;
+
+fn cargo_build(dir: &Path) {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "--target", "wasm32-wasip2", "--release"])
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `wharf ARGS` in `dir`, with the workspace's caches.
+fn wharf_in(ws: &Workspace, dir: &Path, args: &[&str]) -> Run {
+    Run(ws.command(args).current_dir(dir).output().unwrap())
+}
+
+#[test]
+fn a_new_step_builds_and_its_pipeline_passes_in_each_language() {
+    let ws = Workspace::new();
+    for (name, lang, wasm) in [
+        ("hello-step", "rust", "hello_step"),
+        ("plain-step", "command", "plain-step"),
+    ] {
+        let created = ws.wharf(&["new", "step", name, "--lang", lang]);
+        assert_eq!(created.code(), 0, "{}", created.all());
+        let dir = ws.path().join(name);
+        for file in ["Cargo.toml", "pipeline.yml", "README.md", ".gitignore"] {
+            assert!(dir.join(file).is_file(), "{lang}: no {file}");
+        }
+        cargo_build(&dir);
+        let run = wharf_in(&ws, &dir, &["run", "pipeline.yml", "-v"]);
+        assert_eq!(run.code(), 0, "{lang}: {}", run.all());
+        let greeting = run.output_of("greet", "greeting").unwrap_or_default();
+        assert!(greeting.to_lowercase().starts_with("hello, wharf"), "{}", run.all());
+        let component = format!("target/wasm32-wasip2/release/{wasm}.wasm");
+        let inspect = wharf_in(&ws, &dir, &["inspect", &component]);
+        assert_eq!(inspect.code(), 0, "{}", inspect.all());
+        if lang == "rust" {
+            // Typed: its parameters are checked before a run, and its version is its crate's.
+            assert!(
+                inspect.stdout().contains("hello-step 0.1.0 · Greets someone"),
+                "{}",
+                inspect.all()
+            );
+            std::fs::write(
+                dir.join("bad.yml"),
+                format!("name: bad\nsteps:\n  - id: greet\n    uses: ./{component}\n"),
+            )
+            .unwrap();
+            let bad = wharf_in(&ws, &dir, &["run", "bad.yml"]);
+            assert_eq!(bad.code(), 2, "{}", bad.all());
+            assert!(bad.stderr().contains("needs parameter `name`"), "{}", bad.all());
+        }
+    }
+    // Nothing of the user's is overwritten; names are checked.
+    let again = ws.wharf(&["new", "step", "hello-step"]);
+    assert_eq!(again.code(), 2, "{}", again.all());
+    assert!(again.stderr().contains("already exists"), "{}", again.all());
+    let bad = ws.wharf(&["new", "step", "Hello_Step"]);
+    assert_eq!(bad.code(), 2, "{}", bad.all());
+    assert!(!ws.path().join("Hello_Step").exists());
+}
+
+#[test]
+fn a_new_pipeline_validates() {
+    let ws = Workspace::new();
+    let created = ws.wharf(&["new", "pipeline", "svc"]);
+    assert_eq!(created.code(), 0, "{}", created.all());
+    let valid = ws.wharf(&["validate", "svc/pipeline.yml"]);
+    assert_eq!(valid.code(), 0, "{}", valid.all());
+    assert!(valid.stdout().contains("valid"), "{}", valid.all());
+}
