@@ -277,3 +277,57 @@ fn an_image_is_not_a_step() {
         run.all()
     );
 }
+
+#[test]
+fn a_registry_login_comes_from_wharf_secrets_or_from_docker_login() {
+    let registry = Registry::start_with_user("ci", "s3cret");
+    let ws = Workspace::new();
+    let (cmd, _) = components();
+    let key: String = registry
+        .addr
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let target = format!("{}/private/cmd:1.0.0", registry.addr);
+    let step = cmd.display().to_string();
+    let published = Run(ws
+        .command(&["step", "publish", &step, &target])
+        .env(format!("WHARF_REGISTRY_USER_{key}"), "ci")
+        .env(format!("WHARF_SECRET_REGISTRY_{key}"), "s3cret")
+        .output()
+        .unwrap());
+    assert_eq!(published.code(), 0, "{}", published.all());
+
+    one_step(&ws, &format!("oci://{target}"));
+    let docker = ws.path().join("docker");
+    let fresh_cache = tempfile::tempdir().unwrap();
+    let anonymous = Run(ws
+        .command(&["run", "pipeline.yml"])
+        .env("WHARF_CACHE_DIR", fresh_cache.path())
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap());
+    assert_eq!(anonymous.code(), 2, "{}", anonymous.all());
+    assert!(
+        anonymous.stderr().contains("requires authentication")
+            && anonymous.stderr().contains(&format!("WHARF_REGISTRY_USER_{key}")),
+        "{}",
+        anonymous.all()
+    );
+
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:s3cret");
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let logged_in = Run(ws
+        .command(&["run", "pipeline.yml", "-v"])
+        .env("WHARF_CACHE_DIR", fresh_cache.path())
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap());
+    assert_eq!(logged_in.code(), 0, "{}", logged_in.all());
+    assert_eq!(logged_in.output_of("hello", "x").as_deref(), Some("hi"));
+}

@@ -250,7 +250,16 @@ impl Registry {
                 request = request.header(AUTHORIZATION, auth);
             }
             let response = request.send().await.map_err(|e| self.network_error(e))?;
-            if response.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            if attempt == 1 {
+                // An anonymous token that does not cover this (a push, a private repository).
+                if self.credentials.username.is_none() && self.credentials.password.is_none() {
+                    return Err(RegistryError::NeedsCredentials {
+                        host: self.host.clone(),
+                    });
+                }
                 return Ok(response);
             }
             let challenge = response
@@ -284,15 +293,20 @@ impl Registry {
             detail: why.to_string(),
         };
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
-        let (Some(user), Some(pass)) = (&self.credentials.username, &self.credentials.password) else {
-            if self.credentials.password.is_some() {
-                return Err(denied(" (bearer token)"));
+        let login = match (&self.credentials.username, &self.credentials.password) {
+            (Some(user), Some(pass)) => Some((user, pass)),
+            (None, Some(_)) => return Err(denied(" (bearer token)")),
+            // Anonymous: public registries hand a pull token to anyone who asks for one.
+            _ if scheme.eq_ignore_ascii_case("bearer") => None,
+            _ => {
+                return Err(RegistryError::NeedsCredentials {
+                    host: self.host.clone(),
+                });
             }
-            return Err(RegistryError::NeedsCredentials {
-                host: self.host.clone(),
-            });
         };
-        if scheme.eq_ignore_ascii_case("basic") {
+        if let Some((user, pass)) = login
+            && scheme.eq_ignore_ascii_case("basic")
+        {
             let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{pass}"));
             return HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| denied(""));
         }
@@ -323,14 +337,16 @@ impl Registry {
             .into_iter()
             .filter(|(k, _)| k == "service" || k == "scope")
             .collect();
-        let response = self
-            .http
-            .get(&realm)
-            .query(&query)
-            .basic_auth(user, Some(pass))
-            .send()
-            .await
-            .map_err(|e| self.network_error(e))?;
+        let mut request = self.http.get(&realm).query(&query);
+        if let Some((user, pass)) = login {
+            request = request.basic_auth(user, Some(pass));
+        }
+        let response = request.send().await.map_err(|e| self.network_error(e))?;
+        if login.is_none() && response.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::NeedsCredentials {
+                host: self.host.clone(),
+            });
+        }
         if !response.status().is_success() {
             return Err(denied(&format!(" (token endpoint answered {})", response.status())));
         }
@@ -752,8 +768,8 @@ mod tests {
     /// A stand-in for a registry with a token service: no token server runs here (Debian has
     /// none), so this checks the client's side of the bearer flow only. Real pushes, with
     /// basic auth, are tested against docker-registry in tests/registry_push.rs.
-    #[tokio::test]
-    async fn bearer_token_flow() {
+    /// The stand-in's address, and every request it has seen.
+    async fn token_registry() -> (std::net::SocketAddr, std::sync::Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
@@ -781,29 +797,51 @@ mod tests {
                 sock.write_all(response.as_bytes()).await.unwrap();
             }
         });
-        let registry = Registry::new(
-            &addr.to_string(),
-            Credentials {
-                username: Some("ci".into()),
-                password: Some("pw".into()),
-            },
-        )
-        .unwrap();
+        (addr, seen)
+    }
+
+    /// Look a tag up through the stand-in with `credentials`: the request for a token, and
+    /// the last request made.
+    async fn token_flow(credentials: Credentials) -> (String, String) {
+        let (addr, seen) = token_registry().await;
+        let registry = Registry::new(&addr.to_string(), credentials).unwrap();
         assert_eq!(registry.manifest_digest("team/app", "1.0.0").await.unwrap(), None);
         let seen = seen.lock().unwrap();
         let token_request = seen
             .iter()
             .find(|r| r.starts_with("GET /token"))
-            .expect("no token request");
+            .expect("no token request")
+            .clone();
         assert!(token_request.contains("service=test"), "{token_request}");
         assert!(
             token_request.contains("scope=repository%3Ateam%2Fapp%3Apull"),
             "{token_request}"
         );
+        (token_request, seen.last().unwrap().clone())
+    }
+
+    #[tokio::test]
+    async fn bearer_token_flow() {
+        let (token_request, last) = token_flow(Credentials {
+            username: Some("ci".into()),
+            password: Some("pw".into()),
+        })
+        .await;
         // Basic credentials go to the token endpoint only.
         let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ci:pw");
         assert!(token_request.contains(&format!("Basic {basic}")), "{token_request}");
-        assert!(seen.last().unwrap().contains("Bearer t0ken"));
+        assert!(last.contains("Bearer t0ken"));
+    }
+
+    /// Without credentials, the token is asked for anonymously, as public registries allow.
+    #[tokio::test]
+    async fn anonymous_bearer_token_flow() {
+        let (token_request, last) = token_flow(Credentials::default()).await;
+        assert!(
+            !token_request.to_ascii_lowercase().contains("authorization:"),
+            "{token_request}"
+        );
+        assert!(last.contains("Bearer t0ken"));
     }
 
     #[test]

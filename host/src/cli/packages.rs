@@ -56,13 +56,18 @@ fn open_packages(cache: Option<&Path>, offline: bool, secrets: &SecretStore) -> 
 }
 
 /// A registry's credentials: user `WHARF_REGISTRY_USER_<HOST>`, password the secret
-/// `REGISTRY_<HOST>`, `<HOST>` as [`packages::credentials_key`] spells it.
+/// `REGISTRY_<HOST>` (`<HOST>` as [`packages::credentials_key`] spells it); else the login
+/// `docker login` stored; else none.
 fn credentials(host: &str, secrets: &SecretStore) -> Credentials {
     let key = packages::credentials_key(host);
-    Credentials {
+    let own = Credentials {
         username: std::env::var(format!("WHARF_REGISTRY_USER_{key}")).ok(),
         password: secrets.get(&format!("REGISTRY_{key}")).map(String::from),
+    };
+    if own.username.is_some() || own.password.is_some() {
+        return own;
     }
+    packages::docker_login(host).unwrap_or_default()
 }
 
 fn problem(e: PackageError) -> LoadProblem {

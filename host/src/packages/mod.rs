@@ -126,6 +126,13 @@ impl PackageError {
             PackageError::Fetch { source, .. } if matches!(**source, FetchError::Offline { .. }) => {
                 "fetch it into the cache first with `wharf pull PIPELINE` (online)".into()
             }
+            PackageError::Registry { uses, source } if matches!(**source, RegistryError::NeedsCredentials { .. }) => {
+                let host = StepRef::parse(uses.strip_prefix(SCHEME).unwrap_or(uses))
+                    .map(|r| r.registry)
+                    .unwrap_or_default();
+                let key = credentials_key(&host);
+                format!("set WHARF_REGISTRY_USER_{key} and the secret REGISTRY_{key}, or `docker login {host}`")
+            }
             _ => "check the reference and that the registry is reachable".into(),
         }
     }
@@ -398,6 +405,32 @@ pub fn credentials_key(host: &str) -> String {
 
 /// Credentials for a registry host.
 pub type CredentialsFor = Box<dyn Fn(&str) -> Credentials + Send + Sync>;
+
+/// The login `docker login HOST` stored for `host` in Docker's `config.json`
+/// (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), read only: an `auths`
+/// entry's `auth` (base64 of `USER:PASSWORD`). Credential helpers are not asked.
+pub fn docker_login(host: &str) -> Option<Credentials> {
+    let path = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?
+        .join("config.json");
+    let text = wharf_fs::bounded::read_text(&path, 1 << 20).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let entry = [host.to_string(), format!("https://{host}"), format!("http://{host}")]
+        .iter()
+        .find_map(|key| auths.get(key))?;
+    let encoded = entry.get("auth")?.as_str()?;
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).ok()?;
+    let (user, password) = String::from_utf8(decoded)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))?;
+    Some(Credentials {
+        username: Some(user),
+        password: Some(password),
+    })
+}
 
 #[cfg(test)]
 mod tests {
