@@ -72,6 +72,63 @@ fn a_new_step_builds_and_its_pipeline_passes_in_each_language() {
     assert!(!ws.path().join("Hello_Step").exists());
 }
 
+/// The Python template, built with componentize-py (PyPI; `.ci/run` installs it beside
+/// WHARF_TEST_PYTHON): a parameter, an output, an annotation and a typed error.
+#[test]
+fn a_new_python_step_builds_with_componentize_py_and_runs() {
+    let ws = Workspace::new();
+    let created = ws.wharf(&["new", "step", "py-step", "--lang", "python"]);
+    assert_eq!(created.code(), 0, "{}", created.all());
+    let dir = ws.path().join("py-step");
+    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let bin = Path::new(&python).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let build = std::process::Command::new("./build.sh")
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh (componentize-py from PyPI; .ci/run installs it): {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let run = wharf_in(&ws, &dir, &["run", "pipeline.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(
+        run.output_of("greet", "greeting").as_deref(),
+        Some("hello, wharf"),
+        "{}",
+        run.all()
+    );
+    let inspect = wharf_in(&ws, &dir, &["inspect", "py-step.wasm"]);
+    assert!(
+        inspect.stdout().contains("py-step 0.1.0 · Greets someone"),
+        "{}",
+        inspect.all()
+    );
+    assert!(inspect.stdout().contains("(text, required)"), "{}", inspect.all());
+
+    std::fs::write(
+        dir.join("more.yml"),
+        "name: more\nsteps:\n  - id: nobody\n    uses: ./py-step.wasm\n    with: { name: nobody }\n  - id: empty\n    uses: ./py-step.wasm\n    with: { name: \" \" }\n",
+    )
+    .unwrap();
+    let more = wharf_in(&ws, &dir, &["run", "more.yml", "--output", "github"]);
+    assert_eq!(more.code(), 1, "{}", more.all());
+    assert!(
+        more.stdout()
+            .contains("::warning file=pipeline.yml,title=py-step::greeting nobody"),
+        "the annotation: {}",
+        more.all()
+    );
+    assert!(
+        more.stdout().contains("invalid-input: `name` is empty"),
+        "the typed error: {}",
+        more.all()
+    );
+}
+
 #[test]
 fn a_new_pipeline_validates() {
     let ws = Workspace::new();

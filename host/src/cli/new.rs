@@ -10,6 +10,7 @@ pub enum NewCommand {
     /// A step project: source, build command, a pipeline that runs it, a README
     #[command(after_help = "Examples:
   wharf new step hello                    # a typed step in Rust (the SDK is copied in)
+  wharf new step hello --lang python      # a typed step in Python (componentize-py)
   wharf new step hello --lang command     # a plain WASI command, no SDK
   cd hello && cargo build --target wasm32-wasip2 --release && wharf run pipeline.yml -v")]
     Step(NewStepArgs),
@@ -24,6 +25,8 @@ pub enum NewCommand {
 pub enum Lang {
     /// A typed step with the wharf-step SDK: parameters and outputs checked before a run
     Rust,
+    /// A typed step in Python, built with componentize-py (PyPI)
+    Python,
     /// A plain WASI command: parameters in WHARF_PARAM_*, outputs to WHARF_OUTPUT
     Command,
 }
@@ -66,15 +69,34 @@ const STEP_RUST: &[File] = &[
         include_str!("../../templates/new/sdk-Cargo.toml.tmpl"),
     ),
     ("wharf-step/src/lib.rs", include_str!("../../../steps/sdk/src/lib.rs")),
-    ("wharf-step/wit/types.wit", include_str!("../../../wit/types.wit")),
-    ("wharf-step/wit/world.wit", include_str!("../../../wit/world.wit")),
-    ("wharf-step/wit/log.wit", include_str!("../../../wit/log.wit")),
-    ("wharf-step/wit/process.wit", include_str!("../../../wit/process.wit")),
-    ("wharf-step/wit/source.wit", include_str!("../../../wit/source.wit")),
-    ("wharf-step/wit/secrets.wit", include_str!("../../../wit/secrets.wit")),
-    ("wharf-step/wit/images.wit", include_str!("../../../wit/images.wit")),
-    ("wharf-step/wit/registry.wit", include_str!("../../../wit/registry.wit")),
-    ("wharf-step/wit/deploy.wit", include_str!("../../../wit/deploy.wit")),
+];
+
+/// The contract, for the SDK and componentize-py to bind: `wit/` of this repository.
+const WIT: &[File] = &[
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("world.wit", include_str!("../../../wit/world.wit")),
+    ("log.wit", include_str!("../../../wit/log.wit")),
+    ("process.wit", include_str!("../../../wit/process.wit")),
+    ("source.wit", include_str!("../../../wit/source.wit")),
+    ("secrets.wit", include_str!("../../../wit/secrets.wit")),
+    ("images.wit", include_str!("../../../wit/images.wit")),
+    ("registry.wit", include_str!("../../../wit/registry.wit")),
+    ("deploy.wit", include_str!("../../../wit/deploy.wit")),
+];
+
+const STEP_PYTHON: &[File] = &[
+    ("app.py", include_str!("../../templates/new/step-python/app.py")),
+    (
+        "wharf_step.py",
+        include_str!("../../templates/new/step-python/wharf_step.py"),
+    ),
+    ("build.sh", include_str!("../../templates/new/step-python/build.sh")),
+    (
+        "pipeline.yml",
+        include_str!("../../templates/new/step-python/pipeline.yml"),
+    ),
+    ("README.md", include_str!("../../templates/new/step-python/README.md")),
+    (".gitignore", include_str!("../../templates/new/step-python/gitignore")),
 ];
 
 const STEP_COMMAND: &[File] = &[
@@ -127,25 +149,42 @@ pub(super) fn new(command: NewCommand) -> CommandResult {
                 )));
             }
             let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
-            let files = match args.lang {
-                Lang::Rust => STEP_RUST,
-                Lang::Command => STEP_COMMAND,
+            let (files, wit, build) = match args.lang {
+                Lang::Rust => (
+                    STEP_RUST,
+                    Some("wharf-step/wit"),
+                    "cargo build --target wasm32-wasip2 --release",
+                ),
+                Lang::Python => (STEP_PYTHON, Some("wit"), "./build.sh   # needs componentize-py (PyPI)"),
+                Lang::Command => (STEP_COMMAND, None, "cargo build --target wasm32-wasip2 --release"),
             };
+            let wit_files: Vec<(String, &str)> = wit
+                .map(|dir| {
+                    WIT.iter()
+                        .map(|(name, text)| (format!("{dir}/{name}"), *text))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let all = files
+                .iter()
+                .map(|(path, text)| (path.to_string(), *text))
+                .chain(wit_files);
             let fill = |text: &str| {
                 text.replace("{{name}}", &args.name)
                     .replace("{{crate}}", &args.name.replace('-', "_"))
                     .replace("{{version}}", env!("CARGO_PKG_VERSION"))
                     .replace("{{wit_bindgen}}", WIT_BINDGEN)
             };
-            write_all(&dir, files, fill)?;
+            write_all(&dir, all, fill)?;
             outln!("created {}", dir.display());
             outln!("  cd {}", dir.display());
-            outln!("  cargo build --target wasm32-wasip2 --release");
+            outln!("  {build}");
             outln!("  wharf run pipeline.yml -v");
             Ok(Exit::Success)
         }
         NewCommand::Pipeline(args) => {
-            write_all(&args.dir, PIPELINE, str::to_string)?;
+            let files = PIPELINE.iter().map(|(path, text)| (path.to_string(), *text));
+            write_all(&args.dir, files, str::to_string)?;
             outln!("created {}", args.dir.display());
             outln!("  wharf validate {}", args.dir.join("pipeline.yml").display());
             outln!("  (it versions from git: `git init`, commit and tag v0.1.0 before a run)");
@@ -165,7 +204,11 @@ fn valid_name(name: &str) -> bool {
 
 /// Write every file beneath `dir`, which must not exist yet (nothing of the user's is
 /// overwritten); on failure, what was created is removed again.
-fn write_all(dir: &Path, files: &[File], fill: impl Fn(&str) -> String) -> Result<(), Stop> {
+fn write_all<'a>(
+    dir: &Path,
+    files: impl Iterator<Item = (String, &'a str)>,
+    fill: impl Fn(&str) -> String,
+) -> Result<(), Stop> {
     if dir.exists() {
         return Err(Stop::invalid(format!(
             "{} already exists; `wharf new` creates a new directory (pick another name or --dir)",
@@ -173,12 +216,16 @@ fn write_all(dir: &Path, files: &[File], fill: impl Fn(&str) -> String) -> Resul
         )));
     }
     let written = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         for (path, text) in files {
-            let to = dir.join(path);
+            let to = dir.join(&path);
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&to, fill(text))?;
+            if path.ends_with(".sh") {
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
+            }
         }
         Ok(())
     })();
