@@ -102,7 +102,7 @@ fn the_host_filesystem_is_out_of_reach() {
             "{uses}: a granted write failed"
         );
         assert!(ws.path().join("out/new.txt").exists());
-        std::fs::remove_dir_all(ws.path().join("out")).unwrap();
+        std::fs::remove_file(ws.path().join("out/result.txt")).unwrap();
     }
 }
 
@@ -1056,4 +1056,124 @@ fn programs_die_with_a_killed_wharf() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     assert!(survivors.is_empty(), "{survivors:?} outlived the killed wharf");
+}
+
+/// `wharf run --audit`, for a step someone else wrote: what the grants refuse to files,
+/// programs and HTTP is let through and noted; secrets, deploys and the metadata service
+/// stay refused; the journal says it was an audit, and `wharf grants RUN` prints each step's
+/// smallest `allow:`, which, pasted in, lets the pipeline run for real.
+#[test]
+fn an_audit_run_notes_what_steps_need_and_grants_prints_it() {
+    let ws = workspace();
+    let (addr, hits) = http_server();
+    let steps = format!(
+        r#"  - id: fetch
+    uses: ./escape.wasm
+    with: {{ attack: http, target: "http://{addr}/" }}
+  - id: shell
+    uses: ./escape.wasm
+    with: {{ attack: process, target: sh }}
+  - id: write
+    uses: ./escape-cmd.wasm
+    with: {{ attack: write-workspace, target: out/result.txt }}
+  - id: secret
+    uses: ./escape.wasm
+    with: {{ attack: secret-log, target: token }}
+  - id: deploy
+    uses: ./escape.wasm
+    with: {{ attack: deploy, target: seed }}
+    allow: {{ deploy: [seed] }}
+  - id: metadata
+    uses: ./escape.wasm
+    with: {{ attack: http, target: "http://169.254.169.254/latest/meta-data/" }}
+"#
+    );
+    ws.write("adopt.yml", &format!("name: adopt\nsteps:\n{steps}"));
+    std::fs::create_dir(ws.path().join("out")).unwrap();
+    let results = |run: &Run| -> Vec<String> {
+        ["fetch", "shell", "write", "secret", "deploy", "metadata"]
+            .iter()
+            .map(|id| {
+                run.output_of(id, "result")
+                    .unwrap_or_else(|| panic!("{id}: {}", run.all()))
+            })
+            .collect()
+    };
+    let audit = Run(ws
+        .command(&["run", "adopt.yml", "-v", "--audit"])
+        .env("WHARF_SECRET_TOKEN", "hunter2")
+        .output()
+        .unwrap());
+    assert_eq!(audit.code(), 0, "{}", audit.all());
+    let got = results(&audit);
+    assert!(got[0].starts_with("ESCAPED"), "http let through: {}", got[0]);
+    assert!(got[1].starts_with("ESCAPED: ran sh"), "process let through: {}", got[1]);
+    assert!(got[2].starts_with("ESCAPED: wrote"), "write let through: {}", got[2]);
+    assert!(ws.path().join("out/result.txt").exists());
+    assert!(
+        got[3].contains("may not use secret `token`"),
+        "secrets stay refused: {}",
+        got[3]
+    );
+    assert!(
+        got[4].contains("may not change or read service `seed`"),
+        "an audit never deploys: {}",
+        got[4]
+    );
+    assert_eq!(
+        got[5], "blocked: ErrorCode::HttpRequestDenied",
+        "nor reaches the metadata service"
+    );
+    assert!(!audit.stdout().contains("hunter2"));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(audit.stdout().contains("audit run:"), "{}", audit.all());
+
+    let run_id = audit.run_id();
+    let journal = std::fs::read_to_string(ws.path().join(".wharf/runs").join(&run_id).join("journal.jsonl")).unwrap();
+    assert!(journal.contains(r#""audit":true"#), "the journal marks the audit");
+    let grants = ws.wharf(&["grants", &run_id]);
+    assert_eq!(grants.code(), 0, "{}", grants.all());
+    let text = grants.stdout();
+    for (step, line) in [
+        ("fetch", format!("http: [\"http://{addr}\"]")),
+        ("shell", "process: [sh]".to_string()),
+        ("write", "write: [out/result.txt]".to_string()),
+    ] {
+        let section = text.split(&format!("\n  {step}: ")).nth(1).unwrap_or_default();
+        let section = section.split("\n\n").next().unwrap_or_default();
+        assert!(section.contains(&line), "{step} needs {line}:\n{text}");
+    }
+    for step in ["secret", "deploy", "metadata"] {
+        assert!(text.contains(&format!("  {step}: nothing more")), "{step}:\n{text}");
+    }
+    let plain = ws.wharf(&["run", "adopt.yml"]);
+    let not_audit = ws.wharf(&["grants", &plain.run_id()]);
+    assert_eq!(not_audit.code(), 2, "{}", not_audit.all());
+    assert!(not_audit.stderr().contains("not an audit run"), "{}", not_audit.all());
+
+    // The blocks, pasted in, are what the steps need: the run passes without an audit.
+    std::fs::remove_file(ws.path().join("out/result.txt")).unwrap();
+    let granted = steps
+        .replace(
+            "    with: { attack: process, target: sh }\n",
+            "    with: { attack: process, target: sh }\n    allow:\n      process: [sh]\n",
+        )
+        .replace(
+            &format!("    with: {{ attack: http, target: \"http://{addr}/\" }}\n"),
+            &format!("    with: {{ attack: http, target: \"http://{addr}/\" }}\n    allow:\n      http: [\"http://{addr}\"]\n"),
+        )
+        .replace(
+            "    with: { attack: write-workspace, target: out/result.txt }\n",
+            "    with: { attack: write-workspace, target: out/result.txt }\n    allow:\n      write: [out/result.txt]\n",
+        );
+    ws.write("granted.yml", &format!("name: adopt\nsteps:\n{granted}"));
+    let real = ws.wharf(&["run", "granted.yml", "-v"]);
+    assert_eq!(real.code(), 0, "{}", real.all());
+    let got = results(&real);
+    assert!(got[..3].iter().all(|r| r.starts_with("ESCAPED")), "{got:?}");
+    assert!(
+        !got[4].contains("may not"),
+        "outside an audit the deploy grant holds: {}",
+        got[4]
+    );
 }

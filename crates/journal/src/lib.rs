@@ -58,6 +58,10 @@ pub enum Entry {
         /// The workspace's git revision (commit, and a digest of uncommitted changes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         revision: Option<String>,
+        /// An audit run (`wharf run --audit`): refused file, process and HTTP accesses were
+        /// let through and noted, and nothing could deploy.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        audit: bool,
     },
     /// A step's component, stored under `components/`.
     Component {
@@ -121,6 +125,13 @@ pub enum Entry {
         outputs: Vec<(String, String)>,
         millis: u64,
     },
+    /// In an audit run, what an attempt needed beyond its grants: `KEY: [VALUE]` lines of
+    /// `allow:` (`wharf grants RUN` merges them into a block).
+    Audited {
+        step: String,
+        attempt: u32,
+        needed: Vec<String>,
+    },
     /// Host decisions outside any step: rollbacks after a failure, interruptions.
     Notice { message: String },
     RunFinished {
@@ -140,7 +151,8 @@ impl Entry {
             | Entry::Call { step, .. }
             | Entry::Clocks { step, .. }
             | Entry::Log { step, .. }
-            | Entry::StepFinished { step, .. } => Some(step),
+            | Entry::StepFinished { step, .. }
+            | Entry::Audited { step, .. } => Some(step),
             Entry::Header { .. } | Entry::RunStarted { .. } | Entry::Notice { .. } | Entry::RunFinished { .. } => None,
         }
     }

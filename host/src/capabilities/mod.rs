@@ -33,6 +33,9 @@ pub struct StepCall {
     pub scope: StepScope,
     pub grants: Arc<Grants>,
     pub tape: Tape,
+    /// In an audit run, what the grants refused to files, processes and HTTP is noted here
+    /// and let through.
+    pub audit: Option<Arc<crate::sandbox::audit::Audit>>,
 }
 
 /// The linker's marker for the interfaces served on a step's [`StepCall`] alone (`source`,
@@ -44,6 +47,18 @@ impl wasmtime::component::HasData for HasCall {
 }
 
 impl StepCall {
+    /// A grant check as this step lives with it: refused, or in an audit let through and
+    /// noted.
+    pub fn permit(
+        &self,
+        check: Result<(), crate::sandbox::grants::Refusal>,
+    ) -> Result<(), crate::sandbox::grants::Refusal> {
+        match &self.audit {
+            Some(audit) => audit.permit(check),
+            None => check,
+        }
+    }
+
     /// A host call through the step's tape ([`Tape::call`]), as the WIT result: `live`
     /// makes the call in a run, the journal answers it in a replay.
     pub async fn taped<A, T>(

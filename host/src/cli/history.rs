@@ -284,6 +284,7 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 text
             }
             Entry::Notice { message } => format!("» {message}"),
+            Entry::Audited { step, needed, .. } => format!("» audit: `{step}` needed {}", needed.join(", ")),
             Entry::RunFinished {
                 outcome,
                 exit_code,
@@ -329,4 +330,57 @@ pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> 
             Ok(Exit::Diverged)
         }
     }
+}
+
+#[derive(Args)]
+pub struct GrantsArgs {
+    /// An audit run's id (from `wharf runs`) or the path of its run folder
+    run: String,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workspace: PathBuf,
+}
+
+/// `wharf grants RUN`: per step of an audit run, the smallest `allow:` block that would have
+/// let it do what it did, ready to paste into the pipeline.
+pub(super) fn grants(args: GrantsArgs) -> CommandResult {
+    let journal = crate::journal::find_run(&args.workspace, &args.run)
+        .and_then(|d| Journal::read(&d))
+        .map_err(Stop::invalid)?;
+    let audit = journal
+        .records
+        .iter()
+        .any(|r| matches!(r.entry, Entry::RunStarted { audit: true, .. }));
+    if !audit {
+        return Err(Stop::invalid(format!(
+            "run {} was not an audit run: its steps did only what their grants allowed\n  = help: run the pipeline with `wharf run --audit`, then `wharf grants` that run",
+            journal.run_id()
+        )));
+    }
+    let mut steps: Vec<String> = Vec::new();
+    let mut needed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for record in &journal.records {
+        match &record.entry {
+            Entry::StepStarted { step, .. } if !steps.contains(step) => steps.push(step.clone()),
+            Entry::Audited {
+                step, needed: lines, ..
+            } => needed.entry(step.clone()).or_default().extend(lines.clone()),
+            _ => {}
+        }
+    }
+    outln!(
+        "audit run {}: what each step needed beyond its grants",
+        journal.run_id()
+    );
+    for step in steps {
+        match needed.get(&step) {
+            None => outln!("\n  {step}: nothing more"),
+            Some(lines) => {
+                outln!("\n  {step}: add to the step");
+                for line in crate::sandbox::audit::allow_block(lines).lines() {
+                    outln!("    {line}");
+                }
+            }
+        }
+    }
+    Ok(Exit::Success)
 }

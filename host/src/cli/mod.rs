@@ -162,6 +162,13 @@ Examples:
 
 Exit code 5 when the replay diverges: the report shows the recorded call and the new one.")]
     Replay(ReplayArgs),
+    /// Print, per step of an audit run, the smallest `allow:` that would have let it run
+    #[command(after_help = "Examples:
+  wharf run pipeline.yml --audit        # in a throwaway checkout: refused accesses noted, not failed
+  wharf grants 20261127-160432-3fa2     # then paste each step's block into the pipeline
+
+Secrets and deploys are never let through in an audit, so they never show here.")]
+    Grants(history::GrantsArgs),
     /// Write a recorded run as one self-contained HTML page: timeline, steps, deploy decision
     #[command(after_help = "Examples:
   wharf report 20261127-160432-3fa2                  # writes report-20261127-160432-3fa2.html
@@ -326,6 +333,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Log(args) => history::log(args),
         Command::Replay(args) => history::replay(runtime(), args, color).await,
         Command::Report(args) => report::report(args),
+        Command::Grants(args) => history::grants(args),
         Command::Lock(args) => packages::lock(args, &secrets).await,
         Command::New(command) => new::new(command),
         Command::Pull(args) => packages::pull(args, &secrets).await,

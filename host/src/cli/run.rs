@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// all); `wharf runs prune` removes by age
     #[arg(long, value_name = "N", env = "WHARF_KEEP_RUNS", default_value_t = DEFAULT_KEEP_RUNS)]
     keep_runs: usize,
+    /// Try a step someone else wrote: file, process and HTTP accesses its grants refuse are
+    /// let through and noted (secrets and deploys stay refused; nothing deploys); then
+    /// `wharf grants RUN` prints each step's smallest `allow:`. Run it in a throwaway
+    /// checkout: the steps get the whole workspace
+    #[arg(long, conflicts_with = "resume")]
+    audit: bool,
 }
 
 /// How many recorded runs a workspace keeps unless told otherwise.
@@ -255,7 +261,15 @@ pub(super) async fn run(
             runs.display()
         ))
     })?;
-    let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref(), revision) {
+    let journal = match start_journal(
+        &workspace,
+        &run_id,
+        &prepared,
+        &events,
+        reuse.as_ref(),
+        revision,
+        args.audit,
+    ) {
         Ok(j) => Some(j),
         Err(e) => {
             eprintln!("warning: this run is not recorded: {e}");
@@ -270,6 +284,7 @@ pub(super) async fn run(
     }
     let on_failure = prepared.pipeline.on_failure;
     let started = std::time::Instant::now();
+    let this_run = run_id.clone();
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -283,6 +298,7 @@ pub(super) async fn run(
         journal: journal.clone(),
         scratch: &scratch,
         reuse,
+        audit: args.audit,
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
@@ -294,6 +310,13 @@ pub(super) async fn run(
             Err(signal)
         }
     };
+    if args.audit {
+        events.emit(Event::Notice {
+            message: format!(
+                "audit run: refused accesses were let through and noted, nothing deployed; `wharf grants {this_run}` prints each step's allow:"
+            ),
+        });
+    }
     let failed = ended.as_ref().map_or(true, |r| r.outcome == Outcome::Failure);
     let signal = ended.as_ref().err().copied();
     let ledger = deployer.settle(failed, on_failure).await;
@@ -350,6 +373,7 @@ fn start_journal(
     events: &Events,
     reuse: Option<&Reuse>,
     revision: Option<String>,
+    audit: bool,
 ) -> std::io::Result<Arc<JournalWriter>> {
     let journal = crate::journal::open(workspace, run_id, events)?;
     journal.store_pipeline(&prepared.pipeline.source.text)?;
@@ -362,6 +386,7 @@ fn start_journal(
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         resumed_from: reuse.map(|r| r.run_id.clone()),
         revision,
+        audit,
     });
     events.add_sink(Arc::new(crate::journal::JournalSink(journal.clone())));
     Ok(journal)

@@ -57,6 +57,37 @@ fn look(state: &StepState, fd: &Resource<Descriptor>, path: &str, look: Look) {
     }
 }
 
+/// In an audit run, note the workspace path `path` beneath directory `fd` if the step's
+/// grants do not cover it for reading (or, with `write`, for writing): the audit opened
+/// the whole workspace, and this is what the step reached beyond its grants.
+fn audited(state: &StepState, fd: &Resource<Descriptor>, path: &str, write: bool) {
+    let Some(audit) = &state.call.audit else {
+        return;
+    };
+    let Ok(Descriptor::Dir(dir)) = state.table.get(fd) else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    let Ok(host) = std::fs::read_link(format!("/proc/self/fd/{}", dir.dir.as_fd().as_raw_fd())) else {
+        return;
+    };
+    let Ok(workspace) = std::fs::canonicalize(&state.call.scope.workspace) else {
+        return;
+    };
+    // Outside the workspace, or in a command's own scratch directory (which the run keeps
+    // in its folder, `.wharf/runs/RUN/scratch`), no grant applies.
+    let Ok(beneath) = host.strip_prefix(&workspace) else {
+        return;
+    };
+    let scratch = [".wharf", "runs", "*", "scratch"];
+    let parts: Vec<_> = beneath.components().take(4).collect();
+    if parts.len() == 4 && parts.iter().zip(scratch).all(|(c, s)| s == "*" || c.as_os_str() == s) {
+        return;
+    }
+    let rel = beneath.join(path);
+    let _ = audit.permit(state.call.grants.check_path(&rel.to_string_lossy(), write));
+}
+
 fn follows(flags: PathFlags) -> Look {
     Look::Entry {
         follow: flags.contains(PathFlags::SYMLINK_FOLLOW),
@@ -138,6 +169,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, &path, follows(path_flags));
+                let writes = oflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
+                    || flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
+                audited(state, &fd, &path, writes);
                 if oflags.contains(OpenFlags::CREATE) {
                     charge(state, ENTRY_COST)?;
                 }
@@ -153,6 +187,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, &path, follows(path_flags));
+                audited(state, &fd, &path, false);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::stat_at(&mut fs, fd, path_flags, path).await;
                 outcome(&mut fs, result)
@@ -165,6 +200,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, ".", Look::Listing);
+                audited(state, &fd, ".", false);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::read_directory(&mut fs, fd).await;
                 outcome(&mut fs, result)
@@ -177,6 +213,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, &path, Look::Entry { follow: false });
+                audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::unlink_file_at(&mut fs, fd, path).await;
                 outcome(&mut fs, result)
@@ -189,6 +226,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, &path, Look::Entry { follow: false });
+                audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::remove_directory_at(&mut fs, fd, path).await;
                 outcome(&mut fs, result)
@@ -202,6 +240,8 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 let state = store.data_mut();
                 look(state, &fd, &old, Look::Entry { follow: false });
                 look(state, &new_fd, &new, Look::Entry { follow: false });
+                audited(state, &fd, &old, true);
+                audited(state, &new_fd, &new, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::rename_at(&mut fs, fd, old, new_fd, new).await;
                 outcome(&mut fs, result)
@@ -214,6 +254,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 charge(state, ENTRY_COST)?;
+                audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::create_directory_at(&mut fs, fd, path).await;
                 outcome(&mut fs, result)
@@ -226,6 +267,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 charge(state, ENTRY_COST)?;
+                audited(state, &fd, &new, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::symlink_at(&mut fs, fd, old, new).await;
                 outcome(&mut fs, result)
@@ -239,6 +281,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 charge(state, ENTRY_COST)?;
+                audited(state, &new_fd, &new, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::link_at(&mut fs, fd, old_flags, old, new_fd, new).await;
                 outcome(&mut fs, result)

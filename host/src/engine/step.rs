@@ -57,6 +57,8 @@ pub struct StepInput {
     pub scratch: Option<std::path::PathBuf>,
     pub tape: Tape,
     pub limits: StepLimits,
+    /// In an audit run: where refused file, process and HTTP accesses are noted instead.
+    pub audit: Option<Arc<crate::sandbox::audit::Audit>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,7 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
         deployer: None,
         grants,
         tape: Tape::Off,
+        audit: None,
     };
     let mut store = new_store(pre.engine(), parts, wasi, &limits);
     let call = async {
@@ -193,6 +196,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         deployer: input.deployer,
         grants: input.grants,
         tape: input.tape,
+        audit: input.audit,
     };
     let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
@@ -411,6 +415,7 @@ struct StoreParts {
     deployer: Option<Arc<crate::deploy::Deployer>>,
     grants: Arc<Grants>,
     tape: Tape,
+    audit: Option<Arc<crate::sandbox::audit::Audit>>,
 }
 
 fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits: &StepLimits) -> Store<StepState> {
@@ -420,8 +425,14 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         deployer,
         grants,
         tape,
+        audit,
     } = parts;
-    let call = StepCall { scope, grants, tape };
+    let call = StepCall {
+        scope,
+        grants,
+        tape,
+        audit,
+    };
     let state = StepState {
         http_hooks: StepHttpHooks { call: call.clone() },
         call,

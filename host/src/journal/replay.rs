@@ -339,6 +339,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 scratch: output_dir,
                 tape: Tape::Replay(player.clone()),
                 limits,
+                audit: None,
             },
         )
         .await;

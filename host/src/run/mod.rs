@@ -44,6 +44,9 @@ pub struct RunRequest<'a> {
     pub scratch: &'a scratch::ScratchSpace,
     /// Steps taken over from an earlier run (`--resume`), with their outputs.
     pub reuse: Option<Reuse>,
+    /// An audit run: refused file, process and HTTP accesses are let through and noted
+    /// ([`crate::sandbox::audit`]); nothing deploys.
+    pub audit: bool,
 }
 
 /// The steps a resumed run does not run again.
@@ -273,6 +276,11 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
         .map(|(d, _)| d.id.clone())
         .collect();
     let grants = match effective_grants(decl, loaded, &params, &untrusted) {
+        // An audit run deploys nothing, whatever the step was granted.
+        Ok(mut g) if req.audit => {
+            g.deploy.clear();
+            Arc::new(g)
+        }
         Ok(g) => Arc::new(g),
         Err(refused) => {
             let failure = StepFailure {
@@ -288,7 +296,22 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
     let mut attempt = 1;
     loop {
         // Per attempt: an earlier attempt may have planted a symlink.
-        let opened = match preopens(&req.workspace, &grants) {
+        let opened = match preopens(&req.workspace, &grants).and_then(|mut opened| {
+            // An audit opens the whole workspace, as `write: [.]` would, and notes what the
+            // step reaches beyond its grants.
+            if req.audit {
+                let all = crate::sandbox::preopens::open(&req.workspace, ".", true).map_err(|source| {
+                    crate::sandbox::preopens::PreopenError {
+                        kind: "write",
+                        grant: ".".into(),
+                        source,
+                    }
+                })?;
+                opened.retain(|p| p.guest != ".");
+                opened.push(all);
+            }
+            Ok(opened)
+        }) {
             Ok(opened) => opened,
             Err(e) => {
                 let failure = StepFailure {
@@ -323,6 +346,7 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             ))
         });
         let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
+        let audit = req.audit.then(|| Arc::new(crate::sandbox::audit::Audit::default()));
         let scratch = match loaded.needs_scratch().then(|| req.scratch.step_dir()) {
             None => None,
             Some(Ok(dir)) => Some(dir),
@@ -355,10 +379,24 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             scratch: scratch.as_ref().map(|dir| dir.path().to_path_buf()),
             tape,
             limits,
+            audit: audit.clone(),
         };
         let result = step::run(loaded, input).await;
         if let Some(recorder) = &recorder {
             recorder.finish();
+        }
+        let needed = audit.as_ref().map(|a| a.needed()).unwrap_or_default();
+        if !needed.is_empty() {
+            req.events.emit(Event::Notice {
+                message: format!("audit: step `{}` needed {}", decl.id, needed.join(", ")),
+            });
+            if let Some(journal) = &req.journal {
+                journal.write(Entry::Audited {
+                    step: decl.id.clone(),
+                    attempt,
+                    needed,
+                });
+            }
         }
         drop(scratch);
         match result {

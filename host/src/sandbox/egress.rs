@@ -29,6 +29,22 @@ pub async fn check(grants: &Grants, scheme: &str, host: &str, port: u16) -> Resu
     check_resolved(grants, scheme, host, port, &addresses)
 }
 
+/// Whether `host` is, or resolves to, a sensitive address other than loopback: link-local
+/// (the cloud metadata service and its credentials), unspecified. An audit never lets a
+/// request there through; loopback it does, noting the literal grant it would need. A name
+/// that does not resolve counts as such an address.
+pub async fn reaches_metadata(host: &str, port: u16) -> bool {
+    let beyond_loopback = |ip: IpAddr| is_sensitive(ip) && !ip.is_loopback();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return beyond_loopback(ip);
+    }
+    match tokio::net::lookup_host((bare, port)).await {
+        Ok(addresses) => addresses.into_iter().any(|a| beyond_loopback(a.ip())),
+        Err(_) => true,
+    }
+}
+
 /// The decision, given the addresses a name resolved to.
 pub fn check_resolved(
     grants: &Grants,

@@ -8,6 +8,7 @@
 //! denied with the exact YAML that would grant it. Limits ([`crate::engine::limits`]) bound
 //! time, memory, fuel and output.
 
+pub mod audit;
 pub mod egress;
 pub mod preopens;
 

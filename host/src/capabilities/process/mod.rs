@@ -54,7 +54,7 @@ impl Host for ProcessView<'_> {
     async fn run(&mut self, cmd: Command) -> CallResult<Completion> {
         let (call, capture) = (self.call, self.capture_limit);
         call.taped("wharf:step/process", "run", &cmd, async {
-            call.grants.check_process(&cmd.program, &cmd.args)?;
+            call.permit(call.grants.check_process(&cmd.program, &cmd.args))?;
             run_program(&call.scope, cmd.clone(), capture).await
         })
         .await

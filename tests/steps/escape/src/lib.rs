@@ -2,7 +2,7 @@
 //! step can try (run programs, leak secrets). Reports what happened as output `result`.
 
 use wharf_step::process::{self, Command};
-use wharf_step::{Context, Outputs, Step, StepError, StepInfo, error, log, param, secrets};
+use wharf_step::{Context, Outputs, Step, StepError, StepInfo, deploy, error, log, param, secrets};
 
 struct Escape;
 
@@ -28,6 +28,11 @@ impl Step for Escape {
                 timeout_ms: None,
             }) {
                 Ok(done) => format!("ESCAPED: ran {target}: {}", done.stdout.trim()),
+                Err(e) => format!("blocked: {}", e.message),
+            },
+            // `SERVICE`: ask the deploy interface about a service.
+            "deploy" => match deploy::status(&target) {
+                Ok(status) => format!("ESCAPED: status of {target}: {status:?}"),
                 Err(e) => format!("blocked: {}", e.message),
             },
             "secret-log" | "secret-output" | "secret-error" | "secret-key" => {

@@ -1,0 +1,113 @@
+//! Audit runs (`wharf run --audit`), for adopting a step someone else wrote: a file, process
+//! or HTTP access the grants refuse is let through and noted, as the YAML that would grant
+//! it; secrets, deploys and the rest stay refused, and loopback, link-local and metadata
+//! addresses stay out of reach. What a step needed becomes its smallest `allow:` block.
+
+use super::grants::Refusal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+/// The `allow:` keys an audit lets through.
+const AUDITED: &[&str] = &["read", "write", "process", "http"];
+
+/// What one step needed beyond its grants, as `KEY: [VALUE]` lines.
+#[derive(Debug, Default)]
+pub struct Audit {
+    needed: Mutex<BTreeSet<String>>,
+}
+
+impl Audit {
+    /// Let `check` through if it refused only a grant an audit stands in for, noting it.
+    pub fn permit(&self, check: Result<(), Refusal>) -> Result<(), Refusal> {
+        match check {
+            Err(Refusal::NotGranted { yaml, .. }) if audited(&yaml) => {
+                self.needed.lock().unwrap_or_else(|e| e.into_inner()).insert(yaml);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    pub fn needed(&self) -> Vec<String> {
+        self.needed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+fn audited(yaml: &str) -> bool {
+    yaml.split_once(':').is_some_and(|(key, _)| AUDITED.contains(&key))
+}
+
+/// The `allow:` block of `KEY: [VALUE]` lines, values of one key together:
+///
+/// ```text
+/// allow:
+///   http: ["http://127.0.0.1:8080"]
+///   process: [git]
+/// ```
+pub fn allow_block(lines: &[String]) -> String {
+    let mut by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for line in lines {
+        if let Some((key, list)) = line.split_once(": ") {
+            let values = list.trim().trim_start_matches('[').trim_end_matches(']');
+            by_key
+                .entry(key)
+                .or_default()
+                .extend(values.split(", ").filter(|v| !v.is_empty()));
+        }
+    }
+    let mut block = String::from("allow:\n");
+    for (key, values) in by_key {
+        let values: Vec<&str> = values.into_iter().collect();
+        block.push_str(&format!("  {key}: [{}]\n", values.join(", ")));
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(yaml: &str) -> Result<(), Refusal> {
+        Err(Refusal::NotGranted {
+            step: "s".into(),
+            what: "something".into(),
+            yaml: yaml.into(),
+        })
+    }
+
+    #[test]
+    fn files_processes_and_http_are_noted_the_rest_stays_refused() {
+        let audit = Audit::default();
+        for yaml in [
+            "process: [git]",
+            "http: [\"http://127.0.0.1:8080\"]",
+            "write: [out]",
+            "read: [src]",
+        ] {
+            assert_eq!(audit.permit(refused(yaml)), Ok(()), "{yaml}");
+        }
+        for yaml in [
+            "secrets: [token]",
+            "deploy: [seed]",
+            "registry: [\"ghcr.io\"]",
+            "source: true",
+        ] {
+            assert!(audit.permit(refused(yaml)).is_err(), "{yaml}");
+        }
+        let outside = Err(Refusal::LeavesWorkspace { path: "../x".into() });
+        assert!(audit.permit(outside).is_err());
+        assert_eq!(
+            allow_block(&audit.needed()),
+            "allow:\n  http: [\"http://127.0.0.1:8080\"]\n  process: [git]\n  read: [src]\n  write: [out]\n"
+        );
+        assert_eq!(
+            allow_block(&["process: [git]".into(), "process: [cargo]".into()]),
+            "allow:\n  process: [cargo, git]\n"
+        );
+    }
+}
