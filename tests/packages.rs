@@ -35,6 +35,19 @@ fn lock_text(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.path().join("wharf.lock")).unwrap()
 }
 
+/// A registry where `cmd` is published as `steps/cmd:0.1.0`, and a workspace whose
+/// pipeline uses it by tag: the registry, the workspace, the component, the target, the
+/// artifact's digest.
+fn published_cmd() -> (Registry, Workspace, PathBuf, String, String) {
+    let registry = Registry::start();
+    let ws = Workspace::new();
+    let (cmd, _) = components();
+    let target = format!("{}/steps/cmd:0.1.0", registry.addr);
+    let digest = published_digest(&publish(&ws, &cmd, &target, &[]));
+    one_step(&ws, &format!("oci://{target}"));
+    (registry, ws, cmd, target, digest)
+}
+
 /// The two components the tests publish: `cmd` (a WASI command) and `probe` (a typed step).
 fn components() -> (PathBuf, PathBuf) {
     (guest("cmd-step"), guest("probe_step"))
@@ -137,12 +150,7 @@ print(response.headers["Docker-Content-Digest"])
 
 #[test]
 fn a_fetched_digest_is_never_fetched_again_and_offline_runs_need_it_cached() {
-    let registry = Registry::start();
-    let ws = Workspace::new();
-    let (cmd, _) = components();
-    let target = format!("{}/steps/cmd:0.1.0", registry.addr);
-    let digest = published_digest(&publish(&ws, &cmd, &target, &[]));
-    one_step(&ws, &format!("oci://{target}"));
+    let (registry, ws, cmd, target, digest) = published_cmd();
 
     // Offline, a tag with no lock entry cannot be resolved: named, with what to do.
     let offline = ws.wharf(&["run", "pipeline.yml", "--offline"]);
@@ -330,4 +338,36 @@ fn a_registry_login_comes_from_wharf_secrets_or_from_docker_login() {
         .unwrap());
     assert_eq!(logged_in.code(), 0, "{}", logged_in.all());
     assert_eq!(logged_in.output_of("hello", "x").as_deref(), Some("hi"));
+}
+
+#[test]
+fn an_air_gapped_runner_takes_its_steps_from_a_carried_layout() {
+    let (registry, ws, _, _, digest) = published_cmd();
+    assert_eq!(ws.wharf(&["lock", "pipeline.yml"]).code(), 0);
+
+    // Online: the locked steps into an OCI layout, named as OCI tools list them.
+    let carried = ws.wharf(&["pull", "pipeline.yml", "--locked", "--into", "layout"]);
+    assert_eq!(carried.code(), 0, "{}", carried.all());
+    let index = std::fs::read_to_string(ws.path().join("layout/index.json")).unwrap();
+    assert!(index.contains(&digest) && index.contains("steps/cmd:0.1.0"), "{index}");
+    drop(registry);
+
+    // Across the gap: a runner with an empty step cache and no registry.
+    let far = tempfile::tempdir().unwrap();
+    let run_far = |args: &[&str]| Run(ws.command(args).env("WHARF_CACHE_DIR", far.path()).output().unwrap());
+    let before = run_far(&["run", "pipeline.yml", "--offline", "--locked"]);
+    assert_eq!(before.code(), 2, "{}", before.all());
+    assert!(before.stderr().contains("not in the step cache"), "{}", before.all());
+    let not_layout = run_far(&["pull", "pipeline.yml", "--from", "."]);
+    assert_eq!(not_layout.code(), 2, "{}", not_layout.all());
+    assert!(
+        not_layout.stderr().contains("not an OCI layout"),
+        "{}",
+        not_layout.all()
+    );
+    let filled = run_far(&["pull", "pipeline.yml", "--locked", "--from", "layout"]);
+    assert_eq!(filled.code(), 0, "{}", filled.all());
+    let run = run_far(&["run", "pipeline.yml", "--offline", "--locked", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(run.output_of("hello", "x").as_deref(), Some("hi"));
 }

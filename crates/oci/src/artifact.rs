@@ -217,6 +217,34 @@ pub fn cached_manifest(store: &Store, digest: &str, limit: u64) -> Result<Option
     }
 }
 
+/// Copy the artifact `digest` (manifest, config, component), checked, from one store to
+/// another: a step cache filled from a layout carried across an air gap.
+pub fn copy_artifact(from: &Store, to: &Store, digest: &str, limit: u64) -> Result<(), FetchError> {
+    let missing = || FetchError::Offline { digest: digest.into() };
+    let manifest_bytes = read_checked(from, digest, MANIFEST_LIMIT)?.ok_or_else(missing)?;
+    let manifest = step_manifest(&manifest_bytes, digest, limit)?;
+    for blob in [&manifest.config, &manifest.layers[0]] {
+        let bytes = read_checked(from, &blob.digest, limit)?.ok_or_else(missing)?;
+        to.put_blob(&bytes).map_err(FetchError::Cache)?;
+    }
+    to.put_blob(&manifest_bytes).map_err(FetchError::Cache)?;
+    Ok(())
+}
+
+/// Name the artifact `digest` in `store`'s index (`REPO:TAG`), so OCI tools list it.
+pub fn name_artifact(store: &Store, name: &str, digest: &str) -> Result<(), FetchError> {
+    let bytes =
+        read_checked(store, digest, MANIFEST_LIMIT)?.ok_or_else(|| FetchError::Offline { digest: digest.into() })?;
+    let descriptor = Descriptor {
+        media_type: MEDIA_MANIFEST.into(),
+        digest: digest.into(),
+        size: bytes.len() as u64,
+        annotations: None,
+        platform: None,
+    };
+    store.tag(name, &descriptor).map_err(FetchError::Cache)
+}
+
 /// The manifest `digest` in `bytes`, checked to be a Wasm component's within `limit`.
 fn step_manifest(bytes: &[u8], digest: &str, limit: u64) -> Result<Manifest, FetchError> {
     let not_a_step = |source| FetchError::NotAStep {

@@ -188,7 +188,9 @@ Commit wharf.lock. `wharf run` uses the locked digests and warns where a step st
     /// Fetch every `oci://` step of a pipeline into the step cache, for `wharf run --offline`
     #[command(after_help = "Examples:
   wharf pull pipeline.yml
-  wharf pull pipeline.yml --locked && wharf run pipeline.yml --locked --offline")]
+  wharf pull pipeline.yml --locked && wharf run pipeline.yml --locked --offline
+  wharf pull pipeline.yml --into steps-layout/       # an OCI layout to carry across an air gap
+  wharf pull pipeline.yml --from steps-layout/       # on the other side: fill the cache, offline")]
     Pull(packages::PullArgs),
     /// Scaffold a step project or a pipeline
     #[command(subcommand)]

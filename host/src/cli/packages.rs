@@ -230,6 +230,12 @@ pub struct PullArgs {
     /// Refuse steps missing from wharf.lock or straying from it
     #[arg(long)]
     locked: bool,
+    /// Fetch into this OCI layout instead of the step cache, to carry across an air gap
+    #[arg(long, value_name = "DIR", conflicts_with = "from")]
+    into: Option<PathBuf>,
+    /// Fill the step cache from an OCI layout made by `--into`, without the network
+    #[arg(long, value_name = "DIR")]
+    from: Option<PathBuf>,
     #[arg(skip)]
     pub(super) cache: Option<PathBuf>,
 }
@@ -240,7 +246,24 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
     let lock_path = Lock::path_for(&args.file);
     let lock = Lock::read(&lock_path).map_err(Stop::invalid)?;
     let mode = if args.locked { LockMode::Locked } else { LockMode::Use };
-    let store = open_packages(args.cache.as_deref(), false, secrets)?;
+    if let Some(dir) = &args.from
+        && !dir.join("oci-layout").is_file()
+    {
+        return Err(Stop::invalid(format!(
+            "{} is not an OCI layout (no oci-layout file); make one with `wharf pull PIPELINE --into DIR`",
+            dir.display()
+        )));
+    }
+    // Where the steps come from (a carried layout, offline; else their registries) and
+    // where they go (a layout to carry, or the step cache).
+    let store = match (&args.from, &args.into) {
+        (Some(from), _) => open_packages(Some(from), true, secrets)?,
+        (None, into) => open_packages(into.as_deref().or(args.cache.as_deref()), false, secrets)?,
+    };
+    let cache = match &args.from {
+        Some(_) => Some(open_packages(args.cache.as_deref(), true, secrets)?),
+        None => None,
+    };
     let mut pulled = BTreeSet::new();
     for step in &pipeline.steps {
         if let StepSource::Oci(uses) = step.source(pipeline.dir())
@@ -253,14 +276,26 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
             if let Some(warning) = &resolved.warning {
                 outln!("  warning: {warning}");
             }
+            let stored = match &cache {
+                Some(cache) => artifact::copy_artifact(
+                    store.store(),
+                    cache.store(),
+                    &resolved.digest,
+                    packages::COMPONENT_LIMIT,
+                ),
+                None if args.into.is_some() => {
+                    let name = uses.strip_prefix(packages::SCHEME).unwrap_or(&uses);
+                    let name = name.split('@').next().unwrap_or(name);
+                    artifact::name_artifact(store.store(), name, &resolved.digest)
+                }
+                None => Ok(()),
+            };
+            stored.map_err(|e| Stop::failed(format!("step `{}`: {uses}: {e}", step.id)))?;
             outln!("  {:<12} {} {}", step.id, uses, short(&resolved.digest));
         }
     }
-    outln!(
-        "{} in the step cache {}",
-        crate::events::count(pulled.len(), "step"),
-        store.store().root().display()
-    );
+    let into = cache.as_ref().unwrap_or(&store).store().root();
+    outln!("{} in {}", crate::events::count(pulled.len(), "step"), into.display());
     Ok(Exit::Success)
 }
 
