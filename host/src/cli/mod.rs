@@ -79,7 +79,7 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Directory for compiled components [default: $WHARF_CACHE_DIR, $XDG_CACHE_HOME/wharf or ~/.cache/wharf]
+    /// Directory for compiled components and pulled steps [default: $WHARF_CACHE_DIR, $XDG_CACHE_HOME/wharf or ~/.cache/wharf]
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 

@@ -306,8 +306,8 @@ pub enum StepCommand {
   wharf step publish target/wasm32-wasip2/release/my_step.wasm ghcr.io/acme/steps/my-step:1.2.0
   wharf step publish step.wasm 127.0.0.1:5000/steps/hello:0.1.0 --source https://github.com/acme/steps
 
-The artifact is the CNCF Wasm layout (config application/vnd.wasm.config.v0+json, one
-application/wasm layer): `wkg oci pull` and oras read it. Version tags are immutable:
+The artifact is the CNCF Wasm layout that wkg and oras use (config
+application/vnd.wasm.config.v0+json, one application/wasm layer). Version tags are immutable:
 publishing the same component again changes nothing, another one under the same tag is
 refused. Credentials: WHARF_REGISTRY_USER_<HOST> and the secret REGISTRY_<HOST>
 (WHARF_SECRET_REGISTRY_<HOST>), <HOST> upper-cased with `_` for every other character.
