@@ -198,7 +198,7 @@ pub enum FetchError {
 }
 
 /// Manifests are a few hundred bytes; a larger one is not read.
-const MANIFEST_LIMIT: u64 = 4 << 20;
+const MANIFEST_LIMIT: u64 = super::registry::MANIFEST_LIMIT as u64;
 
 /// The component of the artifact whose manifest is `digest`, if `store` holds all of it
 /// intact. Every blob read back is checked against its digest (a cache is untrusted input).
@@ -299,7 +299,12 @@ pub async fn fetch_component(
     let manifest = step_manifest(&bytes, digest, limit)?;
     let layer = &manifest.layers[0];
     registry
-        .fetch_blob(store, repository, &manifest.config.digest, MANIFEST_LIMIT)
+        .fetch_blob(
+            store,
+            repository,
+            &manifest.config.digest,
+            manifest.config.size.min(MANIFEST_LIMIT),
+        )
         .await?;
     registry
         .fetch_blob(store, repository, &layer.digest, layer.size)

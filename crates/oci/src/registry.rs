@@ -767,8 +767,8 @@ mod tests {
 
     /// A stand-in for a registry with a token service: no token server runs here (Debian has
     /// none), so this checks the client's side of the bearer flow only. Real pushes, with
-    /// basic auth, are tested against docker-registry in tests/registry_push.rs.
-    /// The stand-in's address, and every request it has seen.
+    /// basic auth, are tested against docker-registry in tests/registry_push.rs. Returns the
+    /// stand-in's address, and every request it has seen.
     async fn token_registry() -> (std::net::SocketAddr, std::sync::Arc<Mutex<Vec<String>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -842,6 +842,37 @@ mod tests {
             "{token_request}"
         );
         assert!(last.contains("Bearer t0ken"));
+    }
+
+    /// A registry that sends more than a blob's declared size, or an endless manifest, is
+    /// cut off (a stand-in: docker-registry never does either).
+    #[tokio::test]
+    async fn a_registry_sending_too_much_is_cut_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = vec![b'x'; MANIFEST_LIMIT + 1];
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {MEDIA_MANIFEST}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            }
+        });
+        let registry = Registry::new(&addr.to_string(), Credentials::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let blob = registry.fetch_blob(&store, "a/b", &digest, 1024).await.unwrap_err();
+        assert!(blob.to_string().contains("sent more than the 1024 bytes"), "{blob}");
+        assert!(!store.has_blob(&digest));
+        let manifest = registry.get_manifest("a/b", "1.0").await.unwrap_err();
+        assert!(manifest.to_string().contains("manifest of more than"), "{manifest}");
     }
 
     #[test]

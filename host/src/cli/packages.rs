@@ -52,7 +52,7 @@ fn open_packages(cache: Option<&Path>, offline: bool, secrets: &SecretStore) -> 
         .ok_or_else(|| Stop::invalid("no step cache: set WHARF_CACHE_DIR or HOME"))?;
     let secrets = secrets.clone();
     let credentials = Box::new(move |host: &str| credentials(host, &secrets));
-    Packages::open(&dir, offline, credentials).map_err(|e| Stop::failed(format!("{e}\n  = help: {}", e.help())))
+    Packages::open(&dir, offline, credentials).map_err(|e| Stop::failed(explain(&e)))
 }
 
 /// A registry's credentials: user `WHARF_REGISTRY_USER_<HOST>`, password the secret
@@ -68,6 +68,11 @@ fn credentials(host: &str, secrets: &SecretStore) -> Credentials {
         return own;
     }
     packages::docker_login(host).unwrap_or_default()
+}
+
+/// A package problem as a command prints it: what went wrong, then what to do.
+fn explain(e: &PackageError) -> String {
+    format!("{e}\n  = help: {}", e.help())
 }
 
 fn problem(e: PackageError) -> LoadProblem {
@@ -95,7 +100,7 @@ pub(super) async fn load_steps(
     if pipeline.steps.iter().any(|s| s.uses.starts_with("builtin:")) {
         match packages::check_builtins(lock.as_ref(), &lock_path, mode) {
             Ok(warning) => warnings.extend(warning.map(|w| w.to_string())),
-            Err(e) => return Err(Stop::invalid(format!("{e}\n  = help: {}", e.help()))),
+            Err(e) => return Err(Stop::invalid(explain(&e))),
         }
     }
     let mut store = None;
@@ -185,7 +190,7 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
                 let resolved = store
                     .resolve_oci(&uses, old.as_ref(), &lock_path, mode)
                     .await
-                    .map_err(|e| Stop::failed(format!("step `{}`: {e}\n  = help: {}", step.id, e.help())))?;
+                    .map_err(|e| Stop::failed(format!("step `{}`: {}", step.id, explain(&e))))?;
                 if let Some(PackageError::TagMoved { now, .. }) = &resolved.warning {
                     lines.push(format!(
                         "  note: {uses} now names {now}; kept the locked digest (`wharf lock --update {}` takes it)",
@@ -272,7 +277,7 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
             let resolved = store
                 .resolve_oci(&uses, lock.as_ref(), &lock_path, mode)
                 .await
-                .map_err(|e| Stop::failed(format!("step `{}`: {e}\n  = help: {}", step.id, e.help())))?;
+                .map_err(|e| Stop::failed(format!("step `{}`: {}", step.id, explain(&e))))?;
             if let Some(warning) = &resolved.warning {
                 outln!("  warning: {warning}");
             }
@@ -453,7 +458,7 @@ pub(super) async fn inspect(
     let resolved = store
         .resolve_oci(uses, None, Path::new(lock::FILE_NAME), LockMode::Use)
         .await
-        .map_err(|e| Stop::invalid(format!("{e}\n  = help: {}", e.help())))?;
+        .map_err(|e| Stop::invalid(explain(&e)))?;
     let manifest = store.manifest(&resolved.digest);
     let size = resolved.bytes.len();
     let step = runtime

@@ -83,11 +83,7 @@ impl ComponentCache {
     /// The default location: `$WHARF_CACHE_DIR`, else `$XDG_CACHE_HOME/wharf`, else
     /// `~/.cache/wharf`, with `components/` below it.
     pub fn default_dir() -> Option<PathBuf> {
-        let base = std::env::var_os("WHARF_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("wharf")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wharf")))?;
-        Some(base.join("components"))
+        crate::packages::cache_dir("components")
     }
 
     fn path_for(&self, sha256: &str) -> Option<PathBuf> {

@@ -71,21 +71,9 @@ fn audited(state: &StepState, fd: &Resource<Descriptor>, path: &str, write: bool
     let Ok(host) = std::fs::read_link(format!("/proc/self/fd/{}", dir.dir.as_fd().as_raw_fd())) else {
         return;
     };
-    let Ok(workspace) = std::fs::canonicalize(&state.call.scope.workspace) else {
-        return;
-    };
-    // Outside the workspace, or in a command's own scratch directory (which the run keeps
-    // in its folder, `.wharf/runs/RUN/scratch`), no grant applies.
-    let Ok(beneath) = host.strip_prefix(&workspace) else {
-        return;
-    };
-    let scratch = [".wharf", "runs", "*", "scratch"];
-    let parts: Vec<_> = beneath.components().take(4).collect();
-    if parts.len() == 4 && parts.iter().zip(scratch).all(|(c, s)| s == "*" || c.as_os_str() == s) {
-        return;
+    if let Some(rel) = audit.workspace_path(&host, path) {
+        let _ = audit.permit(state.call.grants.check_path(&rel, write));
     }
-    let rel = beneath.join(path);
-    let _ = audit.permit(state.call.grants.check_path(&rel.to_string_lossy(), write));
 }
 
 fn follows(flags: PathFlags) -> Look {

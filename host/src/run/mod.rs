@@ -346,7 +346,9 @@ async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, rec
             ))
         });
         let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
-        let audit = req.audit.then(|| Arc::new(crate::sandbox::audit::Audit::default()));
+        let audit = req
+            .audit
+            .then(|| Arc::new(crate::sandbox::audit::Audit::new(&req.workspace, req.scratch.path())));
         let scratch = match loaded.needs_scratch().then(|| req.scratch.step_dir()) {
             None => None,
             Some(Ok(dir)) => Some(dir),

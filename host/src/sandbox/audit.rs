@@ -5,18 +5,42 @@
 
 use super::grants::Refusal;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The `allow:` keys an audit lets through.
 const AUDITED: &[&str] = &["read", "write", "process", "http"];
 
 /// What one step needed beyond its grants, as `KEY: [VALUE]` lines.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Audit {
     needed: Mutex<BTreeSet<String>>,
+    /// The workspace, and the run's scratch space inside it (wharf's own, where no grant
+    /// applies), as the kernel names them.
+    workspace: PathBuf,
+    scratch: PathBuf,
 }
 
 impl Audit {
+    pub fn new(workspace: &Path, scratch: &Path) -> Audit {
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Audit {
+            needed: Mutex::default(),
+            workspace: real(workspace),
+            scratch: real(scratch),
+        }
+    }
+
+    /// `path` beneath the host directory `dir`, relative to the workspace; None outside the
+    /// workspace or in the scratch space.
+    pub fn workspace_path(&self, dir: &Path, path: &str) -> Option<String> {
+        if dir.starts_with(&self.scratch) {
+            return None;
+        }
+        let beneath = dir.strip_prefix(&self.workspace).ok()?;
+        Some(beneath.join(path).to_string_lossy().into_owned())
+    }
+
     /// Let `check` through if it refused only a grant an audit stands in for, noting it.
     pub fn permit(&self, check: Result<(), Refusal>) -> Result<(), Refusal> {
         match check {
@@ -82,7 +106,7 @@ mod tests {
 
     #[test]
     fn files_processes_and_http_are_noted_the_rest_stays_refused() {
-        let audit = Audit::default();
+        let audit = Audit::new(Path::new("/ws"), Path::new("/ws/.wharf/runs/r/scratch"));
         for yaml in [
             "process: [git]",
             "http: [\"http://127.0.0.1:8080\"]",
@@ -109,5 +133,20 @@ mod tests {
             allow_block(&["process: [git]".into(), "process: [cargo]".into()]),
             "allow:\n  process: [cargo, git]\n"
         );
+    }
+
+    #[test]
+    fn paths_are_the_workspaces_but_not_the_scratch_space() {
+        let audit = Audit::new(Path::new("/ws"), Path::new("/ws/.wharf/runs/r/scratch"));
+        assert_eq!(
+            audit.workspace_path(Path::new("/ws/src"), "a.rs").as_deref(),
+            Some("src/a.rs")
+        );
+        assert_eq!(audit.workspace_path(Path::new("/ws"), "out").as_deref(), Some("out"));
+        assert_eq!(
+            audit.workspace_path(Path::new("/ws/.wharf/runs/r/scratch/step-1"), "output"),
+            None
+        );
+        assert_eq!(audit.workspace_path(Path::new("/elsewhere"), "x"), None);
     }
 }
