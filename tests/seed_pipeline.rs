@@ -90,7 +90,7 @@ fn a_broken_release_is_rolled_back_to_the_previous_version() {
 /// The seed pipeline up to the upgrade, plus `extra` steps.
 fn pipeline_until_upgrade(ws: &Workspace, extra: &str) -> String {
     let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
-    let cut = text.find("  - id: discover").unwrap();
+    let cut = text.find("  - id: gate").unwrap();
     let name = "partial.yml";
     ws.write(name, &format!("{}{extra}", &text[..cut]));
     name.to_string()
@@ -325,7 +325,7 @@ fn a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_respected() {
 /// The seed pipeline up to the upgrade, with more `with:` lines for the upgrade step.
 fn upgrade_with(ws: &Workspace, name: &str, lines: &str) -> String {
     let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
-    let cut = text.find("  - id: discover").unwrap();
+    let cut = text.find("  - id: gate").unwrap();
     let anchor = "      health-path: /api/v1/version\n";
     let text = text[..cut].replace(anchor, &format!("{anchor}{lines}"));
     ws.write(name, &text);

@@ -20,9 +20,16 @@ use std::fmt;
 pub enum Reference {
     Var(String),
     Env(String),
-    StepOutput { step: String, key: String },
-    StepOutcome { step: String },
+    StepOutput {
+        step: String,
+        key: String,
+    },
+    StepOutcome {
+        step: String,
+    },
     RunId,
+    /// `matrix.NAME`: this instance's value of a `matrix:` axis.
+    Matrix(String),
 }
 
 impl fmt::Display for Reference {
@@ -33,15 +40,17 @@ impl fmt::Display for Reference {
             Reference::StepOutput { step, key } => write!(f, "steps.{step}.outputs.{key}"),
             Reference::StepOutcome { step } => write!(f, "steps.{step}.outcome"),
             Reference::RunId => write!(f, "run.id"),
+            Reference::Matrix(n) => write!(f, "matrix.{n}"),
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFn {
-    /// Every step so far succeeded (or was skipped): the default condition.
+    /// Every step this one needs, directly or through others, succeeded (or was skipped):
+    /// the default condition.
     Success,
-    /// Some earlier step failed.
+    /// Some step this one needs, directly or through others, failed.
     Failure,
     Always,
 }
@@ -399,8 +408,9 @@ fn reference(path: &[String]) -> Result<Reference, String> {
         }),
         ["steps", step, "outcome"] => Ok(Reference::StepOutcome { step: step.to_string() }),
         ["run", "id"] => Ok(Reference::RunId),
+        ["matrix", name] => Ok(Reference::Matrix(name.to_string())),
         _ => Err(format!(
-            "unknown reference `{}`; use vars.NAME, env.NAME, steps.ID.outputs.KEY, steps.ID.outcome or run.id",
+            "unknown reference `{}`; use vars.NAME, env.NAME, steps.ID.outputs.KEY, steps.ID.outcome, matrix.NAME or run.id",
             p.join(".")
         )),
     }

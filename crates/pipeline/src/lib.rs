@@ -6,6 +6,7 @@ pub mod describe;
 pub mod diagnostic;
 pub mod expr;
 pub mod grants;
+pub mod graph;
 pub mod model;
 pub mod params;
 pub mod validate;
@@ -13,7 +14,8 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile, Span};
 pub use grants::Grants;
-pub use model::{OnFailure, Param, Pipeline, Retry, StepDecl, StepSource, VarDecl};
+pub use graph::Graph;
+pub use model::{Instance, OnFailure, Param, Pipeline, Retry, StepDecl, StepSource, VarDecl};
 
 /// Environment variables of wharf that hold secrets: `WHARF_SECRET_<NAME>`. A pipeline never
 /// reads them as text.

@@ -15,6 +15,9 @@ pub struct Pipeline {
     pub on_failure: OnFailure,
     /// Defaults for every step's limits.
     pub limits: LimitOverrides,
+    /// `concurrency:`: how many steps may run at once unless `--jobs` says otherwise.
+    pub concurrency: Option<usize>,
+    /// Matrix steps come expanded: one [`StepDecl`] per instance.
     pub steps: Vec<StepDecl>,
 }
 
@@ -77,7 +80,51 @@ pub struct StepDecl {
     pub retry: Retry,
     /// `if:`; None means `success()`.
     pub condition: Option<(Expr, Span)>,
+    /// The ids of the steps this one runs after (a matrix step's instances, each). Without
+    /// `needs:`, a step needs the one before it in the file.
+    pub needs: Vec<String>,
+    /// Where `needs:` was written; None when the file's order implies the needs.
+    pub needs_span: Option<Span>,
+    /// Set on an instance of a `matrix:` step.
+    pub instance: Option<Instance>,
 }
+
+/// One combination of a `matrix:` step's values, run as a step of its own whose id is the
+/// matrix step's id and the values, joined by `-` (`build-x86_64-linux`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The `id:` written on the matrix step.
+    pub group: String,
+    /// `${{ matrix.NAME }}` values, in the order the axes were written.
+    pub values: Vec<(String, String)>,
+    /// `fail-fast:` (default true): once one instance failed, the instances not yet started
+    /// are skipped.
+    pub fail_fast: bool,
+    pub matrix_span: Span,
+}
+
+/// Most combinations one `matrix:` may expand to.
+pub const MATRIX_LIMIT: usize = 256;
+/// Most steps a pipeline may hold, matrix instances counted.
+pub const STEP_LIMIT: usize = 10_000;
+/// Most bytes of steps a pipeline may expand to, matrix instances counted: a few times the
+/// largest file, so no file grows past that in memory.
+pub const EXPANDED_LIMIT: usize = 4 * PIPELINE_LIMIT as usize;
+
+/// A step as written, before its matrix is expanded and its needs resolved.
+struct RawStep {
+    decl: StepDecl,
+    /// The line the step starts on.
+    line: usize,
+    /// Bytes of the file the step takes up: what each matrix instance copies.
+    size: usize,
+    needs: Option<(Vec<Scalar>, Span)>,
+    matrix: Option<(Vec<Axis>, Span)>,
+    fail_fast: bool,
+}
+
+/// One name of a `matrix:` and its values, as written.
+type Axis = (Scalar, Vec<Scalar>);
 
 #[derive(Debug, Clone)]
 pub struct Param {
@@ -190,8 +237,20 @@ impl Pipeline {
 /// Largest pipeline file read: far beyond any real pipeline.
 pub const PIPELINE_LIMIT: u64 = 4 << 20;
 
-pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "steps"];
-pub const STEP_KEYS: &[&str] = &["id", "uses", "with", "allow", "limits", "timeout", "retry", "if"];
+pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "concurrency", "steps"];
+pub const STEP_KEYS: &[&str] = &[
+    "id",
+    "uses",
+    "needs",
+    "if",
+    "with",
+    "allow",
+    "matrix",
+    "fail-fast",
+    "limits",
+    "timeout",
+    "retry",
+];
 const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "disk", "journal", "timeout"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const VAR_KEYS: &[&str] = &["default", "description"];
@@ -269,7 +328,20 @@ impl Reader {
             },
         };
         let limits = get("limits").map(|v| self.limits(v)).unwrap_or_default();
-        let steps = match get("steps") {
+        let concurrency = get("concurrency").and_then(|v| {
+            let s = self.text(v, "`concurrency`")?;
+            match s.text.parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => Some(n),
+                _ => {
+                    self.error(
+                        Diagnostic::new(s.span, format!("`{}` is not a number of steps", s.text))
+                            .help("how many steps may run at once: a number from 1 to 1024"),
+                    );
+                    None
+                }
+            }
+        });
+        let raw: Vec<RawStep> = match get("steps") {
             Some(Yaml::List(items, _)) => items.iter().filter_map(|s| self.step(s)).collect(),
             Some(other) => {
                 self.error(Diagnostic::new(
@@ -283,6 +355,34 @@ impl Reader {
                 Vec::new()
             }
         };
+        let mut raw = raw;
+        // Each step takes the lines up to the next step's (at least its own line).
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(source.text.match_indices('\n').map(|(i, _)| i + 1))
+            .chain(std::iter::once(source.text.len()))
+            .collect();
+        let offset = |line: usize| {
+            line_starts
+                .get(line.saturating_sub(1))
+                .copied()
+                .unwrap_or(source.text.len())
+        };
+        let starts: Vec<usize> = raw.iter().map(|r| r.line).collect();
+        for (n, step) in raw.iter_mut().enumerate() {
+            let next = starts.get(n + 1).copied().unwrap_or(usize::MAX).max(step.line + 1);
+            step.size = offset(next).saturating_sub(offset(step.line));
+        }
+        let mut steps = self.expand(&raw);
+        if steps.len() > STEP_LIMIT {
+            self.error(
+                Diagnostic::new(
+                    yaml.span(),
+                    format!("the pipeline has {} steps; at most {STEP_LIMIT}", steps.len()),
+                )
+                .help("split it into several pipelines"),
+            );
+            steps.truncate(STEP_LIMIT);
+        }
         let mut seen: Vec<(&str, Span)> = Vec::new();
         let mut duplicates = Vec::new();
         for step in &steps {
@@ -299,12 +399,14 @@ impl Reader {
             }
         }
         self.errors.extend(duplicates);
+        self.resolve_needs(&raw, &mut steps);
         Some(Pipeline {
             source,
             name,
             vars,
             on_failure,
             limits,
+            concurrency,
             steps,
         })
     }
@@ -358,7 +460,7 @@ impl Reader {
         out
     }
 
-    fn step(&mut self, yaml: &Yaml) -> Option<StepDecl> {
+    fn step(&mut self, yaml: &Yaml) -> Option<RawStep> {
         let Yaml::Map(map, span) = yaml else {
             self.error(
                 Diagnostic::new(yaml.span(), format!("a step must be a mapping, not {}", yaml.kind()))
@@ -436,18 +538,277 @@ impl Reader {
                 Grants::default()
             }),
         };
-        Some(StepDecl {
-            id: id.text,
-            id_span: id.span,
-            uses: uses.text,
-            uses_span: uses.span,
-            with,
-            allow,
-            limits: get("limits").map(|v| self.limits(v)).unwrap_or_default(),
-            timeout,
-            retry,
-            condition,
+        let needs = get("needs").and_then(|v| self.needs(v));
+        let matrix = get("matrix").and_then(|v| self.matrix(v));
+        let fail_fast = match get("fail-fast") {
+            None => true,
+            Some(v) => match self.text(v, "`fail-fast`").as_ref().map(|s| (s.text.as_str(), s.span)) {
+                Some(("true", _)) => true,
+                Some(("false", _)) => false,
+                Some((other, span)) => {
+                    self.error(
+                        Diagnostic::new(span, format!("`fail-fast` must be true or false, not `{other}`"))
+                            .help("true (the default) skips the instances not yet started once one failed"),
+                    );
+                    true
+                }
+                None => true,
+            },
+        };
+        if matrix.is_none()
+            && let Some((key, _)) = map.iter().find(|(k, _)| k.text == "fail-fast")
+        {
+            self.error(
+                Diagnostic::new(key.span, "`fail-fast` only applies to a step with a `matrix:`")
+                    .help("remove it, or add `matrix:`"),
+            );
+        }
+        Some(RawStep {
+            line: span.line,
+            size: 0,
+            decl: StepDecl {
+                id: id.text,
+                id_span: id.span,
+                uses: uses.text,
+                uses_span: uses.span,
+                with,
+                allow,
+                limits: get("limits").map(|v| self.limits(v)).unwrap_or_default(),
+                timeout,
+                retry,
+                condition,
+                needs: Vec::new(),
+                needs_span: None,
+                instance: None,
+            },
+            needs,
+            matrix,
+            fail_fast,
         })
+    }
+
+    /// `needs: ID` or `needs: [ID, ...]`.
+    fn needs(&mut self, yaml: &Yaml) -> Option<(Vec<Scalar>, Span)> {
+        match yaml {
+            Yaml::Scalar(s) if !s.is_null() => Some((vec![s.clone()], s.span)),
+            Yaml::List(items, span) => {
+                let mut ids = Vec::new();
+                for item in items {
+                    if let Some(s) = self.text(item, "a need") {
+                        ids.push(s);
+                    }
+                }
+                Some((ids, *span))
+            }
+            other => {
+                self.error(
+                    Diagnostic::new(
+                        other.span(),
+                        format!("`needs` must be a list of step ids, not {}", other.kind()),
+                    )
+                    .help("write `needs: [build, test]`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `matrix: { NAME: [VALUE, ...], ... }`.
+    fn matrix(&mut self, yaml: &Yaml) -> Option<(Vec<Axis>, Span)> {
+        let Yaml::Map(axes, span) = yaml else {
+            self.error(
+                Diagnostic::new(yaml.span(), format!("`matrix` must be a mapping, not {}", yaml.kind()))
+                    .help("write `matrix: { target: [x86_64, aarch64] }`"),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for (name, values) in axes {
+            if !is_identifier(&name.text) {
+                self.error(
+                    Diagnostic::new(name.span, format!("`{}` is not a valid matrix name", name.text))
+                        .help("use letters, digits, `_` and `-`, starting with a letter"),
+                );
+                continue;
+            }
+            let values = match values {
+                Yaml::List(items, _) => items.iter().filter_map(|v| self.text(v, "a matrix value")).collect(),
+                other => {
+                    self.error(
+                        Diagnostic::new(other.span(), format!("matrix `{}` must be a list of values", name.text))
+                            .help(format!("write `{}: [a, b]`", name.text)),
+                    );
+                    continue;
+                }
+            };
+            out.push((name.clone(), values));
+        }
+        Some((out, *span))
+    }
+
+    /// One step per combination of a matrix step's values; other steps as they are.
+    fn expand(&mut self, raw: &[RawStep]) -> Vec<StepDecl> {
+        let mut steps = Vec::new();
+        for step in raw {
+            let Some((axes, span)) = &step.matrix else {
+                steps.push(step.decl.clone());
+                continue;
+            };
+            let id = &step.decl.id;
+            if let Some((name, _)) = axes.iter().find(|(_, values)| values.is_empty()) {
+                self.error(
+                    Diagnostic::new(
+                        name.span,
+                        format!(
+                            "the matrix of step `{id}` has no combination: `{}` lists no value",
+                            name.text
+                        ),
+                    )
+                    .help("give every matrix name at least one value, or remove the `matrix:`"),
+                );
+                continue;
+            }
+            if axes.is_empty() {
+                self.error(
+                    Diagnostic::new(*span, format!("the matrix of step `{id}` has no combination"))
+                        .help("write `matrix: { NAME: [VALUE, ...] }`"),
+                );
+                continue;
+            }
+            let count = axes.iter().try_fold(1usize, |n, (_, values)| {
+                n.checked_mul(values.len()).filter(|n| *n <= MATRIX_LIMIT)
+            });
+            if let Some(count) = count
+                && count.saturating_mul(step.size) > EXPANDED_LIMIT
+            {
+                self.error(
+                    Diagnostic::new(
+                        *span,
+                        format!(
+                            "the matrix of step `{id}` would copy its {} bytes {count} times, more than the {} MiB a pipeline may expand to",
+                            step.size,
+                            EXPANDED_LIMIT >> 20
+                        ),
+                    )
+                    .help("make the step smaller, or list fewer values"),
+                );
+                continue;
+            }
+            let Some(count) = count else {
+                let sizes: Vec<String> = axes.iter().map(|(n, v)| format!("{} {}", v.len(), n.text)).collect();
+                self.error(
+                    Diagnostic::new(
+                        *span,
+                        format!(
+                            "the matrix of step `{id}` has more than {MATRIX_LIMIT} combinations ({})",
+                            sizes.join(" × ")
+                        ),
+                    )
+                    .help("split the step, or list fewer values"),
+                );
+                continue;
+            };
+            for n in 0..count {
+                // Mixed radix: the last axis changes fastest, as the values read.
+                let mut rest = n;
+                let mut picked = vec![String::new(); axes.len()];
+                for (slot, (_, values)) in picked.iter_mut().zip(axes).rev() {
+                    *slot = values[rest % values.len()].text.clone();
+                    rest /= values.len();
+                }
+                let values: Vec<(String, String)> =
+                    axes.iter().map(|(name, _)| name.text.clone()).zip(picked).collect();
+                let suffix: Vec<String> = values.iter().map(|(_, v)| id_part(v)).collect();
+                let mut decl = step.decl.clone();
+                decl.id = format!("{id}-{}", suffix.join("-"));
+                decl.allow.step_id = decl.id.clone();
+                decl.instance = Some(Instance {
+                    group: id.clone(),
+                    values,
+                    fail_fast: step.fail_fast,
+                    matrix_span: *span,
+                });
+                steps.push(decl);
+            }
+        }
+        steps
+    }
+
+    /// Fill in every step's `needs`: as written, a matrix step's id standing for all its
+    /// instances; without `needs:`, the step (or instances) before. A cycle is an error
+    /// showing it.
+    fn resolve_needs(&mut self, raw: &[RawStep], steps: &mut [StepDecl]) {
+        let group_of = |decl: &StepDecl| decl.instance.as_ref().map_or(decl.id.clone(), |i| i.group.clone());
+        let members = |steps: &[StepDecl], name: &str| -> Vec<String> {
+            steps
+                .iter()
+                .filter(|s| s.id == name || s.instance.as_ref().is_some_and(|i| i.group == name))
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        let resolved: Vec<(Vec<String>, Option<Span>)> = steps
+            .iter()
+            .map(|decl| {
+                let group = group_of(decl);
+                let index = raw.iter().position(|r| r.decl.id == group).unwrap_or(0);
+                let Some((names, span)) = &raw[index].needs else {
+                    let before = index
+                        .checked_sub(1)
+                        .map(|i| members(steps, &raw[i].decl.id))
+                        .unwrap_or_default();
+                    return (before, None);
+                };
+                let mut needs: Vec<String> = Vec::new();
+                for name in names {
+                    if name.text == group || name.text == decl.id {
+                        self.error(
+                            Diagnostic::new(name.span, format!("step `{group}` needs itself"))
+                                .help("a step needs the steps it runs after; remove this one"),
+                        );
+                        continue;
+                    }
+                    let found = members(steps, &name.text);
+                    if found.is_empty() {
+                        let ids = raw.iter().map(|r| r.decl.id.as_str()).filter(|id| *id != group);
+                        let help = match suggest(&name.text, ids) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "`needs:` lists the ids of other steps of this pipeline".into(),
+                        };
+                        self.error(
+                            Diagnostic::new(
+                                name.span,
+                                format!(
+                                    "step `{group}` needs `{}`, which is not a step of this pipeline",
+                                    name.text
+                                ),
+                            )
+                            .help(help),
+                        );
+                    }
+                    for id in found {
+                        if !needs.contains(&id) {
+                            needs.push(id);
+                        }
+                    }
+                }
+                (needs, Some(*span))
+            })
+            .collect();
+        for (decl, (needs, span)) in steps.iter_mut().zip(resolved) {
+            decl.needs = needs;
+            decl.needs_span = span;
+        }
+        if let Some(cycle) = super::graph::find_cycle(steps) {
+            let first = &steps[cycle[0]];
+            let names: Vec<&str> = cycle.iter().chain([&cycle[0]]).map(|&i| steps[i].id.as_str()).collect();
+            self.error(
+                Diagnostic::new(
+                    first.needs_span.unwrap_or(first.id_span),
+                    format!("`needs:` makes a cycle: {}", names.join(" → ")),
+                )
+                .help("each step here needs the next; remove one of these needs"),
+            );
+        }
     }
 
     fn duration(&mut self, s: &Scalar) -> Option<Duration> {
@@ -597,6 +958,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a size"))
 }
 
+/// A matrix value as part of a step id: characters a step id cannot hold become `_`.
+fn id_part(value: &str) -> String {
+    let part: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if part.is_empty() { "_".into() } else { part }
+}
+
 pub fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -647,5 +1023,70 @@ mod tests {
         assert!(text.contains("p.yml:9:9"), "{text}");
         assert!(text.contains("`5` has no unit"), "{text}");
         assert_eq!(e.items.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn a_matrix_becomes_one_step_per_combination() {
+        let p = parse(
+            "name: m\nsteps:\n  - id: first\n    uses: x.wasm\n  - id: build\n    uses: x.wasm\n    \
+             matrix: { os: [linux, mac], version: ['1.75', beta] }\n    fail-fast: false\n  - id: after\n    uses: x.wasm\n",
+        )
+        .unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "first",
+                "build-linux-1_75",
+                "build-linux-beta",
+                "build-mac-1_75",
+                "build-mac-beta",
+                "after"
+            ]
+        );
+        let instance = p.steps[1].instance.as_ref().unwrap();
+        assert_eq!(instance.group, "build");
+        assert!(!instance.fail_fast);
+        assert_eq!(
+            instance.values,
+            [
+                ("os".to_string(), "linux".to_string()),
+                ("version".to_string(), "1.75".to_string())
+            ]
+        );
+        // Without `needs:`, each instance needs the step before; the step after needs them all.
+        assert_eq!(p.steps[2].needs, ["first"]);
+        assert_eq!(p.steps[5].needs.len(), 4);
+        assert_eq!(p.steps[1].allow.step_id, "build-linux-1_75");
+    }
+
+    #[test]
+    fn a_matrix_that_would_copy_a_big_step_too_often_is_refused() {
+        let big = "x".repeat(100_000);
+        let values: Vec<String> = (0..256).map(|n| n.to_string()).collect();
+        let text = format!(
+            "name: m\nsteps:\n  - id: big\n    uses: x.wasm\n    matrix: {{ n: [{}] }}\n    with: {{ blob: {big} }}\n",
+            values.join(", ")
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("the matrix of step `big` would copy its"), "{e}");
+        assert!(e.contains("more than the 16 MiB a pipeline may expand to"), "{e}");
+        // The same step without the matrix, or with few values, is fine.
+        assert!(parse(&text.replace(&values.join(", "), "1, 2")).is_ok());
+    }
+
+    #[test]
+    fn fail_fast_and_needs_are_checked_where_written() {
+        let e = parse(
+            "name: m\nsteps:\n  - id: a\n    uses: x.wasm\n    fail-fast: maybe\n    needs: { a: b }\n  \
+             - id: b\n    uses: x.wasm\n    needs: [b]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`fail-fast` must be true or false, not `maybe`"), "{e}");
+        assert!(e.contains("`fail-fast` only applies to a step with a `matrix:`"), "{e}");
+        assert!(e.contains("`needs` must be a list of step ids, not a mapping"), "{e}");
+        assert!(e.contains("step `b` needs itself"), "{e}");
+        assert!(e.contains("p.yml:9:13"), "{e}");
     }
 }

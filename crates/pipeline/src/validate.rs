@@ -2,11 +2,15 @@
 //! matches the step's `describe`, every reference points at a var or an earlier step.
 //! Problems are collected, not stopped at, so one run of `wharf validate` shows them all.
 
+mod races;
+
 use super::diagnostic::{Diagnostic, Diagnostics, suggest};
 use super::expr::Reference;
+use super::graph::Graph;
 use super::model::{Pipeline, StepDecl, template};
 use super::params::{self, scalars};
 use crate::describe::{ParamType, StepInfo};
+use std::collections::BTreeMap;
 
 /// What validation needs to know about a step's component.
 #[derive(Debug, Clone)]
@@ -41,17 +45,27 @@ pub fn validate(
             );
         }
     }
+    let graph = Graph::of(pipeline);
     for (index, (step, shape)) in pipeline.steps.iter().zip(shapes).enumerate() {
         match shape {
             Err(problem) => errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help)),
             Ok(shape) => check_params(step, shape, &mut errors),
         }
-        check_references(pipeline, index, shapes, passed_env, &mut errors);
+        check_references(pipeline, &graph, index, shapes, passed_env, &mut errors);
     }
+    let mut vars: BTreeMap<&str, &str> = pipeline
+        .vars
+        .iter()
+        .filter_map(|v| Some((v.name.as_str(), v.default.as_deref()?)))
+        .collect();
+    vars.extend(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    races::check(pipeline, &graph, shapes, &vars, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
         errors.sort_by_key(|d| (d.span.line, d.span.column));
+        // The instances of a matrix step share their source: one report each.
+        errors.dedup_by(|a, b| a.span == b.span && a.message == b.message);
         Err(Diagnostics {
             source: pipeline.source.clone(),
             items: errors,
@@ -172,6 +186,7 @@ fn check_derived_paths(step: &StepDecl, info: &StepInfo, errors: &mut Vec<Diagno
 
 fn check_references(
     pipeline: &Pipeline,
+    graph: &Graph,
     index: usize,
     shapes: &[Result<StepShape, LoadProblem>],
     passed_env: &std::collections::BTreeSet<String>,
@@ -210,26 +225,55 @@ fn check_references(
             }
             Reference::StepOutput { step: target, .. } | Reference::StepOutcome { step: target } => {
                 let Some(target_index) = pipeline.steps.iter().position(|s| s.id == *target) else {
-                    let help = match suggest(target, pipeline.steps[..index].iter().map(|s| s.id.as_str())) {
+                    let instances: Vec<&str> = pipeline
+                        .steps
+                        .iter()
+                        .filter(|s| s.instance.as_ref().is_some_and(|i| i.group == *target))
+                        .map(|s| s.id.as_str())
+                        .collect();
+                    if !instances.is_empty() {
+                        errors.push(
+                            Diagnostic::new(span, format!("`{reference}`: step `{target}` has a matrix, so it has no outputs of its own"))
+                                .help(format!("name one of its instances: {}", instances.join(", "))),
+                        );
+                        continue;
+                    }
+                    let help = match suggest(target, pipeline.steps.iter().map(|s| s.id.as_str())) {
                         Some(s) => format!("did you mean `{s}`?"),
-                        None => "a step can refer to the steps before it".to_string(),
+                        None => "a step can refer to the steps it needs".to_string(),
                     };
                     errors.push(
                         Diagnostic::new(span, format!("`{reference}` refers to an unknown step `{target}`")).help(help),
                     );
                     continue;
                 };
-                if target_index >= index {
-                    errors.push(
+                if !graph.after(index, target_index) {
+                    let chained = step.needs_span.is_none();
+                    let sibling = match (&step.instance, &pipeline.steps[target_index].instance) {
+                        (Some(a), Some(b)) => a.group == b.group,
+                        _ => false,
+                    };
+                    let diagnostic = if target_index == index {
+                        Diagnostic::new(span, format!("`{reference}` refers to step `{target}`, which runs as this step"))
+                            .help("a step can only use outputs of the steps it needs")
+                    } else if sibling {
+                        Diagnostic::new(span, format!("`{reference}` refers to `{target}`, another instance of the same matrix"))
+                            .help("the instances of a matrix run side by side; use the outputs in a step that needs them")
+                    } else if chained && target_index > index {
+                        Diagnostic::new(span, format!("`{reference}` refers to step `{target}`, which runs later"))
+                            .help("a step can only use outputs of the steps before it; move it below")
+                    } else {
                         Diagnostic::new(
                             span,
-                            format!(
-                                "`{reference}` refers to step `{target}`, which runs {}",
-                                if target_index == index { "as this step" } else { "later" }
-                            ),
+                            format!("`{reference}` refers to step `{target}`, which is not among this step's needs"),
                         )
-                        .help("a step can only use outputs of the steps before it; move it below"),
-                    );
+                        .help(format!(
+                            "add `{}` to `needs:` of step `{}`, so that it runs first",
+                            target,
+                            step.instance.as_ref().map_or(step.id.as_str(), |i| i.group.as_str())
+                        ))
+                    };
+                    errors.push(diagnostic);
                     continue;
                 }
                 if let (Reference::StepOutput { key, .. }, Some(Ok(StepShape::Typed(info)))) =
@@ -262,6 +306,21 @@ fn check_references(
                     "pass it with `--pass-env {name}` (or WHARF_PASS_ENV={name}); only the variables the operator lists reach a pipeline"
                 )),
             ),
+            Reference::Matrix(name) => match &step.instance {
+                None => errors.push(
+                    Diagnostic::new(span, format!("`{reference}` is used in step `{}`, which has no `matrix:`", step.id))
+                        .help("add `matrix: { NAME: [VALUE, ...] }` to the step"),
+                ),
+                Some(instance) if !instance.values.iter().any(|(n, _)| n == name) => {
+                    let names: Vec<&str> = instance.values.iter().map(|(n, _)| n.as_str()).collect();
+                    let help = match suggest(name, names.iter().copied()) {
+                        Some(s) => format!("did you mean `matrix.{s}`?"),
+                        None => format!("its matrix names: {}", names.join(", ")),
+                    };
+                    errors.push(Diagnostic::new(span, format!("`{reference}` is not a name of this step's matrix")).help(help));
+                }
+                Some(_) => {}
+            },
             Reference::Env(_) | Reference::RunId => {}
         }
     }

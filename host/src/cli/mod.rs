@@ -49,6 +49,8 @@ Examples:
   wharf run examples/hello/pipeline.yml
   wharf run pipeline.yml --var registry=127.0.0.1:5000 --var status=FAIL
   wharf run pipeline.yml --workspace ../app -v
+  wharf run pipeline.yml --jobs 4               # up to 4 steps whose needs are met at once
+  wharf run pipeline.yml --resume 20261129-101500-3f2a   # the failed steps and what needs them
   wharf run pipeline.yml --output json > events.ndjson
   wharf run pipeline.yml --events events.ndjson --codequality gl-code-quality.json
   WHARF_SECRET_REGISTRY_PASSWORD=... wharf run pipeline.yml

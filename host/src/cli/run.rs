@@ -47,7 +47,12 @@ pub struct RunArgs {
     /// Write the run to FILE as a JUnit XML report: a test case per step
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
-    /// Run again from the first failed step of this earlier run, reusing what succeeded
+    /// How many steps may run at once [default: the pipeline's `concurrency:`, else the
+    /// number of cores]
+    #[arg(short, long, value_name = "N", env = "WHARF_JOBS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: Option<u16>,
+    /// Run again the failed steps of this earlier run and every step that needs them,
+    /// reusing what succeeded
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
     /// With --resume: reuse the earlier run's steps even though the workspace revision, the
@@ -285,6 +290,11 @@ pub(super) async fn run(
     let on_failure = prepared.pipeline.on_failure;
     let started = std::time::Instant::now();
     let this_run = run_id.clone();
+    let jobs = args
+        .jobs
+        .map(usize::from)
+        .or(prepared.pipeline.concurrency)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -297,6 +307,7 @@ pub(super) async fn run(
         events: events.clone(),
         journal: journal.clone(),
         scratch: &scratch,
+        jobs,
         reuse,
         audit: args.audit,
     });
@@ -392,8 +403,8 @@ fn start_journal(
     Ok(journal)
 }
 
-/// The steps of an earlier run that `--resume` takes over: those that succeeded before its
-/// first failed step, in pipeline order. Refused when what those steps worked from has
+/// The steps of an earlier run that `--resume` takes over: those that succeeded and need no
+/// step that runs again (one that failed, was skipped or never ran). Refused when what those steps worked from has
 /// changed since (another commit, another pipeline file, another build of a reused step):
 /// their outputs (a version, an image) would then describe code that is not what runs now.
 fn resume_from(
@@ -412,18 +423,18 @@ fn resume_from(
         outputs: BTreeMap::new(),
         lineage: lineage(workspace, &journal),
     };
+    let graph = crate::pipeline::Graph::of(pipeline);
     let mut failed = false;
-    for step in &pipeline.steps {
-        match outcomes.iter().find(|end| end.step == step.id) {
-            Some(end) if end.outcome == "success" => {
-                reuse.outputs.insert(step.id.clone(), end.outputs.clone());
-            }
-            Some(end) if end.outcome == "failure" => {
-                failed = true;
-                break;
-            }
-            // Skipped, or never reached: from here on everything runs.
-            _ => break,
+    for &i in graph.order() {
+        let step = &pipeline.steps[i];
+        let end = outcomes.iter().find(|end| end.step == step.id);
+        failed |= end.is_some_and(|end| end.outcome == "failure");
+        let needs_reused = graph
+            .needs(i)
+            .iter()
+            .all(|&j| reuse.outputs.contains_key(&pipeline.steps[j].id));
+        if let Some(end) = end.filter(|end| end.outcome == "success" && needs_reused) {
+            reuse.outputs.insert(step.id.clone(), end.outputs.clone());
         }
     }
     if !failed && journal.finished().is_some_and(|(outcome, _, _)| outcome == "success") {
@@ -561,16 +572,17 @@ async fn interrupted() -> Signal {
 /// reaches its own summary).
 #[derive(Default)]
 struct Tally {
-    steps: std::sync::Mutex<(Option<String>, Vec<Outcome>)>,
+    /// The steps running now, and the outcomes of those finished.
+    steps: std::sync::Mutex<(Vec<String>, Vec<Outcome>)>,
 }
 
 impl crate::events::Sink for Tally {
     fn event(&self, event: &Event) {
         let mut steps = self.steps.lock().unwrap();
         match event {
-            Event::StepStarted { step, .. } => steps.0 = Some(step.clone()),
-            Event::StepFinished { outcome, .. } => {
-                steps.0 = None;
+            Event::StepStarted { step, .. } if !steps.0.contains(step) => steps.0.push(step.clone()),
+            Event::StepFinished { step, outcome, .. } => {
+                steps.0.retain(|s| s != step);
                 steps.1.push(*outcome);
             }
             _ => {}
@@ -583,8 +595,10 @@ impl Tally {
         let steps = self.steps.lock().unwrap();
         let count = |o: Outcome| steps.1.iter().filter(|x| **x == o).count();
         let mut out = signal.describe().to_string();
-        if let Some(step) = &steps.0 {
-            out.push_str(&format!(" during step `{step}`"));
+        match steps.0.as_slice() {
+            [] => {}
+            [step] => out.push_str(&format!(" during step `{step}`")),
+            running => out.push_str(&format!(" during steps `{}`", running.join("`, `"))),
         }
         out.push_str(&format!(
             "; before it {} step(s) succeeded, {} failed, {} skipped",

@@ -155,7 +155,8 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
     let mut loaded: HashMap<String, Arc<LoadedStep>> = HashMap::new();
     let entries: Vec<&Entry> = journal.entries().collect();
     let mut replayed_steps = 0;
-    for (index, entry) in entries.iter().enumerate() {
+    for index in in_recorded_order(&entries) {
+        let entry = entries[index];
         let attempt = match entry {
             Entry::StepStarted {
                 step,
@@ -439,6 +440,33 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
         exit_code: 0,
     });
     Ok(ReplayResult::Matched)
+}
+
+/// The entries that start an attempt or tell of a step that did not run, in the order the
+/// run finished them: steps that ran side by side are replayed one at a time, each from its
+/// own tape, and reported in the order the run reported them. An attempt the journal never
+/// saw end comes last.
+fn in_recorded_order(entries: &[&Entry]) -> Vec<usize> {
+    let mut keyed: Vec<(usize, usize)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| match entry {
+            Entry::StepStarted { step, attempt, .. } => {
+                let end = entries[index + 1..].iter().position(|e| match e {
+                    Entry::StepFinished { step: s, .. } => s == step,
+                    Entry::StepStarted {
+                        step: s, attempt: a, ..
+                    } => s == step && a > attempt,
+                    _ => false,
+                });
+                Some((end.map_or(usize::MAX, |n| index + 1 + n), index))
+            }
+            Entry::StepFinished { .. } => Some((index, index)),
+            _ => None,
+        })
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, index)| index).collect()
 }
 
 /// Every `--step ID=PATH` names a recorded step and a file: a typo must not quietly replay

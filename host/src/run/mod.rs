@@ -18,7 +18,7 @@ use crate::pipeline::describe::Value;
 use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
 use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
-use crate::pipeline::{Diagnostic, Pipeline, StepDecl};
+use crate::pipeline::{Diagnostic, Graph, Pipeline, StepDecl};
 use crate::sandbox::Grants;
 use crate::sandbox::preopens::preopens;
 use std::collections::BTreeMap;
@@ -47,6 +47,8 @@ pub struct RunRequest<'a> {
     /// An audit run: refused file, process and HTTP accesses are let through and noted
     /// ([`crate::sandbox::audit`]); nothing deploys.
     pub audit: bool,
+    /// How many steps may run at once.
+    pub jobs: usize,
 }
 
 /// The steps a resumed run does not run again.
@@ -66,6 +68,8 @@ pub struct StepRecord {
     pub outputs: Vec<(String, String)>,
     pub failure: Option<StepFailure>,
     pub duration: Duration,
+    /// Why a step did not run, or where its outputs came from.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +100,9 @@ pub fn new_run_id() -> String {
 struct RunScope<'a> {
     vars: &'a BTreeMap<String, String>,
     env: &'a BTreeMap<String, String>,
-    records: &'a [StepRecord],
+    /// The steps this one needs, directly or through others: all it may refer to.
+    records: &'a [Arc<StepRecord>],
+    matrix: &'a [(String, String)],
     run_id: &'a str,
 }
 
@@ -116,6 +122,12 @@ impl Scope for RunScope<'_> {
                 format!("`env.{name}` was not passed to the pipeline; pass it with `--pass-env {name}`")
             }),
             Reference::RunId => Ok(self.run_id.to_string()),
+            Reference::Matrix(name) => self
+                .matrix
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| format!("`matrix.{name}` has no value in this step")),
             Reference::StepOutcome { step } => Ok(record(step).map_or("skipped", |r| r.outcome.as_str()).to_string()),
             Reference::StepOutput { step, key } => match record(step) {
                 Some(r) if r.outcome == Outcome::Success => r
@@ -172,46 +184,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
             });
         }
     }
-    let mut records: Vec<StepRecord> = Vec::new();
-    for (decl, loaded) in pipeline.steps.iter().zip(&req.steps) {
-        let reused = req.reuse.as_ref().and_then(|r| Some((r, r.outputs.get(&decl.id)?)));
-        let record = match reused {
-            Some((reuse, outputs)) => {
-                let record = StepRecord {
-                    id: decl.id.clone(),
-                    outcome: Outcome::Success,
-                    outputs: outputs.clone(),
-                    failure: None,
-                    duration: Duration::ZERO,
-                };
-                req.events.emit(Event::StepFinished {
-                    step: record.id.clone(),
-                    outcome: record.outcome,
-                    duration: record.duration,
-                    detail: Some(format!("reused from run {}", reuse.run_id)),
-                    outputs: record.outputs.clone(),
-                });
-                records.push(record);
-                continue;
-            }
-            None => run_one(&req, decl, loaded, &records).await,
-        };
-        req.events.emit(Event::StepFinished {
-            step: record.id.clone(),
-            outcome: record.outcome,
-            duration: record.duration,
-            detail: match (&record.failure, record.outcome) {
-                (Some(f), _) => Some(format!("{}: {}", f.kind_name(), f.message)),
-                (None, Outcome::Skipped) => Some(match &decl.condition {
-                    Some(_) => "condition not met".into(),
-                    None => "an earlier step failed".into(),
-                }),
-                _ => None,
-            },
-            outputs: record.outputs.clone(),
-        });
-        records.push(record);
-    }
+    let records = schedule(&req).await;
     let failed = records.iter().filter(|r| r.outcome == Outcome::Failure).count();
     let outcome = if failed == 0 {
         Outcome::Success
@@ -228,7 +201,7 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     };
     // `run-finished` is the caller's to emit: after the deploys are settled, with the exit code.
     RunReport {
-        run_id: req.run_id,
+        run_id: req.run_id.clone(),
         outcome,
         steps: records,
         duration,
@@ -236,33 +209,179 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
     }
 }
 
-async fn run_one(req: &RunRequest<'_>, decl: &StepDecl, loaded: &LoadedStep, records: &[StepRecord]) -> StepRecord {
-    let started = Instant::now();
-    let scope = RunScope {
+/// Run every step once the steps it needs have finished, up to `req.jobs` at a time, in
+/// file order where several are ready. Steps run side by side on this task: a step spends
+/// its time waiting (on a program, the network, a deploy), and each wait lets the others go
+/// on. Returns the records in file order.
+async fn schedule(req: &RunRequest<'_>) -> Vec<StepRecord> {
+    use futures_util::StreamExt as _;
+    let pipeline = req.pipeline;
+    let graph = Graph::of(pipeline);
+    let count = pipeline.steps.len();
+    let mut done: Vec<Option<Arc<StepRecord>>> = vec![None; count];
+    let mut begun = vec![false; count];
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let jobs = req.jobs.max(1);
+    loop {
+        // Settle what needs no running (reused, skipped) and start what may run, until
+        // nothing more can start.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &i in graph.order() {
+                if begun[i] || !graph.needs(i).iter().all(|&j| done[j].is_some()) {
+                    continue;
+                }
+                let decl = &pipeline.steps[i];
+                let ancestors: Vec<Arc<StepRecord>> = graph.ancestors(i).filter_map(|j| done[j].clone()).collect();
+                let siblings = || {
+                    done.iter().flatten().filter(|r| {
+                        let other = pipeline.steps.iter().find(|s| s.id == r.id);
+                        other.and_then(|s| s.instance.as_ref()).map(|i| &i.group)
+                            == decl.instance.as_ref().map(|i| &i.group)
+                    })
+                };
+                let settled = match decide(req, decl, &ancestors) {
+                    Decision::Run => decl
+                        .instance
+                        .as_ref()
+                        .filter(|instance| instance.fail_fast)
+                        .and_then(|_| siblings().find(|r| r.outcome == Outcome::Failure))
+                        .map(|failed| StepRecord {
+                            note: Some(format!("fail-fast: matrix instance `{}` failed", failed.id)),
+                            ..StepRecord::not_run(decl, Outcome::Skipped)
+                        }),
+                    Decision::Settled(record) => Some(record),
+                };
+                if let Some(record) = settled {
+                    begun[i] = true;
+                    finished(req, decl, &record);
+                    done[i] = Some(Arc::new(record));
+                    changed = true;
+                    continue;
+                }
+                if running.len() >= jobs {
+                    continue;
+                }
+                begun[i] = true;
+                let loaded = &req.steps[i];
+                running.push(async move { (i, run_one(req, decl, loaded, &ancestors).await) });
+            }
+        }
+        let Some((i, record)) = running.next().await else {
+            break;
+        };
+        finished(req, &pipeline.steps[i], &record);
+        done[i] = Some(Arc::new(record));
+    }
+    done.into_iter()
+        .zip(&pipeline.steps)
+        .map(|(record, decl)| match record {
+            Some(record) => Arc::unwrap_or_clone(record),
+            // Unreachable for a loaded pipeline, whose needs hold no cycle.
+            None => StepRecord {
+                note: Some("its needs never finished".into()),
+                ..StepRecord::not_run(decl, Outcome::Skipped)
+            },
+        })
+        .collect()
+}
+
+impl StepRecord {
+    fn not_run(decl: &StepDecl, outcome: Outcome) -> StepRecord {
+        StepRecord {
+            id: decl.id.clone(),
+            outcome,
+            outputs: Vec::new(),
+            failure: None,
+            duration: Duration::ZERO,
+            note: None,
+        }
+    }
+}
+
+fn finished(req: &RunRequest<'_>, decl: &StepDecl, record: &StepRecord) {
+    req.events.emit(Event::StepFinished {
+        step: record.id.clone(),
+        outcome: record.outcome,
+        duration: record.duration,
+        detail: match (&record.failure, &record.note) {
+            (Some(f), _) => Some(format!("{}: {}", f.kind_name(), f.message)),
+            (None, Some(note)) => Some(note.clone()),
+            (None, None) if record.outcome == Outcome::Skipped => Some(match &decl.condition {
+                Some(_) => "condition not met".into(),
+                None => "an earlier step failed".into(),
+            }),
+            _ => None,
+        },
+        outputs: record.outputs.clone(),
+    });
+}
+
+enum Decision {
+    Run,
+    /// Reused from the resumed run, skipped by its condition, or failed evaluating it.
+    Settled(StepRecord),
+}
+
+/// Whether a step whose needs have finished runs: `--resume` may reuse it, and its `if:`
+/// (by default `success()`) is evaluated over the steps it needs.
+fn decide(req: &RunRequest<'_>, decl: &StepDecl, ancestors: &[Arc<StepRecord>]) -> Decision {
+    if let Some(reuse) = &req.reuse
+        && let Some(outputs) = reuse.outputs.get(&decl.id)
+    {
+        return Decision::Settled(StepRecord {
+            outputs: outputs.clone(),
+            note: Some(format!("reused from run {}", reuse.run_id)),
+            ..StepRecord::not_run(decl, Outcome::Success)
+        });
+    }
+    let scope = step_scope(req, decl, ancestors);
+    let run = match &decl.condition {
+        None => scope.status(StatusFn::Success),
+        Some((cond, _)) => match expr::evaluate(cond, &scope) {
+            Ok(v) => v.truthy(),
+            Err(e) => {
+                return Decision::Settled(StepRecord {
+                    failure: Some(invalid(format!("in `if:`: {e}"))),
+                    ..StepRecord::not_run(decl, Outcome::Failure)
+                });
+            }
+        },
+    };
+    if run {
+        Decision::Run
+    } else {
+        Decision::Settled(StepRecord::not_run(decl, Outcome::Skipped))
+    }
+}
+
+fn step_scope<'a>(req: &'a RunRequest<'_>, decl: &'a StepDecl, ancestors: &'a [Arc<StepRecord>]) -> RunScope<'a> {
+    RunScope {
         vars: &req.vars,
         env: &req.env,
-        records,
+        records: ancestors,
+        matrix: decl.instance.as_ref().map_or(&[], |i| &i.values),
         run_id: &req.run_id,
-    };
+    }
+}
+
+async fn run_one(
+    req: &RunRequest<'_>,
+    decl: &StepDecl,
+    loaded: &LoadedStep,
+    ancestors: &[Arc<StepRecord>],
+) -> StepRecord {
+    let started = Instant::now();
+    let scope = step_scope(req, decl, ancestors);
     let record = |outcome, outputs, failure| StepRecord {
         id: decl.id.clone(),
         outcome,
         outputs,
         failure,
         duration: started.elapsed(),
+        note: None,
     };
-    let skip = match &decl.condition {
-        None => !scope.status(StatusFn::Success),
-        Some((cond, _)) => match expr::evaluate(cond, &scope) {
-            Ok(v) => !v.truthy(),
-            Err(e) => {
-                return record(Outcome::Failure, Vec::new(), Some(invalid(format!("in `if:`: {e}"))));
-            }
-        },
-    };
-    if skip {
-        return record(Outcome::Skipped, Vec::new(), None);
-    }
     let params = match resolve_params(decl, loaded, &scope, req.pipeline) {
         Ok(p) => p,
         Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),

@@ -153,7 +153,10 @@ impl Human {
                 format!("  {} {step} · {uses}{again}", self.paint("2", "▸"))
             }
             Event::Log {
-                level, stream, message, ..
+                step,
+                level,
+                stream,
+                message,
             } if self.verbose || *level >= Level::Error => {
                 let tag = match stream {
                     Stream::Log => match level {
@@ -164,7 +167,8 @@ impl Human {
                     Stream::Stdout => "",
                     Stream::Stderr => "stderr ",
                 };
-                let gutter = self.paint("2", "│");
+                // Each line names its step: steps that run side by side interleave.
+                let gutter = self.paint("2", &format!("{} │", printable(step)));
                 format!("    {gutter} {tag}{}", lines(message, &format!("    {gutter} ")))
             }
             Event::Annotation {

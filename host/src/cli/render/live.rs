@@ -1,4 +1,4 @@
-//! The live view on a terminal: the running step with a spinner and its elapsed time, each
+//! The live view on a terminal: every running step with a spinner and its elapsed time, each
 //! `progress` label of it as a bar (done/total, rate), finished steps as the one-liners of the
 //! plain view above them. Only used when stdout is a terminal; indicatif sizes the bars to
 //! its width.
@@ -14,8 +14,10 @@ pub struct Live {
     lines: Human,
     multi: MultiProgress,
     color: bool,
-    step: Mutex<Option<ProgressBar>>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    /// The running steps' spinners, by step.
+    steps: Mutex<HashMap<String, ProgressBar>>,
+    /// Progress bars, by step and label.
+    bars: Mutex<HashMap<(String, String), ProgressBar>>,
 }
 
 impl Live {
@@ -24,7 +26,7 @@ impl Live {
             lines,
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
             color,
-            step: Mutex::new(None),
+            steps: Mutex::new(HashMap::new()),
             bars: Mutex::new(HashMap::new()),
         }
     }
@@ -38,13 +40,22 @@ impl Live {
         let _ = self.multi.println(text);
     }
 
-    fn clear(&self) {
-        for (_, bar) in self.bars.lock().unwrap().drain() {
-            bar.finish_and_clear();
-        }
-        if let Some(spinner) = self.step.lock().unwrap().take() {
-            spinner.finish_and_clear();
-        }
+    /// Take down the spinner and bars of `step`, or of every step.
+    fn clear(&self, step: Option<&str>) {
+        self.bars.lock().unwrap().retain(|(of, _), bar| {
+            let keep = step.is_some_and(|s| s != of);
+            if !keep {
+                bar.finish_and_clear();
+            }
+            keep
+        });
+        self.steps.lock().unwrap().retain(|of, spinner| {
+            let keep = step.is_some_and(|s| s != of);
+            if !keep {
+                spinner.finish_and_clear();
+            }
+            keep
+        });
     }
 
     fn style(&self, template: &str, plain: &str) -> ProgressStyle {
@@ -58,16 +69,21 @@ impl Sink for Live {
         self.lines.see(event);
         match event {
             Event::StepStarted { step, uses, .. } => {
-                self.clear();
+                self.clear(Some(step));
                 let spinner = self.multi.add(ProgressBar::new_spinner());
                 spinner.set_style(self.style("  {spinner:.cyan} {msg} {elapsed:.dim}", "  {spinner} {msg} {elapsed}"));
                 spinner.set_message(format!("{} · {}", super::printable(step), super::printable(uses)));
                 spinner.enable_steady_tick(Duration::from_millis(100));
-                *self.step.lock().unwrap() = Some(spinner);
+                self.steps.lock().unwrap().insert(step.clone(), spinner);
             }
-            Event::Progress { label, done, total, .. } => {
+            Event::Progress {
+                step,
+                label,
+                done,
+                total,
+            } => {
                 let mut bars = self.bars.lock().unwrap();
-                let bar = bars.entry(label.clone()).or_insert_with(|| {
+                let bar = bars.entry((step.clone(), label.clone())).or_insert_with(|| {
                     let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
                     let style = match total {
                         Some(_) => self.style(
@@ -77,7 +93,7 @@ impl Sink for Live {
                         None => self.style("      {msg} {pos} ({per_sec})", "      {msg} {pos} ({per_sec})"),
                     };
                     bar.set_style(style.progress_chars("=> "));
-                    bar.set_message(super::printable(label).into_owned());
+                    bar.set_message(format!("{}: {}", super::printable(step), super::printable(label)));
                     bar
                 });
                 if let Some(total) = total {
@@ -85,8 +101,14 @@ impl Sink for Live {
                 }
                 bar.set_position(*done);
             }
-            Event::StepFinished { .. } | Event::RunFinished { .. } => {
-                self.clear();
+            Event::StepFinished { step, .. } => {
+                self.clear(Some(step));
+                if let Some(text) = self.lines.text(event) {
+                    self.print(&text);
+                }
+            }
+            Event::RunFinished { .. } => {
+                self.clear(None);
                 if let Some(text) = self.lines.text(event) {
                     self.print(&text);
                 }

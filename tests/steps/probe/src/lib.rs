@@ -9,7 +9,7 @@ impl Step for Probe {
     fn describe() -> StepInfo {
         StepInfo::new("probe", "Test step: echo a value, fail, or trap on request")
             .version("0.1.0")
-            .param(param::text("mode", "ok | fail | transient | trap | panic").default_text("ok"))
+            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep").default_text("ok"))
             .param(param::text("echo", "Returned as the `echo` output").default_text(""))
             .param(
                 param::integer("succeed-on-attempt", "With mode transient: the attempt that succeeds").default_int(0),
@@ -40,6 +40,8 @@ impl Step for Probe {
                 }
             }
             "trap" => core::arch::wasm32::unreachable(),
+            // Waits as a build or a gate waits: on the host, letting other steps go on.
+            "sleep" => std::thread::sleep(std::time::Duration::from_millis(ctx.duration_ms("wait")?)),
             // What a CI shows: progress, and an annotation whose text needs escaping.
             "progress" => {
                 let total = ctx.int("count")?.max(1) as u64;

@@ -1,0 +1,234 @@
+//! Races found before a run: two steps that may run at the same time must not write where
+//! the other reads or writes, nor deploy the same service. What a step reaches is what its
+//! grants say: its `allow:`, and for a built-in step what its parameters name.
+
+use super::StepShape;
+use super::{Diagnostic, LoadProblem};
+use crate::describe::{CapabilityKind, StepInfo, Value};
+use crate::expr::{Reference, Scope, StatusFn};
+use crate::graph::Graph;
+use crate::model::{Pipeline, StepDecl, template};
+use crate::yaml::{Scalar, Yaml};
+use std::collections::BTreeMap;
+
+/// What one step may reach.
+#[derive(Debug, Default)]
+struct Reach {
+    /// Workspace paths, normalized (`.` is all of it).
+    reads: Vec<String>,
+    writes: Vec<String>,
+    /// Services; None for one named only when the run gets there.
+    deploys: Vec<Option<String>>,
+}
+
+pub(super) fn check(
+    pipeline: &Pipeline,
+    graph: &Graph,
+    shapes: &[Result<StepShape, LoadProblem>],
+    vars: &BTreeMap<&str, &str>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let reach: Vec<Reach> = pipeline
+        .steps
+        .iter()
+        .zip(shapes)
+        .map(|(step, shape)| {
+            let info = match shape {
+                Ok(StepShape::Typed(info)) if step.uses.starts_with("builtin:") => Some(info),
+                _ => None,
+            };
+            reach_of(step, info, vars)
+        })
+        .collect();
+    let touching: Vec<usize> = (0..reach.len())
+        .filter(|&i| !(reach[i].reads.is_empty() && reach[i].writes.is_empty() && reach[i].deploys.is_empty()))
+        .collect();
+    for (n, &a) in touching.iter().enumerate() {
+        for &b in &touching[n + 1..] {
+            if !graph.concurrent(a, b) {
+                continue;
+            }
+            if let Some(why) = conflict(&pipeline.steps[a], &reach[a], &pipeline.steps[b], &reach[b]) {
+                let (first, second) = (&pipeline.steps[a], &pipeline.steps[b]);
+                let later = second
+                    .instance
+                    .as_ref()
+                    .map_or(second.id.as_str(), |i| i.group.as_str());
+                let help = match (&first.instance, &second.instance) {
+                    (Some(x), Some(y)) if x.group == y.group => format!(
+                        "the instances of `{}` run side by side: give each its own path (e.g. with `${{{{ matrix.NAME }}}}`)",
+                        x.group
+                    ),
+                    _ => format!(
+                        "make one wait for the other: add `needs: [{}]` to step `{later}`",
+                        first.id
+                    ),
+                };
+                errors.push(
+                    Diagnostic::new(
+                        second.id_span,
+                        format!(
+                            "steps `{}` and `{}` may run at the same time, {why}",
+                            first.id, second.id
+                        ),
+                    )
+                    .help(help),
+                );
+            }
+        }
+    }
+}
+
+fn conflict(a: &StepDecl, ra: &Reach, b: &StepDecl, rb: &Reach) -> Option<String> {
+    let writes_into = |w: &StepDecl, rw: &Reach, o: &StepDecl, ro: &Reach| {
+        for path in &rw.writes {
+            if let Some(other) = ro.writes.iter().find(|p| overlap(path, p)) {
+                return Some(format!(
+                    "and both write `{}`: `{}` writes `{path}`, `{}` writes `{other}`",
+                    path.min(other),
+                    w.id,
+                    o.id
+                ));
+            }
+            if let Some(other) = ro.reads.iter().find(|p| overlap(path, p)) {
+                return Some(format!(
+                    "and `{}` writes `{path}` while `{}` reads `{other}`",
+                    w.id, o.id
+                ));
+            }
+        }
+        None
+    };
+    if let Some(why) = writes_into(a, ra, b, rb).or_else(|| writes_into(b, rb, a, ra)) {
+        return Some(why);
+    }
+    for x in &ra.deploys {
+        for y in &rb.deploys {
+            match (x, y) {
+                (Some(x), Some(y)) if x == y => return Some(format!("and both deploy service `{x}`")),
+                (Some(_), Some(_)) => {}
+                (None, _) => return Some(format!("and `{}` deploys a service named only at run time", a.id)),
+                (_, None) => return Some(format!("and `{}` deploys a service named only at run time", b.id)),
+            }
+        }
+    }
+    None
+}
+
+/// Whether two workspace paths reach the same files: equal, or one inside the other.
+fn overlap(a: &str, b: &str) -> bool {
+    let inside = |x: &str, y: &str| x == "." || y.strip_prefix(x).is_some_and(|rest| rest.starts_with('/'));
+    a == b || inside(a, b) || inside(b, a)
+}
+
+fn reach_of(step: &StepDecl, info: Option<&StepInfo>, vars: &BTreeMap<&str, &str>) -> Reach {
+    let mut reach = Reach {
+        reads: step.allow.read.iter().map(|g| g.what.clone()).collect(),
+        writes: step.allow.write.iter().map(|g| g.what.clone()).collect(),
+        deploys: step.allow.deploy.iter().map(|g| Some(g.what.clone())).collect(),
+    };
+    let Some(info) = info else {
+        return reach;
+    };
+    let scope = Known { vars, step };
+    for cap in &info.capabilities {
+        let Some(name) = &cap.scope_param else {
+            continue;
+        };
+        let values: Vec<Option<String>> = match step.with.iter().find(|p| p.name == *name) {
+            // A mapping's keys are the paths (`files: { SOURCE: TARGET }`), as in the grants.
+            Some(param) => match &param.value {
+                Yaml::Map(entries, _) => entries.iter().map(|(k, _)| resolve(k, &scope)).collect(),
+                other => crate::params::scalars(other)
+                    .into_iter()
+                    .map(|s| resolve(s, &scope))
+                    .collect(),
+            },
+            None => match info
+                .params
+                .iter()
+                .find(|p| p.name == *name)
+                .and_then(|p| p.default.as_ref())
+            {
+                Some(Value::Text(t)) => vec![Some(t.clone())],
+                Some(Value::TextList(l)) => l.iter().cloned().map(Some).collect(),
+                Some(Value::TextMap(m)) => m.iter().map(|(k, _)| Some(k.clone())).collect(),
+                _ => Vec::new(),
+            },
+        };
+        let values = values
+            .into_iter()
+            .filter(|v| v.as_ref().is_none_or(|t| !t.trim().is_empty()));
+        match cap.kind {
+            CapabilityKind::WorkspaceRead | CapabilityKind::WorkspaceWrite => {
+                let list = if cap.kind == CapabilityKind::WorkspaceRead {
+                    &mut reach.reads
+                } else {
+                    &mut reach.writes
+                };
+                // A path known only at run time may be anywhere below the part written out.
+                list.extend(values.filter_map(|v| crate::grants::normalize(&v.unwrap_or_else(|| ".".into()))));
+            }
+            CapabilityKind::Deploy => reach.deploys.extend(values),
+            _ => {}
+        }
+    }
+    reach
+}
+
+/// A parameter's value as far as it is known before the run: vars and matrix values are;
+/// another step's outputs are not. None when not known; for a path, the directory written
+/// before the first unknown part is returned instead.
+fn resolve(s: &Scalar, scope: &Known<'_>) -> Option<String> {
+    let known = template(s).ok().and_then(|t| t.render(scope).ok());
+    if known.is_some() || !s.text.contains("${{") {
+        return known.or_else(|| Some(s.text.clone()));
+    }
+    let before = &s.text[..s.text.find("${{").unwrap_or(0)];
+    before.rfind('/').map(|slash| before[..slash].to_string())
+}
+
+/// What validation knows of a step's references.
+struct Known<'a> {
+    vars: &'a BTreeMap<&'a str, &'a str>,
+    step: &'a StepDecl,
+}
+
+impl Scope for Known<'_> {
+    fn lookup(&self, reference: &Reference) -> Result<String, String> {
+        match reference {
+            Reference::Var(name) => self
+                .vars
+                .get(name.as_str())
+                .map(|v| v.to_string())
+                .ok_or_else(String::new),
+            Reference::Matrix(name) => self
+                .step
+                .instance
+                .as_ref()
+                .and_then(|i| i.values.iter().find(|(n, _)| n == name))
+                .map(|(_, v)| v.clone())
+                .ok_or_else(String::new),
+            _ => Err(String::new()),
+        }
+    }
+
+    fn status(&self, _: StatusFn) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap;
+
+    #[test]
+    fn paths_overlap_when_one_holds_the_other() {
+        assert!(overlap("out", "out"));
+        assert!(overlap("out", "out/bin"));
+        assert!(overlap("out/bin", "out"));
+        assert!(overlap(".", "src"));
+        assert!(!overlap("out", "output"));
+        assert!(!overlap("out/a", "out/b"));
+    }
+}
