@@ -216,65 +216,61 @@ pub async fn execute(req: RunRequest<'_>) -> RunReport {
 async fn schedule(req: &RunRequest<'_>) -> Vec<StepRecord> {
     use futures_util::StreamExt as _;
     let pipeline = req.pipeline;
-    let graph = Graph::of(pipeline);
-    let count = pipeline.steps.len();
-    let mut done: Vec<Option<Arc<StepRecord>>> = vec![None; count];
-    let mut begun = vec![false; count];
+    let mut progress = Progress::new(pipeline);
+    // Decided to run, waiting for a free job, by index: file order.
+    let mut queued: std::collections::BTreeMap<usize, Vec<Arc<StepRecord>>> = Default::default();
     let mut running = futures_util::stream::FuturesUnordered::new();
     let jobs = req.jobs.max(1);
     loop {
-        // Settle what needs no running (reused, skipped) and start what may run, until
-        // nothing more can start.
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for &i in graph.order() {
-                if begun[i] || !graph.needs(i).iter().all(|&j| done[j].is_some()) {
-                    continue;
+        // A step whose needs have all finished is decided once: everything its `if:` may
+        // look at has finished too.
+        while let Some(i) = progress.ready.pop_first() {
+            let decl = &pipeline.steps[i];
+            let ancestors: Vec<Arc<StepRecord>> = progress
+                .graph
+                .ancestors(i)
+                .filter_map(|j| progress.done[j].clone())
+                .collect();
+            match decide(req, decl, &ancestors) {
+                Decision::Run => {
+                    queued.insert(i, ancestors);
                 }
-                let decl = &pipeline.steps[i];
-                let ancestors: Vec<Arc<StepRecord>> = graph.ancestors(i).filter_map(|j| done[j].clone()).collect();
-                let siblings = || {
-                    done.iter().flatten().filter(|r| {
-                        let other = pipeline.steps.iter().find(|s| s.id == r.id);
-                        other.and_then(|s| s.instance.as_ref()).map(|i| &i.group)
-                            == decl.instance.as_ref().map(|i| &i.group)
-                    })
-                };
-                let settled = match decide(req, decl, &ancestors) {
-                    Decision::Run => decl
-                        .instance
-                        .as_ref()
-                        .filter(|instance| instance.fail_fast)
-                        .and_then(|_| siblings().find(|r| r.outcome == Outcome::Failure))
-                        .map(|failed| StepRecord {
-                            note: Some(format!("fail-fast: matrix instance `{}` failed", failed.id)),
-                            ..StepRecord::not_run(decl, Outcome::Skipped)
-                        }),
-                    Decision::Settled(record) => Some(record),
-                };
-                if let Some(record) = settled {
-                    begun[i] = true;
-                    finished(req, decl, &record);
-                    done[i] = Some(Arc::new(record));
-                    changed = true;
-                    continue;
-                }
-                if running.len() >= jobs {
-                    continue;
-                }
-                begun[i] = true;
-                let loaded = &req.steps[i];
-                running.push(async move { (i, run_one(req, decl, loaded, &ancestors).await) });
+                Decision::Settled(record) => progress.complete(req, i, record),
             }
+        }
+        while running.len() < jobs
+            && progress.ready.is_empty()
+            && let Some((i, ancestors)) = queued.pop_first()
+        {
+            let decl = &pipeline.steps[i];
+            // `fail-fast`: an instance of the same matrix failed while this one waited.
+            if let Some(failed) = decl
+                .instance
+                .as_ref()
+                .filter(|instance| instance.fail_fast)
+                .and_then(|instance| progress.failed_instance.get(&instance.group))
+            {
+                let record = StepRecord {
+                    note: Some(format!("fail-fast: matrix instance `{failed}` failed")),
+                    ..StepRecord::not_run(decl, Outcome::Skipped)
+                };
+                progress.complete(req, i, record);
+                continue;
+            }
+            let loaded = &req.steps[i];
+            running.push(async move { (i, run_one(req, decl, loaded, &ancestors).await) });
+        }
+        if !progress.ready.is_empty() {
+            continue;
         }
         let Some((i, record)) = running.next().await else {
             break;
         };
-        finished(req, &pipeline.steps[i], &record);
-        done[i] = Some(Arc::new(record));
+        progress.complete(req, i, record);
     }
-    done.into_iter()
+    progress
+        .done
+        .into_iter()
         .zip(&pipeline.steps)
         .map(|(record, decl)| match record {
             Some(record) => Arc::unwrap_or_clone(record),
@@ -285,6 +281,62 @@ async fn schedule(req: &RunRequest<'_>) -> Vec<StepRecord> {
             },
         })
         .collect()
+}
+
+/// Which steps have finished, and which may be decided now.
+struct Progress<'a> {
+    pipeline: &'a Pipeline,
+    graph: Graph,
+    done: Vec<Option<Arc<StepRecord>>>,
+    /// By step: how many of the steps it needs have not finished.
+    waiting: Vec<usize>,
+    needed_by: Vec<Vec<usize>>,
+    /// Steps whose needs have all finished, not yet decided.
+    ready: std::collections::BTreeSet<usize>,
+    /// By matrix step id: its first instance that failed.
+    failed_instance: std::collections::HashMap<String, String>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(pipeline: &'a Pipeline) -> Self {
+        let graph = Graph::of(pipeline);
+        let count = pipeline.steps.len();
+        let waiting: Vec<usize> = (0..count).map(|i| graph.needs(i).len()).collect();
+        let mut needed_by = vec![Vec::new(); count];
+        for i in 0..count {
+            for &j in graph.needs(i) {
+                needed_by[j].push(i);
+            }
+        }
+        Progress {
+            pipeline,
+            ready: (0..count).filter(|&i| waiting[i] == 0).collect(),
+            graph,
+            done: vec![None; count],
+            waiting,
+            needed_by,
+            failed_instance: Default::default(),
+        }
+    }
+
+    fn complete(&mut self, req: &RunRequest<'_>, i: usize, record: StepRecord) {
+        let decl = &self.pipeline.steps[i];
+        finished(req, decl, &record);
+        if record.outcome == Outcome::Failure
+            && let Some(instance) = &decl.instance
+        {
+            self.failed_instance
+                .entry(instance.group.clone())
+                .or_insert_with(|| decl.id.clone());
+        }
+        self.done[i] = Some(Arc::new(record));
+        for &k in &self.needed_by[i] {
+            self.waiting[k] -= 1;
+            if self.waiting[k] == 0 {
+                self.ready.insert(k);
+            }
+        }
+    }
 }
 
 impl StepRecord {
