@@ -116,6 +116,39 @@ fn every_running_step_is_shown_and_each_log_line_names_its_step() {
 }
 
 #[test]
+fn ci_log_groups_never_interleave() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.yml",
+        &format!("{FOUR_WAITS}  - {{ id: after, uses: ./probe.wasm, needs: [a, b, c, d] }}\n"),
+    );
+    for (format, open, close) in [
+        ("github", "::group::", "::endgroup::"),
+        ("gitlab", "section_start:", "section_end:"),
+    ] {
+        let run = ws.wharf(&["run", "pipeline.yml", "--jobs", "4", "--output", format]);
+        assert_eq!(run.code(), 0, "{}", run.all());
+        let out = run.stdout();
+        let mut depth = 0;
+        for line in out.lines() {
+            if line.contains(open) {
+                depth += 1;
+                assert_eq!(depth, 1, "a group opened inside another:\n{out}");
+            }
+            if line.contains(close) {
+                depth -= 1;
+            }
+        }
+        assert_eq!(depth, 0, "{out}");
+        // Of the four started together, the first is grouped until the second starts, the
+        // others not at all; `after`, alone, is.
+        assert_eq!(out.matches(open).count(), 2, "{out}");
+        assert_eq!(out.matches("(beside other steps)").count(), 3, "{out}");
+        assert!(out.contains("a │ probe a attempt 1"), "{out}");
+    }
+}
+
+#[test]
 fn a_matrix_runs_each_combination_with_outputs_of_its_own() {
     let ws = Workspace::new();
     ws.write(

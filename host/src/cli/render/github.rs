@@ -32,7 +32,7 @@ struct RunSoFar {
     deploys: Vec<String>,
     /// (step, output, value) of the steps that succeeded.
     outputs: Vec<(String, String, String)>,
-    in_group: bool,
+    groups: super::Folding,
 }
 
 impl Github {
@@ -72,8 +72,8 @@ impl Github {
             .write(&format!("::{name}{sep}{}::{}", props.join(","), escape_data(message)));
     }
 
-    fn end_group(&self, run: &mut RunSoFar) {
-        if std::mem::take(&mut run.in_group) {
+    fn end_group(&self, close: Option<String>) {
+        if close.is_some() {
             self.lines.write("::endgroup::");
         }
     }
@@ -155,15 +155,19 @@ impl Sink for Github {
                 run.pipeline = pipeline.clone();
             }
             Event::StepStarted { step, uses, attempt } => {
-                self.end_group(&mut run);
+                let (close, open) = run.groups.started(step);
+                self.end_group(close);
                 let again = if *attempt > 1 {
                     format!(" (attempt {attempt})")
                 } else {
                     String::new()
                 };
-                self.lines
-                    .write(&format!("::group::{}", escape_data(&format!("{step} · {uses}{again}"))));
-                run.in_group = true;
+                let title = escape_data(&format!("{step} · {uses}{again}"));
+                if open {
+                    self.lines.write(&format!("::group::{title}"));
+                } else {
+                    self.lines.write(&format!("{title} (beside other steps)"));
+                }
             }
             Event::Log { .. } => {
                 // Inside the step's group, collapsed: all of its output, not only with -v.
@@ -204,7 +208,8 @@ impl Sink for Github {
                 detail,
                 outputs,
             } => {
-                self.end_group(&mut run);
+                let close = run.groups.finished(step);
+                self.end_group(close);
                 run.steps.push((step.clone(), *outcome, *took, detail.clone()));
                 if *outcome == Outcome::Success {
                     for (name, value) in outputs {
@@ -223,7 +228,8 @@ impl Sink for Github {
                 summary,
                 exit_code,
             } => {
-                self.end_group(&mut run);
+                let close = run.groups.end();
+                self.end_group(close);
                 self.write_summary(&run, *outcome, *took, summary);
                 self.write_outputs(&run, *outcome, *exit_code);
             }

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 pub struct Gitlab {
     lines: Human,
     all_lines: Human,
-    /// The open section's name.
-    section: Mutex<Option<String>>,
+    sections: Mutex<super::Folding>,
 }
 
 impl Gitlab {
@@ -19,7 +18,7 @@ impl Gitlab {
         Self {
             lines: Human::new(verbose, color, Box::new(std::io::stdout())).with_tails(tails),
             all_lines: Human::new(true, color, Box::new(std::io::sink())),
-            section: Mutex::new(None),
+            sections: Mutex::new(super::Folding::default()),
         }
     }
 
@@ -27,8 +26,9 @@ impl Gitlab {
         self.lines.set_name_width(width);
     }
 
-    fn end_section(&self) {
-        if let Some(name) = self.section.lock().unwrap().take() {
+    fn end_section(&self, step: Option<String>) {
+        if let Some(step) = step {
+            let name = section_name(&step);
             self.lines
                 .write(&format!("\x1b[0Ksection_end:{}:{name}\r\x1b[0K", unix_now()));
         }
@@ -39,13 +39,17 @@ impl Sink for Gitlab {
     fn event(&self, event: &Event) {
         match event {
             Event::StepStarted { step, uses, .. } => {
-                self.end_section();
-                let name = section_name(step);
-                self.lines.write(&format!(
-                    "\x1b[0Ksection_start:{}:{name}[collapsed=true]\r\x1b[0K{step} · {uses}",
-                    unix_now()
-                ));
-                *self.section.lock().unwrap() = Some(name);
+                let (close, open) = self.sections.lock().unwrap().started(step);
+                self.end_section(close);
+                if open {
+                    let name = section_name(step);
+                    self.lines.write(&format!(
+                        "\x1b[0Ksection_start:{}:{name}[collapsed=true]\r\x1b[0K{step} · {uses}",
+                        unix_now()
+                    ));
+                } else {
+                    self.lines.write(&format!("{step} · {uses} (beside other steps)"));
+                }
             }
             Event::Log { .. } => {
                 if let Some(text) = self.all_lines.text(event) {
@@ -54,8 +58,14 @@ impl Sink for Gitlab {
                 self.lines.see(event);
                 return;
             }
-            Event::StepFinished { .. } => self.end_section(),
-            Event::RunFinished { .. } => self.end_section(),
+            Event::StepFinished { step, .. } => {
+                let close = self.sections.lock().unwrap().finished(step);
+                self.end_section(close);
+            }
+            Event::RunFinished { .. } => {
+                let close = self.sections.lock().unwrap().end();
+                self.end_section(close);
+            }
             _ => {}
         }
         self.lines.event(event);

@@ -181,6 +181,43 @@ pub fn lines(text: &str, indent: &str) -> String {
 /// How many lines of a failed step's output every renderer shows under the failure.
 pub const TAIL_LINES: usize = 20;
 
+/// Collapsible per-step groups in a CI log (GitHub's `::group::`, GitLab's sections), which
+/// can neither nest nor interleave: a step's output is grouped while it runs alone; while
+/// steps run side by side their lines stay ungrouped, each starting with its step.
+#[derive(Default)]
+pub struct Folding {
+    running: Vec<String>,
+    open: Option<String>,
+}
+
+impl Folding {
+    /// `step` started (or started again): the group to close first, if any, and whether to
+    /// open one for `step`.
+    pub fn started(&mut self, step: &str) -> (Option<String>, bool) {
+        if !self.running.iter().any(|s| s == step) {
+            self.running.push(step.to_string());
+        }
+        let close = self.open.take();
+        let open = self.running.len() == 1;
+        if open {
+            self.open = Some(step.to_string());
+        }
+        (close, open)
+    }
+
+    /// `step` finished: the group to close, if it is `step`'s.
+    pub fn finished(&mut self, step: &str) -> Option<String> {
+        self.running.retain(|s| s != step);
+        self.open.take_if(|open| open.as_str() == step)
+    }
+
+    /// The run ended: the group still open, if any.
+    pub fn end(&mut self) -> Option<String> {
+        self.running.clear();
+        self.open.take()
+    }
+}
+
 /// The last lines of each step's output and log, and how to see all of it: what a renderer
 /// shows under a failure, so nobody has to re-run with `-v`.
 #[derive(Default)]
@@ -271,6 +308,22 @@ impl Tails {
 mod tests {
     use super::*;
     use crate::events::Level;
+
+    #[test]
+    fn a_step_is_grouped_only_while_it_runs_alone() {
+        let mut folding = Folding::default();
+        assert_eq!(folding.started("a"), (None, true));
+        // A second step starts: a's group closes, neither gets one while both run.
+        assert_eq!(folding.started("b"), (Some("a".into()), false));
+        assert_eq!(folding.finished("a"), None);
+        assert_eq!(folding.finished("b"), None);
+        assert_eq!(folding.started("c"), (None, true));
+        // A retry of the step that runs alone opens its group again.
+        assert_eq!(folding.started("c"), (Some("c".into()), true));
+        assert_eq!(folding.finished("c"), Some("c".into()));
+        assert_eq!(folding.started("d"), (None, true));
+        assert_eq!(folding.end(), Some("d".into()));
+    }
 
     #[test]
     fn control_characters_are_shown_not_obeyed() {
