@@ -1088,5 +1088,11 @@ mod tests {
         assert!(e.contains("`needs` must be a list of step ids, not a mapping"), "{e}");
         assert!(e.contains("step `b` needs itself"), "{e}");
         assert!(e.contains("p.yml:9:13"), "{e}");
+        let e = parse("name: m\nconcurrency: 0\nsteps: []\n").unwrap_err().to_string();
+        assert!(e.contains("`0` is not a number of steps"), "{e}");
+        assert_eq!(
+            parse("name: m\nconcurrency: 3\nsteps: []\n").unwrap().concurrency,
+            Some(3)
+        );
     }
 }
