@@ -394,6 +394,16 @@ steps:
     let id = first.run_id();
     assert_eq!(first.status_of("after-steady"), "ok");
 
+    // The timeline of the run names the step of every line: steps ran side by side.
+    let log = ws.wharf(&["log", &id]);
+    assert_eq!(log.code(), 0, "{}", log.all());
+    assert!(
+        log.stdout().contains("steady │ probe steady attempt 1"),
+        "{}",
+        log.all()
+    );
+    assert!(log.stdout().contains("flaky │ probe flaky attempt 1"), "{}", log.all());
+
     let replay = ws.wharf(&["replay", &id]);
     assert_eq!(
         replay.code(),

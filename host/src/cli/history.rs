@@ -216,18 +216,21 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                     }
                 )
             }
-            Entry::Clocks { calls, .. } => {
+            Entry::Clocks { step, calls, .. } => {
                 if !args.calls {
                     continue;
                 }
                 format!(
-                    "    clock calls ×{}\n      {}",
+                    "    {step} clock calls ×{}\n      {}",
                     calls.len(),
                     serde_json::Value::from(calls.clone())
                 )
             }
-            Entry::Snapshot { snapshot, .. } => format!("    keeps what it looks at in the workspace: {snapshot}"),
+            Entry::Snapshot { step, snapshot, .. } => {
+                format!("    {step} keeps what it looks at in the workspace: {snapshot}")
+            }
             Entry::Call {
+                step,
                 interface,
                 function,
                 args: call_args,
@@ -238,8 +241,9 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 if !args.calls && interface.starts_with("wasi:") && !interface.starts_with("wasi:http") {
                     continue;
                 }
+                // Steps that ran side by side interleave: every line names its step.
                 let mut text = format!(
-                    "    call {interface}.{function} ({})",
+                    "    {step} call {interface}.{function} ({})",
                     render::duration(std::time::Duration::from_micros(*micros))
                 );
                 if args.calls {
@@ -248,9 +252,12 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 text
             }
             Entry::Log {
-                level, stream, message, ..
+                step,
+                level,
+                stream,
+                message,
             } => format!(
-                "    │ {}{message}",
+                "    {step} │ {}{message}",
                 if stream == "log" && level == "info" {
                     String::new()
                 } else {
