@@ -176,7 +176,8 @@ impl Workspace {
     }
 }
 
-/// Stop whatever the tests deployed from this workspace: local processes and containers.
+/// Stop whatever the tests deployed from this workspace: local processes, containers, and
+/// the images the Docker engine pulled for them.
 impl Drop for Workspace {
     fn drop(&mut self) {
         let dir = self.path().join(".wharf/state/services");
@@ -203,6 +204,35 @@ impl Drop for Workspace {
                         let _ = Command::new("docker").args(["rm", "-f", handle]).output();
                     }
                     _ => {}
+                }
+            }
+            if state["target"].as_str() == Some("docker") {
+                // Every revision of the service came from the test's own registry (its
+                // address is the test's alone): the engine's copies of all of them go.
+                let repositories = ["current", "previous"]
+                    .iter()
+                    .filter_map(|r| state[r]["revision"]["image"].as_str())
+                    .map(|image| {
+                        let name = image.split('@').next().unwrap_or(image);
+                        match name.rfind(':') {
+                            Some(colon) if !name[colon..].contains('/') => &name[..colon],
+                            _ => name,
+                        }
+                        .to_string()
+                    });
+                for repository in repositories {
+                    let images = Command::new("docker")
+                        .args(["images", "-q", "--filter", &format!("reference={repository}")])
+                        .output();
+                    for id in images.iter().flat_map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .into_owned()
+                            .split_whitespace()
+                            .map(String::from)
+                            .collect::<Vec<_>>()
+                    }) {
+                        let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+                    }
                 }
             }
         }
