@@ -7,7 +7,6 @@
 mod common;
 use common::{Run, Workspace, python};
 use std::path::Path;
-use std::process::Command;
 
 /// A step that annotates with text GitHub must escape, and a `cargo test`-like step that
 /// prints 30 lines and fails with exit status 101.
@@ -306,21 +305,7 @@ fn the_live_view_draws_progress_on_a_terminal_and_nothing_but_lines_to_a_pipe() 
         "name: p\nsteps:\n  - id: items\n    uses: ./probe.wasm\n    with: { mode: progress, count: 20, wait: 60ms }\n",
     );
     // Under a pseudo-terminal: `script` gives wharf one, and keeps what it drew.
-    let typescript = ws.path().join("typescript");
-    let wharf = env!("CARGO_BIN_EXE_wharf");
-    let status = Command::new("script")
-        .args(["-q", "-e", "-c"])
-        .arg(format!("{wharf} run progress.yml --output human"))
-        .arg(&typescript)
-        .current_dir(ws.path())
-        .env("WHARF_CACHE_DIR", ws.cache.path())
-        .env("TERM", "xterm")
-        .env_remove("NO_COLOR")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("`script` (util-linux)");
-    assert!(status.success());
-    let drawn = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    let drawn = ws.on_terminal("run progress.yml --output human");
     assert!(
         drawn.contains("items · ./probe.wasm"),
         "no spinner for the running step:\n{drawn:?}"

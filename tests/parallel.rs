@@ -116,6 +116,21 @@ fn every_running_step_is_shown_and_each_log_line_names_its_step() {
 }
 
 #[test]
+fn the_live_view_keeps_a_spinner_for_every_running_step() {
+    let ws = Workspace::new();
+    ws.write("pipeline.yml", FOUR_WAITS);
+    let drawn = ws.on_terminal("run pipeline.yml --jobs 4 --output human");
+    // `a` started first; it is still drawn after the last one started, beside the others.
+    let last_started = drawn.find("d · ./probe.wasm").unwrap_or_else(|| panic!("{drawn:?}"));
+    for step in ["a", "b", "c"] {
+        assert!(
+            drawn[last_started..].contains(&format!("{step} · ./probe.wasm")),
+            "`{step}` has no spinner once `d` runs:\n{drawn:?}"
+        );
+    }
+}
+
+#[test]
 fn ci_log_groups_never_interleave() {
     let ws = Workspace::new();
     ws.write(

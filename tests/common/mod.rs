@@ -160,6 +160,25 @@ impl Workspace {
         self.command_of(Path::new(env!("CARGO_BIN_EXE_wharf")), args)
     }
 
+    /// Run wharf with `args` under a pseudo-terminal (`script` gives it one), in colour, and
+    /// return what it drew, escape sequences and all.
+    pub fn on_terminal(&self, args: &str) -> String {
+        let typescript = self.path().join("typescript");
+        let status = Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!("{} {args}", env!("CARGO_BIN_EXE_wharf")))
+            .arg(&typescript)
+            .current_dir(self.path())
+            .env("WHARF_CACHE_DIR", self.cache.path())
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("`script` (util-linux)");
+        assert!(status.success());
+        String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned()
+    }
+
     /// As [`Workspace::command`], with another wharf binary.
     pub fn command_of(&self, wharf: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(wharf);

@@ -1,28 +1,37 @@
 //! The order steps run in: each step after the steps it needs, steps whose needs are met
-//! side by side. Built from a loaded [`Pipeline`], whose needs are known to resolve and to
-//! hold no cycle.
+//! side by side. Built once, when a pipeline is loaded ([`Pipeline::graph`]).
 
-use crate::model::{Pipeline, StepDecl};
+use crate::model::StepDecl;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Graph {
     /// By step index: the indices of the steps it needs.
     needs: Vec<Vec<usize>>,
+    /// By step index: the indices of the steps that need it.
+    needed_by: Vec<Vec<usize>>,
     /// By step index: a bit per step it needs, directly or through others.
     ancestors: Vec<Vec<u64>>,
-    /// Every step after all it needs; steps in file order where the needs allow.
+    /// Every step after all it needs; steps in file order where the needs allow. Steps in
+    /// a cycle are left out.
     order: Vec<usize>,
 }
 
 impl Graph {
-    pub fn of(pipeline: &Pipeline) -> Graph {
-        Self::of_steps(&pipeline.steps)
-    }
-
-    pub fn of_steps(steps: &[StepDecl]) -> Graph {
-        let needs = needs_by_index(steps);
-        let order = topological(&needs);
+    /// The graph of `steps`, whose `needs` name other steps by id.
+    pub(crate) fn new(steps: &[StepDecl]) -> Graph {
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let needs: Vec<Vec<usize>> = steps
+            .iter()
+            .map(|s| s.needs.iter().filter_map(|n| index.get(n.as_str()).copied()).collect())
+            .collect();
+        let mut needed_by = vec![Vec::new(); steps.len()];
+        for (i, ns) in needs.iter().enumerate() {
+            for &j in ns {
+                needed_by[j].push(i);
+            }
+        }
+        let order = topological(&needs, &needed_by);
         let words = steps.len().div_ceil(64);
         let mut ancestors = vec![vec![0u64; words]; steps.len()];
         for &i in &order {
@@ -37,22 +46,20 @@ impl Graph {
         }
         Graph {
             needs,
+            needed_by,
             ancestors,
             order,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.needs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.needs.is_empty()
-    }
-
     /// The steps `step` needs directly.
     pub fn needs(&self, step: usize) -> &[usize] {
         &self.needs[step]
+    }
+
+    /// The steps that need `step` directly.
+    pub fn needed_by(&self, step: usize) -> &[usize] {
+        &self.needed_by[step]
     }
 
     /// Whether `step` runs only after `other` has finished (needs it, directly or not).
@@ -62,7 +69,7 @@ impl Graph {
 
     /// The steps `step` needs, directly or through others, in index order.
     pub fn ancestors(&self, step: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.len()).filter(move |&other| self.after(step, other))
+        (0..self.needs.len()).filter(move |&other| self.after(step, other))
     }
 
     /// Whether two steps may run at the same time: neither waits for the other.
@@ -75,31 +82,35 @@ impl Graph {
         &self.order
     }
 
-    /// Whether every step needs the one before it: the file's own order, nothing side by side.
-    pub fn is_chain(&self) -> bool {
-        (1..self.len()).all(|i| self.needs[i] == [i - 1])
+    /// A cycle among the needs, as step indices in the order they need each other.
+    pub(crate) fn cycle(&self) -> Option<Vec<usize>> {
+        let mut placed = vec![false; self.needs.len()];
+        for &i in &self.order {
+            placed[i] = true;
+        }
+        // Every step left out of the order waits on another left out: walk those until one
+        // repeats.
+        let start = placed.iter().position(|p| !p)?;
+        let mut path = vec![start];
+        let mut at = start;
+        loop {
+            at = *self.needs[at].iter().find(|&&j| !placed[j])?;
+            if let Some(pos) = path.iter().position(|&p| p == at) {
+                // The walk went from each step to one it needs: `a → c` reads "a needs c".
+                let mut cycle = path.split_off(pos);
+                let lowest = cycle.iter().enumerate().min_by_key(|(_, i)| **i).map_or(0, |(n, _)| n);
+                cycle.rotate_left(lowest);
+                return Some(cycle);
+            }
+            path.push(at);
+        }
     }
-}
-
-/// By step index, the indices of the steps it needs.
-fn needs_by_index(steps: &[StepDecl]) -> Vec<Vec<usize>> {
-    let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
-    steps
-        .iter()
-        .map(|s| s.needs.iter().filter_map(|n| index.get(n.as_str()).copied()).collect())
-        .collect()
 }
 
 /// Kahn's algorithm, always taking the lowest ready index: steps keep their file order
 /// wherever their needs allow. Steps in a cycle are left out.
-fn topological(needs: &[Vec<usize>]) -> Vec<usize> {
+fn topological(needs: &[Vec<usize>], needed_by: &[Vec<usize>]) -> Vec<usize> {
     let mut waiting: Vec<usize> = needs.iter().map(Vec::len).collect();
-    let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); needs.len()];
-    for (i, ns) in needs.iter().enumerate() {
-        for &j in ns {
-            needed_by[j].push(i);
-        }
-    }
     let mut ready: std::collections::BTreeSet<usize> = (0..needs.len()).filter(|&i| waiting[i] == 0).collect();
     let mut order = Vec::with_capacity(needs.len());
     while let Some(i) = ready.pop_first() {
@@ -114,37 +125,9 @@ fn topological(needs: &[Vec<usize>]) -> Vec<usize> {
     order
 }
 
-/// A cycle among the steps' needs, as step indices in the order they need each other.
-pub(crate) fn find_cycle(steps: &[StepDecl]) -> Option<Vec<usize>> {
-    let needs = needs_by_index(steps);
-    let ordered = topological(&needs);
-    if ordered.len() == needs.len() {
-        return None;
-    }
-    let mut placed = vec![false; needs.len()];
-    for i in ordered {
-        placed[i] = true;
-    }
-    // Every step left out waits on another left out: walk those until one repeats.
-    let start = placed.iter().position(|p| !p)?;
-    let mut path = vec![start];
-    let mut at = start;
-    loop {
-        at = *needs[at].iter().find(|&&j| !placed[j])?;
-        if let Some(pos) = path.iter().position(|&p| p == at) {
-            // The walk went from each step to one it needs: `a → c` reads "a needs c".
-            let mut cycle = path.split_off(pos);
-            let lowest = cycle.iter().enumerate().min_by_key(|(_, i)| **i).map_or(0, |(n, _)| n);
-            cycle.rotate_left(lowest);
-            return Some(cycle);
-        }
-        path.push(at);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::model::Pipeline;
     use std::path::Path;
 
     fn load(text: &str) -> Pipeline {
@@ -156,8 +139,8 @@ mod tests {
         let p = load(
             "name: p\nsteps:\n  - { id: a, uses: x.wasm }\n  - { id: b, uses: x.wasm }\n  - { id: c, uses: x.wasm }\n",
         );
-        let g = Graph::of(&p);
-        assert!(g.is_chain());
+        let g = &p.graph;
+        assert_eq!(g.needs(2), [1]);
         assert!(g.after(2, 0));
         assert!(!g.concurrent(0, 2));
         assert_eq!(g.order(), [0, 1, 2]);
@@ -169,8 +152,7 @@ mod tests {
             "name: p\nsteps:\n  - { id: a, uses: x.wasm }\n  - { id: b, uses: x.wasm, needs: a }\n  \
              - { id: c, uses: x.wasm, needs: [a] }\n  - { id: d, uses: x.wasm, needs: [b, c] }\n",
         );
-        let g = Graph::of(&p);
-        assert!(!g.is_chain());
+        let g = &p.graph;
         assert!(g.concurrent(1, 2));
         assert!(g.after(3, 0), "d needs a through b");
         assert_eq!(g.ancestors(3).collect::<Vec<_>>(), [0, 1, 2]);
@@ -182,7 +164,7 @@ mod tests {
         let p = load(
             "name: p\nsteps:\n  - { id: late, uses: x.wasm, needs: [early] }\n  - { id: early, uses: x.wasm, needs: [] }\n",
         );
-        assert_eq!(Graph::of(&p).order(), [1, 0]);
+        assert_eq!(p.graph.order(), [1, 0]);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, Span, suggest};
 use super::expr::{self, Expr, Template};
+use super::graph::Graph;
 use super::yaml::{Scalar, Yaml};
 use crate::grants::Grants;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ pub struct Pipeline {
     pub concurrency: Option<usize>,
     /// Matrix steps come expanded: one [`StepDecl`] per instance.
     pub steps: Vec<StepDecl>,
+    /// What runs after what, by index into `steps`.
+    pub graph: Graph,
 }
 
 /// `limits:` of the pipeline or a step; unset fields fall back to the level above.
@@ -105,6 +109,8 @@ pub struct Instance {
 
 /// Most combinations one `matrix:` may expand to.
 pub const MATRIX_LIMIT: usize = 256;
+/// Most steps `concurrency:` (or `--jobs`) may let run at once.
+pub const MAX_CONCURRENCY: usize = 1024;
 /// Most steps a pipeline may hold, matrix instances counted.
 pub const STEP_LIMIT: usize = 10_000;
 /// Most bytes of steps a pipeline may expand to, matrix instances counted: a few times the
@@ -330,16 +336,12 @@ impl Reader {
         let limits = get("limits").map(|v| self.limits(v)).unwrap_or_default();
         let concurrency = get("concurrency").and_then(|v| {
             let s = self.text(v, "`concurrency`")?;
-            match s.text.parse::<usize>() {
-                Ok(n) if (1..=1024).contains(&n) => Some(n),
-                _ => {
-                    self.error(
-                        Diagnostic::new(s.span, format!("`{}` is not a number of steps", s.text))
-                            .help("how many steps may run at once: a number from 1 to 1024"),
-                    );
-                    None
-                }
-            }
+            self.number(
+                &s,
+                1..=MAX_CONCURRENCY,
+                "steps",
+                &format!("how many steps may run at once: a number from 1 to {MAX_CONCURRENCY}"),
+            )
         });
         let raw: Vec<RawStep> = match get("steps") {
             Some(Yaml::List(items, _)) => items.iter().filter_map(|s| self.step(s)).collect(),
@@ -400,6 +402,18 @@ impl Reader {
         }
         self.errors.extend(duplicates);
         self.resolve_needs(&raw, &mut steps);
+        let graph = Graph::new(&steps);
+        if let Some(cycle) = graph.cycle() {
+            let first = &steps[cycle[0]];
+            let names: Vec<&str> = cycle.iter().chain([&cycle[0]]).map(|&i| steps[i].id.as_str()).collect();
+            self.error(
+                Diagnostic::new(
+                    first.needs_span.unwrap_or(first.id_span),
+                    format!("`needs:` makes a cycle: {}", names.join(" → ")),
+                )
+                .help("each step here needs the next; remove one of these needs"),
+            );
+        }
         Some(Pipeline {
             source,
             name,
@@ -408,6 +422,7 @@ impl Reader {
             limits,
             concurrency,
             steps,
+            graph,
         })
     }
 
@@ -735,26 +750,32 @@ impl Reader {
     }
 
     /// Fill in every step's `needs`: as written, a matrix step's id standing for all its
-    /// instances; without `needs:`, the step (or instances) before. A cycle is an error
-    /// showing it.
+    /// instances; without `needs:`, the step (or instances) before.
     fn resolve_needs(&mut self, raw: &[RawStep], steps: &mut [StepDecl]) {
-        let group_of = |decl: &StepDecl| decl.instance.as_ref().map_or(decl.id.clone(), |i| i.group.clone());
-        let members = |steps: &[StepDecl], name: &str| -> Vec<String> {
-            steps
-                .iter()
-                .filter(|s| s.id == name || s.instance.as_ref().is_some_and(|i| i.group == name))
-                .map(|s| s.id.clone())
-                .collect()
-        };
+        // The ids a name in `needs:` stands for: a step's own, or a matrix step's instances.
+        let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        for step in steps.iter() {
+            let group = step.instance.as_ref().map_or(&step.id, |i| &i.group);
+            members.entry(group.clone()).or_default().push(step.id.clone());
+            if step.instance.is_some() {
+                members.entry(step.id.clone()).or_default().push(step.id.clone());
+            }
+        }
+        let position: HashMap<&str, usize> = raw
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(n, r)| (r.decl.id.as_str(), n))
+            .collect();
         let resolved: Vec<(Vec<String>, Option<Span>)> = steps
             .iter()
             .map(|decl| {
-                let group = group_of(decl);
-                let index = raw.iter().position(|r| r.decl.id == group).unwrap_or(0);
+                let group = decl.instance.as_ref().map_or(&decl.id, |i| &i.group).clone();
+                let index = position.get(group.as_str()).copied().unwrap_or(0);
                 let Some((names, span)) = &raw[index].needs else {
                     let before = index
                         .checked_sub(1)
-                        .map(|i| members(steps, &raw[i].decl.id))
+                        .and_then(|i| members.get(&raw[i].decl.id).cloned())
                         .unwrap_or_default();
                     return (before, None);
                 };
@@ -767,7 +788,7 @@ impl Reader {
                         );
                         continue;
                     }
-                    let found = members(steps, &name.text);
+                    let found = members.get(&name.text).cloned().unwrap_or_default();
                     if found.is_empty() {
                         let ids = raw.iter().map(|r| r.decl.id.as_str()).filter(|id| *id != group);
                         let help = match suggest(&name.text, ids) {
@@ -797,17 +818,6 @@ impl Reader {
         for (decl, (needs, span)) in steps.iter_mut().zip(resolved) {
             decl.needs = needs;
             decl.needs_span = span;
-        }
-        if let Some(cycle) = super::graph::find_cycle(steps) {
-            let first = &steps[cycle[0]];
-            let names: Vec<&str> = cycle.iter().chain([&cycle[0]]).map(|&i| steps[i].id.as_str()).collect();
-            self.error(
-                Diagnostic::new(
-                    first.needs_span.unwrap_or(first.id_span),
-                    format!("`needs:` makes a cycle: {}", names.join(" → ")),
-                )
-                .help("each step here needs the next; remove one of these needs"),
-            );
         }
     }
 
@@ -893,13 +903,27 @@ impl Reader {
     }
 
     fn attempts(&mut self, s: &Scalar) -> Option<u32> {
-        match s.text.parse::<u32>() {
-            Ok(n) if (1..=100).contains(&n) => Some(n),
+        let n = self.number(
+            s,
+            1..=100,
+            "attempts",
+            "attempts count the first try: a number from 1 to 100",
+        )?;
+        u32::try_from(n).ok()
+    }
+
+    /// A whole number within `range`; else an error saying what it counts.
+    fn number(
+        &mut self,
+        s: &Scalar,
+        range: std::ops::RangeInclusive<usize>,
+        counts: &str,
+        help: &str,
+    ) -> Option<usize> {
+        match s.text.parse::<usize>() {
+            Ok(n) if range.contains(&n) => Some(n),
             _ => {
-                self.error(
-                    Diagnostic::new(s.span, format!("`{}` is not a number of attempts", s.text))
-                        .help("attempts count the first try: a number from 1 to 100"),
-                );
+                self.error(Diagnostic::new(s.span, format!("`{}` is not a number of {counts}", s.text)).help(help));
                 None
             }
         }

@@ -45,13 +45,13 @@ pub fn validate(
             );
         }
     }
-    let graph = Graph::of(pipeline);
+    let graph = &pipeline.graph;
     for (index, (step, shape)) in pipeline.steps.iter().zip(shapes).enumerate() {
         match shape {
             Err(problem) => errors.push(Diagnostic::new(step.uses_span, &problem.message).help(&problem.help)),
             Ok(shape) => check_params(step, shape, &mut errors),
         }
-        check_references(pipeline, &graph, index, shapes, passed_env, &mut errors);
+        check_references(pipeline, graph, index, shapes, passed_env, &mut errors);
     }
     let mut vars: BTreeMap<&str, &str> = pipeline
         .vars
@@ -59,7 +59,7 @@ pub fn validate(
         .filter_map(|v| Some((v.name.as_str(), v.default.as_deref()?)))
         .collect();
     vars.extend(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    races::check(pipeline, &graph, shapes, &vars, &mut errors);
+    races::check(pipeline, graph, shapes, &vars, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {

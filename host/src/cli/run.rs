@@ -49,7 +49,8 @@ pub struct RunArgs {
     junit: Option<PathBuf>,
     /// How many steps may run at once [default: the pipeline's `concurrency:`, else the
     /// number of cores]
-    #[arg(short, long, value_name = "N", env = "WHARF_JOBS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(short, long, value_name = "N", env = "WHARF_JOBS",
+        value_parser = clap::value_parser!(u16).range(1..=crate::pipeline::model::MAX_CONCURRENCY as i64))]
     jobs: Option<u16>,
     /// Run again the failed steps of this earlier run and every step that needs them,
     /// reusing what succeeded
@@ -423,7 +424,7 @@ fn resume_from(
         outputs: BTreeMap::new(),
         lineage: lineage(workspace, &journal),
     };
-    let graph = crate::pipeline::Graph::of(pipeline);
+    let graph = &pipeline.graph;
     let mut failed = false;
     for &i in graph.order() {
         let step = &pipeline.steps[i];

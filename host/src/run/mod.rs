@@ -18,7 +18,7 @@ use crate::pipeline::describe::Value;
 use crate::pipeline::expr::{self, Reference, Scope, StatusFn};
 use crate::pipeline::model::template;
 use crate::pipeline::params::{convert, map_scalars};
-use crate::pipeline::{Diagnostic, Graph, Pipeline, StepDecl};
+use crate::pipeline::{Diagnostic, Pipeline, StepDecl};
 use crate::sandbox::Grants;
 use crate::sandbox::preopens::preopens;
 use std::collections::BTreeMap;
@@ -226,7 +226,7 @@ async fn schedule(req: &RunRequest<'_>) -> Vec<StepRecord> {
         // look at has finished too.
         while let Some(i) = progress.ready.pop_first() {
             let decl = &pipeline.steps[i];
-            let ancestors: Vec<Arc<StepRecord>> = progress
+            let ancestors: Vec<Arc<StepRecord>> = pipeline
                 .graph
                 .ancestors(i)
                 .filter_map(|j| progress.done[j].clone())
@@ -286,11 +286,9 @@ async fn schedule(req: &RunRequest<'_>) -> Vec<StepRecord> {
 /// Which steps have finished, and which may be decided now.
 struct Progress<'a> {
     pipeline: &'a Pipeline,
-    graph: Graph,
     done: Vec<Option<Arc<StepRecord>>>,
     /// By step: how many of the steps it needs have not finished.
     waiting: Vec<usize>,
-    needed_by: Vec<Vec<usize>>,
     /// Steps whose needs have all finished, not yet decided.
     ready: std::collections::BTreeSet<usize>,
     /// By matrix step id: its first instance that failed.
@@ -299,22 +297,13 @@ struct Progress<'a> {
 
 impl<'a> Progress<'a> {
     fn new(pipeline: &'a Pipeline) -> Self {
-        let graph = Graph::of(pipeline);
         let count = pipeline.steps.len();
-        let waiting: Vec<usize> = (0..count).map(|i| graph.needs(i).len()).collect();
-        let mut needed_by = vec![Vec::new(); count];
-        for i in 0..count {
-            for &j in graph.needs(i) {
-                needed_by[j].push(i);
-            }
-        }
+        let waiting: Vec<usize> = (0..count).map(|i| pipeline.graph.needs(i).len()).collect();
         Progress {
             pipeline,
             ready: (0..count).filter(|&i| waiting[i] == 0).collect(),
-            graph,
             done: vec![None; count],
             waiting,
-            needed_by,
             failed_instance: Default::default(),
         }
     }
@@ -330,7 +319,7 @@ impl<'a> Progress<'a> {
                 .or_insert_with(|| decl.id.clone());
         }
         self.done[i] = Some(Arc::new(record));
-        for &k in &self.needed_by[i] {
+        for &k in self.pipeline.graph.needed_by(i) {
             self.waiting[k] -= 1;
             if self.waiting[k] == 0 {
                 self.ready.insert(k);

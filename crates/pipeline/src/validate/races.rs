@@ -4,15 +4,17 @@
 
 use super::StepShape;
 use super::{Diagnostic, LoadProblem};
-use crate::describe::{CapabilityKind, StepInfo, Value};
+use crate::describe::{StepInfo, Value};
 use crate::expr::{Reference, Scope, StatusFn};
 use crate::graph::Graph;
 use crate::model::{Pipeline, StepDecl, template};
-use crate::yaml::{Scalar, Yaml};
+use crate::params::{convert, map_scalars};
+use crate::yaml::Scalar;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 /// What one step may reach.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Reach {
     /// Workspace paths, normalized (`.` is all of it).
     reads: Vec<String>,
@@ -121,71 +123,55 @@ fn overlap(a: &str, b: &str) -> bool {
     a == b || inside(a, b) || inside(b, a)
 }
 
+/// What a step may reach: its `allow:`, and for a built-in what [`crate::grants::Grants::derive`]
+/// grants it from its parameters, as at run time, with the values known before the run.
 fn reach_of(step: &StepDecl, info: Option<&StepInfo>, vars: &BTreeMap<&str, &str>) -> Reach {
-    let mut reach = Reach {
-        reads: step.allow.read.iter().map(|g| g.what.clone()).collect(),
-        writes: step.allow.write.iter().map(|g| g.what.clone()).collect(),
-        deploys: step.allow.deploy.iter().map(|g| Some(g.what.clone())).collect(),
-    };
-    let Some(info) = info else {
-        return reach;
-    };
-    let scope = Known { vars, step };
-    for cap in &info.capabilities {
-        let Some(name) = &cap.scope_param else {
-            continue;
-        };
-        let values: Vec<Option<String>> = match step.with.iter().find(|p| p.name == *name) {
-            // A mapping's keys are the paths (`files: { SOURCE: TARGET }`), as in the grants.
-            Some(param) => match &param.value {
-                Yaml::Map(entries, _) => entries.iter().map(|(k, _)| resolve(k, &scope)).collect(),
-                other => crate::params::scalars(other)
-                    .into_iter()
-                    .map(|s| resolve(s, &scope))
-                    .collect(),
-            },
-            None => match info
-                .params
-                .iter()
-                .find(|p| p.name == *name)
-                .and_then(|p| p.default.as_ref())
-            {
-                Some(Value::Text(t)) => vec![Some(t.clone())],
-                Some(Value::TextList(l)) => l.iter().cloned().map(Some).collect(),
-                Some(Value::TextMap(m)) => m.iter().map(|(k, _)| Some(k.clone())).collect(),
-                _ => Vec::new(),
-            },
-        };
-        let values = values
-            .into_iter()
-            .filter(|v| v.as_ref().is_none_or(|t| !t.trim().is_empty()));
-        match cap.kind {
-            CapabilityKind::WorkspaceRead | CapabilityKind::WorkspaceWrite => {
-                let list = if cap.kind == CapabilityKind::WorkspaceRead {
-                    &mut reach.reads
-                } else {
-                    &mut reach.writes
-                };
-                // A path known only at run time may be anywhere below the part written out.
-                list.extend(values.filter_map(|v| crate::grants::normalize(&v.unwrap_or_else(|| ".".into()))));
-            }
-            CapabilityKind::Deploy => reach.deploys.extend(values),
-            _ => {}
-        }
+    let mut grants = step.allow.clone();
+    if let Some(info) = info {
+        let scope = Known { vars, step };
+        let values: Vec<(String, Value)> = info
+            .params
+            .iter()
+            .filter_map(|spec| match step.with.iter().find(|p| p.name == spec.name) {
+                Some(param) => {
+                    let value = map_scalars::<Infallible>(&param.value, &mut |s| Ok(known_part(s, &scope))).ok()?;
+                    convert(&param.name, &value, spec.type_)
+                        .ok()
+                        .map(|v| (spec.name.clone(), v))
+                }
+                None => spec.default.clone().map(|d| (spec.name.clone(), d)),
+            })
+            .collect();
+        // A path that leads out of the workspace is reported where it is written.
+        let _refused = grants.derive(info, &values);
     }
-    reach
+    Reach {
+        reads: grants.read.into_iter().map(|g| g.what).collect(),
+        writes: grants.write.into_iter().map(|g| g.what).collect(),
+        deploys: grants
+            .deploy
+            .into_iter()
+            .map(|g| (g.what != UNKNOWN).then_some(g.what))
+            .collect(),
+    }
 }
 
-/// A parameter's value as far as it is known before the run: vars and matrix values are;
-/// another step's outputs are not. None when not known; for a path, the directory written
-/// before the first unknown part is returned instead.
-fn resolve(s: &Scalar, scope: &Known<'_>) -> Option<String> {
-    let known = template(s).ok().and_then(|t| t.render(scope).ok());
-    if known.is_some() || !s.text.contains("${{") {
-        return known.or_else(|| Some(s.text.clone()));
+/// What [`known_part`] makes of a value with nothing known before its first unknown part:
+/// as a path the whole workspace, as a service any service.
+const UNKNOWN: &str = ".";
+
+/// A parameter's value as far as it is known before the run: vars and matrix values are,
+/// another step's outputs are not. A value with an unknown part becomes the directory
+/// written out before it (a path known only at run time may be anywhere below that), or
+/// [`UNKNOWN`].
+fn known_part(s: &Scalar, scope: &Known<'_>) -> String {
+    if let Some(known) = template(s).ok().and_then(|t| t.render(scope).ok()) {
+        return known;
     }
     let before = &s.text[..s.text.find("${{").unwrap_or(0)];
-    before.rfind('/').map(|slash| before[..slash].to_string())
+    before
+        .rfind('/')
+        .map_or(UNKNOWN.to_string(), |slash| before[..slash].to_string())
 }
 
 /// What validation knows of a step's references.
