@@ -13,7 +13,9 @@ const MAX_CASES: usize = 20_000;
 const MAX_TEXT: usize = 16 << 10;
 
 pub fn read(path: &str) -> Result<Vec<TestCase>, String> {
-    let size = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .len();
     if size > MAX_BYTES {
         return Err(format!("{size} bytes, more than the {MAX_BYTES} read"));
     }
@@ -45,7 +47,9 @@ pub fn parse(text: &str) -> Result<Vec<TestCase>, String> {
             (None, Some(skipped)) => (TestOutcome::Skipped, Some(skipped)),
             (None, None) => (TestOutcome::Passed, None),
         };
-        let message = result.and_then(|r| r.attribute("message")).map(|m| bounded(m.lines().next().unwrap_or("")));
+        let message = result
+            .and_then(|r| r.attribute("message"))
+            .map(|m| bounded(m.lines().next().unwrap_or("")));
         let output = result
             .and_then(|r| r.text())
             .or_else(|| child("system-out").and_then(|n| n.text()))
