@@ -3,74 +3,31 @@
 //! nodes, reach a registry on the host's loopback under the same name, and leave nothing
 //! behind when torn down. Needs root and dockerd, as `.ci/run` has them.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::swarm::{Swarm, script};
 use std::process::Command;
-
-fn script(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/swarm"))
-        .args(args)
-        .env("WHARF_SWARM_DIR", dir)
-        .output()
-        .unwrap()
-}
-
-/// Tears the swarm down however the test ends.
-struct Swarm(PathBuf);
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let down = script(&self.0, &["down"]);
-        assert!(down.status.success() || std::thread::panicking(), "{down:?}");
-    }
-}
-
-fn docker(host: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", host)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn the_test_swarm_comes_up_labelled_reaches_the_host_loopback_and_goes_away() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path().join("swarm");
-    let swarm = Swarm(dir.clone());
-    let up = script(&dir, &["up"]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    let stdout = String::from_utf8(up.stdout).unwrap();
-    let host = stdout.trim().strip_prefix("DOCKER_HOST=").unwrap().to_string();
-
-    let nodes = docker(
-        &host,
-        &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"],
-    );
+    let swarm = Swarm::up();
+    let nodes = swarm.docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
     let mut nodes: Vec<&str> = nodes.lines().collect();
     nodes.sort();
     assert_eq!(nodes, ["manager Ready Leader", "worker-1 Ready ", "worker-2 Ready "]);
-    let ids = docker(&host, &["node", "ls", "-q"]);
+    let ids = swarm.docker(&["node", "ls", "-q"]);
     let mut labels: Vec<String> = ids
         .split_whitespace()
         .map(|id| {
-            docker(
-                &host,
-                &[
+            swarm
+                .docker(&[
                     "node",
                     "inspect",
                     "--format",
                     "{{.Description.Hostname}} {{.Spec.Labels.storage}} {{.Status.Addr}}",
                     id,
-                ],
-            )
-            .trim()
-            .to_string()
+                ])
+                .trim()
+                .to_string()
         })
         .collect();
     labels.sort();
@@ -92,8 +49,7 @@ fn the_test_swarm_comes_up_labelled_reaches_the_host_loopback_and_goes_away() {
             let _ = (&stream).write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok");
         }
     });
-    let forward = script(&dir, &["forward", &port.to_string()]);
-    assert!(forward.status.success(), "{}", String::from_utf8_lossy(&forward.stderr));
+    swarm.forward(port);
     for node in ["manager", "worker-1", "worker-2"] {
         let out = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/wharfsw-{node}"))
@@ -107,8 +63,16 @@ fn the_test_swarm_comes_up_labelled_reaches_the_host_loopback_and_goes_away() {
         assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok"), "{node}: {out:?}");
     }
 
+    let down = script(&swarm.dir, &["down"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(!swarm.dir.exists(), "the swarm's directory is left");
+    let left = Command::new("sh")
+        .args(["-c", "grep -l wharf-swarm- /proc/[0-9]*/cgroup 2>/dev/null || true"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "processes left in the nodes' cgroups: {left:?}");
+    // Down again, as the guard does: nothing to do, and no error.
     drop(swarm);
-    assert!(!dir.exists(), "the swarm's directory is left");
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&namespaces.stdout).contains("wharfsw-"),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
