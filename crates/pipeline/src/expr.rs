@@ -136,21 +136,27 @@ pub fn evaluate(expr: &Expr, scope: &dyn Scope) -> Result<Evaluated, String> {
         Expr::Bool(b) => Evaluated::Bool(*b),
         Expr::Status(f) => Evaluated::Bool(scope.status(*f)),
         Expr::Not(e) => Evaluated::Bool(!evaluate(e, scope)?.truthy()),
+        // As in GitHub's expressions, `&&` and `||` give the operand that decided them, so
+        // `vars.target == 'swarm' && 'ssd' || ''` picks a value.
         Expr::And(all) => {
+            let mut last = Evaluated::Bool(true);
             for e in all {
-                if !evaluate(e, scope)?.truthy() {
-                    return Ok(Evaluated::Bool(false));
+                last = evaluate(e, scope)?;
+                if !last.truthy() {
+                    break;
                 }
             }
-            Evaluated::Bool(true)
+            last
         }
         Expr::Or(all) => {
+            let mut last = Evaluated::Bool(false);
             for e in all {
-                if evaluate(e, scope)?.truthy() {
-                    return Ok(Evaluated::Bool(true));
+                last = evaluate(e, scope)?;
+                if last.truthy() {
+                    break;
                 }
             }
-            Evaluated::Bool(false)
+            last
         }
         Expr::Eq(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() == evaluate(b, scope)?.into_text()),
         Expr::Ne(a, b) => Evaluated::Bool(evaluate(a, scope)?.into_text() != evaluate(b, scope)?.into_text()),
@@ -565,6 +571,11 @@ mod tests {
         assert!(!eval("!always()"));
         assert!(eval("vars.status != 'FAIL' || false"));
         assert!(eval("(success() || failure()) && vars.status == \"OK\""));
+        let text = |src: &str| Template::parse(src).unwrap().render(&s).unwrap();
+        assert_eq!(text("${{ vars.status == 'OK' && 'ssd' || '' }}"), "ssd");
+        assert_eq!(text("${{ vars.status == 'FAIL' && 'ssd' || '' }}"), "");
+        assert_eq!(text("${{ vars.status == 'FAIL' && 'ssd' || 'hdd' }}"), "hdd");
+        assert_eq!(text("${{ vars.status == 'OK' }}"), "true");
     }
 
     #[test]
