@@ -322,12 +322,14 @@ fn a_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_is_respected() {
     );
 }
 
-/// The seed pipeline up to the upgrade, with more `with:` lines for the upgrade step.
+/// The seed pipeline up to the upgrade, with more `with:` lines for the upgrade step, in
+/// place of its placement (which only a swarm target turns on).
 fn upgrade_with(ws: &Workspace, name: &str, lines: &str) -> String {
     let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
     let cut = text.find("  - id: gate").unwrap();
-    let anchor = "      health-path: /api/v1/version\n";
-    let text = text[..cut].replace(anchor, &format!("{anchor}{lines}"));
+    let placement = text.find("      # The article's placement").unwrap();
+    assert!(placement < cut, "the placement is the upgrade's last");
+    let text = format!("{}{lines}\n", &text[..placement]);
     ws.write(name, &text);
     name.to_string()
 }
@@ -378,7 +380,16 @@ fn placement_rules_host_labels_and_one_per_host() {
     let stop_first = upgrade_with(&ws, "stop-first.yml", "      one-per-host: true\n");
     let text = std::fs::read_to_string(ws.path().join(&stop_first))
         .unwrap()
-        .replace("order: start-first", "order: stop-first");
+        .lines()
+        .map(|l| {
+            if l.starts_with("      order:") {
+                "      order: stop-first"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     ws.write(&stop_first, &text);
     let ok = ws.wharf(&["run", &stop_first, "--var", "replicas=1", "-v"]);
     assert_eq!(ok.code(), 0, "{}", ok.all());

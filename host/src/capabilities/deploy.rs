@@ -1,6 +1,8 @@
 //! `deploy`: the WIT face of [`crate::deploy::Deployer`]. Every call is logged to the step.
 
-use super::bindings::wharf::step::deploy::{Host, Instance, Revision, ServiceSpec, ServiceState, ServiceStatus};
+use super::bindings::wharf::step::deploy::{
+    Host, Instance, Revision, RolloutPolicy, ServiceSpec, ServiceState, ServiceStatus,
+};
 use super::bindings::wharf::step::types::{ErrorKind, StepError};
 use super::{CallResult, StepCall, step_error};
 use crate::deploy::Deployer;
@@ -91,12 +93,34 @@ fn spec(s: ServiceSpec) -> state::Spec {
         labels: s.labels,
         one_per_host: s.placement.one_per_host,
         host_labels: s.placement.host_labels,
+        rollout: state::RolloutPolicy::default(),
     }
 }
 
 const DEPLOY: &str = "wharf:step/deploy";
 
 impl Host for DeployView<'_> {
+    async fn rollout(&mut self, s: ServiceSpec, p: RolloutPolicy) -> CallResult<Option<ServiceStatus>> {
+        let this = &*self;
+        let result = this
+            .call
+            .taped(DEPLOY, "rollout", &(&s, &p), async {
+                let spec = state::Spec {
+                    rollout: state::RolloutPolicy {
+                        batch_size: p.batch_size,
+                        interval_ms: p.interval_ms,
+                        start_first: p.start_first,
+                        health_timeout_ms: p.health_timeout_ms,
+                    },
+                    ..spec(s.clone())
+                };
+                let deployer = this.deployer(&s.service)?;
+                Ok(deployer.rollout(spec).await?.as_ref().map(status))
+            })
+            .await;
+        this.durable(result)
+    }
+
     async fn begin_upgrade(&mut self, s: ServiceSpec) -> CallResult<ServiceStatus> {
         let this = &*self;
         let result = this

@@ -44,7 +44,9 @@ fn print_service(r: &ServiceRecord) {
             i.version,
             i.address,
             i.port,
-            if i.running { "running" } else { "stopped" }
+            i.condition
+                .as_deref()
+                .unwrap_or(if i.running { "running" } else { "stopped" })
         );
     }
 }

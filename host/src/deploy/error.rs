@@ -9,7 +9,7 @@ pub enum DeployError {
     /// says why and what to do.
     #[error("{message}")]
     Refused { service: String, message: String },
-    #[error("unknown deploy target `{target}`; use `local` or `docker`")]
+    #[error("unknown deploy target `{target}`; use `local`, `docker` or `swarm`")]
     UnknownTarget { target: String },
     /// Another run is changing the service right now.
     #[error("service `{service}` is being changed by {holder}; wait for it to finish")]
@@ -38,6 +38,9 @@ pub enum DeployError {
     Inconsistent { service: String, state: &'static str },
     #[error("instance {instance} {why}")]
     Unhealthy { instance: String, why: String },
+    /// Fewer tasks run the revision than the spec asks for (a node was lost, a task failed).
+    #[error("`{service}` is not fully rolled out: {why}")]
+    Incomplete { service: String, why: String },
     #[error(transparent)]
     Target(#[from] TargetError),
 }

@@ -10,6 +10,9 @@
 //! replaced, and a rollback always returns to that digest, never to whatever a tag points to
 //! now. A service left `upgraded` blocks the next upgrade until it is confirmed or rolled
 //! back. The upgrade step decides the rolling order; the host owns state, locks and rollback.
+//! On a target with a scheduler of its own ([`crate::targets::Rollout`], Swarm) the rolling
+//! order is the scheduler's: [`Deployer::rollout`] goes from absent/active to upgraded in one
+//! call, and a rollback re-applies the recorded previous spec.
 
 mod error;
 pub mod health;
@@ -23,7 +26,7 @@ pub use error::DeployError;
 use crate::events::{Event, Events, Transition};
 use crate::oci::reference::ImageRef;
 use crate::pipeline::OnFailure;
-use crate::targets::{Host, StandardTargets, Target, TargetPaths, Targets};
+use crate::targets::{Host, Rollout, StandardTargets, Target, TargetError, TargetPaths, Targets};
 use lock::ServiceLock;
 use state::{Instance, ServiceRecord, Spec, State};
 use std::collections::{BTreeSet, HashMap};
@@ -234,6 +237,7 @@ impl Deployer {
                 .collect();
             let hint = match target.name() {
                 "local" => "label the local host with WHARF_HOST_LABELS=key=value,...",
+                "swarm" => "label a node with `docker node update --label-add key=value NODE` on a manager",
                 _ => "label the Docker engine (dockerd --label key=value)",
             };
             return Err(refused(
@@ -263,33 +267,12 @@ impl Deployer {
     }
 
     pub async fn begin_upgrade(&self, spec: Spec) -> Result<ServiceRecord, DeployError> {
+        check_spec(&spec)?;
         let service = spec.service.clone();
-        if !crate::pipeline::model::is_identifier(&service) {
-            return Err(refused(
-                &service,
-                format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
-            ));
-        }
-        let reference = ImageRef::parse(&spec.revision.image).map_err(|why| refused(&service, why))?;
-        match &reference.digest {
-            None => {
-                return Err(refused(
-                    &service,
-                    format!(
-                        "{} has no digest; deploys pin digests so a rollback returns to exactly this build: use the `image` output of builtin:push",
-                        spec.revision.image
-                    ),
-                ));
-            }
-            Some(d) if *d != spec.revision.digest => {
-                return Err(refused(
-                    &service,
-                    format!("{} does not match digest {}", spec.revision.image, spec.revision.digest),
-                ));
-            }
-            Some(_) => {}
-        }
         let target = self.target(&spec.target).await?;
+        if target.rollout().is_some() {
+            return Err(TargetError::Scheduled { target: target.name() }.into());
+        }
         let fresh = self.lock(&service)?;
         let result = self.begin_locked(spec, target).await;
         // Only a lock this call took is given back on failure: one held from an earlier
@@ -298,6 +281,75 @@ impl Deployer {
             self.unlock(&service);
         }
         result
+    }
+
+    /// The whole upgrade, on a target whose scheduler replaces the tasks: from absent or
+    /// active to `upgraded`, every task running the new digest and healthy. `None`, having
+    /// done nothing, on a target whose instances the upgrade step replaces itself. A failure
+    /// after the service began upgrading leaves it upgrading and locked by this run, for the
+    /// run's end to roll back, as on every target.
+    pub async fn rollout(&self, spec: Spec) -> Result<Option<ServiceRecord>, DeployError> {
+        check_spec(&spec)?;
+        let target = self.target(&spec.target).await?;
+        let Some(scheduler) = target.rollout() else {
+            return Ok(None);
+        };
+        let service = spec.service.clone();
+        let eligible = self.eligible_hosts(target, &spec).await?;
+        if spec.one_per_host && spec.rollout.start_first && spec.replicas as usize >= eligible.len() {
+            return Err(refused(
+                &service,
+                format!(
+                    "one instance per host on {} eligible host(s) leaves no host free to start a new instance before an old one stops; use `order: stop-first`",
+                    eligible.len()
+                ),
+            ));
+        }
+        let fresh = self.lock(&service)?;
+        let mut record = match self.begin_locked(spec, target).await {
+            Ok(record) => record,
+            Err(e) => {
+                if fresh {
+                    self.unlock(&service);
+                }
+                return Err(e);
+            }
+        };
+        let spec = current_spec(&record)?;
+        record.instances = scheduler.apply(&spec).await?;
+        self.save(&mut record)?;
+        self.check_rolled_out(target, &spec, &record.instances).await?;
+        Ok(Some(self.finish_upgrade(&service).await?))
+    }
+
+    /// Every replica runs `spec`'s digest and answers its health check.
+    async fn check_rolled_out(&self, target: &dyn Target, spec: &Spec, tasks: &[Instance]) -> Result<(), DeployError> {
+        let running: Vec<&Instance> = tasks
+            .iter()
+            .filter(|t| t.running && t.digest == spec.revision.digest)
+            .collect();
+        if running.len() < spec.replicas as usize {
+            let others: Vec<String> = tasks
+                .iter()
+                .filter(|t| !running.contains(t))
+                .map(|t| format!("{} {}", t.id, t.condition.as_deref().unwrap_or("not running")))
+                .collect();
+            return Err(DeployError::Incomplete {
+                service: spec.service.clone(),
+                why: format!(
+                    "{} of {} task(s) run {}; {}",
+                    running.len(),
+                    spec.replicas,
+                    spec.revision.version,
+                    others.join("; ")
+                ),
+            });
+        }
+        let timeout = Duration::from_millis(spec.rollout.health_timeout_ms);
+        for task in running {
+            target.wait_healthy(task, &spec.health_path, timeout).await?;
+        }
+        Ok(())
     }
 
     async fn begin_locked(&self, spec: Spec, target: &dyn Target) -> Result<ServiceRecord, DeployError> {
@@ -476,14 +528,22 @@ impl Deployer {
         }
         let target = self.target(&record.target).await?;
         let current = current_spec(&record)?;
-        let (keep, old): (Vec<Instance>, Vec<Instance>) = record
-            .instances
-            .drain(..)
-            .partition(|i| i.digest == current.revision.digest && i.running);
-        for instance in &old {
-            target.remove(instance).await?;
+        if let Some(scheduler) = target.rollout() {
+            // The scheduler removed the old tasks as it went; what is confirmed is that every
+            // replica still runs the new revision (a node lost since the gate is caught here).
+            let tasks = scheduler.tasks(service).await?;
+            self.check_rolled_out(target, &current, &tasks).await?;
+            record.instances = tasks;
+        } else {
+            let (keep, old): (Vec<Instance>, Vec<Instance>) = record
+                .instances
+                .drain(..)
+                .partition(|i| i.digest == current.revision.digest && i.running);
+            for instance in &old {
+                target.remove(instance).await?;
+            }
+            record.instances = keep;
         }
-        record.instances = keep;
         record.state = State::Active;
         record.owner = None;
         self.save(&mut record)?;
@@ -532,6 +592,9 @@ impl Deployer {
         let target = self.target(&record.target).await?;
         record.state = State::RollingBack;
         self.save(&mut record)?;
+        if let Some(scheduler) = target.rollout() {
+            return self.restore(record, target, scheduler).await;
+        }
         let previous = record.previous.clone();
         let previous_digest = previous.as_ref().map(|s| s.revision.digest.clone());
         // The new revision's instances go; an instance of the previous digest started by
@@ -585,18 +648,59 @@ impl Deployer {
         } else {
             record.state = State::Absent;
         }
-        record.current = previous;
-        record.previous = None;
+        self.rolled_back(record, String::new())
+    }
+
+    /// Rollback on a scheduling target: the recorded previous spec is applied again, to every
+    /// task at once (or the service deleted, on a first deploy). Replicas the scheduler cannot
+    /// place now (a node was lost) are reported, not waited for: every task that runs, runs
+    /// the previous digest.
+    async fn restore(
+        &self,
+        mut record: ServiceRecord,
+        target: &dyn Target,
+        scheduler: &dyn Rollout,
+    ) -> Result<ServiceRecord, DeployError> {
+        let service = record.service.clone();
+        let mut shortfall = String::new();
+        match record.previous.clone() {
+            Some(mut previous) => {
+                // Every task at once: the revision going away failed, and replica by replica
+                // an update would wait on a replica no node can take now.
+                previous.rollout.batch_size = previous.replicas;
+                record.instances = scheduler.apply(&previous).await?;
+                self.save(&mut record)?;
+                if let Err(e) = self.check_rolled_out(target, &previous, &record.instances).await {
+                    let DeployError::Incomplete { why, .. } = e else {
+                        return Err(e);
+                    };
+                    shortfall = format!("; short of replicas: {why}");
+                }
+                record.state = State::Active;
+            }
+            None => {
+                scheduler.delete(&service).await?;
+                record.instances.clear();
+                record.state = State::Absent;
+            }
+        }
+        self.rolled_back(record, shortfall)
+    }
+
+    /// The end of every rollback: the previous revision is current again.
+    fn rolled_back(&self, mut record: ServiceRecord, remark: String) -> Result<ServiceRecord, DeployError> {
+        let service = record.service.clone();
+        record.current = record.previous.take();
         record.owner = None;
         self.save(&mut record)?;
         let message = match &record.current {
             Some(spec) => format!(
-                "{service}: rolled back to {} ({})",
+                "{service}: rolled back to {} ({}){remark}",
                 spec.revision.version, spec.revision.digest
             ),
             None => format!("{service}: rolled back; no earlier revision, nothing runs"),
         };
-        self.note(service, Transition::RolledBack, record.current.as_ref(), message);
+        self.note(&service, Transition::RolledBack, record.current.as_ref(), message);
         Ok(record)
     }
 
@@ -606,9 +710,15 @@ impl Deployer {
         let result = async {
             let mut record = self.existing(service)?;
             let target = self.target(&record.target).await?;
-            for instance in std::mem::take(&mut record.instances) {
-                target.remove(&instance).await?;
+            match target.rollout() {
+                Some(scheduler) => scheduler.delete(service).await?,
+                None => {
+                    for instance in &record.instances {
+                        target.remove(instance).await?;
+                    }
+                }
             }
+            record.instances.clear();
             let file = self.services_dir.join(format!("{service}.json"));
             std::fs::remove_file(&file).map_err(|source| DeployError::State {
                 service: service.to_string(),
@@ -628,6 +738,10 @@ impl Deployer {
     pub async fn status(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.existing(service)?;
         let target = self.target(&record.target).await?;
+        if let Some(scheduler) = target.rollout() {
+            record.instances = scheduler.tasks(service).await?;
+            return Ok(record);
+        }
         for instance in &mut record.instances {
             instance.running = target.is_running(instance).await;
         }
@@ -728,6 +842,32 @@ impl Deployer {
         }
         self.ledger()
     }
+}
+
+/// A spec wharf can deploy: a valid service name and an image pinned by its own digest.
+fn check_spec(spec: &Spec) -> Result<(), DeployError> {
+    let service = spec.service.clone();
+    check_service(&service)?;
+    let reference = ImageRef::parse(&spec.revision.image).map_err(|why| refused(&service, why))?;
+    match &reference.digest {
+        None => {
+            return Err(refused(
+                &service,
+                format!(
+                    "{} has no digest; deploys pin digests so a rollback returns to exactly this build: use the `image` output of builtin:push",
+                    spec.revision.image
+                ),
+            ));
+        }
+        Some(d) if *d != spec.revision.digest => {
+            return Err(refused(
+                &service,
+                format!("{} does not match digest {}", spec.revision.image, spec.revision.digest),
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 fn current_spec(record: &ServiceRecord) -> Result<Spec, DeployError> {

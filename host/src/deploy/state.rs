@@ -50,6 +50,30 @@ pub struct Spec {
     pub labels: Vec<(String, String)>,
     pub one_per_host: bool,
     pub host_labels: Vec<(String, String)>,
+    /// How a target that schedules services itself replaces the tasks, going forward and,
+    /// for a rollback, going back to this spec.
+    #[serde(default)]
+    pub rollout: RolloutPolicy,
+}
+
+/// The batches of a rollout handed to a target's scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutPolicy {
+    pub batch_size: u32,
+    pub interval_ms: u64,
+    pub start_first: bool,
+    pub health_timeout_ms: u64,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            batch_size: 1,
+            interval_ms: 0,
+            start_first: false,
+            health_timeout_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +93,10 @@ pub struct Instance {
     /// Where its output goes, when the target keeps it in a file.
     #[serde(default)]
     pub log: Option<String>,
+    /// What a scheduling target says of it, beyond running or not: a task's state and its
+    /// node's (`running on worker-1`, `running on worker-1, node down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ impl Target for MemoryTarget {
             handle,
             labels: Vec::new(),
             log: None,
+            condition: None,
         })
     }
 
@@ -156,6 +157,7 @@ fn spec(version: &str) -> Spec {
         labels: Vec::new(),
         one_per_host: false,
         host_labels: Vec::new(),
+        rollout: Default::default(),
     }
 }
 
@@ -360,4 +362,265 @@ async fn a_resumed_run_carries_on_the_upgrade_it_adopts() {
         w.deployer(Actor::Person).status("svc").await.unwrap().state,
         State::Active
     );
+}
+
+/// A target with a scheduler of its own, in memory: a service is the specs applied to it.
+/// Each apply places the spec's replicas, less those no node can take (`unplaceable`, as
+/// after a node was lost), which wait for one.
+#[derive(Default)]
+struct MemoryScheduler {
+    applied: Mutex<Vec<Spec>>,
+    unplaceable: Mutex<u32>,
+}
+
+impl MemoryScheduler {
+    fn tasks_now(&self) -> Vec<Instance> {
+        let Some(spec) = self.applied.lock().unwrap().last().cloned() else {
+            return Vec::new();
+        };
+        let placed = spec.replicas.saturating_sub(*self.unplaceable.lock().unwrap());
+        (1..=spec.replicas)
+            .map(|slot| {
+                let running = slot <= placed;
+                Instance {
+                    id: format!("svc.{slot}"),
+                    digest: spec.revision.digest.clone(),
+                    version: spec.revision.version.clone(),
+                    address: format!("node-{slot}"),
+                    port: 8080,
+                    running,
+                    host: if running { format!("node-{slot}") } else { String::new() },
+                    handle: format!("task-{slot}"),
+                    labels: Vec::new(),
+                    log: None,
+                    condition: Some(if running {
+                        format!("running on node-{slot}")
+                    } else {
+                        "pending: no suitable node".into()
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    fn last_applied(&self) -> Option<Spec> {
+        self.applied.lock().unwrap().last().cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for MemoryScheduler {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+
+    async fn hosts(&self) -> Result<Vec<Host>, TargetError> {
+        Ok((1..=2)
+            .map(|n| Host {
+                name: format!("node-{n}"),
+                labels: vec![("storage".into(), "ssd".into())],
+            })
+            .collect())
+    }
+
+    async fn prepare(&self, _spec: &Spec) -> Result<(), TargetError> {
+        Ok(())
+    }
+
+    async fn start(&self, _: &Spec, _: &str, _: &Host) -> Result<Instance, TargetError> {
+        Err(TargetError::Scheduled { target: "scheduler" })
+    }
+
+    async fn stop(&self, _: &Instance) -> Result<(), TargetError> {
+        Err(TargetError::Scheduled { target: "scheduler" })
+    }
+
+    async fn resume(&self, _: &Spec, _: &Instance) -> Result<Instance, TargetError> {
+        Err(TargetError::Scheduled { target: "scheduler" })
+    }
+
+    async fn remove(&self, _: &Instance) -> Result<(), TargetError> {
+        Err(TargetError::Scheduled { target: "scheduler" })
+    }
+
+    async fn is_running(&self, instance: &Instance) -> bool {
+        self.tasks_now().iter().any(|t| t.id == instance.id && t.running)
+    }
+
+    async fn wait_healthy(&self, instance: &Instance, _path: &str, _timeout: Duration) -> Result<(), DeployError> {
+        if instance.running {
+            Ok(())
+        } else {
+            Err(DeployError::Unhealthy {
+                instance: instance.id.clone(),
+                why: "is not running".into(),
+            })
+        }
+    }
+
+    fn rollout(&self) -> Option<&dyn crate::targets::Rollout> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::targets::Rollout for MemoryScheduler {
+    async fn apply(&self, spec: &Spec) -> Result<Vec<Instance>, TargetError> {
+        self.applied.lock().unwrap().push(spec.clone());
+        Ok(self.tasks_now())
+    }
+
+    async fn tasks(&self, _service: &str) -> Result<Vec<Instance>, TargetError> {
+        Ok(self.tasks_now())
+    }
+
+    async fn delete(&self, _service: &str) -> Result<(), TargetError> {
+        self.applied.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+struct BothTargets(Arc<MemoryTarget>, Arc<MemoryScheduler>);
+
+#[async_trait::async_trait]
+impl Targets for BothTargets {
+    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
+        match name {
+            "memory" => Ok(&*self.0),
+            "scheduler" => Ok(&*self.1),
+            other => Err(DeployError::UnknownTarget { target: other.into() }),
+        }
+    }
+}
+
+struct SchedulerWorld {
+    workspace: tempfile::TempDir,
+    scheduler: Arc<MemoryScheduler>,
+}
+
+impl SchedulerWorld {
+    fn new() -> Self {
+        Self {
+            workspace: tempfile::tempdir().unwrap(),
+            scheduler: Arc::default(),
+        }
+    }
+
+    fn deployer(&self, actor: Actor) -> Deployer {
+        Deployer::with_targets(
+            self.workspace.path(),
+            actor,
+            Events::new(),
+            Box::new(BothTargets(Arc::default(), self.scheduler.clone())),
+        )
+    }
+
+    fn state(&self) -> super::state::ServiceRecord {
+        super::state::ServiceRecord::load(&self.workspace.path().join(".wharf/state/services"), "svc")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn scheduled(version: &str) -> Spec {
+    Spec {
+        target: "scheduler".into(),
+        one_per_host: true,
+        ..spec(version)
+    }
+}
+
+#[tokio::test]
+async fn a_scheduling_target_takes_the_whole_rollout_and_a_rollback_reapplies_the_previous_spec() {
+    let w = SchedulerWorld::new();
+    let run = w.deployer(Actor::Run("r1".into()));
+    // A target without a scheduler: nothing done, the step drives the instances.
+    assert!(run.rollout(spec("1")).await.unwrap().is_none());
+    assert!(!w.workspace.path().join(".wharf/state/services/svc.json").exists());
+    // A scheduler's target refuses the per-instance calls.
+    let refused = run.begin_upgrade(scheduled("1")).await.unwrap_err().to_string();
+    assert!(refused.contains("places and replaces tasks itself"), "{refused}");
+
+    let first = run.rollout(scheduled("1")).await.unwrap().unwrap();
+    assert_eq!(first.state, State::Upgraded);
+    assert_eq!(first.instances.iter().filter(|i| i.running).count(), 2);
+    assert_eq!(run.confirm("svc").await.unwrap().state, State::Active);
+
+    let run = w.deployer(Actor::Run("r2".into()));
+    let second = run.rollout(scheduled("2")).await.unwrap().unwrap();
+    assert_eq!(second.previous.as_ref().unwrap().revision.version, "1");
+    let applied = w.scheduler.last_applied().unwrap();
+    assert_eq!(
+        (applied.revision.version.as_str(), applied.rollout.batch_size),
+        ("2", 1)
+    );
+    let back = run.rollback("svc").await.unwrap();
+    assert_eq!(back.state, State::Active);
+    assert_eq!(back.current.as_ref().unwrap().revision.version, "1");
+    // The previous spec again, every task at once; the record keeps its own batches.
+    let applied = w.scheduler.last_applied().unwrap();
+    assert_eq!(
+        (applied.revision.version.as_str(), applied.rollout.batch_size),
+        ("1", 2)
+    );
+    assert_eq!(w.state().current.unwrap().rollout.batch_size, 1);
+    assert!(back.instances.iter().all(|i| i.running && i.version == "1"));
+
+    // A first deploy rolled back deletes the service.
+    let w = SchedulerWorld::new();
+    let run = w.deployer(Actor::Run("r3".into()));
+    run.rollout(scheduled("1")).await.unwrap().unwrap();
+    assert_eq!(run.rollback("svc").await.unwrap().state, State::Absent);
+    assert!(w.scheduler.last_applied().is_none());
+}
+
+#[tokio::test]
+async fn a_lost_replica_fails_the_rollout_or_the_confirm_and_the_rollback_reports_it() {
+    let w = SchedulerWorld::new();
+    let person = w.deployer(Actor::Person);
+    person.rollout(scheduled("1")).await.unwrap().unwrap();
+    person.confirm("svc").await.unwrap();
+
+    // Lost during the rollout: the upgrade fails, left for the run's end to roll back.
+    *w.scheduler.unplaceable.lock().unwrap() = 1;
+    let run = w.deployer(Actor::Run("during".into()));
+    let failed = run.rollout(scheduled("2")).await.unwrap_err().to_string();
+    assert!(
+        failed.contains("not fully rolled out: 1 of 2 task(s) run 2"),
+        "{failed}"
+    );
+    assert!(failed.contains("svc.2 pending: no suitable node"), "{failed}");
+    assert_eq!(w.state().state, State::Upgrading);
+    let ledger = run.settle(true, OnFailure::Rollback).await;
+    assert_eq!(ledger.rolled_back.iter().collect::<Vec<_>>(), ["svc"]);
+    let state = w.state();
+    assert_eq!(
+        (state.state, state.current.unwrap().revision.version.as_str()),
+        (State::Active, "1")
+    );
+
+    // Lost after the rollout, before the decision: confirm refuses, rollback goes through.
+    *w.scheduler.unplaceable.lock().unwrap() = 0;
+    let run = w.deployer(Actor::Run("after".into()));
+    run.rollout(scheduled("3")).await.unwrap().unwrap();
+    *w.scheduler.unplaceable.lock().unwrap() = 1;
+    let refused = run.confirm("svc").await.unwrap_err();
+    assert!(matches!(refused, DeployError::Incomplete { .. }), "{refused}");
+    assert_eq!(w.state().state, State::Upgraded);
+    let back = run.rollback("svc").await.unwrap();
+    assert_eq!(back.state, State::Active);
+    assert!(back.instances.iter().filter(|i| i.running).all(|i| i.version == "1"));
+}
+
+#[tokio::test]
+async fn start_first_on_every_host_with_one_per_host_is_refused_before_anything_changes() {
+    let w = SchedulerWorld::new();
+    let run = w.deployer(Actor::Run("r".into()));
+    let mut spec = scheduled("1");
+    spec.rollout.start_first = true;
+    let refused = run.rollout(spec).await.unwrap_err();
+    assert!(refused.is_refusal(), "{refused}");
+    assert!(refused.to_string().contains("use `order: stop-first`"), "{refused}");
+    assert!(w.scheduler.last_applied().is_none());
+    assert!(!w.workspace.path().join(".wharf/state/services/svc.json").exists());
 }

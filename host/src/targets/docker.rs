@@ -26,7 +26,7 @@ pub struct DockerTarget {
     docker: Docker,
 }
 
-fn engine_error(what: &str, source: bollard::errors::Error) -> TargetError {
+pub(super) fn engine_error(what: &str, source: bollard::errors::Error) -> TargetError {
     TargetError::Engine {
         what: what.to_string(),
         source,
@@ -44,7 +44,7 @@ impl DockerTarget {
     }
 
     /// The registry reference the engine pulls: `REGISTRY/REPO@sha256:...`.
-    fn pull_reference(spec: &Spec) -> Result<String, TargetError> {
+    pub(super) fn pull_reference(spec: &Spec) -> Result<String, TargetError> {
         let r = ImageRef::parse(&spec.revision.image).map_err(TargetError::BadReference)?;
         let Some(registry) = r.registry else {
             return Err(TargetError::Unrunnable {
@@ -187,6 +187,7 @@ impl Target for DockerTarget {
             handle: created.id,
             labels: spec.labels.clone(),
             log: None,
+            condition: None,
         })
     }
 

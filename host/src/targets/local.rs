@@ -119,6 +119,7 @@ impl LocalTarget {
             handle: handle_of(child.id()),
             labels: spec.labels.clone(),
             log: Some(log_path.display().to_string()),
+            condition: None,
         })
     }
 }

@@ -1,9 +1,12 @@
 //! Deploy targets: where instances run. Each target is one module behind [`Target`]; the
 //! state machine, locking and health checks live in [`crate::deploy`] and are the same on
-//! every target.
+//! every target. A target with a scheduler of its own (`swarm`) also offers [`Rollout`]: it
+//! is handed whole specs and replaces the tasks itself, instead of the upgrade step starting
+//! and stopping instances one by one.
 
 pub mod docker;
 pub mod local;
+pub mod swarm;
 
 use crate::deploy::DeployError;
 use crate::deploy::state::{Instance, Spec};
@@ -12,6 +15,7 @@ use docker::DockerTarget;
 use local::LocalTarget;
 use std::path::PathBuf;
 use std::time::Duration;
+use swarm::SwarmTarget;
 
 /// Why a target could not do what the deploy asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,17 @@ pub enum TargetError {
     },
     #[error("no Docker engine reachable ({detail}); start dockerd, or set DOCKER_HOST, or deploy with target `local`")]
     NoEngine { detail: String },
+    /// A target that cannot be used as it is set up (an engine that is not a swarm manager).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A per-instance call on a target whose scheduler places and replaces tasks itself.
+    #[error(
+        "target `{target}` places and replaces tasks itself: hand it the whole rollout (deploy `rollout`, as builtin:upgrade does)"
+    )]
+    Scheduled { target: &'static str },
+    /// The scheduler did not finish a rollout: it paused, rejected a task, or ran out of time.
+    #[error("{0}")]
+    Unsettled(String),
     #[error("Docker engine: {what}: {source}")]
     Engine {
         what: String,
@@ -98,10 +113,33 @@ pub trait Target: Send + Sync {
 
     async fn is_running(&self, instance: &Instance) -> bool;
 
+    /// The target's own scheduler, when it rolls services out itself.
+    fn rollout(&self) -> Option<&dyn Rollout> {
+        None
+    }
+
     /// Wait until the instance answers 2xx on `path` (HTTP from the host, by default).
     async fn wait_healthy(&self, instance: &Instance, path: &str, timeout: Duration) -> Result<(), DeployError> {
         crate::deploy::health::wait(self, instance, path, timeout).await
     }
+}
+
+/// A target whose scheduler places and replaces a service's tasks (Swarm). wharf hands it
+/// whole specs and keeps its own two-phase state on top; a rollback is another `apply`, of
+/// the recorded previous spec.
+#[async_trait::async_trait]
+pub trait Rollout: Send + Sync {
+    /// Create the service, or update it to `spec` in the batches of `spec.rollout`, and wait
+    /// until the scheduler has settled: every task it can place runs `spec`'s digest. Returns
+    /// the tasks; those that could not be placed are among them, not running.
+    async fn apply(&self, spec: &Spec) -> Result<Vec<Instance>, TargetError>;
+
+    /// The service's tasks: those meant to run, and those last seen running on a node that
+    /// is now lost. None for a service the scheduler does not know.
+    async fn tasks(&self, service: &str) -> Result<Vec<Instance>, TargetError>;
+
+    /// Delete the service and its tasks.
+    async fn delete(&self, service: &str) -> Result<(), TargetError>;
 }
 
 /// The targets a deployer can use, by name.
@@ -110,12 +148,27 @@ pub trait Targets: Send + Sync {
     async fn get(&self, name: &str) -> Result<&dyn Target, DeployError>;
 }
 
-/// wharf's targets: `local` processes, and a Docker engine connected on first use.
+/// wharf's targets: `local` processes, and a Docker engine or a Swarm manager (both at
+/// `DOCKER_HOST`) connected on first use.
 pub struct StandardTargets {
     paths: TargetPaths,
     local: LocalTarget,
-    /// A failure to connect is kept (as text) and repeated.
-    docker: tokio::sync::OnceCell<Result<DockerTarget, String>>,
+    docker: Connection<DockerTarget>,
+    swarm: Connection<SwarmTarget>,
+}
+
+/// A target connected on first use; a failure to connect is kept and repeated.
+type Connection<T> = tokio::sync::OnceCell<Result<T, TargetError>>;
+
+async fn connected<T, F>(cell: &Connection<T>, connect: F) -> Result<&T, DeployError>
+where
+    F: Future<Output = Result<T, TargetError>>,
+{
+    match cell.get_or_init(|| connect).await {
+        Ok(target) => Ok(target),
+        Err(TargetError::NoEngine { detail }) => Err(TargetError::NoEngine { detail: detail.clone() }.into()),
+        Err(other) => Err(TargetError::Unavailable(other.to_string()).into()),
+    }
 }
 
 impl StandardTargets {
@@ -123,7 +176,8 @@ impl StandardTargets {
         Self {
             local: LocalTarget::new(paths.clone()),
             paths,
-            docker: tokio::sync::OnceCell::new(),
+            docker: Connection::new(),
+            swarm: Connection::new(),
         }
     }
 }
@@ -133,19 +187,8 @@ impl Targets for StandardTargets {
     async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
         match name {
             "local" => Ok(&self.local),
-            "docker" => match self
-                .docker
-                .get_or_init(|| async {
-                    DockerTarget::connect(self.paths.clone()).await.map_err(|e| match e {
-                        TargetError::NoEngine { detail } => detail,
-                        other => other.to_string(),
-                    })
-                })
-                .await
-            {
-                Ok(docker) => Ok(docker),
-                Err(detail) => Err(TargetError::NoEngine { detail: detail.clone() }.into()),
-            },
+            "docker" => Ok(connected(&self.docker, DockerTarget::connect(self.paths.clone())).await?),
+            "swarm" => Ok(connected(&self.swarm, SwarmTarget::connect()).await?),
             other => Err(DeployError::UnknownTarget {
                 target: other.to_string(),
             }),

@@ -2,9 +2,11 @@
 //! `previous` and owns the state; this step decides the order: instances are replaced in
 //! batches (`start-first`: new before old goes, `stop-first`: old makes room first), each new
 //! one must pass its health check, and the service is left `upgraded`, awaiting confirm.
+//! A target that schedules services itself (`swarm`) gets the whole rollout in one call,
+//! with the same batches, order and health timeout as its policy.
 
 use std::time::Duration;
-use wharf_step::deploy::{self, Placement, Revision, ServiceSpec};
+use wharf_step::deploy::{self, Placement, Revision, RolloutPolicy, ServiceSpec};
 use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, log, param};
 
 struct Upgrade;
@@ -38,7 +40,7 @@ impl Step for Upgrade {
                 "version",
                 "Version being deployed [default: the image tag]",
             ))
-            .param(param::text("target", "Deploy target: `local` or `docker`").default_text("local"))
+            .param(param::text("target", "Deploy target: `local`, `docker` or `swarm`").default_text("local"))
             .param(param::integer("replicas", "Instances to run").default_int(1))
             .param(param::integer("batch-size", "Instances replaced at a time").default_int(1))
             .param(param::duration("interval", "Pause between batches").default_ms(0))
@@ -56,7 +58,7 @@ impl Step for Upgrade {
             .param(param::boolean("one-per-host", "At most one instance per host (anti-affinity)").default_bool(false))
             .param(param::text_map(
                 "host-labels",
-                "Labels a host must carry to run an instance",
+                "Labels a host must carry to run an instance; a label with an empty value is ignored, so a pipeline variable can turn it off",
             ))
             .param(param::boolean("allow-mutable-tag", "Accept tags like `latest` or `master`").default_bool(false))
             .output("service", "The service")
@@ -102,7 +104,7 @@ impl Step for Upgrade {
         let health_timeout = ctx.duration_ms("health-timeout")?;
         let interval = ctx.duration_ms("interval")?;
 
-        let before = deploy::begin_upgrade(&ServiceSpec {
+        let spec = ServiceSpec {
             service: service.clone(),
             target: ctx.text("target")?,
             revision: Revision {
@@ -117,9 +119,29 @@ impl Step for Upgrade {
             labels: ctx.map("labels")?,
             placement: Placement {
                 one_per_host: ctx.flag("one-per-host")?,
-                host_labels: ctx.map("host-labels")?,
+                host_labels: ctx
+                    .map("host-labels")?
+                    .into_iter()
+                    .filter(|(_, value)| !value.is_empty())
+                    .collect(),
             },
-        })?;
+        };
+        let policy = RolloutPolicy {
+            batch_size: batch as u32,
+            interval_ms: interval,
+            start_first,
+            health_timeout_ms: health_timeout,
+        };
+        if let Some(after) = deploy::rollout(&spec, policy)? {
+            let url = after
+                .instances
+                .iter()
+                .find(|i| i.running && i.digest == digest)
+                .map(|i| format!("http://{}:{}", i.address, i.port))
+                .unwrap_or_default();
+            return Ok(outputs(service, version, digest, &after, url));
+        }
+        let before = deploy::begin_upgrade(&spec)?;
         let previous = before.previous.clone();
         let mut old: Vec<String> = before
             .instances
@@ -167,23 +189,31 @@ impl Step for Upgrade {
             .first()
             .map(|i| format!("http://{}:{}", i.address, i.port))
             .unwrap_or_default();
-        Ok(vec![
-            ("service".into(), service),
-            ("state".into(), "upgraded".into()),
-            ("version".into(), version),
-            ("digest".into(), digest),
-            (
-                "previous-version".into(),
-                previous.as_ref().map(|p| p.version.clone()).unwrap_or_default(),
-            ),
-            ("previous-digest".into(), previous.map(|p| p.digest).unwrap_or_default()),
-            ("url".into(), url),
-            (
-                "instances".into(),
-                after.instances.iter().filter(|i| i.running).count().to_string(),
-            ),
-        ])
+        Ok(outputs(service, version, digest, &after, url))
     }
+}
+
+fn outputs(service: String, version: String, digest: String, after: &deploy::ServiceStatus, url: String) -> Outputs {
+    let previous = after.previous.as_ref();
+    vec![
+        ("service".into(), service),
+        ("state".into(), "upgraded".into()),
+        ("version".into(), version),
+        ("digest".into(), digest),
+        (
+            "previous-version".into(),
+            previous.map(|p| p.version.clone()).unwrap_or_default(),
+        ),
+        (
+            "previous-digest".into(),
+            previous.map(|p| p.digest.clone()).unwrap_or_default(),
+        ),
+        ("url".into(), url),
+        (
+            "instances".into(),
+            after.instances.iter().filter(|i| i.running).count().to_string(),
+        ),
+    ]
 }
 
 fn positive(ctx: &Context, name: &str) -> Result<u32, StepError> {

@@ -1,0 +1,356 @@
+//! The swarm target on a real three-node swarm (`.ci/swarm`: a manager labelled storage=hdd,
+//! two workers labelled storage=ssd), with the seed pipeline's images pushed to a loopback
+//! registry that every node pulls from. What the tests check is read from Swarm itself
+//! through the docker CLI. Needs root and dockerd, as `.ci/run` has them.
+
+mod common;
+use common::Workspace;
+use common::services::{Nginx, Registry, http_get};
+use common::swarm::Swarm;
+use std::time::{Duration, Instant};
+
+/// A swarm, a registry it pulls from, and a copy of the seed example to deploy from it.
+struct Cluster {
+    ws: Workspace,
+    registry: Registry,
+    swarm: Swarm,
+}
+
+/// A task of the service as Swarm lists it.
+#[derive(Debug)]
+struct Task {
+    node: String,
+    image: String,
+    desired: String,
+    current: String,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let swarm = Swarm::up();
+        let registry = Registry::start();
+        swarm.forward(registry.addr.rsplit_once(':').unwrap().1.parse().unwrap());
+        Cluster {
+            ws: Workspace::seed(),
+            registry,
+            swarm,
+        }
+    }
+
+    /// `wharf ARGS --var registry=... --var target=swarm`, against the swarm's manager.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let registry = format!("registry={}", self.registry.addr);
+        let mut all = args.to_vec();
+        all.extend(["--var", &registry, "--var", "target=swarm"]);
+        let mut command = self.ws.command(&all);
+        command.env("DOCKER_HOST", &self.swarm.host);
+        command
+    }
+
+    fn wharf(&self, args: &[&str]) -> common::Run {
+        common::Run(self.command(args).output().unwrap())
+    }
+
+    fn status(&self) -> String {
+        let out = self
+            .ws
+            .command(&["status", "seed"])
+            .env("DOCKER_HOST", &self.swarm.host)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Every task Swarm still lists, history included.
+    fn tasks(&self) -> Vec<Task> {
+        self.swarm
+            .docker(&[
+                "service",
+                "ps",
+                "seed",
+                "--no-trunc",
+                "--format",
+                "{{.Node}}|{{.Image}}|{{.DesiredState}}|{{.CurrentState}}",
+            ])
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                Task {
+                    node: f[0].to_string(),
+                    image: f[1].to_string(),
+                    desired: f[2].to_string(),
+                    current: f[3].to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The tasks that run now.
+    fn running(&self) -> Vec<Task> {
+        self.tasks()
+            .into_iter()
+            .filter(|t| t.desired == "Running" && t.current.starts_with("Running"))
+            .collect()
+    }
+
+    /// A node's address on the swarm's bridge, which the host reaches.
+    fn address(node: &str) -> &'static str {
+        match node {
+            "manager" => "10.213.0.10",
+            "worker-1" => "10.213.0.11",
+            "worker-2" => "10.213.0.12",
+            other => panic!("no node {other}"),
+        }
+    }
+
+    /// A good release, deployed and confirmed: its version and digest.
+    fn deploy_good(&self) -> (String, String) {
+        let good = self.wharf(&["run", "pipeline.yml", "-v"]);
+        assert_eq!(good.code(), 0, "{}", good.all());
+        let version = good.output_of("version", "version").unwrap();
+        let digest = good.output_of("push", "digest").unwrap();
+        self.assert_every_task_runs(&version, &digest);
+        (version, digest)
+    }
+
+    /// Two tasks run `digest`, one on each ssd worker, and each answers with `version`.
+    fn assert_every_task_runs(&self, version: &str, digest: &str) {
+        let running = self.running();
+        let mut nodes: Vec<&str> = running.iter().map(|t| t.node.as_str()).collect();
+        nodes.sort();
+        assert_eq!(nodes, ["worker-1", "worker-2"], "{running:#?}");
+        for task in &running {
+            assert!(task.image.ends_with(&format!("@{digest}")), "{task:?} is not {digest}");
+            let url = format!("http://{}:8080/api/v1/version", Self::address(&task.node));
+            assert_eq!(
+                http_get(&url).map(|(_, body)| body.trim().to_string()),
+                Some(version.into())
+            );
+        }
+    }
+
+    /// Start `pipeline` in the background and wait until its upgrade is done.
+    fn start_until_upgraded(&self, pipeline: &str) -> std::process::Child {
+        let child = self
+            .command(&["run", pipeline])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let state = self.ws.path().join(".wharf/state/services/seed.json");
+        while !std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains("\"state\": \"upgraded\"")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the upgrade never finished"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+
+    /// The seed pipeline with `step` in place of the gate, before the decision.
+    fn pipeline_with(&self, step: &str) -> String {
+        let text = std::fs::read_to_string(self.ws.path().join("pipeline.yml")).unwrap();
+        let gate = text.find("  - id: gate").unwrap();
+        self.ws
+            .write("held.yml", &format!("{}{step}\n{}", &text[..gate], &text[gate..]));
+        "held.yml".into()
+    }
+}
+
+fn wait_output(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_seed_deploys_on_ssd_nodes_one_per_node_and_a_broken_release_is_rolled_back() {
+    let cluster = Cluster::up();
+    let (version, digest) = cluster.deploy_good();
+
+    // The article's rules as Swarm's own: ssd nodes only, one task per node, rolled out one
+    // at a time with the old task making room, paused on failure.
+    let spec = cluster.swarm.docker(&[
+        "service",
+        "inspect",
+        "seed",
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement}} {{json .Spec.UpdateConfig}} {{index .Spec.Labels \"wharf.revision\"}}",
+    ]);
+    assert!(spec.contains(r#""Constraints":["node.labels.storage==ssd"]"#), "{spec}");
+    assert!(spec.contains(r#""MaxReplicas":1"#), "{spec}");
+    for want in [
+        r#""Parallelism":1"#,
+        r#""FailureAction":"pause""#,
+        r#""Order":"stop-first""#,
+    ] {
+        assert!(spec.contains(want), "{want} not in {spec}");
+    }
+    assert!(spec.trim_end().ends_with(&digest), "{spec}");
+
+    // `wharf status` names each task's node.
+    let status = cluster.status();
+    assert!(status.contains("state active"), "{status}");
+    for node in ["worker-1", "worker-2"] {
+        assert!(status.contains(&format!("running on {node}")), "{status}");
+    }
+
+    // The render step wrote an upstream per task, at its node's address; nginx on the host
+    // reaches the tasks on both nodes through them.
+    let upstreams = cluster.ws.path().join(".wharf/nginx/upstreams.conf");
+    let text = std::fs::read_to_string(&upstreams).unwrap();
+    for node in ["worker-1", "worker-2"] {
+        assert!(
+            text.contains(&format!("server {}:8080;", Cluster::address(node))),
+            "{text}"
+        );
+    }
+    let nginx = Nginx::start(&upstreams);
+    for _ in 0..4 {
+        let front = http_get(&format!("http://127.0.0.1:{}/api/v1/version", nginx.port));
+        assert_eq!(
+            front.map(|(code, body)| (code, body.trim().to_string())),
+            Some((200, version.clone()))
+        );
+    }
+    let errors = std::fs::read_to_string(nginx.error_log()).unwrap_or_default();
+    assert!(!errors.contains("connect() failed"), "{errors}");
+
+    // A broken release passes its health check, fails the gate, and every task goes back to
+    // the previous digest.
+    cluster.ws.commit("broken");
+    let broken = cluster.wharf(&["run", "pipeline.yml", "-v", "--var", "status=FAIL"]);
+    assert_eq!(broken.code(), 3, "{}", broken.all());
+    assert!(broken.step_line("gate").contains("gate-failed"), "{}", broken.all());
+    assert!(
+        broken.all().contains(&format!("seed: rolled back to {version}")),
+        "{}",
+        broken.all()
+    );
+    cluster.assert_every_task_runs(&version, &digest);
+    assert_eq!(cluster.ws.service_state("seed")["state"], "active");
+}
+
+#[test]
+fn an_interrupt_after_the_upgrade_rolls_every_task_back() {
+    let cluster = Cluster::up();
+    let (version, digest) = cluster.deploy_good();
+    cluster.ws.commit("next");
+    let pipeline = cluster.pipeline_with(
+        "  - id: manual-testing\n    uses: builtin:exec\n    with: { program: sleep, args: [\"120\"] }\n",
+    );
+    let child = cluster.start_until_upgraded(&pipeline);
+    let new_digest = cluster.ws.service_state("seed")["current"]["revision"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_digest, digest);
+    assert!(
+        cluster.running().iter().all(|t| t.image.ends_with(&new_digest)),
+        "{:#?}",
+        cluster.running()
+    );
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (code, out) = wait_output(child);
+    assert_eq!(code, 130, "{out}");
+    assert!(out.contains(&format!("seed: rolled back to {version}")), "{out}");
+    cluster.assert_every_task_runs(&version, &digest);
+    assert_eq!(cluster.ws.service_state("seed")["state"], "active");
+}
+
+#[test]
+fn a_worker_lost_before_the_decision_is_rolled_back_and_shown() {
+    let cluster = Cluster::up();
+    let (version, digest) = cluster.deploy_good();
+    cluster.ws.commit("next");
+    // Time between the upgrade and the gate, for the worker to die in.
+    let pipeline =
+        cluster.pipeline_with("  - id: soak\n    uses: builtin:exec\n    with: { program: sleep, args: [\"20\"] }\n");
+    let child = cluster.start_until_upgraded(&pipeline);
+    cluster.swarm.kill_engine("worker-1");
+    let (code, out) = wait_output(child);
+
+    // The gate fails (its task was there) or the confirm finds a task lost: either way, the
+    // run rolls back and says so.
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("gate-failed") || out.contains("not fully rolled out"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("seed: rolled back to {version}")), "{out}");
+
+    // Consistent afterwards: the previous revision is active, every task that runs runs its
+    // digest (worker-2's), the replica that has no node left waits for one, and the status
+    // shows the lost node's task.
+    let state = cluster.ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["digest"], digest.as_str());
+    let running = cluster.running();
+    assert!(
+        running.iter().all(|t| t.image.ends_with(&format!("@{digest}"))),
+        "{running:#?}"
+    );
+    assert!(running.iter().any(|t| t.node == "worker-2"), "{running:#?}");
+    let status = cluster.status();
+    assert!(status.contains("on worker-1, node lost"), "{status}");
+    assert!(status.contains("pending: no suitable node"), "{status}");
+    let url = format!("http://{}:8080/api/v1/version", Cluster::address("worker-2"));
+    assert_eq!(http_get(&url).map(|(_, body)| body.trim().to_string()), Some(version));
+
+    // The dead engine's containers outlived it; the swarm's tear-down stops them too.
+    drop(cluster);
+    let left = std::process::Command::new("sh")
+        .args(["-c", "grep -l wharf-swarm- /proc/[0-9]*/cgroup 2>/dev/null || true"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "processes left in the nodes' cgroups: {left:?}");
+}
+
+#[test]
+fn the_swarm_target_needs_a_manager_and_a_service_stays_on_its_target() {
+    let cluster = Cluster::up();
+    let refused = |docker_host: &str| {
+        let run = common::Run(
+            cluster
+                .command(&["run", "pipeline.yml"])
+                .env("DOCKER_HOST", docker_host)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code(), 1, "{}", run.all());
+        run.step_line("upgrade")
+    };
+    // A worker's engine, and the machine's own engine, which is in no swarm.
+    let worker = format!("unix://{}/worker-1/docker.sock", cluster.swarm.dir.display());
+    let line = refused(&worker);
+    assert!(
+        line.contains("is a worker, not a manager; point DOCKER_HOST at a swarm manager"),
+        "{line}"
+    );
+    let line = refused("unix:///var/run/docker.sock");
+    assert!(line.contains("is not in a swarm"), "{line}");
+    assert!(line.contains("docker swarm init"), "{line}");
+
+    // A service deployed on one target is not upgraded on another.
+    let local = cluster.ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(local.code(), 0, "{}", local.all());
+    cluster.ws.commit("next");
+    let moved = cluster.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(moved.code(), 1, "{}", moved.all());
+    assert!(
+        moved
+            .step_line("upgrade")
+            .contains("service `seed` runs on target `local`, not `swarm`; deploy it under another name"),
+        "{}",
+        moved.all()
+    );
+    assert!(cluster.swarm.docker(&["service", "ls", "-q"]).trim().is_empty());
+}
