@@ -338,6 +338,15 @@ fn the_swarm_target_needs_a_manager_and_a_service_stays_on_its_target() {
     let line = refused("unix:///var/run/docker.sock");
     assert!(line.contains("is not in a swarm"), "{line}");
     assert!(line.contains("docker swarm init"), "{line}");
+    // DOCKER_HOST is honoured whatever its scheme: an address where nothing listens is not
+    // quietly replaced by the local socket, and a scheme wharf does not speak says so.
+    let line = refused("tcp://127.0.0.1:9");
+    assert!(line.contains("no Docker engine reachable"), "{line}");
+    let line = refused("ssh://deploy@manager");
+    assert!(
+        line.contains("DOCKER_HOST=ssh://deploy@manager is not a scheme wharf speaks"),
+        "{line}"
+    );
 
     // A service deployed on one target is not upgraded on another.
     let local = cluster.ws.wharf(&["run", "pipeline.yml"]);

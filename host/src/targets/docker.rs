@@ -33,14 +33,30 @@ pub(super) fn engine_error(what: &str, source: bollard::errors::Error) -> Target
     }
 }
 
+/// The engine at `DOCKER_HOST` (`unix://` or `tcp://`), or the local socket, with an API
+/// version both sides speak.
+pub(super) async fn connect_engine() -> Result<Docker, TargetError> {
+    let unreachable = |e: bollard::errors::Error| {
+        let detail = match e {
+            bollard::errors::Error::UnsupportedURISchemeError { uri } => format!(
+                "DOCKER_HOST={uri} is not a scheme wharf speaks: use unix:// (for a remote engine, a socket forwarded over SSH: ssh -NL /tmp/engine.sock:/var/run/docker.sock HOST) or tcp://"
+            ),
+            other => other.to_string(),
+        };
+        TargetError::NoEngine { detail }
+    };
+    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+    let docker = docker.negotiate_version().await.map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok(docker)
+}
+
 impl DockerTarget {
     /// Connect to the engine at `DOCKER_HOST` or the local socket, agreeing on an API version.
     pub async fn connect(_paths: TargetPaths) -> Result<DockerTarget, TargetError> {
-        let unreachable = |e: bollard::errors::Error| TargetError::NoEngine { detail: e.to_string() };
-        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        docker.ping().await.map_err(unreachable)?;
-        Ok(DockerTarget { docker })
+        Ok(DockerTarget {
+            docker: connect_engine().await?,
+        })
     }
 
     /// The registry reference the engine pulls: `REGISTRY/REPO@sha256:...`.

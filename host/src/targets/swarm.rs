@@ -15,7 +15,7 @@
 //!   HTTP as on every target. A rollback is another update, to the recorded previous spec,
 //!   never Swarm's own rollback, which remembers one step back only.
 
-use super::docker::{DockerTarget, engine_error};
+use super::docker::{DockerTarget, connect_engine, engine_error};
 use super::{Host, Rollout, Target, TargetError};
 use crate::deploy::state::{Instance, Spec};
 use bollard::Docker;
@@ -79,12 +79,10 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 }
 
 impl SwarmTarget {
-    /// Connect to the manager at `DOCKER_HOST` (or the local socket).
+    /// Connect to the manager at `DOCKER_HOST` (`unix://` or `tcp://`; or the local socket).
     pub async fn connect() -> Result<SwarmTarget, TargetError> {
-        let unreachable = |e: bollard::errors::Error| TargetError::NoEngine { detail: e.to_string() };
-        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        let info = docker.info().await.map_err(unreachable)?;
+        let docker = connect_engine().await?;
+        let info = docker.info().await.map_err(|e| engine_error("info", e))?;
         let swarm = info.swarm.unwrap_or_default();
         if swarm.control_available != Some(true) {
             let state = match swarm.local_node_state {
