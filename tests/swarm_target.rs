@@ -132,20 +132,23 @@ impl Cluster {
 
     /// Start `pipeline` in the background and wait until its upgrade is done.
     fn start_until_upgraded(&self, pipeline: &str) -> std::process::Child {
+        self.start_until(pipeline, "upgraded")
+    }
+
+    /// Start `pipeline` in the background and wait until the service is in `state`.
+    fn start_until(&self, pipeline: &str, state: &str) -> std::process::Child {
         let child = self
             .command(&["run", pipeline])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let started = Instant::now();
-        let state = self.ws.path().join(".wharf/state/services/seed.json");
-        while !std::fs::read_to_string(&state)
-            .unwrap_or_default()
-            .contains("\"state\": \"upgraded\"")
-        {
+        let file = self.ws.path().join(".wharf/state/services/seed.json");
+        let want = format!("\"state\": \"{state}\"");
+        while !std::fs::read_to_string(&file).unwrap_or_default().contains(&want) {
             assert!(
                 started.elapsed() < Duration::from_secs(180),
-                "the upgrade never finished"
+                "the service never got {state}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -182,10 +185,15 @@ fn the_seed_deploys_on_ssd_nodes_one_per_node_and_a_broken_release_is_rolled_bac
         "inspect",
         "seed",
         "--format",
-        "{{json .Spec.TaskTemplate.Placement}} {{json .Spec.UpdateConfig}} {{index .Spec.Labels \"wharf.revision\"}}",
+        "{{json .Spec.TaskTemplate.Placement}} {{json .Spec.UpdateConfig}} {{json .Spec.TaskTemplate.ContainerSpec.Healthcheck}} {{index .Spec.Labels \"wharf.revision\"}}",
     ]);
     assert!(spec.contains(r#""Constraints":["node.labels.storage==ssd"]"#), "{spec}");
     assert!(spec.contains(r#""MaxReplicas":1"#), "{spec}");
+    // Swarm's health check is the service's own probe, run inside each task.
+    assert!(
+        spec.contains(r#""Test":["CMD","/seed-service","probe","/api/v1/version"]"#),
+        "{spec}"
+    );
     for want in [
         r#""Parallelism":1"#,
         r#""FailureAction":"pause""#,
@@ -234,6 +242,28 @@ fn the_seed_deploys_on_ssd_nodes_one_per_node_and_a_broken_release_is_rolled_bac
         "{}",
         broken.all()
     );
+    cluster.assert_every_task_runs(&version, &digest);
+    assert_eq!(cluster.ws.service_state("seed")["state"], "active");
+
+    // A release whose tasks never pass Swarm's health check: Swarm pauses its update, and
+    // wharf rolls back without waiting for the gate.
+    cluster.ws.commit("unhealthy");
+    let text = std::fs::read_to_string(cluster.ws.path().join("pipeline.yml")).unwrap();
+    let text = text.replace(
+        "health-command: [/seed-service, probe, /api/v1/version]",
+        "health-command: [/seed-service, probe, /missing]\n      health-timeout: 3s",
+    );
+    cluster.ws.write("unhealthy.yml", &text);
+    let unhealthy = cluster.wharf(&["run", "unhealthy.yml"]);
+    assert_eq!(unhealthy.code(), 3, "{}", unhealthy.all());
+    assert!(
+        unhealthy
+            .step_line("upgrade")
+            .contains("Swarm paused the update of `seed`"),
+        "{}",
+        unhealthy.all()
+    );
+    assert_eq!(unhealthy.status_of("gate"), "skip", "{}", unhealthy.all());
     cluster.assert_every_task_runs(&version, &digest);
     assert_eq!(cluster.ws.service_state("seed")["state"], "active");
 }
@@ -312,6 +342,38 @@ fn a_worker_lost_before_the_decision_is_rolled_back_and_shown() {
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "processes left in the nodes' cgroups: {left:?}");
+}
+
+#[test]
+fn a_worker_lost_during_the_upgrade_is_rolled_back() {
+    let cluster = Cluster::up();
+    let (version, digest) = cluster.deploy_good();
+    cluster.ws.commit("next");
+    let child = cluster.start_until("pipeline.yml", "upgrading");
+    // Into Swarm's rolling update, which replaces one task at a time.
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.swarm.kill_engine("worker-1");
+    let (code, out) = wait_output(child);
+
+    // The upgrade fails: a replica lost its node and no other node can take it, found when
+    // the update has done the rest, or while the update waits on that replica (which one
+    // Swarm replaced first decides). The run rolls back what it changed; the replica still
+    // waits for a node, and the rollback says so.
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("`seed` is not fully rolled out") || out.contains("Swarm cannot place task"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("seed: rolled back to {version}")), "{out}");
+    assert!(out.contains("short of replicas"), "{out}");
+    let state = cluster.ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["digest"], digest.as_str());
+    let running = cluster.running();
+    assert!(
+        !running.is_empty() && running.iter().all(|t| t.image.ends_with(&format!("@{digest}"))),
+        "{running:#?}"
+    );
 }
 
 #[test]

@@ -111,6 +111,7 @@ impl Host for DeployView<'_> {
                         interval_ms: p.interval_ms,
                         start_first: p.start_first,
                         health_timeout_ms: p.health_timeout_ms,
+                        health_command: p.health_command.clone(),
                     },
                     ..spec(s.clone())
                 };

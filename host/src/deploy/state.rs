@@ -63,6 +63,9 @@ pub struct RolloutPolicy {
     pub interval_ms: u64,
     pub start_first: bool,
     pub health_timeout_ms: u64,
+    /// Run inside each task by the scheduler to check its health; empty: the image's own.
+    #[serde(default)]
+    pub health_command: Vec<String>,
 }
 
 impl Default for RolloutPolicy {
@@ -72,6 +75,7 @@ impl Default for RolloutPolicy {
             interval_ms: 0,
             start_first: false,
             health_timeout_ms: 30_000,
+            health_command: Vec::new(),
         }
     }
 }

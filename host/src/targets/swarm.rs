@@ -10,9 +10,9 @@
 //!   `NODE-ADDRESS:PORT` and two tasks never share a node's port: Swarm keeps them apart, as
 //!   the article's scheduler did. (The routing mesh needs the engine's iptables rules.)
 //! - Upgrades are Swarm rolling updates: `parallelism` from batch-size, `delay` from
-//!   interval, `order`, `failure_action: pause`, and a monitor window. An image's own
-//!   HEALTHCHECK is Swarm's health check during the update; wharf then probes every task over
-//!   HTTP as on every target. A rollback is another update, to the recorded previous spec,
+//!   interval, `order`, `failure_action: pause`, and a monitor window. Swarm's health check
+//!   is the upgrade's `health-command`, run inside each task (else the image's HEALTHCHECK);
+//!   wharf then probes every task over HTTP from the host, as on every target. A rollback is another update, to the recorded previous spec,
 //!   never Swarm's own rollback, which remembers one step back only.
 
 use super::docker::{DockerTarget, connect_engine, engine_error};
@@ -20,7 +20,7 @@ use super::{Host, Rollout, Target, TargetError};
 use crate::deploy::state::{Instance, Spec};
 use bollard::Docker;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, HealthConfig,
     LocalNodeState, Node, NodeSpecAvailabilityEnum, NodeState, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
     ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
     ServiceUpdateStatusStateEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskState,
@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 const MONITOR: Duration = Duration::from_secs(5);
 /// Beyond the batches' own time: pulls, scheduling, a node declared lost.
 const SLACK: Duration = Duration::from_secs(60);
+/// Between two runs of a task's health command, and how long one may take; after this many
+/// failures in a row the task is unhealthy, and Swarm replaces it.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+const HEALTH_RETRIES: i64 = 3;
 /// How long a task has to stop after SIGTERM, as on the docker target.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a replica may wait for a node that fits before the rollout settles without it
@@ -146,6 +150,19 @@ impl SwarmTarget {
                     env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
                     labels: Some(labels),
                     stop_grace_period: Some(nanos(STOP_GRACE)),
+                    health_check: (!policy.health_command.is_empty()).then(|| HealthConfig {
+                        test: Some(
+                            std::iter::once("CMD".to_string())
+                                .chain(policy.health_command.iter().cloned())
+                                .collect(),
+                        ),
+                        interval: Some(nanos(HEALTH_INTERVAL)),
+                        timeout: Some(nanos(HEALTH_INTERVAL * 2)),
+                        retries: Some(HEALTH_RETRIES),
+                        // Failures while a task starts do not count, for as long as it may take.
+                        start_period: Some(nanos(Duration::from_millis(policy.health_timeout_ms))),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 placement: Some(TaskSpecPlacement {

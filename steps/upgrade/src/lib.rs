@@ -53,6 +53,10 @@ impl Step for Upgrade {
                 param::duration("health-timeout", "How long a new instance may take to become healthy")
                     .default_ms(30_000),
             )
+            .param(param::text_list(
+                "health-command",
+                "On a target that schedules itself (swarm): a command run inside each task to check its health, the program first; it must be in the image",
+            ))
             .param(param::text_map("env", "Environment of the instances"))
             .param(param::text_map("labels", "Labels of the instances"))
             .param(param::boolean("one-per-host", "At most one instance per host (anti-affinity)").default_bool(false))
@@ -131,8 +135,9 @@ impl Step for Upgrade {
             interval_ms: interval,
             start_first,
             health_timeout_ms: health_timeout,
+            health_command: ctx.list("health-command")?,
         };
-        if let Some(after) = deploy::rollout(&spec, policy)? {
+        if let Some(after) = deploy::rollout(&spec, &policy)? {
             let url = after
                 .instances
                 .iter()
