@@ -63,6 +63,32 @@ fn the_test_swarm_comes_up_labelled_reaches_the_host_loopback_and_goes_away() {
         assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok"), "{node}: {out:?}");
     }
 
+    // `.ci/run`'s safety net tears down with the default directory, not the test's: the
+    // engines still go, found by their network namespaces.
+    let engines: Vec<i32> = ["manager", "worker-1", "worker-2"]
+        .iter()
+        .map(|node| {
+            let pid = std::fs::read_to_string(swarm.dir.join(node).join("docker.pid")).unwrap();
+            pid.trim().parse().unwrap()
+        })
+        .collect();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let down = script(&elsewhere.path().join("swarm"), &["down"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    // Alive: in the process table and not a zombie awaiting its reaper.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+    };
+    let started = std::time::Instant::now();
+    while engines.iter().any(|pid| alive(*pid)) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "engines outlived the tear-down: {engines:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     let down = script(&swarm.dir, &["down"]);
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(!swarm.dir.exists(), "the swarm's directory is left");
