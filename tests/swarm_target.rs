@@ -410,6 +410,22 @@ fn the_swarm_target_needs_a_manager_and_a_service_stays_on_its_target() {
         "{line}"
     );
 
+    // The nodes pull from a registry: an image only in the local store cannot be deployed.
+    let unpushed = common::Run(
+        cluster
+            .ws
+            .command(&["run", "pipeline.yml", "--var", "target=swarm"])
+            .env("DOCKER_HOST", &cluster.swarm.host)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(unpushed.code(), 1, "{}", unpushed.all());
+    assert!(
+        unpushed.step_line("upgrade").contains("is only in the local store, and Docker engines (targets `docker` and `swarm`) pull images from a registry; push it first"),
+        "{}",
+        unpushed.all()
+    );
+
     // A service deployed on one target is not upgraded on another.
     let local = cluster.ws.wharf(&["run", "pipeline.yml"]);
     assert_eq!(local.code(), 0, "{}", local.all());

@@ -65,7 +65,7 @@ impl DockerTarget {
         let Some(registry) = r.registry else {
             return Err(TargetError::Unrunnable {
                 image: spec.revision.image.clone(),
-                why: "is only in the local store, and the docker target pulls images from a registry; push it first (set the push step's `registry`)".into(),
+                why: "is only in the local store, and Docker engines (targets `docker` and `swarm`) pull images from a registry; push it first (set the push step's `registry`)".into(),
             });
         };
         Ok(format!("{registry}/{}@{}", r.repository, spec.revision.digest))
