@@ -4,7 +4,7 @@
 //! behind when torn down. Needs root and dockerd, as `.ci/run` has them.
 
 mod common;
-use common::swarm::{Swarm, script};
+use common::swarm::{Swarm, processes_left, script};
 use std::process::Command;
 
 #[test]
@@ -92,11 +92,8 @@ fn the_test_swarm_comes_up_labelled_reaches_the_host_loopback_and_goes_away() {
     let down = script(&swarm.dir, &["down"]);
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(!swarm.dir.exists(), "the swarm's directory is left");
-    let left = Command::new("sh")
-        .args(["-c", "grep -l wharf-swarm- /proc/[0-9]*/cgroup 2>/dev/null || true"])
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "processes left in the nodes' cgroups: {left:?}");
+    let left = processes_left();
+    assert!(left.is_empty(), "processes left in the nodes' cgroups: {left}");
     // Down again, as the guard does: nothing to do, and no error.
     drop(swarm);
     let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();

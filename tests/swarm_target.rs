@@ -37,14 +37,19 @@ impl Cluster {
         }
     }
 
+    /// `wharf ARGS` against the swarm's manager.
+    fn on_swarm(&self, args: &[&str]) -> std::process::Command {
+        let mut command = self.ws.command(args);
+        command.env("DOCKER_HOST", &self.swarm.host);
+        command
+    }
+
     /// `wharf ARGS --var registry=... --var target=swarm`, against the swarm's manager.
     fn command(&self, args: &[&str]) -> std::process::Command {
         let registry = format!("registry={}", self.registry.addr);
         let mut all = args.to_vec();
         all.extend(["--var", &registry, "--var", "target=swarm"]);
-        let mut command = self.ws.command(&all);
-        command.env("DOCKER_HOST", &self.swarm.host);
-        command
+        self.on_swarm(&all)
     }
 
     fn wharf(&self, args: &[&str]) -> common::Run {
@@ -52,12 +57,7 @@ impl Cluster {
     }
 
     fn status(&self) -> String {
-        let out = self
-            .ws
-            .command(&["status", "seed"])
-            .env("DOCKER_HOST", &self.swarm.host)
-            .output()
-            .unwrap();
+        let out = self.on_swarm(&["status", "seed"]).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     }
@@ -128,6 +128,19 @@ impl Cluster {
                 Some(version.into())
             );
         }
+    }
+
+    /// After a rollback to `digest`: the service is active on it, and every task that runs
+    /// (one at least) runs it.
+    fn assert_rolled_back_to(&self, digest: &str) {
+        let state = self.ws.service_state("seed");
+        assert_eq!(state["state"], "active");
+        assert_eq!(state["current"]["revision"]["digest"], digest);
+        let running = self.running();
+        assert!(
+            !running.is_empty() && running.iter().all(|t| t.image.ends_with(&format!("@{digest}"))),
+            "{running:#?}"
+        );
     }
 
     /// Start `pipeline` in the background and wait until its upgrade is done.
@@ -320,14 +333,8 @@ fn a_worker_lost_before_the_decision_is_rolled_back_and_shown() {
     // Consistent afterwards: the previous revision is active, every task that runs runs its
     // digest (worker-2's), the replica that has no node left waits for one, and the status
     // shows the lost node's task.
-    let state = cluster.ws.service_state("seed");
-    assert_eq!(state["state"], "active");
-    assert_eq!(state["current"]["revision"]["digest"], digest.as_str());
+    cluster.assert_rolled_back_to(&digest);
     let running = cluster.running();
-    assert!(
-        running.iter().all(|t| t.image.ends_with(&format!("@{digest}"))),
-        "{running:#?}"
-    );
     assert!(running.iter().any(|t| t.node == "worker-2"), "{running:#?}");
     let status = cluster.status();
     assert!(status.contains("on worker-1, node lost"), "{status}");
@@ -337,11 +344,8 @@ fn a_worker_lost_before_the_decision_is_rolled_back_and_shown() {
 
     // The dead engine's containers outlived it; the swarm's tear-down stops them too.
     drop(cluster);
-    let left = std::process::Command::new("sh")
-        .args(["-c", "grep -l wharf-swarm- /proc/[0-9]*/cgroup 2>/dev/null || true"])
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "processes left in the nodes' cgroups: {left:?}");
+    let left = common::swarm::processes_left();
+    assert!(left.is_empty(), "processes left in the nodes' cgroups: {left}");
 }
 
 #[test]
@@ -366,14 +370,7 @@ fn a_worker_lost_during_the_upgrade_is_rolled_back() {
     );
     assert!(out.contains(&format!("seed: rolled back to {version}")), "{out}");
     assert!(out.contains("short of replicas"), "{out}");
-    let state = cluster.ws.service_state("seed");
-    assert_eq!(state["state"], "active");
-    assert_eq!(state["current"]["revision"]["digest"], digest.as_str());
-    let running = cluster.running();
-    assert!(
-        !running.is_empty() && running.iter().all(|t| t.image.ends_with(&format!("@{digest}"))),
-        "{running:#?}"
-    );
+    cluster.assert_rolled_back_to(&digest);
 }
 
 #[test]
@@ -413,9 +410,7 @@ fn the_swarm_target_needs_a_manager_and_a_service_stays_on_its_target() {
     // The nodes pull from a registry: an image only in the local store cannot be deployed.
     let unpushed = common::Run(
         cluster
-            .ws
-            .command(&["run", "pipeline.yml", "--var", "target=swarm"])
-            .env("DOCKER_HOST", &cluster.swarm.host)
+            .on_swarm(&["run", "pipeline.yml", "--var", "target=swarm"])
             .output()
             .unwrap(),
     );

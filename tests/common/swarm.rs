@@ -77,6 +77,16 @@ impl Swarm {
     }
 }
 
+/// Processes still in the test swarm's cgroups (its engines' containers), as `grep -l` lists
+/// their cgroup files; empty when none is left.
+pub fn processes_left() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "grep -l wharf-swarm- /proc/[0-9]*/cgroup 2>/dev/null || true"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl Drop for Swarm {
     fn drop(&mut self) {
         let down = script(&self.dir, &["down"]);

@@ -250,6 +250,20 @@ impl Deployer {
                 ),
             ));
         }
+        // A scheduler replacing tasks start-first needs a free host for each new one.
+        if target.rollout().is_some()
+            && spec.one_per_host
+            && spec.rollout.start_first
+            && spec.replicas as usize >= eligible.len()
+        {
+            return Err(refused(
+                &spec.service,
+                format!(
+                    "one instance per host on {} eligible host(s) leaves no host free to start a new instance before an old one stops; use `order: stop-first`",
+                    eligible.len()
+                ),
+            ));
+        }
         if spec.one_per_host && spec.replicas as usize > eligible.len() {
             return Err(refused(
                 &spec.service,
@@ -295,16 +309,6 @@ impl Deployer {
             return Ok(None);
         };
         let service = spec.service.clone();
-        let eligible = self.eligible_hosts(target, &spec).await?;
-        if spec.one_per_host && spec.rollout.start_first && spec.replicas as usize >= eligible.len() {
-            return Err(refused(
-                &service,
-                format!(
-                    "one instance per host on {} eligible host(s) leaves no host free to start a new instance before an old one stops; use `order: stop-first`",
-                    eligible.len()
-                ),
-            ));
-        }
         let fresh = self.lock(&service)?;
         let mut record = match self.begin_locked(spec, target).await {
             Ok(record) => record,

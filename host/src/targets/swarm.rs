@@ -298,11 +298,11 @@ impl SwarmTarget {
             if !stuck {
                 stuck_since = None;
                 if done && !updating && wanted.len() >= spec.replicas as usize {
-                    return Ok(current(views));
+                    return Ok(current_tasks(views));
                 }
             } else if stuck_since.get_or_insert_with(Instant::now).elapsed() >= UNPLACED_GRACE {
                 if done {
-                    return Ok(current(views));
+                    return Ok(current_tasks(views));
                 }
                 let (id, why) = wanted
                     .iter()
@@ -336,7 +336,7 @@ impl SwarmTarget {
 }
 
 /// The tasks meant to run, and those last seen running on a node that is now lost.
-fn current(views: Vec<TaskView>) -> Vec<Instance> {
+fn current_tasks(views: Vec<TaskView>) -> Vec<Instance> {
     views
         .into_iter()
         .filter(|v| v.wanted || v.lost)
@@ -501,7 +501,7 @@ impl Rollout for SwarmTarget {
     }
 
     async fn tasks(&self, service: &str) -> Result<Vec<Instance>, TargetError> {
-        Ok(current(self.task_views(service).await?))
+        Ok(current_tasks(self.task_views(service).await?))
     }
 
     async fn delete(&self, service: &str) -> Result<(), TargetError> {
