@@ -5,6 +5,7 @@
 //! in headless chromium.
 
 mod common;
+use common::github_runner::runner_commands;
 use common::{Run, Workspace, python};
 use std::path::Path;
 
@@ -120,11 +121,201 @@ fn github_gets_groups_escaped_annotations_a_failure_with_its_output_masks_a_summ
         "{outputs}"
     );
     assert!(outputs.contains("exit-code<<WHARF_EOF\n1\nWHARF_EOF\n"), "{outputs}");
-    assert!(outputs.contains("lint-echo<<WHARF_EOF\nx\nWHARF_EOF\n"), "{outputs}");
+    assert!(outputs.contains("lint.echo<<WHARF_EOF\nx\nWHARF_EOF\n"), "{outputs}");
     assert!(
         outputs.contains(&format!("run-dir<<WHARF_EOF\n./.wharf/runs/{run_id}\nWHARF_EOF\n")),
         "{outputs}"
     );
+}
+
+/// Text a step controls that GitHub's runner or GitLab's log would obey, in every place a
+/// step can put text: log lines on stdout and stderr, a failure's message and the stderr tail
+/// under it, an annotation, output values, and the pipeline's name.
+const ATTACK: &str = r#"![t](https://evil.example/t.png) <img src=x>\n\t::error::pwned-tab\n\u3000::stop-commands::T0KEN\n\u00a0::add-mask::a\n\u2003::set-output name=exit-code::0\nx ##[set-output name=a;]pwned\n#\u00ad#[error]pwned\nline\r::error::pwned-cr\n\u200b::warning::pwned-zwsp\n\e[2K\rok fake\n\e[0Ksection_end:1:wharf_step_noisy\r\e[0K"#;
+
+fn attack_pipeline() -> String {
+    format!(
+        r#"
+name: "ci\r\e[2K::error::name-pwned"
+steps:
+  - id: lint
+    uses: ./probe.wasm
+    with: {{ mode: annotate, echo: "{ATTACK}" }}
+  - id: exit
+    uses: ./cmd.wasm
+    with: {{ code: "0" }}
+  - id: run
+    uses: ./cmd.wasm
+    with: {{ id: "forged", dir: "/etc" }}
+  - id: a
+    uses: ./cmd.wasm
+    with: {{ b-c: "1" }}
+  - id: a-b
+    uses: ./cmd.wasm
+    with: {{ c: "2" }}
+  - id: noisy
+    uses: ./probe.wasm
+    with: {{ mode: fail, echo: "{ATTACK}" }}
+  - id: noisy-exec
+    if: always()
+    uses: builtin:exec
+    with:
+      program: sh
+      args: ["-c", 'printf "%s\n" "$ATTACK"; printf "%s\n" "$ATTACK" >&2; exit 3']
+      env: {{ ATTACK: "{ATTACK}" }}
+"#
+    )
+}
+
+/// `$GITHUB_OUTPUT`'s `NAME<<DELIMITER` blocks, in order.
+fn github_outputs(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut lines = text.split('\n');
+    while let Some(header) = lines.next() {
+        let Some((name, delimiter)) = header.split_once("<<") else {
+            assert!(header.is_empty(), "not an output block: {header:?}");
+            continue;
+        };
+        let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
+        pairs.push((name.to_string(), value.join("\n")));
+    }
+    pairs
+}
+
+#[test]
+fn a_step_cannot_command_github_or_gitlab_through_its_text_nor_choose_wharfs_outputs() {
+    let ws = Workspace::new();
+    ws.write("ci.yml", &attack_pipeline());
+    let (run, summary, outputs) = github_run(&ws, &[]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    assert!(
+        out.contains("pwned-tab") && out.contains("T0KEN"),
+        "the text is shown:\n{out}"
+    );
+
+    // What GitHub's runner would obey: wharf's own commands, nothing else.
+    let commands = runner_commands(&out);
+    let count = |name: &str| commands.iter().filter(|c| c.name == name).count();
+    for command in &commands {
+        assert!(
+            ["add-mask", "group", "endgroup", "error", "warning"].contains(&command.name.as_str()),
+            "a step's text ran {command:?}\n{out}"
+        );
+    }
+    assert_eq!(count("add-mask"), 1, "{commands:#?}");
+    assert_eq!(count("error"), 2, "the two failures only: {commands:#?}");
+    assert_eq!(count("warning"), 1, "the annotation only: {commands:#?}");
+    assert_eq!(count("group"), count("endgroup"), "{commands:#?}");
+    assert!(
+        commands
+            .iter()
+            .filter(|c| c.name == "error")
+            .all(|c| c.properties.starts_with("title=wharf%3A step noisy")),
+        "{commands:#?}"
+    );
+
+    // wharf's own outputs are wharf's, and no two steps' outputs share a key.
+    let pairs = github_outputs(&outputs);
+    let mut names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "a key written twice: {pairs:#?}");
+    let value = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let run_id = value("run-id").expect("run-id");
+    assert_ne!(run_id, "forged");
+    assert_eq!(value("exit-code"), Some("1"), "{outputs}");
+    assert_eq!(
+        value("run-dir"),
+        Some(format!("./.wharf/runs/{run_id}").as_str()),
+        "{outputs}"
+    );
+    assert_eq!(value("exit.code"), Some("0"), "{outputs}");
+    assert_eq!(value("run.dir"), Some("/etc"), "{outputs}");
+    assert_eq!(value("a.b-c"), Some("1"), "{outputs}");
+    assert_eq!(value("a-b.c"), Some("2"), "{outputs}");
+
+    // The job summary shows step text as code: no image, link or HTML comes out of it.
+    let code_span = regex::Regex::new(r"(`+)[^`]*?(`+)").unwrap();
+    for line in summary.lines() {
+        let outside = code_span.replace_all(line, "");
+        for markup in ["](", "<img", "http"] {
+            assert!(
+                !outside.contains(markup),
+                "{markup} outside code in {line:?}\n{summary}"
+            );
+        }
+    }
+
+    // GitLab obeys section markers (which need `\r` and ESC) and escape sequences: only
+    // wharf's own reach its log.
+    let out = ws
+        .command(&["run", "ci.yml"])
+        .env_remove("WHARF_OUTPUT")
+        .env("GITLAB_CI", "true")
+        .output()
+        .unwrap();
+    let run = Run(out);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let marker = regex::Regex::new(
+        r"section_((?:start)|(?:end)):(\d+):([a-zA-Z0-9_.-]+)(\[(?:\w+=\w+)(?:, ?(?:\w+=\w+))*\])?\r\x1b\[0K",
+    )
+    .unwrap();
+    let out = run.stdout();
+    let mut sections = Vec::new();
+    for found in marker.captures_iter(&out) {
+        sections.push(format!("{} {}", &found[1], &found[3]));
+    }
+    let opened: Vec<&String> = sections.iter().filter(|s| s.starts_with("start")).collect();
+    assert_eq!(opened.len(), 7, "one section a step: {sections:#?}");
+    assert_eq!(sections.len(), 14, "{sections:#?}");
+    assert!(sections.iter().all(|s| s.contains(" wharf_step_")), "{sections:#?}");
+    let rest = marker.replace_all(&out, "");
+    let rest = rest.replace("\x1b[0K", "");
+    assert!(!rest.contains('\r') && !rest.contains('\x1b'), "{rest:?}");
+}
+
+#[test]
+fn a_run_keeps_and_writes_out_bounded_outputs_however_many_steps_return_a_mebibyte() {
+    let ws = Workspace::new();
+    let values: Vec<String> = (1..=16).map(|n| n.to_string()).collect();
+    let values = values.join(", ");
+    ws.write(
+        "ci.yml",
+        &format!(
+            "name: big\nsteps:\n  - id: fill\n    uses: ./probe.wasm\n    matrix: {{ a: [{values}], b: [{values}] }}\n    with: {{ mode: fill, count: 1048000 }}\n"
+        ),
+    );
+    let (run, _, outputs) = github_run(&ws, &["--jobs", "1"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    // The run keeps 64 MiB of outputs in all: the 65th mebibyte fails its step, and
+    // fail-fast skips the rest of the matrix.
+    assert!(out.contains("would take the run's outputs past 64 MiB in all"), "{out}");
+    // GitHub gets at most a mebibyte of step outputs, and a warning saying where the rest is.
+    assert!(outputs.len() < 2_200_000, "{} bytes", outputs.len());
+    let warning = runner_commands(&out)
+        .into_iter()
+        .find(|c| c.name == "warning")
+        .unwrap_or_else(|| panic!("no warning:\n{out}"));
+    assert!(warning.data.contains("are not in $GITHUB_OUTPUT"), "{warning:?}");
+    // The journal holds no more than the run kept.
+    let journal = std::fs::metadata(
+        ws.path()
+            .join(format!(".wharf/runs/{}/journal.jsonl", run_id_of(&outputs))),
+    )
+    .unwrap();
+    assert!(journal.len() < 70 << 20, "{} bytes", journal.len());
+}
+
+/// The run id from `$GITHUB_OUTPUT`.
+fn run_id_of(outputs: &str) -> String {
+    github_outputs(outputs)
+        .into_iter()
+        .find(|(n, _)| n == "run-id")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no run-id in {outputs}"))
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod github_runner;
 pub mod services;
 pub mod swarm;
 

@@ -293,7 +293,14 @@ struct Progress<'a> {
     ready: std::collections::BTreeSet<usize>,
     /// By matrix step id: its first instance that failed.
     failed_instance: std::collections::HashMap<String, String>,
+    /// Bytes of outputs the run keeps, of every step that succeeded.
+    outputs_kept: usize,
 }
+
+/// Most bytes of outputs (names and values) a run keeps of all its steps together: each
+/// is held for later steps, written to the journal and handed to every renderer. A step
+/// whose outputs would pass it fails; large data travels through files in the workspace.
+pub const RUN_OUTPUTS_LIMIT: usize = 64 << 20;
 
 impl<'a> Progress<'a> {
     fn new(pipeline: &'a Pipeline) -> Self {
@@ -305,11 +312,28 @@ impl<'a> Progress<'a> {
             done: vec![None; count],
             waiting,
             failed_instance: Default::default(),
+            outputs_kept: 0,
         }
     }
 
-    fn complete(&mut self, req: &RunRequest<'_>, i: usize, record: StepRecord) {
+    fn complete(&mut self, req: &RunRequest<'_>, i: usize, mut record: StepRecord) {
         let decl = &self.pipeline.steps[i];
+        let size: usize = record.outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if record.outcome == Outcome::Success && self.outputs_kept + size > RUN_OUTPUTS_LIMIT {
+            record = StepRecord {
+                outcome: Outcome::Failure,
+                outputs: Vec::new(),
+                failure: Some(StepFailure {
+                    kind: FailureKind::Limit,
+                    message: format!(
+                        "its outputs ({size} bytes) would take the run's outputs past {} MiB in all, the most a run keeps; pass large data through a file in the workspace",
+                        RUN_OUTPUTS_LIMIT >> 20
+                    ),
+                }),
+                ..record
+            };
+        }
+        self.outputs_kept += record.outputs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         finished(req, decl, &record);
         if record.outcome == Outcome::Failure
             && let Some(instance) = &decl.instance

@@ -3,6 +3,7 @@
 //! it, a Markdown job summary, and the steps' outputs as the job step's outputs.
 //! <https://docs.github.com/en/actions/reference/workflow-commands-for-github-actions>
 
+use super::untrusted::{github_data, github_line, github_property, markdown_cell};
 use super::{Human, Tails, duration};
 use crate::events::{Event, Level, Outcome, Sink};
 use std::fmt::Write as _;
@@ -30,8 +31,8 @@ struct RunSoFar {
     /// (step, outcome, duration, detail)
     steps: Vec<(String, Outcome, std::time::Duration, Option<String>)>,
     deploys: Vec<String>,
-    /// (step, output, value) of the steps that succeeded.
-    outputs: Vec<(String, String, String)>,
+    /// The outputs of the steps that succeeded, as far as `$GITHUB_OUTPUT` takes them.
+    outputs: KeptOutputs,
     groups: super::Folding,
 }
 
@@ -40,7 +41,9 @@ impl Github {
     /// files. `secrets` are masked at once: GitHub hides them in everything printed after.
     pub fn new(verbose: bool, secrets: &[&str], tails: Arc<Tails>, workspace: Option<String>) -> Self {
         let github = Self {
-            lines: Human::new(verbose, false, Box::new(std::io::stdout())).with_tails(tails),
+            lines: Human::new(verbose, false, Box::new(std::io::stdout()))
+                .with_tails(tails)
+                .with_filter(github_line),
             all_lines: Human::new(true, false, Box::new(std::io::sink())),
             summary: std::env::var_os("GITHUB_STEP_SUMMARY").map(PathBuf::from),
             outputs: std::env::var_os("GITHUB_OUTPUT").map(PathBuf::from),
@@ -48,10 +51,12 @@ impl Github {
             run: Mutex::new(RunSoFar::default()),
         };
         for secret in secrets {
-            // One command a line: a secret with a line break is masked line by line.
+            // One command a line: a secret with a line break is masked line by line, as
+            // wharf's own redactor masks it; a line too short to mask (a lone `-`) would
+            // mask that text in the whole log.
             for line in secret.split('\n').map(|l| l.trim_end_matches('\r')) {
-                if !line.is_empty() {
-                    github.lines.write(&format!("::add-mask::{}", escape_data(line)));
+                if line.len() >= crate::events::redact::MIN_MASKED_LEN {
+                    github.lines.write_raw(&format!("::add-mask::{}", github_data(line)));
                 }
             }
         }
@@ -65,16 +70,16 @@ impl Github {
     fn command(&self, name: &str, properties: &[(&str, String)], message: &str) {
         let props: Vec<String> = properties
             .iter()
-            .map(|(k, v)| format!("{k}={}", escape_property(v)))
+            .map(|(k, v)| format!("{k}={}", github_property(v)))
             .collect();
         let sep = if props.is_empty() { "" } else { " " };
         self.lines
-            .write(&format!("::{name}{sep}{}::{}", props.join(","), escape_data(message)));
+            .write_raw(&format!("::{name}{sep}{}::{}", props.join(","), github_data(message)));
     }
 
     fn end_group(&self, close: Option<String>) {
         if close.is_some() {
-            self.lines.write("::endgroup::");
+            self.lines.write_raw("::endgroup::");
         }
     }
 
@@ -86,8 +91,14 @@ impl Github {
         } else {
             "failed"
         };
-        let _ = writeln!(md, "### wharf run `{}` {word}\n", cell(&run.pipeline));
-        let _ = writeln!(md, "Run `{}` · {} · {}\n", run.run_id, duration(took), cell(summary));
+        let _ = writeln!(md, "### wharf run {} {word}\n", markdown_cell(&run.pipeline));
+        let _ = writeln!(
+            md,
+            "Run {} · {} · {}\n",
+            markdown_cell(&run.run_id),
+            duration(took),
+            markdown_cell(summary)
+        );
         let _ = writeln!(md, "| step | outcome | time | detail |\n|---|---|---|---|");
         for (step, outcome, took, detail) in &run.steps {
             let mark = match outcome {
@@ -96,23 +107,31 @@ impl Github {
                 Outcome::Skipped => "⏭ skipped",
             };
             let detail = detail.as_deref().map(|d| d.lines().next().unwrap_or("")).unwrap_or("");
-            let _ = writeln!(md, "| `{step}` | {mark} | {} | {} |", duration(*took), cell(detail));
+            let _ = writeln!(
+                md,
+                "| {} | {mark} | {} | {} |",
+                markdown_cell(step),
+                duration(*took),
+                markdown_cell(detail)
+            );
         }
         if !run.deploys.is_empty() {
             let _ = writeln!(md, "\n**Deploy**\n");
             for line in &run.deploys {
-                let _ = writeln!(md, "- {}", cell(line));
+                let _ = writeln!(md, "- {}", markdown_cell(line));
             }
         }
         append(path, &md, "GITHUB_STEP_SUMMARY");
     }
 
-    /// `run-id`, `run-dir` (the run folder, for an artifact), `outcome`, `exit-code`,
-    /// `outputs` (JSON: step → output → value) and each output as `STEP-OUTPUT`.
+    /// Each kept step output as `STEP.OUTPUT`, then wharf's own keys, written last so they
+    /// win should anything repeat them: `run-id`, `run-dir` (the run folder, for an
+    /// artifact), `outcome`, `exit-code`, `outputs` (JSON: step → output → value). Step ids
+    /// and output names never hold a `.`, so no two steps' keys meet and none is wharf's.
     fn write_outputs(&self, run: &RunSoFar, outcome: Outcome, exit_code: u8) {
         let Some(path) = &self.outputs else { return };
         let mut all = serde_json::Map::new();
-        for (step, name, value) in &run.outputs {
+        for (step, name, value) in &run.outputs.kept {
             let of_step = all
                 .entry(step.clone())
                 .or_insert_with(|| serde_json::Value::Object(Default::default()));
@@ -120,19 +139,20 @@ impl Github {
                 map.insert(name.clone(), value.clone().into());
             }
         }
+        let mut pairs: Vec<(String, String)> = run
+            .outputs
+            .kept
+            .iter()
+            .map(|(step, name, value)| (format!("{step}.{name}"), value.clone()))
+            .collect();
         let dir = self.workspace.as_deref().unwrap_or(".");
-        let mut pairs = vec![
+        pairs.extend([
             ("run-id".to_string(), run.run_id.clone()),
             ("run-dir".to_string(), format!("{dir}/.wharf/runs/{}", run.run_id)),
             ("outcome".to_string(), outcome.as_str().to_string()),
             ("exit-code".to_string(), exit_code.to_string()),
             ("outputs".to_string(), serde_json::Value::Object(all).to_string()),
-        ];
-        pairs.extend(
-            run.outputs
-                .iter()
-                .map(|(step, name, value)| (format!("{step}-{name}"), value.clone())),
-        );
+        ]);
         let mut text = String::new();
         for (name, value) in pairs {
             // The multi-line form, with a delimiter the value cannot contain.
@@ -162,9 +182,9 @@ impl Sink for Github {
                 } else {
                     String::new()
                 };
-                let title = escape_data(&format!("{step} · {uses}{again}"));
+                let title = format!("{step} · {uses}{again}");
                 if open {
-                    self.lines.write(&format!("::group::{title}"));
+                    self.lines.write_raw(&format!("::group::{}", github_data(&title)));
                 } else {
                     self.lines.write(&format!("{title} (beside other steps)"));
                 }
@@ -213,7 +233,7 @@ impl Sink for Github {
                 run.steps.push((step.clone(), *outcome, *took, detail.clone()));
                 if *outcome == Outcome::Success {
                     for (name, value) in outputs {
-                        run.outputs.push((step.clone(), name.clone(), value.clone()));
+                        run.outputs.keep(step, name, value);
                     }
                 }
                 if *outcome == Outcome::Failure {
@@ -230,6 +250,16 @@ impl Sink for Github {
             } => {
                 let close = run.groups.end();
                 self.end_group(close);
+                if run.outputs.left_out > 0 && self.outputs.is_some() {
+                    let message = format!(
+                        "{} of the steps' outputs ({} bytes) are not in $GITHUB_OUTPUT, which takes at most {} KiB of them in all (GitHub's limit of an output); the run folder has them: wharf log {}",
+                        run.outputs.left_out,
+                        run.outputs.left_out_bytes,
+                        OUTPUTS_KEPT >> 10,
+                        run.run_id
+                    );
+                    self.command("warning", &[("title", "wharf: outputs left out".into())], &message);
+                }
                 self.write_summary(&run, *outcome, *took, summary);
                 self.write_outputs(&run, *outcome, *exit_code);
             }
@@ -237,6 +267,34 @@ impl Sink for Github {
         }
         drop(run);
         self.lines.event(event);
+    }
+}
+
+/// The bytes of step outputs a run writes to `$GITHUB_OUTPUT` (and keeps for it), JSON
+/// escaping included: GitHub takes at most 1 MiB an output, and `outputs` holds them all.
+const OUTPUTS_KEPT: usize = 1 << 20;
+
+/// Step outputs kept for `$GITHUB_OUTPUT`, within [`OUTPUTS_KEPT`]; the rest only counted.
+#[derive(Default)]
+struct KeptOutputs {
+    /// (step, output, value)
+    kept: Vec<(String, String, String)>,
+    bytes: usize,
+    left_out: usize,
+    left_out_bytes: usize,
+}
+
+impl KeptOutputs {
+    fn keep(&mut self, step: &str, name: &str, value: &str) {
+        // As the `outputs` JSON will hold it: escaped, quoted, with its key.
+        let size = serde_json::to_string(value).map_or(usize::MAX, |v| v.len()) + name.len() + step.len() + 8;
+        if self.bytes.saturating_add(size) > OUTPUTS_KEPT {
+            self.left_out += 1;
+            self.left_out_bytes += value.len();
+            return;
+        }
+        self.bytes += size;
+        self.kept.push((step.to_string(), name.to_string(), value.to_string()));
     }
 }
 
@@ -248,24 +306,6 @@ fn command_for(level: Level) -> &'static str {
     }
 }
 
-/// A workflow command's message, escaped as GitHub's toolkit does (`escapeData`).
-pub fn escape_data(text: &str) -> String {
-    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
-}
-
-/// A workflow command's property value (`escapeProperty`): also `:` and `,`.
-pub fn escape_property(text: &str) -> String {
-    escape_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
-/// Text inside a Markdown table cell: one line, no column breaks, no markup from a step.
-fn cell(text: &str) -> String {
-    text.replace('\n', " ")
-        .replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('`', "'")
-}
-
 fn append(path: &std::path::Path, text: &str, what: &str) {
     use std::io::Write;
     let result = std::fs::OpenOptions::new()
@@ -275,16 +315,5 @@ fn append(path: &std::path::Path, text: &str, what: &str) {
         .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = result {
         eprintln!("warning: cannot write ${what} ({}): {e}", path.display());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_and_properties_are_escaped_by_githubs_rules() {
-        assert_eq!(escape_data("100% done\r\nnext: a,b"), "100%25 done%0D%0Anext: a,b");
-        assert_eq!(escape_property("a: b, 5%\nc"), "a%3A b%2C 5%25%0Ac");
     }
 }

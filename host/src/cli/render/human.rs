@@ -21,6 +21,15 @@ pub struct Human {
     tails: Arc<Tails>,
     /// When each step's progress was last printed.
     progress: Mutex<HashMap<(String, String), Instant>>,
+    /// What every line passes through on its way out (a CI's rules for text it obeys).
+    filter: LineFilter,
+}
+
+/// A rewrite of each printed line, for a reader that obeys some text.
+pub type LineFilter = fn(&str) -> std::borrow::Cow<'_, str>;
+
+fn unchanged(line: &str) -> std::borrow::Cow<'_, str> {
+    std::borrow::Cow::Borrowed(line)
 }
 
 impl Human {
@@ -33,7 +42,14 @@ impl Human {
             width: Mutex::new(12),
             tails: Arc::new(Tails::default()),
             progress: Mutex::new(HashMap::new()),
+            filter: unchanged,
         }
+    }
+
+    /// Pass every line written through `filter`, except those of [`Human::write_raw`].
+    pub fn with_filter(mut self, filter: LineFilter) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Start each line with the time it was printed.
@@ -72,16 +88,28 @@ impl Human {
         self.tails.see(event);
     }
 
-    /// Write `text` (one or more lines), each line behind a timestamp for plain output.
+    /// Write `text` (one or more lines), each line through the filter and behind a timestamp
+    /// for plain output.
     pub fn write(&self, text: &str) {
+        self.write_lines(text, self.filter);
+    }
+
+    /// Write a line wharf composed whole from escaped parts (a CI's command), unfiltered.
+    pub fn write_raw(&self, line: &str) {
+        self.write_lines(line, unchanged);
+    }
+
+    fn write_lines(&self, text: &str, filter: LineFilter) {
         let mut out = self.out.lock().unwrap();
-        if self.timestamps {
-            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            for line in text.split('\n') {
-                let _ = writeln!(out, "{now} {line}");
-            }
-        } else {
-            let _ = writeln!(out, "{text}");
+        let now = self
+            .timestamps
+            .then(|| humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+        for line in text.split('\n') {
+            let line = filter(line);
+            let _ = match &now {
+                Some(now) => writeln!(out, "{now} {line}"),
+                None => writeln!(out, "{line}"),
+            };
         }
         let _ = out.flush();
     }
@@ -129,8 +157,10 @@ impl Human {
             } => {
                 let what = if *replay { "wharf replay" } else { "wharf run" };
                 format!(
-                    "{} {pipeline} · run {run_id} · {}",
+                    "{} {} · run {} · {}",
                     self.paint("1", what),
+                    printable(pipeline),
+                    printable(run_id),
                     crate::events::count(*steps, "step")
                 )
             }
@@ -140,8 +170,9 @@ impl Human {
                 duration: d,
                 ..
             } if self.verbose => format!(
-                "  {} {origin} ({})",
+                "  {} {} ({})",
                 if *cached { "cached  " } else { "compiled" },
+                printable(origin),
                 duration(*d)
             ),
             Event::StepStarted { step, uses, attempt } if self.verbose => {
@@ -150,7 +181,12 @@ impl Human {
                 } else {
                     String::new()
                 };
-                format!("  {} {step} · {uses}{again}", self.paint("2", "▸"))
+                format!(
+                    "  {} {} · {}{again}",
+                    self.paint("2", "▸"),
+                    printable(step),
+                    printable(uses)
+                )
             }
             Event::Log {
                 step,
@@ -195,8 +231,9 @@ impl Human {
                 error,
                 delay,
             } => format!(
-                "  {} {step} attempt {attempt} failed ({}); retrying in {}",
+                "  {} {} attempt {attempt} failed ({}); retrying in {}",
                 self.paint("33", "↻"),
+                printable(step),
                 lines(error, "      "),
                 duration(*delay)
             ),
@@ -207,7 +244,8 @@ impl Human {
                 detail,
                 outputs,
             } => {
-                let mut line = format!("  {} {step:<width$} {:>7}", self.mark(*outcome), duration(*d));
+                let step_shown = printable(step);
+                let mut line = format!("  {} {step_shown:<width$} {:>7}", self.mark(*outcome), duration(*d));
                 if let Some(detail) = detail {
                     line.push_str("  ");
                     line.push_str(&lines(detail.trim_end(), "      "));
@@ -237,8 +275,9 @@ impl Human {
                 done,
                 total,
             } if self.progress_due(step, label, *done, *total) => format!(
-                "    {} {step}: {}",
+                "    {} {}: {}",
                 self.paint("2", "…"),
+                printable(step),
                 printable(&progress_text(label, *done, *total))
             ),
             Event::Notice { message } | Event::Deploy { message, .. } => {

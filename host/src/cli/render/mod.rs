@@ -6,12 +6,14 @@ mod gitlab;
 mod human;
 mod junit;
 mod live;
+mod untrusted;
 
 pub use github::Github;
 pub use gitlab::{CodeQuality, Gitlab};
 pub use human::Human;
 pub use junit::Junit;
 pub use live::Live;
+pub use untrusted::{lines, printable};
 
 pub use crate::events::human_duration as duration;
 use crate::events::{Event, Events, Stream, ndjson::Ndjson};
@@ -148,34 +150,6 @@ impl View {
             }
         })
     }
-}
-
-/// Text from a step, made safe for a terminal: control characters (an escape sequence that
-/// moves the cursor or recolours, a carriage return that overwrites a status line) are shown
-/// as `\xNN` instead of being obeyed. Line breaks are the caller's to place.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}';
-    if !text.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if unsafe_char(c) {
-            out.push_str(&format!("\\x{:02x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-/// Each line of a step's text, made printable, behind `indent`: a step cannot start a line
-/// of its own that looks like wharf's.
-pub fn lines(text: &str, indent: &str) -> String {
-    text.split('\n')
-        .map(|l| printable(l.trim_end_matches('\r')).into_owned())
-        .collect::<Vec<_>>()
-        .join(&format!("\n{indent}"))
 }
 
 /// How many lines of a failed step's output every renderer shows under the failure.
@@ -323,14 +297,6 @@ mod tests {
         assert_eq!(folding.finished("c"), Some("c".into()));
         assert_eq!(folding.started("d"), (None, true));
         assert_eq!(folding.end(), Some("d".into()));
-    }
-
-    #[test]
-    fn control_characters_are_shown_not_obeyed() {
-        assert_eq!(printable("plain\ttext"), "plain\ttext");
-        assert_eq!(printable("\x1b[2K\rok  deploy"), "\\x1b[2K\\x0dok  deploy");
-        assert_eq!(printable("bell\x07 c1\u{9b}"), "bell\\x07 c1\\x9b");
-        assert_eq!(lines("one\r\n  ok   fake", "    | "), "one\n    |   ok   fake");
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
                         .map_or(0, |d| d.as_secs() & 1);
                 }
             }
-            format!("read the clock {n} times in {:?} ({walls})", start.elapsed() > std::time::Duration::ZERO)
+            format!(
+                "read the clock {n} times in {:?} ({walls})",
+                start.elapsed() > std::time::Duration::ZERO
+            )
         }
         "list-workspace" => match std::fs::read_dir(target) {
             Ok(entries) => format!("listed: {} entries", entries.count()),

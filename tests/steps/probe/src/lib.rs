@@ -9,7 +9,7 @@ impl Step for Probe {
     fn describe() -> StepInfo {
         StepInfo::new("probe", "Test step: echo a value, fail, or trap on request")
             .version("0.1.0")
-            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep").default_text("ok"))
+            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep | fill").default_text("ok"))
             .param(param::text("echo", "Returned as the `echo` output").default_text(""))
             .param(
                 param::integer("succeed-on-attempt", "With mode transient: the attempt that succeeds").default_int(0),
@@ -25,7 +25,7 @@ impl Step for Probe {
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
-        let echo = ctx.text("echo")?;
+        let mut echo = ctx.text("echo")?;
         log::info(&format!("probe {} attempt {} echo={echo}", ctx.step_id, ctx.attempt));
         match ctx.text("mode")?.as_str() {
             "ok" => {}
@@ -59,6 +59,8 @@ impl Step for Probe {
                 column: Some(3),
             }),
             "panic" => panic!("probe panicked on purpose"),
+            // An `echo` output of `count` bytes.
+            "fill" => echo = "x".repeat(ctx.int("count")?.max(0) as usize),
             other => return Err(error::invalid_input(format!("unknown mode `{other}`"))),
         }
         Ok(vec![
