@@ -167,6 +167,17 @@ steps:
     )
 }
 
+fn gitlab_run(ws: &Workspace, extra: &[&str]) -> Run {
+    let mut args = vec!["run", "ci.yml"];
+    args.extend_from_slice(extra);
+    Run(ws
+        .command(&args)
+        .env_remove("WHARF_OUTPUT")
+        .env("GITLAB_CI", "true")
+        .output()
+        .unwrap())
+}
+
 /// `$GITHUB_OUTPUT`'s `NAME<<DELIMITER` blocks, in order.
 fn github_outputs(text: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
@@ -250,13 +261,7 @@ fn a_step_cannot_command_github_or_gitlab_through_its_text_nor_choose_wharfs_out
 
     // GitLab obeys section markers (which need `\r` and ESC) and escape sequences: only
     // wharf's own reach its log.
-    let out = ws
-        .command(&["run", "ci.yml"])
-        .env_remove("WHARF_OUTPUT")
-        .env("GITLAB_CI", "true")
-        .output()
-        .unwrap();
-    let run = Run(out);
+    let run = gitlab_run(&ws, &[]);
     assert_eq!(run.code(), 1, "{}", run.all());
     let marker = regex::Regex::new(
         r"section_((?:start)|(?:end)):(\d+):([a-zA-Z0-9_.-]+)(\[(?:\w+=\w+)(?:, ?(?:\w+=\w+))*\])?\r\x1b\[0K",
@@ -322,13 +327,7 @@ fn run_id_of(outputs: &str) -> String {
 fn gitlab_gets_a_collapsible_section_per_step_and_a_code_quality_report() {
     let ws = Workspace::new();
     ws.write("ci.yml", CI_PIPELINE);
-    let out = ws
-        .command(&["run", "ci.yml", "--codequality", "cq.json"])
-        .env_remove("WHARF_OUTPUT")
-        .env("GITLAB_CI", "true")
-        .output()
-        .unwrap();
-    let run = Run(out);
+    let run = gitlab_run(&ws, &["--codequality", "cq.json"]);
     assert_eq!(run.code(), 1, "{}", run.all());
     let out = run.stdout();
     let start =
