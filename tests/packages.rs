@@ -371,3 +371,124 @@ fn an_air_gapped_runner_takes_its_steps_from_a_carried_layout() {
     assert_eq!(run.code(), 0, "{}", run.all());
     assert_eq!(run.output_of("hello", "x").as_deref(), Some("hi"));
 }
+
+/// Every request without a token is challenged for one at `/token`.
+fn challenge(head: &str, addr: &str, conn: &mut std::net::TcpStream) -> bool {
+    use std::io::Write;
+    if head.starts_with("GET /token") {
+        return false;
+    }
+    let _ = write!(
+        conn,
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"test\",scope=\"repository:team/step:pull\"\r\n\r\n"
+    );
+    true
+}
+
+/// A token endpoint that announces 1.5 GB and sends it; another that sends its headers and
+/// then nothing. Neither exists as a real registry here, so stand-ins play them.
+#[test]
+fn a_token_endpoint_that_sends_too_much_or_nothing_is_cut_off() {
+    use common::services::StandIn;
+    use std::io::Write;
+    let endless = StandIn::start(|head, addr, conn| {
+        if challenge(head, addr, conn) {
+            return;
+        }
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1500000000\r\n\r\n{{\"token\":\""
+        );
+        let zeros = vec![b'0'; 1 << 16];
+        while conn.write_all(&zeros).is_ok() {}
+    });
+    let silent = StandIn::start(|head, addr, conn| {
+        if challenge(head, addr, conn) {
+            return;
+        }
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+    });
+    let ws = Workspace::new();
+    for (registry, expected) in [
+        (&endless, "sent more than 1048576 bytes as a token response; cut off"),
+        (&silent, "stopped answering (nothing for 2s"),
+    ] {
+        let started = std::time::Instant::now();
+        let run = Run(ws
+            .command(&["inspect", &format!("oci://{}/team/step:1.0", registry.addr)])
+            .env("WHARF_REGISTRY_TIMEOUT", "2s")
+            .output()
+            .unwrap());
+        assert_ne!(run.code(), 0, "{}", run.all());
+        assert!(run.stderr().contains(expected), "{}", run.all());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(registry.requests() >= 2, "the challenge, then the token");
+    }
+}
+
+/// A digest from `wharf.lock` (a file anyone with commit rights writes) goes into registry
+/// URLs and cache paths: one that is not `sha256:` and 64 hex digits is refused before any
+/// request.
+#[test]
+fn a_lock_with_a_malformed_digest_is_refused_before_anything_is_sent() {
+    use common::services::StandIn;
+    let registry = StandIn::start(|head, addr, conn| {
+        challenge(head, addr, conn);
+    });
+    let ws = Workspace::new();
+    let uses = format!("oci://{}/team/step:1.0", registry.addr);
+    one_step(&ws, &uses);
+    ws.write(
+        "wharf.lock",
+        &format!(
+            "{{\"version\":1,\"builtins\":\"{}\",\"steps\":{{\"{uses}\":\"sha256:../../../../v2/other/manifests/x\"}}}}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(
+        run.stderr().contains("wharf.lock: `") && run.stderr().contains("which is not a sha256 digest"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(registry.requests(), 0);
+}
+
+/// An image index (what `docker buildx` and multi-platform tools push) is named as one, with
+/// what it lists and the digest to pin instead.
+#[test]
+fn an_image_index_is_named_as_one_with_what_to_pin() {
+    let (registry, ws, _, target, digest) = published_cmd();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":400,"platform":{{"os":"wasip2","architecture":"wasm"}}}}]}}"#
+    );
+    let put = python(
+        "import sys, urllib.request\n\
+         r = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method='PUT', headers={'Content-Type': 'application/vnd.oci.image.index.v1+json'})\n\
+         print(urllib.request.urlopen(r).status)",
+        &[format!("http://{}/v2/steps/cmd/manifests/multi", registry.addr), index],
+    );
+    assert!(String::from_utf8_lossy(&put.stdout).contains("201"), "{put:?}");
+    one_step(
+        &ws,
+        &target
+            .replace(":0.1.0", ":multi")
+            .replace(&registry.addr, &format!("oci://{}", registry.addr)),
+    );
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(
+        run.stderr().contains("is an image index of 1 manifest(s)")
+            && run.stderr().contains(&format!("{digest} for wasip2/wasm")),
+        "{}",
+        run.all()
+    );
+}

@@ -40,8 +40,54 @@ pub enum ArtifactError {
     LayerType { found: String },
     #[error("its component is {size} bytes, over the limit of {limit}")]
     TooBig { size: u64, limit: u64 },
+    #[error(
+        "is an image index of {} manifest(s) ({}); wharf runs one component, not a choice of them: pin the digest of the step's own manifest (`@sha256:...`)",
+        manifests.len(),
+        manifests.join(", ")
+    )]
+    Index { manifests: Vec<String> },
     #[error("its manifest is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+    #[error("is not an OCI image manifest: {0}")]
+    NotAManifest(serde_json::Error),
+}
+
+impl From<serde_json::Error> for ArtifactError {
+    fn from(e: serde_json::Error) -> Self {
+        match e.classify() {
+            serde_json::error::Category::Data => ArtifactError::NotAManifest(e),
+            _ => ArtifactError::Json(e),
+        }
+    }
+}
+
+/// The manifest in `bytes`, or what else it is: an index is named as one, with what it
+/// lists, rather than failing as a manifest without a config.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ArtifactError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kind {
+        media_type: Option<String>,
+        manifests: Option<Vec<super::Descriptor>>,
+    }
+    let kind: Kind = serde_json::from_slice(bytes)?;
+    let index = kind
+        .media_type
+        .as_deref()
+        .is_some_and(|m| m == super::MEDIA_INDEX || m == super::DOCKER_MANIFEST_LIST);
+    if index || kind.manifests.is_some() {
+        let manifests = kind
+            .manifests
+            .unwrap_or_default()
+            .iter()
+            .map(|d| match &d.platform {
+                Some(p) => format!("{} for {}/{}", d.digest, p.os, p.architecture),
+                None => d.digest.clone(),
+            })
+            .collect();
+        return Err(ArtifactError::Index { manifests });
+    }
+    Ok(serde_json::from_slice(bytes)?)
 }
 
 /// A Wasm artifact in a store: its manifest and the manifest's descriptor.
@@ -251,7 +297,7 @@ fn step_manifest(bytes: &[u8], digest: &str, limit: u64) -> Result<Manifest, Fet
         digest: digest.into(),
         source,
     };
-    let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| not_a_step(e.into()))?;
+    let manifest = parse_manifest(bytes).map_err(not_a_step)?;
     component_layer(&manifest, limit).map_err(not_a_step)?;
     Ok(manifest)
 }

@@ -39,9 +39,7 @@ impl ImageRef {
             ));
         }
         if let Some(tag) = &tag
-            && (tag.is_empty()
-                || tag.len() > 128
-                || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+            && !valid_tag(tag)
         {
             return Err(bad("tags are letters, digits, `.`, `_` and `-`, at most 128"));
         }
@@ -74,6 +72,16 @@ impl ImageRef {
             }
         }
     }
+}
+
+/// A tag: letters, digits, `.`, `_` and `-`, at most 128, not starting with `.` or `-`.
+pub fn valid_tag(tag: &str) -> bool {
+    tag.len() <= 128
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// The OCI distribution name grammar: `/`-separated components, each lower-case letters and

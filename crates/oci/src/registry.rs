@@ -18,6 +18,48 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, appl
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Manifests are kilobytes; a registry that sends more is cut off.
 pub const MANIFEST_LIMIT: usize = 4 << 20;
+/// A bearer token is a few kilobytes of JSON; a token endpoint that sends more is cut off.
+pub const TOKEN_LIMIT: usize = 1 << 20;
+/// Of an error answer's body, what is kept for the message.
+const ERROR_BODY_LIMIT: usize = 16 << 10;
+
+/// How long a registry may keep wharf waiting. Every read of an answer (its headers, each
+/// chunk of its body) must come within `idle`, and an exchange of a few kilobytes (a token,
+/// a manifest, a HEAD) must end within `exchange`; a blob may take as long as it keeps
+/// coming. `WHARF_REGISTRY_TIMEOUT` (`90s`, `5m`) sets `idle`, and `exchange` is twice it.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: std::time::Duration,
+    pub exchange: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::with_idle(std::time::Duration::from_secs(60))
+    }
+}
+
+impl Timeouts {
+    pub fn with_idle(idle: std::time::Duration) -> Self {
+        Timeouts {
+            idle,
+            exchange: idle.saturating_mul(2),
+        }
+    }
+
+    /// From `WHARF_REGISTRY_TIMEOUT`, else the default; a value that does not read as a
+    /// duration is an error naming it.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("WHARF_REGISTRY_TIMEOUT") {
+            Ok(text) => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Self::with_idle)
+                .ok_or_else(|| format!("WHARF_REGISTRY_TIMEOUT=`{text}` is not a duration (90s, 5m)")),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct Credentials {
@@ -29,6 +71,7 @@ pub struct Credentials {
 
 pub struct Registry {
     http: reqwest::Client,
+    timeouts: Timeouts,
     host: String,
     base: String,
     credentials: Credentials,
@@ -63,6 +106,19 @@ pub enum RegistryError {
     NeedsCredentials { host: String },
     #[error("registry {host} wants credentials sent over plain HTTP to {realm}; refused")]
     InsecureRealm { host: String, realm: String },
+    /// A name that cannot go into a request: checked before anything is sent.
+    #[error("`{name}` is not a valid {what}; nothing was sent to {host}")]
+    InvalidName {
+        host: String,
+        what: &'static str,
+        name: String,
+    },
+    /// The registry stopped answering: worth another try.
+    #[error("registry {host}: {what}")]
+    Stalled { host: String, what: String },
+    /// The registry sent more than an answer of its kind can hold.
+    #[error("registry {host} sent more than {limit} bytes as {what}; cut off")]
+    Oversized { host: String, what: String, limit: usize },
     /// An answer other than the protocol's.
     #[error("registry {host}: {what} answered {}: {body}", status_line(*status))]
     Status {
@@ -197,8 +253,14 @@ pub fn tls_provider() {
 }
 
 impl Registry {
-    /// Loopback registries are spoken to over plain HTTP, every other over HTTPS.
+    /// Loopback registries are spoken to over plain HTTP, every other over HTTPS; the
+    /// timeouts come from the environment ([`Timeouts::from_env`]).
     pub fn new(host: &str, credentials: Credentials) -> Result<Registry, RegistryError> {
+        let timeouts = Timeouts::from_env().map_err(|what| RegistryError::protocol(host, what))?;
+        Self::with_timeouts(host, credentials, timeouts)
+    }
+
+    pub fn with_timeouts(host: &str, credentials: Credentials, timeouts: Timeouts) -> Result<Registry, RegistryError> {
         if host.is_empty() || host.contains('/') {
             return Err(RegistryError::BadHost { host: host.to_string() });
         }
@@ -207,6 +269,7 @@ impl Registry {
         let http = reqwest::Client::builder()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(timeouts.idle)
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| RegistryError::protocol(host, format!("cannot create an HTTP client: {e}")))?;
@@ -216,6 +279,7 @@ impl Registry {
         };
         Ok(Registry {
             http,
+            timeouts,
             host: host.to_string(),
             base: format!("{scheme}://{host}"),
             credentials,
@@ -275,6 +339,16 @@ impl Registry {
     }
 
     fn network_error(&self, e: reqwest::Error) -> RegistryError {
+        if e.is_timeout() {
+            return RegistryError::Stalled {
+                host: self.host.clone(),
+                what: format!(
+                    "stopped answering (nothing for {}, or an exchange over {}); set WHARF_REGISTRY_TIMEOUT for a slower registry",
+                    humantime::format_duration(self.timeouts.idle),
+                    humantime::format_duration(self.timeouts.exchange)
+                ),
+            };
+        }
         let mut detail = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -337,7 +411,7 @@ impl Registry {
             .into_iter()
             .filter(|(k, _)| k == "service" || k == "scope")
             .collect();
-        let mut request = self.http.get(&realm).query(&query);
+        let mut request = self.http.get(&realm).query(&query).timeout(self.timeouts.exchange);
         if let Some((user, pass)) = login {
             request = request.basic_auth(user, Some(pass));
         }
@@ -350,9 +424,8 @@ impl Registry {
         if !response.status().is_success() {
             return Err(denied(&format!(" (token endpoint answered {})", response.status())));
         }
-        let body: serde_json::Value = response
-            .json()
-            .await
+        let body = self.body_within(response, TOKEN_LIMIT, "a token response").await?;
+        let body: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::protocol(&self.host, format!("token response: {e}")))?;
         let token = body
             .get("token")
@@ -371,18 +444,88 @@ impl Registry {
         }
     }
 
+    /// An answer that is not the protocol's, with the start of its body for the message:
+    /// read no further than [`ERROR_BODY_LIMIT`], as a registry may say anything at length.
+    async fn refusal(&self, what: &str, response: Response) -> RegistryError {
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut chunks = response.bytes_stream();
+        while body.len() < ERROR_BODY_LIMIT
+            && let Ok(Some(Ok(chunk))) = tokio::time::timeout(self.timeouts.idle, chunks.next()).await
+        {
+            body.extend_from_slice(&chunk);
+        }
+        body.truncate(ERROR_BODY_LIMIT);
+        self.unexpected(what, status, &String::from_utf8_lossy(&body))
+    }
+
+    /// A whole answer of at most `limit` bytes; more is an error naming `what`.
+    async fn body_within(&self, response: Response, limit: usize, what: &str) -> Result<Vec<u8>, RegistryError> {
+        let mut bytes = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| self.network_error(e))?);
+            if bytes.len() > limit {
+                return Err(RegistryError::Oversized {
+                    host: self.host.clone(),
+                    what: what.to_string(),
+                    limit,
+                });
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// `repository` and a tag or digest, checked against the distribution grammar before
+    /// they become part of a URL.
+    fn check_names(&self, repository: &str, reference: &str) -> Result<(), RegistryError> {
+        let invalid = |what, name: &str| RegistryError::InvalidName {
+            host: self.host.clone(),
+            what,
+            name: name.to_string(),
+        };
+        if !super::reference::valid_repository(repository) {
+            return Err(invalid("repository name", repository));
+        }
+        if reference.contains(':') {
+            if super::digest_hex(reference).is_none() {
+                return Err(invalid("digest (sha256: and 64 hex digits)", reference));
+            }
+        } else if !super::reference::valid_tag(reference) {
+            return Err(invalid("tag", reference));
+        }
+        Ok(())
+    }
+
+    /// A digest a registry names in a header, checked like every other.
+    fn header_digest(&self, response: &Response) -> Result<Option<String>, RegistryError> {
+        match response.headers().get("Docker-Content-Digest") {
+            None => Ok(None),
+            Some(value) => match value.to_str().ok().filter(|d| super::digest_hex(d).is_some()) {
+                Some(digest) => Ok(Some(digest.to_string())),
+                None => Err(RegistryError::protocol(
+                    &self.host,
+                    format!(
+                        "answered with Docker-Content-Digest `{}`, not a sha256 digest",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ),
+                )),
+            },
+        }
+    }
+
     /// The digest a tag or digest names now, or None when the registry does not have it.
     pub async fn manifest_digest(&self, repository: &str, reference: &str) -> Result<Option<String>, RegistryError> {
+        self.check_names(repository, reference)?;
         let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
-        let response = self.send(&|c| c.head(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
+        let exchange = self.timeouts.exchange;
+        let response = self
+            .send(&|c| c.head(&url).header("Accept", ACCEPT_MANIFESTS).timeout(exchange))
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => match response
-                .headers()
-                .get("Docker-Content-Digest")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(digest) => Ok(Some(digest.to_string())),
+            s if s.is_success() => match self.header_digest(&response)? {
+                Some(digest) => Ok(Some(digest)),
                 // The header is optional: the manifest itself tells.
                 None => Ok(Some(self.get_manifest(repository, reference).await?.2)),
             },
@@ -391,8 +534,10 @@ impl Registry {
     }
 
     pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
+        self.check_names(repository, digest)?;
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
-        let response = self.send(&|c| c.head(&url)).await?;
+        let exchange = self.timeouts.exchange;
+        let response = self.send(&|c| c.head(&url).timeout(exchange)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
             s if s.is_success() => Ok(true),
@@ -409,11 +554,14 @@ impl Registry {
         size: u64,
         progress: Progress,
     ) -> Result<(), RegistryError> {
+        self.check_names(repository, digest)?;
         let start = self.url(&format!("/v2/{repository}/blobs/uploads/"));
-        let response = self.send(&|c| c.post(&start).header(CONTENT_LENGTH, 0)).await?;
+        let exchange = self.timeouts.exchange;
+        let response = self
+            .send(&|c| c.post(&start).header(CONTENT_LENGTH, 0).timeout(exchange))
+            .await?;
         if response.status() != StatusCode::ACCEPTED {
-            let status = response.status();
-            return Err(self.unexpected("upload start", status, &response.text().await.unwrap_or_default()));
+            return Err(self.refusal("upload start", response).await);
         }
         let location = response
             .headers()
@@ -463,12 +611,7 @@ impl Registry {
         }
         let response = sent.map_err(|e| self.network_error(e))?;
         if response.status() != StatusCode::CREATED {
-            let status = response.status();
-            return Err(self.unexpected(
-                &format!("upload of {digest}"),
-                status,
-                &response.text().await.unwrap_or_default(),
-            ));
+            return Err(self.refusal(&format!("upload of {digest}"), response).await);
         }
         Ok(())
     }
@@ -480,21 +623,22 @@ impl Registry {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String, RegistryError> {
+        self.check_names(repository, tag)?;
         let url = self.url(&format!("/v2/{repository}/manifests/{tag}"));
         let body = bytes.to_vec();
+        let exchange = self.timeouts.exchange;
         let response = self
-            .send(&|c| c.put(&url).header(CONTENT_TYPE, media_type).body(body.clone()))
+            .send(&|c| {
+                c.put(&url)
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone())
+                    .timeout(exchange)
+            })
             .await?;
         if response.status() != StatusCode::CREATED {
-            let status = response.status();
-            return Err(self.unexpected("manifest PUT", status, &response.text().await.unwrap_or_default()));
+            return Err(self.refusal("manifest PUT", response).await);
         }
-        Ok(response
-            .headers()
-            .get("Docker-Content-Digest")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
-            .unwrap_or_else(|| digest_of(bytes)))
+        Ok(self.header_digest(&response)?.unwrap_or_else(|| digest_of(bytes)))
     }
 
     /// Manifest bytes, their media type and digest (checked when asked for by digest).
@@ -503,8 +647,12 @@ impl Registry {
         repository: &str,
         reference: &str,
     ) -> Result<(Vec<u8>, String, String), RegistryError> {
+        self.check_names(repository, reference)?;
         let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
-        let response = self.send(&|c| c.get(&url).header("Accept", ACCEPT_MANIFESTS)).await?;
+        let exchange = self.timeouts.exchange;
+        let response = self
+            .send(&|c| c.get(&url).header("Accept", ACCEPT_MANIFESTS).timeout(exchange))
+            .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Err(RegistryError::NotFound {
@@ -514,7 +662,7 @@ impl Registry {
             });
         }
         if !status.is_success() {
-            return Err(self.unexpected("manifest GET", status, &response.text().await.unwrap_or_default()));
+            return Err(self.refusal("manifest GET", response).await);
         }
         let media_type = response
             .headers()
@@ -522,17 +670,13 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(MEDIA_MANIFEST)
             .to_string();
-        let mut bytes = Vec::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk.map_err(|e| self.network_error(e))?);
-            if bytes.len() > MANIFEST_LIMIT {
-                return Err(RegistryError::protocol(
-                    &self.host,
-                    format!("sent a manifest of more than {MANIFEST_LIMIT} bytes for {repository}:{reference}"),
-                ));
-            }
-        }
+        let bytes = self
+            .body_within(
+                response,
+                MANIFEST_LIMIT,
+                &format!("the manifest of {repository}:{reference}"),
+            )
+            .await?;
         let digest = digest_of(&bytes);
         if reference.starts_with("sha256:") && digest != reference {
             return Err(RegistryError::protocol(
@@ -552,14 +696,14 @@ impl Registry {
         digest: &str,
         size: u64,
     ) -> Result<(), RegistryError> {
+        self.check_names(repository, digest)?;
         if store.has_blob(digest) {
             return Ok(());
         }
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let response = self.send(&|c| c.get(&url)).await?;
         if !response.status().is_success() {
-            let status = response.status();
-            return Err(self.unexpected(&format!("blob GET {digest}"), status, ""));
+            return Err(self.refusal(&format!("blob GET {digest}"), response).await);
         }
         let mut writer = store.blob_writer().map_err(RegistryError::store(digest))?;
         let mut body = response.bytes_stream();
@@ -872,7 +1016,12 @@ mod tests {
         assert!(blob.to_string().contains("sent more than the 1024 bytes"), "{blob}");
         assert!(!store.has_blob(&digest));
         let manifest = registry.get_manifest("a/b", "1.0").await.unwrap_err();
-        assert!(manifest.to_string().contains("manifest of more than"), "{manifest}");
+        assert!(
+            manifest
+                .to_string()
+                .contains("more than 4194304 bytes as the manifest of a/b:1.0"),
+            "{manifest}"
+        );
     }
 
     #[test]

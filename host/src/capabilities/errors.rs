@@ -103,12 +103,12 @@ impl From<crate::oci::registry::RegistryError> for StepError {
     fn from(e: crate::oci::registry::RegistryError) -> Self {
         use crate::oci::registry::RegistryError as E;
         let kind = match &e {
-            E::BadHost { .. } | E::TagMoved { .. } => ErrorKind::InvalidInput,
-            E::Unreachable { .. } => ErrorKind::Transient,
+            E::BadHost { .. } | E::TagMoved { .. } | E::InvalidName { .. } => ErrorKind::InvalidInput,
+            E::Unreachable { .. } | E::Stalled { .. } => ErrorKind::Transient,
             E::CredentialsRefused { .. } | E::NeedsCredentials { .. } | E::InsecureRealm { .. } => ErrorKind::Denied,
             E::Status { status: 401 | 403, .. } => ErrorKind::Denied,
             E::Status { status, .. } if *status >= 500 || *status == 429 => ErrorKind::Transient,
-            E::Status { .. } | E::NotFound { .. } | E::Protocol { .. } => ErrorKind::Permanent,
+            E::Status { .. } | E::NotFound { .. } | E::Protocol { .. } | E::Oversized { .. } => ErrorKind::Permanent,
             E::Store { source, .. } => return io_failure("image store", source),
         };
         step_error(kind, e.to_string())

@@ -34,6 +34,14 @@ pub enum LockError {
         column: usize,
         message: String,
     },
+    #[error(
+        "{path}: `{uses}` is locked to `{digest}`, which is not a sha256 digest; run `wharf lock --update` to lock it again"
+    )]
+    BadDigest {
+        path: PathBuf,
+        uses: String,
+        digest: String,
+    },
     #[error("{path} is lock format {found}; this wharf reads format {VERSION}: run `wharf lock --update`")]
     Version { path: PathBuf, found: u32 },
     #[error("cannot write {path}: {source}")]
@@ -81,6 +89,14 @@ impl Lock {
             return Err(LockError::Version {
                 path: path.to_path_buf(),
                 found: lock.version,
+            });
+        }
+        // A digest goes into paths of the step cache and URLs of registries: checked here.
+        if let Some((uses, digest)) = lock.steps.iter().find(|(_, d)| crate::oci::digest_hex(d).is_none()) {
+            return Err(LockError::BadDigest {
+                path: path.to_path_buf(),
+                uses: uses.clone(),
+                digest: digest.clone(),
             });
         }
         Ok(Some(lock))
