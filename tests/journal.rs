@@ -425,7 +425,36 @@ fn a_forged_run_folder_is_refused_and_contained() {
         .unwrap();
     });
     assert_eq!(replay.code(), 2, "{}", replay.all());
-    assert!(replay.stderr().contains("leads outside"), "{}", replay.all());
+    assert!(
+        replay
+            .stderr()
+            .contains("is not a valid snapshot name (`snapshots/NAME.tar`)"),
+        "{}",
+        replay.all()
+    );
+
+    // A step id that walks out: before, the replay made `workspace-{id}-1` wherever it led,
+    // unpacked the snapshot into it, opened it to the step and reported a match. Every name
+    // a journal holds is checked when it is read, by every command that reads it.
+    let escaping_id = format!("{outside_name}/escaped");
+    let with_escaping_id = |folder: &Path| {
+        let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();
+        std::fs::write(
+            folder.join("journal.jsonl"),
+            journal.replace("\"step\":\"write\"", &format!("\"step\":\"{escaping_id}\"")),
+        )
+        .unwrap();
+    };
+    let replay = forge("escaping-id", &with_escaping_id);
+    assert_eq!(replay.code(), 2, "{}", replay.all());
+    assert!(replay.stderr().contains("is not a valid step id"), "{}", replay.all());
+    let folder = ws.path().join("escaping-id");
+    for command in ["log", "report"] {
+        let read = ws.wharf(&[command, folder.to_str().unwrap()]);
+        assert_eq!(read.code(), 2, "{command}: {}", read.all());
+        assert!(read.stderr().contains("journal.jsonl:"), "{command}: {}", read.all());
+    }
+    assert!(std::fs::read_dir(elsewhere.path()).unwrap().next().is_none());
 
     let replay = forge("preopen", &|folder| {
         let journal = std::fs::read_to_string(folder.join("journal.jsonl")).unwrap();

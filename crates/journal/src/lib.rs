@@ -141,7 +141,97 @@ pub enum Entry {
     },
 }
 
+/// What a name in a journal is used as, and so the rule it must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A step id (also part of replay directories): the pipeline's identifier rule.
+    Step,
+    /// An output name: the same rule.
+    Output,
+    /// A run id (a folder under `.wharf/runs`): letters, digits and `-`.
+    Run,
+    /// A file of the run folder: one plain name (`pipeline.yml`).
+    File,
+    /// A snapshot: `snapshots/NAME.tar`, NAME one plain name.
+    Snapshot,
+    /// A component digest (a file under `components/`): `sha256:` and 64 hex digits.
+    Digest,
+    /// A line of text printed as YAML (`wharf grants`): no control characters.
+    Line,
+}
+
+impl NameKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            NameKind::Step => "step id (a letter, then letters, digits, `-` and `_`)",
+            NameKind::Output => "output name (a letter, then letters, digits, `-` and `_`)",
+            NameKind::Run => "run id (letters, digits and `-`)",
+            NameKind::File => "file name of the run folder",
+            NameKind::Snapshot => "snapshot name (`snapshots/NAME.tar`)",
+            NameKind::Digest => "component digest (`sha256:` and 64 hex digits)",
+            NameKind::Line => "line of text (no control characters)",
+        }
+    }
+
+    /// Whether `name` meets this rule.
+    pub fn admits(self, name: &str) -> bool {
+        let plain_file = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 255
+                && n != "."
+                && n != ".."
+                && !n.contains('/')
+                && !n.chars().any(char::is_control)
+        };
+        match self {
+            NameKind::Step | NameKind::Output => wharf_pipeline::model::is_identifier(name),
+            NameKind::Run => {
+                !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }
+            NameKind::File => plain_file(name),
+            NameKind::Snapshot => name
+                .strip_prefix("snapshots/")
+                .and_then(|n| n.strip_suffix(".tar"))
+                .is_some_and(plain_file),
+            NameKind::Digest => wharf_oci::digest_hex(name).is_some(),
+            NameKind::Line => !name.chars().any(char::is_control),
+        }
+    }
+}
+
 impl Entry {
+    /// Every name the entry holds that wharf uses as an id, a file name or printed text, with
+    /// its rule: a reader checks them all before anything is named after them.
+    pub fn names(&self) -> Vec<(NameKind, &str)> {
+        let mut names = Vec::new();
+        if let Some(step) = self.step() {
+            names.push((NameKind::Step, step));
+        }
+        match self {
+            Entry::RunStarted {
+                run_id,
+                pipeline_file,
+                resumed_from,
+                ..
+            } => {
+                names.push((NameKind::Run, run_id.as_str()));
+                names.push((NameKind::File, pipeline_file.as_str()));
+                names.extend(resumed_from.as_deref().map(|r| (NameKind::Run, r)));
+            }
+            Entry::Component { digest, .. } => names.push((NameKind::Digest, digest.as_str())),
+            Entry::StepStarted { snapshot, .. } => {
+                names.extend(snapshot.as_deref().map(|s| (NameKind::Snapshot, s)));
+            }
+            Entry::Snapshot { snapshot, .. } => names.push((NameKind::Snapshot, snapshot.as_str())),
+            Entry::StepFinished { outputs, .. } => {
+                names.extend(outputs.iter().map(|(name, _)| (NameKind::Output, name.as_str())));
+            }
+            Entry::Audited { needed, .. } => names.extend(needed.iter().map(|n| (NameKind::Line, n.as_str()))),
+            _ => {}
+        }
+        names
+    }
+
     /// The step an entry belongs to; None for the run's own entries.
     pub fn step(&self) -> Option<&str> {
         match self {

@@ -34,7 +34,21 @@ impl Journal {
             }
             let last = n + 1 == lines.len();
             match serde_json::from_str::<Record>(line) {
-                Ok(record) => records.push(record),
+                Ok(record) => {
+                    // A run folder may come from anywhere: a name that is not one wharf
+                    // writes (a step id with `/../`) would be a path out of where a replay
+                    // or a report puts things.
+                    if let Some((kind, name)) = record.entry.names().into_iter().find(|(k, n)| !k.admits(n)) {
+                        return Err(format!(
+                            "{}:{}: `{}` is not a valid {}; the run folder was altered or damaged",
+                            path.display(),
+                            n + 1,
+                            name.escape_debug(),
+                            kind.describe()
+                        ));
+                    }
+                    records.push(record)
+                }
                 // A line without its newline is one the run did not finish writing.
                 Err(_) if last => truncated = true,
                 Err(e) => return Err(format!("{}:{}: not a journal entry: {e}", path.display(), n + 1)),

@@ -119,15 +119,29 @@ impl ScratchSpace {
         Ok(StepDir { space: self, path })
     }
 
-    /// A fresh, empty directory of this name, left in place until the space goes.
+    /// A fresh, empty directory of this name, made in the scratch directory's own handle
+    /// and left in place until the space goes. `name` is one plain component: a replay
+    /// names directories after what a run folder says, and a folder may say `../..`.
     pub fn named(&self, name: &str) -> io::Result<PathBuf> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a plain directory name", name.escape_debug()),
+            ));
+        }
+        let here = rustix::fs::open(
+            &self.dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
         let dir = self.dir.join(name);
+        // A link of that name is removed, never followed.
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        std::fs::create_dir(&dir)?;
+        rustix::fs::mkdirat(&here, name, rustix::fs::Mode::from_raw_mode(0o755))?;
         Ok(dir)
     }
 
@@ -191,6 +205,25 @@ mod tests {
         let path = live.path().to_path_buf();
         drop(live);
         assert!(!path.exists());
+    }
+
+    /// A named directory is one component made in the scratch directory: a name that walks
+    /// out is refused, and a link planted under the name is replaced, not followed.
+    #[test]
+    fn a_named_directory_stays_inside() {
+        let runs = tempfile::tempdir().unwrap();
+        let space = ScratchSpace::create(&runs.path().join("a/scratch")).unwrap();
+        for name in ["../escaped", "..", "a/b", ""] {
+            let e = space.named(name).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
+        }
+        assert!(!runs.path().join("a/escaped").exists());
+        let outside = runs.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, space.path().join("w-1")).unwrap();
+        let made = space.named("w-1").unwrap();
+        assert!(std::fs::symlink_metadata(&made).unwrap().is_dir());
+        assert!(outside.exists());
     }
 
     /// A step directory comes back empty but for a truncated plain `output`; what a step
