@@ -95,6 +95,30 @@ fn docker_target_deploys_by_digest_and_rolls_back() {
             good_version
         );
     }
+
+    // Killed while the engine started a container of the next release: the rollback finds
+    // it by its name and removes it.
+    ws.commit("next");
+    let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
+    ws.write("partial.yml", &text[..text.find("  - id: gate").unwrap()]);
+    let mut partial = vec!["run", "partial.yml"];
+    partial.extend(vars.iter().map(String::as_str));
+    let upgraded = ws.wharf(&partial);
+    assert_eq!(upgraded.code(), 0, "{}", upgraded.all());
+    let unrecorded = ws.as_if_killed_mid_start(&service);
+    assert!(
+        containers(&service)
+            .iter()
+            .any(|(id, _, _)| unrecorded.starts_with(id.as_str()))
+    );
+    let rollback = ws.wharf(&["rollback", &service]);
+    assert_eq!(rollback.code(), 0, "{}", rollback.all());
+    let running = containers(&service);
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(
+        running.iter().all(|(_, version, _)| *version == good_version),
+        "{running:?}"
+    );
 }
 
 #[test]

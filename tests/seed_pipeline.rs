@@ -574,3 +574,114 @@ fn a_failed_rollback_says_why() {
     assert!(out.contains("seed: the rollback FAILED: "), "{out}");
     assert!(out.contains("the service needs a human"), "{out}");
 }
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .is_some_and(|dead| !dead)
+}
+
+/// Kills `pid` on drop, should the test fail with it alive.
+struct Reap(i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: signalling a process group has no memory-safety preconditions.
+        unsafe { libc::killpg(self.0, libc::SIGKILL) };
+    }
+}
+
+/// The seed's last instance as a wharf killed mid-start leaves it: its pid, killed on drop.
+fn killed_mid_start(ws: &Workspace) -> (i32, Reap) {
+    let handle = ws.as_if_killed_mid_start("seed");
+    let pid: i32 = handle.split(':').next().unwrap().parse().unwrap();
+    assert!(alive(pid));
+    (pid, Reap(pid))
+}
+
+#[test]
+fn an_instance_started_but_never_recorded_is_found_by_rollback_and_remove() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    let pipeline = pipeline_until_upgrade(&ws, "");
+    let rootfs = || -> Vec<String> {
+        let mut all: Vec<String> = std::fs::read_dir(ws.path().join(".wharf/state/rootfs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        all.sort();
+        all
+    };
+    let digest_hex = |state: &serde_json::Value, of: &str| {
+        state[of]["revision"]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+
+    // Killed during the upgrade's start of its second instance: rollback finds it by its id.
+    ws.commit("second");
+    let upgraded = ws.wharf(&["run", &pipeline]);
+    assert_eq!(upgraded.code(), 0, "{}", upgraded.all());
+    let state = ws.service_state("seed");
+    let (first_digest, second_digest) = (digest_hex(&state, "previous"), digest_hex(&state, "current"));
+    let (orphan, _reap) = killed_mid_start(&ws);
+    let status = ws.wharf(&["status", "seed"]);
+    assert_eq!(status.code(), 0, "{}", status.all());
+    // Unpacked root filesystems an hour old: kept only while a service needs them.
+    for name in rootfs() {
+        let dir = ws.path().join(".wharf/state/rootfs").join(name);
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+    assert_eq!(rootfs(), {
+        let mut both = vec![first_digest.clone(), second_digest.clone()];
+        both.sort();
+        both
+    });
+    let rollback = ws.wharf(&["rollback", "seed"]);
+    assert_eq!(rollback.code(), 0, "{}", rollback.all());
+    assert!(!alive(orphan), "the instance started but never recorded still runs");
+    assert_eq!(
+        rootfs(),
+        std::slice::from_ref(&first_digest),
+        "the rolled-back release's root filesystem goes"
+    );
+    for url in ws.running_urls("seed") {
+        assert_eq!(answer(&url, "/api/v1/status"), "OK");
+    }
+
+    // Killed again, and the service removed: nothing of it runs.
+    ws.commit("third");
+    let upgraded = ws.wharf(&["run", &pipeline]);
+    assert_eq!(upgraded.code(), 0, "{}", upgraded.all());
+    let urls = ws.running_urls("seed");
+    let (orphan, _reap) = killed_mid_start(&ws);
+    let remove = ws.wharf(&["remove", "seed"]);
+    assert_eq!(remove.code(), 0, "{}", remove.all());
+    assert!(!alive(orphan), "the instance started but never recorded still runs");
+    for url in urls {
+        assert!(
+            http_get(&format!("{url}/api/v1/version")).is_none(),
+            "{url} still answers"
+        );
+    }
+    assert!(
+        std::fs::read_dir(ws.path().join(".wharf/state/instances/seed"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "pid files of removed instances go"
+    );
+}

@@ -130,6 +130,24 @@ impl Workspace {
         serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
     }
 
+    /// The state a wharf killed inside a target's start leaves: it saved the instance as
+    /// starting, the target started it, the record of it never came. Made from a real
+    /// upgrade by turning the service's last instance back into that; its handle.
+    pub fn as_if_killed_mid_start(&self, service: &str) -> String {
+        let path = self.path().join(format!(".wharf/state/services/{service}.json"));
+        let mut state = self.service_state(service);
+        let instances = state["instances"].as_array_mut().unwrap();
+        let last = instances.last_mut().unwrap();
+        let handle = last["handle"].as_str().unwrap().to_string();
+        last["handle"] = "".into();
+        last["running"] = false.into();
+        last["port"] = 0.into();
+        last["condition"] = "starting".into();
+        state["state"] = "upgrading".into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        handle
+    }
+
     /// Addresses of the running instances of a service, per `wharf status`.
     pub fn running_urls(&self, service: &str) -> Vec<String> {
         let status = self.wharf(&["status", service]);

@@ -394,6 +394,7 @@ impl Deployer {
         }
         self.eligible_hosts(target, &spec).await?;
         target.prepare(&spec).await?;
+        self.reconcile(&mut record, target).await?;
         for instance in &mut record.instances {
             instance.running = target.is_running(instance).await;
         }
@@ -449,10 +450,76 @@ impl Deployer {
             .unwrap_or(0)
             + 1;
         let id = format!("{service}-{next}");
-        let instance = target.start(&spec, &id, host).await?;
-        record.instances.push(instance.clone());
-        self.save(&mut record)?;
-        Ok(instance)
+        let starting = Instance::starting(&spec, &id, &host.name);
+        self.launch(&mut record, starting, target.start(&spec, &id, host)).await
+    }
+
+    /// Start an instance so that none runs unrecorded: `starting` is saved first (in place
+    /// of the instance of its id, if any), then `start` runs, and what it started takes
+    /// `starting`'s place. A wharf killed in between leaves `starting` in the state, which
+    /// [`Deployer::reconcile`] resolves on the target by its id.
+    async fn launch(
+        &self,
+        record: &mut ServiceRecord,
+        starting: Instance,
+        start: impl Future<Output = Result<Instance, TargetError>>,
+    ) -> Result<Instance, DeployError> {
+        put(record, starting.clone());
+        self.save(record)?;
+        match start.await {
+            Ok(instance) => {
+                put(record, instance.clone());
+                self.save(record)?;
+                Ok(instance)
+            }
+            Err(e) => {
+                record.instances.retain(|i| i.id != starting.id);
+                self.save(record)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Resolve the instances a killed wharf left starting: what the target started under
+    /// their ids takes their place, and an id nothing runs under is dropped. True when the
+    /// record changed.
+    async fn reconcile(&self, record: &mut ServiceRecord, target: &dyn Target) -> Result<bool, DeployError> {
+        if target.rollout().is_some() || !record.instances.iter().any(Instance::is_starting) {
+            return Ok(false);
+        }
+        let mut kept = Vec::new();
+        for instance in std::mem::take(&mut record.instances) {
+            if !instance.is_starting() {
+                kept.push(instance);
+                continue;
+            }
+            let spec = [record.current.as_ref(), record.previous.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|s| s.revision.digest == instance.digest);
+            if let Some(spec) = spec
+                && let Some(found) = target.find(spec, &instance).await?
+            {
+                kept.push(found);
+            }
+        }
+        record.instances = kept;
+        Ok(true)
+    }
+
+    /// Let the target drop what no service of this workspace runs or may roll back to.
+    async fn retain(&self, target: &dyn Target) {
+        let mut live = BTreeSet::new();
+        for record in ServiceRecord::list(&self.services_dir).into_iter().flatten() {
+            live.extend(
+                [&record.current, &record.previous]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.revision.digest.clone()),
+            );
+            live.extend(record.instances.iter().map(|i| i.digest.clone()));
+        }
+        target.retain(&live).await;
     }
 
     pub async fn wait_healthy(&self, service: &str, id: &str, timeout: Duration) -> Result<(), DeployError> {
@@ -531,6 +598,7 @@ impl Deployer {
             ));
         }
         let target = self.target(&record.target).await?;
+        self.reconcile(&mut record, target).await?;
         let current = current_spec(&record)?;
         if let Some(scheduler) = target.rollout() {
             // The scheduler removed the old tasks as it went; what is confirmed is that every
@@ -551,6 +619,7 @@ impl Deployer {
         record.state = State::Active;
         record.owner = None;
         self.save(&mut record)?;
+        self.retain(target).await;
         self.note(
             service,
             Transition::Confirmed,
@@ -594,6 +663,7 @@ impl Deployer {
             ));
         }
         let target = self.target(&record.target).await?;
+        self.reconcile(&mut record, target).await?;
         record.state = State::RollingBack;
         self.save(&mut record)?;
         if let Some(scheduler) = target.rollout() {
@@ -621,38 +691,45 @@ impl Deployer {
             });
             target.prepare(prev).await?;
             let mut running = 0;
-            for i in 0..record.instances.len() {
-                let instance = record.instances[i].clone();
+            for instance in record.instances.clone() {
                 let instance = if target.is_running(&instance).await {
                     instance
                 } else {
-                    target.resume(prev, &instance).await?
+                    let starting = Instance::starting(prev, &instance.id, &instance.host);
+                    self.launch(&mut record, starting, target.resume(prev, &instance))
+                        .await?
                 };
                 target
                     .wait_healthy(&instance, &prev.health_path, Duration::from_secs(60))
                     .await?;
-                record.instances[i] = Instance {
-                    running: true,
-                    ..instance
-                };
+                put(
+                    &mut record,
+                    Instance {
+                        running: true,
+                        ..instance
+                    },
+                );
                 running += 1;
                 self.save(&mut record)?;
             }
             while running < prev.replicas {
                 let id = format!("{service}-r{}", record.instances.len() + 1);
-                let instance = target.start(prev, &id, &host).await?;
+                let starting = Instance::starting(prev, &id, &host.name);
+                let instance = self
+                    .launch(&mut record, starting, target.start(prev, &id, &host))
+                    .await?;
                 target
                     .wait_healthy(&instance, &prev.health_path, Duration::from_secs(60))
                     .await?;
-                record.instances.push(instance);
                 running += 1;
-                self.save(&mut record)?;
             }
             record.state = State::Active;
         } else {
             record.state = State::Absent;
         }
-        self.rolled_back(record, String::new())
+        let record = self.rolled_back(record, String::new())?;
+        self.retain(target).await;
+        Ok(record)
     }
 
     /// Rollback on a scheduling target: the recorded previous spec is applied again, to every
@@ -714,6 +791,7 @@ impl Deployer {
         let result = async {
             let mut record = self.existing(service)?;
             let target = self.target(&record.target).await?;
+            self.reconcile(&mut record, target).await?;
             match target.rollout() {
                 Some(scheduler) => scheduler.delete(service).await?,
                 None => {
@@ -730,6 +808,7 @@ impl Deployer {
                 source,
             })?;
             record.state = State::Absent;
+            self.retain(target).await;
             self.note(service, Transition::Removed, None, format!("{service}: removed"));
             Ok(record)
         }
@@ -746,6 +825,8 @@ impl Deployer {
             record.instances = scheduler.tasks(service).await?;
             return Ok(record);
         }
+        // Shown as found; a decision (rollback, remove) records it.
+        self.reconcile(&mut record, target).await?;
         for instance in &mut record.instances {
             instance.running = target.is_running(instance).await;
         }
@@ -890,6 +971,14 @@ fn check_service(service: &str) -> Result<(), DeployError> {
             service,
             format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
         ))
+    }
+}
+
+/// Put `instance` in the record in place of the one of its id, or add it.
+fn put(record: &mut ServiceRecord, instance: Instance) {
+    match record.instances.iter_mut().find(|i| i.id == instance.id) {
+        Some(slot) => *slot = instance,
+        None => record.instances.push(instance),
     }
 }
 

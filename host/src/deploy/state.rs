@@ -103,6 +103,30 @@ pub struct Instance {
     pub condition: Option<String>,
 }
 
+impl Instance {
+    /// An instance as saved before the target starts it: no handle yet.
+    pub fn starting(spec: &Spec, id: &str, host: &str) -> Instance {
+        Instance {
+            id: id.to_string(),
+            digest: spec.revision.digest.clone(),
+            version: spec.revision.version.clone(),
+            address: String::new(),
+            port: 0,
+            running: false,
+            host: host.to_string(),
+            handle: String::new(),
+            labels: spec.labels.clone(),
+            log: None,
+            condition: Some("starting".into()),
+        }
+    }
+
+    /// Saved as starting, and not (yet) known to have started.
+    pub fn is_starting(&self) -> bool {
+        self.handle.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceRecord {
     pub service: String,

@@ -18,6 +18,10 @@ use std::time::Duration;
 struct MemoryTarget {
     running: Mutex<HashMap<String, bool>>,
     started: Mutex<u32>,
+    /// The last instance started under each id.
+    by_id: Mutex<HashMap<String, Instance>>,
+    /// Start instances, then never return: the deployer is killed mid-start.
+    hang_in_start: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -44,7 +48,7 @@ impl Target for MemoryTarget {
             format!("h{n}")
         };
         self.running.lock().unwrap().insert(handle.clone(), true);
-        Ok(Instance {
+        let instance = Instance {
             id: id.to_string(),
             digest: spec.revision.digest.clone(),
             version: spec.revision.version.clone(),
@@ -56,6 +60,23 @@ impl Target for MemoryTarget {
             labels: Vec::new(),
             log: None,
             condition: None,
+        };
+        self.by_id.lock().unwrap().insert(id.to_string(), instance.clone());
+        if self.hang_in_start.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        Ok(instance)
+    }
+
+    async fn find(&self, spec: &Spec, starting: &Instance) -> Result<Option<Instance>, TargetError> {
+        let found = self.by_id.lock().unwrap().get(&starting.id).cloned();
+        Ok(match found {
+            Some(instance) if instance.digest == spec.revision.digest => {
+                let running = self.is_running(&instance).await;
+                (running || self.running.lock().unwrap().contains_key(&instance.handle))
+                    .then_some(Instance { running, ..instance })
+            }
+            _ => None,
         })
     }
 
@@ -64,12 +85,13 @@ impl Target for MemoryTarget {
         Ok(())
     }
 
-    async fn resume(&self, _spec: &Spec, instance: &Instance) -> Result<Instance, TargetError> {
-        self.running.lock().unwrap().insert(instance.handle.clone(), true);
-        Ok(Instance {
-            running: true,
-            ..instance.clone()
-        })
+    /// A new process for the instance, as the local target starts one.
+    async fn resume(&self, spec: &Spec, instance: &Instance) -> Result<Instance, TargetError> {
+        let host = Host {
+            name: instance.host.clone(),
+            labels: Vec::new(),
+        };
+        self.start(spec, &instance.id, &host).await
     }
 
     async fn remove(&self, instance: &Instance) -> Result<(), TargetError> {
@@ -304,6 +326,48 @@ async fn a_crash_between_any_two_calls_leaves_a_state_a_person_can_roll_back() {
     }
 }
 
+/// Killed while the target starts an instance: it runs, and no record says so but the one
+/// saved before the start. The next rollback finds it by its id and removes it, also when
+/// the rollback that was killed was starting an instance of the previous revision.
+#[tokio::test]
+async fn a_crash_inside_a_start_leaves_no_instance_running_unrecorded() {
+    use std::sync::atomic::Ordering;
+    let w = World::new();
+    active(&w, "1").await;
+    let crashed = w.run("crashed");
+    crashed.begin_upgrade(spec("2")).await.unwrap();
+    w.target.hang_in_start.store(true, Ordering::Relaxed);
+    let killed = tokio::time::timeout(Duration::from_millis(50), crashed.start_instance("svc")).await;
+    assert!(killed.is_err(), "the start never returns");
+    drop(crashed);
+    assert_eq!(w.running(), 3, "version 2's instance runs");
+    let text = std::fs::read_to_string(w.state_file()).unwrap();
+    assert!(text.contains("\"condition\": \"starting\""), "{text}");
+
+    // A person's rollback is killed in turn while it starts a replacement for an instance
+    // of version 1 that was lost meanwhile.
+    let lost = w.deployer(Actor::Person).status("svc").await.unwrap().instances;
+    let lost = lost.iter().find(|i| i.version == "1").unwrap().clone();
+    w.target.running.lock().unwrap().remove(&lost.handle);
+    let person = w.deployer(Actor::Person);
+    let killed = tokio::time::timeout(Duration::from_millis(50), person.rollback("svc")).await;
+    assert!(killed.is_err());
+    drop(person);
+    w.target.hang_in_start.store(false, Ordering::Relaxed);
+
+    let r = w.deployer(Actor::Person).rollback("svc").await.unwrap();
+    assert_eq!(r.state, State::Active);
+    assert!(
+        r.instances
+            .iter()
+            .all(|i| i.version == "1" && i.running && !i.is_starting()),
+        "{:?}",
+        r.instances
+    );
+    assert_eq!(w.running(), 2, "nothing runs that the state does not name");
+    assert_eq!(r.instances.len(), 2);
+}
+
 #[tokio::test]
 async fn settle_rolls_back_a_failed_runs_own_upgrade_or_leaves_it_paused() {
     let w = World::new();
@@ -425,6 +489,10 @@ impl Target for MemoryScheduler {
 
     async fn prepare(&self, _spec: &Spec) -> Result<(), TargetError> {
         Ok(())
+    }
+
+    async fn find(&self, _: &Spec, _: &Instance) -> Result<Option<Instance>, TargetError> {
+        Ok(None)
     }
 
     async fn start(&self, _: &Spec, _: &str, _: &Host) -> Result<Instance, TargetError> {

@@ -72,11 +72,18 @@ impl DockerTarget {
     }
 
     async fn inspect(&self, id: &str) -> Result<(bool, u16), TargetError> {
+        let (_, running, port) = self.inspect_named(id).await?;
+        Ok((running, port))
+    }
+
+    /// A container by id or name: its id, whether it runs, its published port.
+    async fn inspect_named(&self, name: &str) -> Result<(String, bool, u16), TargetError> {
         let info = self
             .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
+            .inspect_container(name, None::<InspectContainerOptions>)
             .await
             .map_err(|e| engine_error("inspect", e))?;
+        let id = info.id.clone().unwrap_or_else(|| name.to_string());
         let running = info.state.and_then(|s| s.running).unwrap_or(false);
         let port = info
             .network_settings
@@ -89,7 +96,20 @@ impl DockerTarget {
                     .find_map(|b| b.host_port?.parse().ok())
             })
             .unwrap_or(0);
-        Ok((running, port))
+        Ok((id, running, port))
+    }
+
+    /// The name of instance `id` of `spec`: the engine holds one container of a name, so
+    /// the name finds an instance no record names yet.
+    fn container_name(spec: &Spec, id: &str) -> String {
+        let short: String = spec
+            .revision
+            .digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        format!("wharf-{id}-{short}")
     }
 
     async fn start_container(&self, id: &str) -> Result<u16, TargetError> {
@@ -161,14 +181,7 @@ impl Target for DockerTarget {
             }),
             ..Default::default()
         };
-        let short: String = spec
-            .revision
-            .digest
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(12)
-            .collect();
-        let name = format!("wharf-{id}-{short}");
+        let name = Self::container_name(spec, id);
         let created = self
             .docker
             .create_container(
@@ -247,5 +260,23 @@ impl Target for DockerTarget {
             .await
             .map(|(running, _)| running)
             .unwrap_or(false)
+    }
+
+    async fn find(&self, spec: &Spec, starting: &Instance) -> Result<Option<Instance>, TargetError> {
+        match self.inspect_named(&Self::container_name(spec, &starting.id)).await {
+            Ok((handle, running, port)) => Ok(Some(Instance {
+                handle,
+                running,
+                port,
+                address: "127.0.0.1".into(),
+                condition: None,
+                ..starting.clone()
+            })),
+            Err(TargetError::Engine {
+                source: bollard::errors::Error::DockerResponseServerError { status_code: 404, .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

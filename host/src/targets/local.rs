@@ -1,7 +1,9 @@
 //! The `local` target, the embedded default: each instance is a process started from the
 //! image's unpacked root filesystem and entrypoint, on a port of its own (`$PORT`), so two
 //! instances never fight over one. Output goes to `.wharf/state/logs/SERVICE/ID.log`;
-//! instances outlive the wharf process and are found again by pid.
+//! instances outlive the wharf process and are found again by pid. The process writes its
+//! own pid to `.wharf/state/instances/SERVICE/ID.pid` before it becomes the service, so an
+//! instance whose start wharf did not live to record is found by its id all the same.
 //!
 //! It is not a container: the process sees the host's filesystem and network. It exists so
 //! the pipeline runs on a laptop or CI runner with nothing installed.
@@ -30,7 +32,20 @@ impl LocalTarget {
             image: spec.revision.image.clone(),
             why: format!("has `{}`, not a sha256 digest", spec.revision.digest),
         })?;
-        Ok(self.paths.state.join("rootfs").join(hex))
+        Ok(self.rootfs_dir().join(hex))
+    }
+
+    fn rootfs_dir(&self) -> PathBuf {
+        self.paths.state.join("rootfs")
+    }
+
+    /// Where instance `id` of `service` writes its pid.
+    fn pid_file(&self, service: &str, id: &str) -> PathBuf {
+        self.paths
+            .state
+            .join("instances")
+            .join(service)
+            .join(format!("{id}.pid"))
     }
 
     fn store(&self) -> Result<Store, TargetError> {
@@ -103,6 +118,17 @@ impl LocalTarget {
         command.env("PORT", port.to_string()).env("WHARF_INSTANCE", id);
         // Its own process group: a Ctrl-C at the terminal stops wharf, not the service.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let pid_file = self.pid_file(&spec.service, id);
+        if let Some(dir) = pid_file.parent() {
+            std::fs::create_dir_all(dir).map_err(TargetError::io(dir.display().to_string()))?;
+        }
+        let pid_path = std::ffi::CString::new(pid_file.as_os_str().as_encoded_bytes())
+            .map_err(|e| TargetError::io(pid_file.display().to_string())(std::io::Error::other(e)))?;
+        // SAFETY: the hook runs in the child between fork and exec, and makes only
+        // async-signal-safe calls (open, getpid, write, close) on memory prepared before.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || write_own_pid(&pid_path));
+        }
         let child = command.spawn().map_err(TargetError::io(format!(
             "cannot start {} from {}",
             program,
@@ -122,6 +148,54 @@ impl LocalTarget {
             condition: None,
         })
     }
+}
+
+/// In the child before exec: write its pid to `path`, so the instance is known by its id
+/// whether or not the wharf that started it lives to record it.
+fn write_own_pid(path: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: open, getpid, write and close are async-signal-safe; the buffer is the stack's.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut digits = [0u8; 12];
+        let mut at = digits.len();
+        let mut pid = libc::getpid().unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (pid % 10) as u8;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        let wrote = libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+        libc::close(fd);
+        if wrote < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The variables of process `pid` (`/proc/PID/environ`), within a bound.
+fn environ_of(pid: libc::pid_t) -> Vec<(String, String)> {
+    let Ok(bytes) = crate::bounded::read(std::path::Path::new(&format!("/proc/{pid}/environ")), 1 << 20) else {
+        return Vec::new();
+    };
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// An instance's handle is `PID:STARTTIME`: the pid, and when that process started (field
@@ -263,10 +337,75 @@ impl Target for LocalTarget {
     }
 
     async fn remove(&self, instance: &Instance) -> Result<(), TargetError> {
-        self.stop(instance).await
+        self.stop(instance).await?;
+        if let Some(service) = instance.id.rsplit_once('-').map(|(s, _)| s) {
+            let _ = std::fs::remove_file(self.pid_file(service, &instance.id));
+        }
+        Ok(())
     }
 
     async fn is_running(&self, instance: &Instance) -> bool {
         alive(instance)
+    }
+
+    /// The process that wrote `starting`'s pid file, if it lives and is that instance: its
+    /// environment names the instance, and its program runs from this revision's root
+    /// filesystem (a reused pid is neither).
+    async fn find(&self, spec: &Spec, starting: &Instance) -> Result<Option<Instance>, TargetError> {
+        let pid_file = self.pid_file(&spec.service, &starting.id);
+        let Ok(text) = crate::bounded::read(&pid_file, 32) else {
+            return Ok(None);
+        };
+        let Some(pid) = String::from_utf8_lossy(&text)
+            .trim()
+            .parse::<libc::pid_t>()
+            .ok()
+            .filter(|p| *p > 0)
+        else {
+            return Ok(None);
+        };
+        let candidate = Instance {
+            handle: handle_of(pid.unsigned_abs()),
+            ..starting.clone()
+        };
+        let environ = environ_of(pid);
+        let var = |name: &str| environ.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let from_rootfs = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.starts_with(self.rootfs(spec).unwrap_or_default()));
+        if !alive(&candidate) || var("WHARF_INSTANCE") != Some(starting.id.as_str()) || !from_rootfs {
+            return Ok(None);
+        }
+        let port = var("PORT").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let logs = self.paths.state.join("logs").join(&spec.service);
+        Ok(Some(Instance {
+            address: "127.0.0.1".into(),
+            port,
+            running: true,
+            host: "local".into(),
+            log: Some(logs.join(format!("{}.log", starting.id)).display().to_string()),
+            condition: None,
+            ..candidate
+        }))
+    }
+
+    /// Root filesystems of revisions no service runs or may roll back to go; one unpacked
+    /// in the last ten minutes stays, as its deploy may not have recorded it yet.
+    async fn retain(&self, live: &std::collections::BTreeSet<String>) {
+        let keep: std::collections::BTreeSet<&str> = live.iter().filter_map(|d| digest_hex(d)).collect();
+        let Ok(entries) = std::fs::read_dir(self.rootfs_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            let unpacked = meta.modified().unwrap_or(std::time::SystemTime::now());
+            let young = unpacked.elapsed().map_or(true, |age| age < Duration::from_secs(600));
+            // `HEX` and `HEX.tmpPID` (a staging directory of an unpack in progress).
+            let digest = name.split('.').next().unwrap_or_default();
+            if keep.contains(digest) || young || !meta.is_dir() {
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }

@@ -113,6 +113,16 @@ pub trait Target: Send + Sync {
 
     async fn is_running(&self, instance: &Instance) -> bool;
 
+    /// The instance `starting` stands for, if the target started it: wharf saves an instance
+    /// as starting before it starts one, so a wharf killed before it saved what it started
+    /// leaves only that, and the next deploy, rollback or removal asks here. None when
+    /// nothing was started under its id.
+    async fn find(&self, spec: &Spec, starting: &Instance) -> Result<Option<Instance>, TargetError>;
+
+    /// Drop what the target keeps for revisions no service needs any more (an unpacked
+    /// root filesystem); `live` are the digests services run or may roll back to.
+    async fn retain(&self, _live: &std::collections::BTreeSet<String>) {}
+
     /// The target's own scheduler, when it rolls services out itself.
     fn rollout(&self) -> Option<&dyn Rollout> {
         None

@@ -435,6 +435,12 @@ impl Target for SwarmTarget {
         DockerTarget::pull_reference(spec).map(drop)
     }
 
+    /// A scheduler's tasks are found by asking it ([`Rollout::tasks`]); it never starts one
+    /// on wharf's word alone.
+    async fn find(&self, _: &Spec, _: &Instance) -> Result<Option<Instance>, TargetError> {
+        Ok(None)
+    }
+
     async fn start(&self, _: &Spec, _: &str, _: &Host) -> Result<Instance, TargetError> {
         Err(TargetError::Scheduled { target: "swarm" })
     }
