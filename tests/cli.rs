@@ -58,7 +58,8 @@ fn steps_lists_the_builtins_and_inspect_describes_them() {
 }
 
 /// A damaged compile-cache entry is compiled again, not loaded (it crashed every later run);
-/// a cache directory of another user, open to others, or inside the workspace is not used.
+/// a cache directory of another user, open to others, below a directory another user could
+/// swap it in, or inside the workspace is not used.
 #[test]
 fn the_compile_cache_loads_only_intact_entries_from_a_private_directory() {
     let ws = Workspace::new();
@@ -132,6 +133,24 @@ fn the_compile_cache_loads_only_intact_entries_from_a_private_directory() {
     )
     .unwrap();
     refused(open.path(), "is open to other users (mode 777)");
+    // The cache directory itself writable by others: they could swap `components` for
+    // theirs between the check and the load.
+    let swappable = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(swappable.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    refused(swappable.path(), "which others may write (mode 777)");
+    let theirs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
+    refused(theirs.path(), "which belongs to user 65534");
+    // Below a sticky directory (as /tmp is), a directory of one's own is safe.
+    let sticky = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sticky.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let run = common::Run(
+        ws.command(&["run", "p.yml"])
+            .env("WHARF_CACHE_DIR", sticky.path().join("mine"))
+            .output()
+            .unwrap(),
+    );
+    assert!(!run.stderr().contains("not using the compile cache"), "{}", run.all());
     refused(&ws.path().join("cache"), "lies inside the workspace");
 }
 

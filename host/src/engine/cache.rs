@@ -3,9 +3,11 @@
 //! with other engine settings never loads an artifact it cannot use.
 //!
 //! Deserializing runs native code, so an entry is loaded only when all of these hold: the
-//! directory belongs to this user and no one else may enter it (0700), it does not lie in
-//! the workspace a pipeline's steps write to, and the entry's checksum (stored in front of
-//! it) matches its bytes. A damaged entry (a flipped bit, a cut-off write) is compiled again
+//! directory belongs to this user and no one else may enter it (0700), no directory above it
+//! lets another user swap it for one of theirs (each belongs to this user or root, and is
+//! writable by others only with the sticky bit, as `/tmp`), it does not lie in the
+//! workspace a pipeline's steps write to, and the entry's checksum (stored in front of it)
+//! matches its bytes. A damaged entry (a flipped bit, a cut-off write) is compiled again
 //! instead of crashing every later run.
 
 use sha2::{Digest, Sha256};
@@ -54,8 +56,29 @@ pub fn check_dir(dir: &Path, workspace: Option<&Path>) -> Result<(), String> {
             dir.display()
         ));
     }
+    let real = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for above in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(above).map_err(|e| format!("{}: {e}", above.display()))?;
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(format!(
+                "{} lies in {}, which belongs to user {}: they could swap the cache for one of their own; use a directory of your own (WHARF_CACHE_DIR)",
+                dir.display(),
+                above.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            return Err(format!(
+                "{} lies in {}, which others may write (mode {:o}): they could swap the cache for one of their own; `chmod go-w {}`, or use another directory (WHARF_CACHE_DIR)",
+                dir.display(),
+                above.display(),
+                meta.mode() & 0o7777,
+                above.display()
+            ));
+        }
+    }
     if let Some(workspace) = workspace
-        && let (Ok(real), Ok(ws)) = (std::fs::canonicalize(dir), std::fs::canonicalize(workspace))
+        && let Ok(ws) = std::fs::canonicalize(workspace)
         && real.starts_with(&ws)
     {
         return Err(format!(
