@@ -378,8 +378,9 @@ for suite in xml:
             "result": type(result).__name__ if result else "passed",
             "type": getattr(result, "type", None), "message": getattr(result, "message", None),
             "text": getattr(result, "text", None),
+            "system_out": case.system_out, "system_err": case.system_err,
         })
-print(json.dumps({"tests": xml.tests, "failures": xml.failures, "skipped": xml.skipped, "cases": cases}))
+print(json.dumps({"tests": xml.tests, "failures": xml.failures, "errors": xml.errors, "skipped": xml.skipped, "cases": cases}))
 "#,
         &[report],
     );
@@ -600,7 +601,13 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
     let ws = Workspace::new();
     ws.write(
         "test_sample.py",
-        "import pytest\n\ndef test_ok():\n    assert 1 + 1 == 2\n\ndef test_bad():\n    assert 'wharf' == 'dock', 'names differ'\n\n@pytest.mark.skip(reason='not today')\ndef test_later():\n    pass\n",
+        "import pytest\n\ndef test_ok():\n    print('said on stdout')\n    assert 1 + 1 == 2\n\ndef test_bad():\n    assert 'wharf' == 'dock', 'names differ'\n\n@pytest.mark.skip(reason='not today')\ndef test_later():\n    pass\n\n@pytest.fixture\ndef database():\n    raise RuntimeError('no database here')\n\ndef test_needs_database(database):\n    pass\n",
+    );
+    // A tool whose report holds a character XML cannot: the escape a test printed, as a
+    // reference and as the byte itself.
+    ws.write(
+        "broken.xml",
+        "<testsuite name=\"shell\"><testcase name=\"colours\" classname=\"sh\"><system-out>\u{1b}[31mred &#x1b;[0m</system-out></testcase><testcase name=\"bell\" classname=\"sh\"><failure message=\"rang &#7;\">\u{7}</failure></testcase></testsuite>",
     );
     // Programs come from PATH (a path outside the workspace is refused): the environment's
     // `python`, which has pytest, comes first.
@@ -609,7 +616,7 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     ws.write(
         "tests.yml",
-        "name: unit\nsteps:\n  - id: pytest\n    uses: builtin:exec\n    with:\n      program: python\n      args: [-m, pytest, -q, -p, no:cacheprovider, --junitxml=junit.xml, test_sample.py]\n      junit: junit.xml\n",
+        "name: unit\nsteps:\n  - id: pytest\n    uses: builtin:exec\n    with:\n      program: python\n      args: [-m, pytest, -q, -p, no:cacheprovider, -o, junit_logging=all, --junitxml=junit.xml, test_sample.py]\n      junit: junit.xml\n  - id: shell\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: broken.xml }\n  - id: missing\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: never-written.xml }\n",
     );
     let run = Run(ws
         .command(&["run", "tests.yml", "--junit", "report.xml", "--events", "events.ndjson"])
@@ -620,12 +627,14 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
     let events = ws.path().join("events.ndjson");
     validate_events(&events);
     let reported = std::fs::read_to_string(&events).unwrap();
-    assert_eq!(reported.matches("\"event\":\"test-case\"").count(), 3, "{reported}");
+    assert_eq!(reported.matches("\"event\":\"test-case\"").count(), 7, "{reported}");
     let report = ws.path().join("report.xml");
     let parsed = read_junit(&report);
-    // The step itself, then pytest's three tests as its cases.
-    assert_eq!(parsed["tests"], 4, "{parsed}");
-    assert_eq!(parsed["failures"], 2, "{parsed}");
+    // Each step, then its tool's tests as its cases: pytest's four, the shell report's two,
+    // and for the report never written, an errored case saying so.
+    assert_eq!(parsed["tests"], 10, "{parsed}");
+    assert_eq!(parsed["failures"], 3, "{parsed}");
+    assert_eq!(parsed["errors"], 2, "{parsed}");
     assert_eq!(parsed["skipped"], 1, "{parsed}");
     let cases: serde_json::Map<String, serde_json::Value> = parsed["cases"]
         .as_array()
@@ -639,6 +648,34 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
         })
         .collect();
     assert_eq!(cases["pytest.test_sample::test_ok"]["result"], "passed", "{parsed}");
+    assert!(
+        cases["pytest.test_sample::test_ok"]["system_out"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("said on stdout"),
+        "{parsed}"
+    );
+    let errored = &cases["pytest.test_sample::test_needs_database"];
+    assert_eq!(errored["result"], "Error", "{parsed}");
+    assert!(
+        errored["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no database here"),
+        "{parsed}"
+    );
+    assert_eq!(
+        cases["shell.sh::colours"]["system_out"], "\\x1b[31mred \\x1b[0m",
+        "{parsed}"
+    );
+    assert_eq!(cases["shell.sh::bell"]["result"], "Failure", "{parsed}");
+    assert_eq!(cases["shell.sh::bell"]["message"], "rang \\x07", "{parsed}");
+    let unread = &cases["missing.junit::never-written.xml"];
+    assert_eq!(unread["result"], "Error", "{parsed}");
+    assert!(
+        unread["message"].as_str().unwrap().contains("could not be read"),
+        "{parsed}"
+    );
     assert_eq!(cases["pytest.test_sample::test_bad"]["result"], "Failure", "{parsed}");
     assert!(
         cases["pytest.test_sample::test_bad"]["message"]

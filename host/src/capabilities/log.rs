@@ -1,7 +1,9 @@
 //! `log`: step log lines, progress and CI annotations, all turned into run events.
 
 use super::StepScope;
-use super::bindings::wharf::step::log::{Annotation, Host, Level as WitLevel, TestCase, TestOutcome};
+use super::bindings::wharf::step::log::{
+    Annotation, Host, Level as WitLevel, TestCase, TestOutcome, TestReport, TestStatus,
+};
 use crate::events::{Event, Level, TestResult};
 
 /// The linker's marker: `log` is served on the step's [`StepScope`].
@@ -71,12 +73,38 @@ impl Host for &mut StepScope {
         Ok(())
     }
 
+    /// The older form: one text, the failure's for a failed or skipped test, what it
+    /// printed for one that passed.
     async fn test_result(&mut self, test: TestCase) -> wasmtime::Result<()> {
+        let (status, details, stdout) = match test.outcome {
+            TestOutcome::Passed => (TestStatus::Passed, None, test.output),
+            TestOutcome::Failed => (TestStatus::Failed, test.output, None),
+            TestOutcome::Skipped => (TestStatus::Skipped, test.output, None),
+        };
+        self.report_test(TestReport {
+            suite: test.suite,
+            name: test.name,
+            classname: test.classname,
+            duration_ms: test.duration_ms,
+            status,
+            message: test.message,
+            kind: None,
+            details,
+            stdout,
+            stderr: None,
+        })
+        .await
+    }
+
+    async fn report_test(&mut self, test: TestReport) -> wasmtime::Result<()> {
         let size = [&test.suite, &test.name]
             .into_iter()
             .chain(&test.classname)
             .chain(&test.message)
-            .chain(&test.output)
+            .chain(&test.kind)
+            .chain(&test.details)
+            .chain(&test.stdout)
+            .chain(&test.stderr)
             .map(String::len)
             .sum::<usize>();
         self.spend_or_stop(size)?;
@@ -86,13 +114,17 @@ impl Host for &mut StepScope {
             name: test.name,
             classname: test.classname,
             duration: std::time::Duration::from_millis(test.duration_ms),
-            outcome: match test.outcome {
-                TestOutcome::Passed => TestResult::Passed,
-                TestOutcome::Failed => TestResult::Failed,
-                TestOutcome::Skipped => TestResult::Skipped,
+            outcome: match test.status {
+                TestStatus::Passed => TestResult::Passed,
+                TestStatus::Failed => TestResult::Failed,
+                TestStatus::Errored => TestResult::Errored,
+                TestStatus::Skipped => TestResult::Skipped,
             },
             message: test.message,
-            output: test.output,
+            kind: test.kind,
+            output: test.details,
+            stdout: test.stdout,
+            stderr: test.stderr,
         });
         Ok(())
     }

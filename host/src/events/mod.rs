@@ -58,7 +58,10 @@ pub const EVENTS_VERSION: u32 = 1;
 #[serde(rename_all = "lowercase")]
 pub enum TestResult {
     Passed,
+    /// An assertion did not hold (JUnit's `<failure>`).
     Failed,
+    /// The test could not run as written (JUnit's `<error>`).
+    Errored,
     Skipped,
 }
 
@@ -67,6 +70,7 @@ impl TestResult {
         match self {
             TestResult::Passed => "passed",
             TestResult::Failed => "failed",
+            TestResult::Errored => "errored",
             TestResult::Skipped => "skipped",
         }
     }
@@ -143,7 +147,14 @@ pub enum Event {
         duration: Duration,
         outcome: TestResult,
         message: Option<String>,
+        /// The failure's or error's type.
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        /// The failure's or error's text.
         output: Option<String>,
+        /// What the test printed.
+        stdout: Option<String>,
+        stderr: Option<String>,
     },
     StepRetrying {
         step: String,
@@ -216,14 +227,17 @@ impl Event {
                 name,
                 classname,
                 message,
+                kind,
                 output,
+                stdout,
+                stderr,
                 ..
             } => {
                 fix(suite);
                 fix(name);
-                classname.iter_mut().for_each(fix);
-                message.iter_mut().for_each(fix);
-                output.iter_mut().for_each(fix);
+                for text in [classname, message, kind, output, stdout, stderr] {
+                    text.iter_mut().for_each(fix);
+                }
             }
             Event::StepFinished { detail, outputs, .. } => {
                 detail.iter_mut().for_each(fix);

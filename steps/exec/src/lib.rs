@@ -43,11 +43,27 @@ impl Step for Exec {
             timeout_ms: ctx.opt_duration_ms("timeout")?,
         })?;
         let code = done.exit_code;
-        // A failing test run still wrote its report: read it either way.
+        // A failing test run still wrote its report: read it either way. A report that
+        // cannot be read is an errored test of its own, so the test report says so.
         if let Some(path) = ctx.opt_text("junit")?.filter(|p| !p.trim().is_empty()) {
             match junit::read(&path) {
-                Ok(tests) => tests.iter().for_each(log::test_result),
-                Err(why) => log::write(log::Level::Warn, &format!("junit `{path}`: {why}")),
+                Ok(tests) => tests.iter().for_each(log::report_test),
+                Err(why) => {
+                    let message = format!("the JUnit report `{path}` could not be read: {why}");
+                    log::write(log::Level::Error, &message);
+                    log::report_test(&log::TestReport {
+                        suite: "junit".into(),
+                        name: path.clone(),
+                        classname: None,
+                        duration_ms: 0,
+                        status: log::TestStatus::Errored,
+                        message: Some(message),
+                        kind: Some("unreadable report".into()),
+                        details: None,
+                        stdout: None,
+                        stderr: None,
+                    });
+                }
             }
         }
         if code != Some(0) && !ctx.flag("allow-failure")? {

@@ -293,7 +293,8 @@ pub mod error {
 /// Logging through the host's `log` interface.
 pub mod log {
     pub use super::bindings::wharf::step::log::{
-        Annotation, Level, TestCase, TestOutcome, annotate, progress, test_result, write,
+        Annotation, Level, TestCase, TestOutcome, TestReport, TestStatus, annotate, progress, report_test, test_result,
+        write,
     };
 
     pub fn debug(message: &str) {

@@ -43,7 +43,10 @@ struct Test {
     time: Duration,
     outcome: TestResult,
     message: Option<String>,
+    kind: Option<String>,
     output: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
 }
 
 impl Junit {
@@ -97,7 +100,10 @@ impl Sink for Junit {
                 duration,
                 outcome,
                 message,
+                kind,
                 output,
+                stdout,
+                stderr,
             } => {
                 if let Some(case) = suite.cases.iter_mut().rfind(|c| c.step == *step) {
                     case.tests.push(Test {
@@ -106,7 +112,10 @@ impl Sink for Junit {
                         time: *duration,
                         outcome: *outcome,
                         message: message.clone(),
+                        kind: kind.clone(),
                         output: output.clone(),
+                        stdout: stdout.clone(),
+                        stderr: stderr.clone(),
                     });
                 }
             }
@@ -160,6 +169,7 @@ impl Suite {
         };
         let total = self.cases.iter().map(|c| 1 + c.tests.len()).sum::<usize>();
         let failures = steps(Outcome::Failure) + tests(TestResult::Failed);
+        let errors = tests(TestResult::Errored);
         let skipped = steps(Outcome::Skipped) + tests(TestResult::Skipped);
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let timestamp = self
@@ -168,18 +178,20 @@ impl Suite {
             .unwrap_or_default();
         let _ = writeln!(
             x,
-            "<testsuites name=\"wharf\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
+            "<testsuites name=\"wharf\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             total,
             failures,
+            errors,
             skipped,
             took.as_secs_f64()
         );
         let _ = writeln!(
             x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" id=\"{}\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" id=\"{}\">",
             attr(&self.pipeline),
             total,
             failures,
+            errors,
             skipped,
             took.as_secs_f64(),
             attr(timestamp.trim_end_matches('Z')),
@@ -231,18 +243,27 @@ impl Suite {
                     test.time.as_secs_f64()
                 );
                 let message = attr(test.message.as_deref().unwrap_or(""));
+                let kind = test
+                    .kind
+                    .as_deref()
+                    .map(|k| format!(" type=\"{}\"", attr(k)))
+                    .unwrap_or_default();
                 let output = text(test.output.as_deref().unwrap_or(""));
-                match test.outcome {
-                    TestResult::Passed => x.push_str("/>\n"),
-                    TestResult::Skipped => {
-                        let _ = writeln!(x, ">\n      <skipped message=\"{message}\"/>\n    </testcase>");
+                let mut inner = match test.outcome {
+                    TestResult::Passed => String::new(),
+                    TestResult::Skipped => format!("\n      <skipped message=\"{message}\"/>"),
+                    TestResult::Failed => format!("\n      <failure message=\"{message}\"{kind}>{output}</failure>"),
+                    TestResult::Errored => format!("\n      <error message=\"{message}\"{kind}>{output}</error>"),
+                };
+                for (tag, printed) in [("system-out", &test.stdout), ("system-err", &test.stderr)] {
+                    if let Some(printed) = printed {
+                        let _ = write!(inner, "\n      <{tag}>{}</{tag}>", text(printed));
                     }
-                    TestResult::Failed => {
-                        let _ = writeln!(
-                            x,
-                            ">\n      <failure message=\"{message}\">{output}</failure>\n    </testcase>"
-                        );
-                    }
+                }
+                if inner.is_empty() {
+                    x.push_str("/>\n");
+                } else {
+                    let _ = writeln!(x, ">{inner}\n    </testcase>");
                 }
             }
         }
