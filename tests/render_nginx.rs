@@ -9,14 +9,14 @@ use common::services::{Nginx, http_get};
 #[test]
 fn nginx_upstreams_follow_the_live_instances() {
     let ws = Workspace::seed();
-    let upstreams = ws.path().join(".wharf/nginx/upstreams.conf");
+    let upstreams = ws.path().join("nginx/upstreams.conf");
     // Before any deploy: the fallback, and nginx answers 502.
     let render = |ws: &Workspace, reload: &[String]| {
         let reload: Vec<String> = reload.iter().map(|a| format!("\"{a}\"")).collect();
         ws.write(
             "render.yml",
             &format!(
-                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n    with:\n      template: templates/upstreams.conf.tmpl\n      output: .wharf/nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
+                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n    with:\n      template: templates/upstreams.conf.tmpl\n      output: nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
                 reload.join(", ")
             ),
         );

@@ -486,12 +486,12 @@ fn validate_shows_effective_grants() {
     let out = run.stdout();
     for expected in [
         "process   cargo  (from `command`)",
-        "read      .wharf/build/x86_64-unknown-linux-gnu/release/seed-service  (from `files`)",
+        "read      target/x86_64-unknown-linux-gnu/release/seed-service  (from `files`)",
         "source    git describe  (built-in)",
         "registry  ${{ vars.registry }}  (from `registry`, at run time)",
         "deploy    ${{ vars.service }}  (from `service`, at run time)",
         "http      ${{ steps.upgrade.outputs.url }}/api/v1/status  (from `url`, at run time)",
-        "write     .wharf/nginx/upstreams.conf  (from `output`)",
+        "write     nginx/upstreams.conf  (from `output`)",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
@@ -1175,5 +1175,96 @@ fn an_audit_run_notes_what_steps_need_and_grants_prints_it() {
         !got[4].contains("may not"),
         "outside an audit the deploy grant holds: {}",
         got[4]
+    );
+}
+
+/// wharf's own state (`.wharf/`: runs, deploy state, locks) is no step's to open or change:
+/// no grant may name it, a grant of the whole workspace does not reach it (not through a
+/// link planted in the workspace either), and an audit neither lets a step in nor suggests
+/// a grant for it. Writing `.git/` is allowed with a warning.
+#[test]
+fn wharfs_own_state_is_no_steps_to_open_or_change_whatever_its_grants() {
+    let ws = workspace();
+    let state = ws.path().join(".wharf/state/services");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("seed.json"), "{}").unwrap();
+    std::fs::create_dir_all(ws.path().join(".git/hooks")).unwrap();
+
+    // Validation refuses a grant into it, where it is written.
+    for (grant, column) in [("write: [.wharf/state]", 22), ("read: [.wharf]", 21)] {
+        ws.write(
+            "grant.yml",
+            &format!("name: g\nsteps:\n  - id: a\n    uses: ./escape.wasm\n    with: {{ attack: env }}\n    allow: {{ {grant} }}\n"),
+        );
+        let run = ws.wharf(&["validate", "grant.yml"]);
+        assert_eq!(run.code(), 2, "{grant}: {}", run.all());
+        assert!(
+            run.stderr().contains("holds wharf's own state") && run.stderr().contains(&format!("grant.yml:6:{column}")),
+            "{grant}: {}",
+            run.all()
+        );
+    }
+    // ... and a built-in's path parameter that names it.
+    ws.write(
+        "derived.yml",
+        "name: d\nsteps:\n  - id: t\n    uses: builtin:exec\n    with: { program: \"true\", junit: .wharf/state/services/seed.json }\n",
+    );
+    let run = ws.wharf(&["validate", "derived.yml"]);
+    assert_eq!(run.code(), 2, "{}", run.all());
+    assert!(run.stderr().contains("derived.yml:5:37"), "{}", run.all());
+    // Writing `.git/` is valid, with a warning that says why it matters.
+    ws.write(
+        "git.yml",
+        "name: g\nsteps:\n  - id: hooks\n    uses: ./escape.wasm\n    with: { attack: env }\n    allow: { write: [.git/hooks] }\n",
+    );
+    let run = ws.wharf(&["validate", "git.yml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(
+        run.stderr().contains("warning: step `hooks` may write `.git/hooks`"),
+        "{}",
+        run.all()
+    );
+
+    // `write: [.]` holds `.wharf/`, and still cannot reach it, directly or through a link.
+    let whole = "    allow: { write: [.] }\n";
+    for uses in BOTH {
+        let run = attempt(&ws, uses, "write-workspace", ".wharf/state/services/seed.json", whole);
+        assert!(result(&run).starts_with("blocked:"), "{uses}: {}", result(&run));
+        assert!(
+            run.stdout().contains("is in `.wharf/`, wharf's own state"),
+            "{}",
+            run.all()
+        );
+        let run = attempt(&ws, uses, "symlink", "innocent=.wharf/state/services", whole);
+        assert!(result(&run).starts_with("planted"), "{uses}: {}", result(&run));
+        let run = attempt(&ws, uses, "write-workspace", "innocent/seed.json", whole);
+        assert!(result(&run).starts_with("blocked:"), "{uses}: {}", result(&run));
+        let run = attempt(&ws, uses, "read-workspace", "innocent/seed.json", whole);
+        assert!(result(&run).starts_with("blocked:"), "{uses}: {}", result(&run));
+        std::fs::remove_file(ws.path().join("innocent")).unwrap();
+        assert_eq!(std::fs::read_to_string(state.join("seed.json")).unwrap(), "{}");
+    }
+
+    // An audit opens the whole workspace: still not `.wharf/`, and an absolute path (which
+    // resolves in the workspace) is not turned into a grant of a workspace path.
+    ws.write(
+        "adopt.yml",
+        "name: adopt\nsteps:\n  - id: peek\n    uses: ./escape.wasm\n    with: { attack: read-passwd }\n  - id: scribble\n    uses: ./escape.wasm\n    with: { attack: write-workspace, target: .wharf/state/services/seed.json }\n",
+    );
+    let audit = ws.wharf(&["run", "adopt.yml", "-v", "--audit"]);
+    assert_eq!(audit.code(), 0, "{}", audit.all());
+    assert!(
+        audit.output_of("scribble", "result").unwrap().starts_with("blocked:"),
+        "{}",
+        audit.all()
+    );
+    assert_eq!(std::fs::read_to_string(state.join("seed.json")).unwrap(), "{}");
+    let grants = ws.wharf(&["grants", &audit.run_id()]);
+    assert_eq!(grants.code(), 0, "{}", grants.all());
+    let out = grants.stdout();
+    assert!(!out.contains("etc/passwd]") && !out.contains(".wharf"), "{out}");
+    assert!(
+        out.contains("it looked for what the workspace does not hold") && out.contains("etc/passwd"),
+        "{out}"
     );
 }

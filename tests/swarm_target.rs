@@ -225,7 +225,7 @@ fn the_seed_deploys_on_ssd_nodes_one_per_node_and_a_broken_release_is_rolled_bac
 
     // The render step wrote an upstream per task, at its node's address; nginx on the host
     // reaches the tasks on both nodes through them.
-    let upstreams = cluster.ws.path().join(".wharf/nginx/upstreams.conf");
+    let upstreams = cluster.ws.path().join("nginx/upstreams.conf");
     let text = std::fs::read_to_string(&upstreams).unwrap();
     for node in ["worker-1", "worker-2"] {
         assert!(

@@ -52,17 +52,11 @@ fn archived(len: u64) -> u64 {
     512 + len.div_ceil(512) * 512
 }
 
-/// Whether a workspace-relative path lies in wharf's own state (`.wharf/runs`, `.wharf/oci`,
-/// `.wharf/state`, `.wharf/build`, `.wharf/components`), which a snapshot never holds.
+/// Whether a workspace-relative path lies in wharf's own state (`.wharf/`: runs, the image
+/// store, deploy state, components), which a snapshot never holds and no step may open.
 pub fn is_wharf_state(path: &Path) -> bool {
     let mut parts = path.components().filter(|c| !matches!(c, Component::CurDir));
     parts.next() == Some(Component::Normal(".wharf".as_ref()))
-        && parts.next().is_some_and(|c| {
-            matches!(
-                c.as_os_str().to_str(),
-                Some("runs" | "oci" | "state" | "build" | "components")
-            )
-        })
 }
 
 /// A snapshot written as a step looks at the workspace: what was added is whole in the file
@@ -279,7 +273,7 @@ mod tests {
         ] {
             assert!(is_wharf_state(Path::new(state)), "{state}");
         }
-        for work in [".wharf/nginx/upstreams.conf", "data/.wharf/runs", "src/main.rs"] {
+        for work in ["nginx/upstreams.conf", "data/.wharf/runs", "src/main.rs", ".wharfish"] {
             assert!(!is_wharf_state(Path::new(work)), "{work}");
         }
     }

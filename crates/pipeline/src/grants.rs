@@ -6,7 +6,7 @@
 //!   http: ["https://api.example.com", "http://127.0.0.1:8080"]   # scheme://host[:port]; *.domain
 //!   process: [cargo, "nginx -s reload"]                            # program, then argument patterns
 //!   read: [src, Cargo.toml]                                        # workspace paths, read-only
-//!   write: [target, .wharf/nginx]                                  # workspace paths, read-write
+//!   write: [target, nginx]                                  # workspace paths, read-write
 //!   secrets: [registry-password]
 //!   deploy: [seed]                                                 # services
 //!   registry: ["127.0.0.1:5000", "registry.example.com/team/*"]    # HOST[:PORT][/REPOSITORY]
@@ -31,6 +31,9 @@ pub enum Refusal {
     NotGranted { step: String, what: String, yaml: String },
     #[error("`{path}` leaves the workspace")]
     LeavesWorkspace { path: String },
+    /// wharf's own state: no grant reaches it.
+    #[error("`{path}` is in `.wharf/`, wharf's own state (runs, deploys, locks); no grant reaches it")]
+    Reserved { path: String },
     #[error("`{repository}` is not a repository name")]
     BadRepository { repository: String },
 }
@@ -192,6 +195,24 @@ pub fn parse_registry(text: &str) -> Result<RegistryGrant, String> {
 }
 
 /// `a/./b/../c` -> `a/c`; None when it leaves the workspace or is absolute.
+/// wharf's own directory in a workspace: runs, deploy state, locks, the image store. The host
+/// writes it; no grant reaches into it.
+pub const RESERVED: &str = ".wharf";
+
+/// Whether the normalized workspace path `path` is in [`RESERVED`].
+pub fn is_reserved(path: &str) -> bool {
+    path == RESERVED || path.starts_with(".wharf/")
+}
+
+/// A workspace path a grant may name: normalized, inside the workspace, and not wharf's own.
+pub fn grantable(path: &str) -> Result<String, String> {
+    let normal = normalize(path).ok_or_else(|| "it leaves the workspace".to_string())?;
+    if is_reserved(&normal) {
+        return Err("`.wharf/` holds wharf's own state (runs, deploys, locks), which no step may reach".into());
+    }
+    Ok(normal)
+}
+
 pub fn normalize(path: &str) -> Option<String> {
     let mut parts: Vec<String> = Vec::new();
     for c in Path::new(path).components() {
@@ -314,16 +335,8 @@ impl Grants {
             match key.text.as_str() {
                 "http" => each!(http, parse_http, "an http grant (scheme://host[:port])"),
                 "process" => each!(process, parse_process, "a program"),
-                "read" => each!(
-                    read,
-                    |p: &str| normalize(p).ok_or("it leaves the workspace"),
-                    "a workspace path"
-                ),
-                "write" => each!(
-                    write,
-                    |p: &str| normalize(p).ok_or("it leaves the workspace"),
-                    "a workspace path"
-                ),
+                "read" => each!(read, grantable, "a workspace path"),
+                "write" => each!(write, grantable, "a workspace path"),
                 "secrets" => each!(secrets, |s: &str| Ok::<_, String>(s.to_string()), "a secret name"),
                 "deploy" => each!(deploy, |s: &str| Ok::<_, String>(s.to_string()), "a service"),
                 "registry" => each!(registry, parse_registry, "a registry (HOST[:PORT][/REPOSITORY])"),
@@ -433,14 +446,14 @@ impl Grants {
                         &mut self.write
                     };
                     for t in texts {
-                        match normalize(&t) {
-                            Some(p) => list.push(Granted {
+                        match grantable(&t) {
+                            Ok(p) => list.push(Granted {
                                 what: p,
                                 origin: origin(param),
                             }),
-                            None => refused.push(format!(
-                                "its `{param}` (`{t}`) leads outside the workspace; a step's paths stay inside it"
-                            )),
+                            Err(why) => {
+                                refused.push(format!("its `{param}` (`{t}`) is not a path a step may use: {why}"))
+                            }
                         }
                     }
                 }
@@ -449,6 +462,21 @@ impl Grants {
             }
         }
         refused
+    }
+
+    /// What these grants allow that a careful operator wants to hear of: writing `.git/`
+    /// (git runs the hooks there for whoever commits next).
+    pub fn cautions(&self) -> Vec<String> {
+        self.write
+            .iter()
+            .filter(|g| g.what == "." || g.what == ".git" || g.what.starts_with(".git/"))
+            .map(|g| {
+                format!(
+                    "step `{}` may write `{}`, which holds `.git/`: git runs the hooks in `.git/hooks` for whoever commits next; grant the paths it writes instead",
+                    self.step_id, g.what
+                )
+            })
+            .collect()
     }
 
     fn denied(&self, what: String, yaml: String) -> Refusal {
@@ -524,6 +552,9 @@ impl Grants {
         let Some(path) = normalize(path) else {
             return Err(Refusal::LeavesWorkspace { path: path.to_string() });
         };
+        if is_reserved(&path) {
+            return Err(Refusal::Reserved { path });
+        }
         let covers = |g: &Granted<String>| g.what == "." || path == g.what || path.starts_with(&format!("{}/", g.what));
         if self.write.iter().any(covers) || (!write && self.read.iter().any(covers)) {
             return Ok(());

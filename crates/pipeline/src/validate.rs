@@ -168,16 +168,16 @@ fn check_derived_paths(step: &StepDecl, info: &StepInfo, errors: &mut Vec<Diagno
             other => scalars(other),
         };
         for s in paths {
-            if !s.text.contains("${{") && crate::grants::normalize(&s.text).is_none() {
+            if s.text.contains("${{") {
+                continue;
+            }
+            if let Err(why) = crate::grants::grantable(&s.text) {
                 errors.push(
                     Diagnostic::new(
                         s.span,
-                        format!(
-                            "`{}` leads outside the workspace; `{}` names a workspace path",
-                            s.text, param.name
-                        ),
+                        format!("`{}` is not a path `{}` may name: {why}", s.text, param.name),
                     )
-                    .help("use a path relative to the workspace, without `..` above it"),
+                    .help("use a path relative to the workspace, without `..` above it, outside `.wharf/`"),
                 );
             }
         }

@@ -158,7 +158,7 @@ impl From<crate::sandbox::grants::Refusal> for StepError {
     fn from(e: crate::sandbox::grants::Refusal) -> Self {
         use crate::sandbox::grants::Refusal as E;
         let kind = match e {
-            E::NotGranted { .. } | E::LeavesWorkspace { .. } => ErrorKind::Denied,
+            E::NotGranted { .. } | E::LeavesWorkspace { .. } | E::Reserved { .. } => ErrorKind::Denied,
             E::BadRepository { .. } => ErrorKind::InvalidInput,
         };
         step_error(kind, e.to_string())

@@ -382,9 +382,21 @@ pub(super) fn grants(args: GrantsArgs) -> CommandResult {
         match needed.get(&step) {
             None => outln!("\n  {step}: nothing more"),
             Some(lines) => {
-                outln!("\n  {step}: add to the step");
-                for line in crate::sandbox::audit::allow_block(lines).lines() {
-                    outln!("    {line}");
+                let block = crate::sandbox::audit::allow_block(lines);
+                if block.lines().count() > 1 {
+                    outln!("\n  {step}: add to the step");
+                    for line in block.lines() {
+                        outln!("    {line}");
+                    }
+                } else {
+                    outln!("\n  {step}: nothing more");
+                }
+                let absent = crate::sandbox::audit::absent(lines);
+                if !absent.is_empty() {
+                    outln!(
+                        "    # it looked for what the workspace does not hold (a path from `/` in a step resolves in the workspace; no grant reaches outside it): {}",
+                        absent.join(", ")
+                    );
                 }
             }
         }

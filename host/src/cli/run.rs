@@ -125,7 +125,8 @@ pub(super) struct Prepared {
     pub(super) vars: BTreeMap<String, String>,
     /// The values of the passed variables, read once.
     pub(super) env: BTreeMap<String, String>,
-    /// Where steps stray from wharf.lock, short of stopping the run.
+    /// Where steps stray from wharf.lock, and grants worth a second look (writing `.git/`),
+    /// short of stopping the run.
     pub(super) warnings: Vec<String>,
 }
 
@@ -164,13 +165,18 @@ pub(super) async fn prepare(
             )));
         }
     }
-    let (loaded, warnings) =
+    let (loaded, mut warnings) =
         super::packages::load_steps(runtime, &pipeline, file, &inputs.sources, secrets, events).await?;
     let shapes: Vec<Result<StepShape, LoadProblem>> = loaded
         .iter()
         .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))
         .collect();
     validate(&pipeline, &shapes, &overrides, &passed)?;
+    for caution in pipeline.steps.iter().flat_map(|d| d.allow.cautions()) {
+        if !warnings.contains(&caution) {
+            warnings.push(caution);
+        }
+    }
     let mut vars = BTreeMap::new();
     for v in &pipeline.vars {
         if let Some(d) = &v.default {

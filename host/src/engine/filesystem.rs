@@ -11,6 +11,8 @@
 //! - In a recorded run, the workspace paths a step looks at (opens, examines, lists,
 //!   renames, removes) are kept for its replay as it finds them
 //!   ([`crate::journal::capture`]).
+//! - wharf's own state (`.wharf/`) is neither opened nor changed, whatever the grants
+//!   ([`crate::sandbox::reserved`]).
 
 use super::limits::DiskBudget;
 use super::state::StepState;
@@ -57,6 +59,15 @@ fn look(state: &StepState, fd: &Resource<Descriptor>, path: &str, look: Look) {
     }
 }
 
+/// The host directory a step's directory handle is, as the kernel names it.
+fn host_dir(state: &StepState, fd: &Resource<Descriptor>) -> Option<std::path::PathBuf> {
+    let Ok(Descriptor::Dir(dir)) = state.table.get(fd) else {
+        return None;
+    };
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", dir.dir.as_fd().as_raw_fd())).ok()
+}
+
 /// In an audit run, note the workspace path `path` beneath directory `fd` if the step's
 /// grants do not cover it for reading (or, with `write`, for writing): the audit opened
 /// the whole workspace, and this is what the step reached beyond its grants.
@@ -64,16 +75,30 @@ fn audited(state: &StepState, fd: &Resource<Descriptor>, path: &str, write: bool
     let Some(audit) = &state.call.audit else {
         return;
     };
-    let Ok(Descriptor::Dir(dir)) = state.table.get(fd) else {
+    let Some(host) = host_dir(state, fd) else {
         return;
     };
-    use std::os::fd::AsRawFd;
-    let Ok(host) = std::fs::read_link(format!("/proc/self/fd/{}", dir.dir.as_fd().as_raw_fd())) else {
-        return;
-    };
-    if let Some(rel) = audit.workspace_path(&host, path) {
+    if let Some(rel) = audit.workspace_path(&host, path, write) {
         let _ = audit.permit(state.call.grants.check_path(&rel, write));
     }
+}
+
+/// Whether `path` beneath directory `fd` is in wharf's own state; if so the call is refused
+/// (`not-permitted`), and the step's log says why.
+fn reserved(state: &StepState, fd: &Resource<Descriptor>, path: &str, follow: bool) -> bool {
+    let held = host_dir(state, fd).is_some_and(|host| state.reserved.holds(&host, path, follow));
+    if held {
+        state.call.scope.log(
+            crate::events::Level::Warn,
+            format!("`{path}` is in `.wharf/`, wharf's own state (runs, deploys, locks): no step may open or change it, whatever its grants"),
+        );
+    }
+    held
+}
+
+/// The refusal a guest gets for wharf's own state.
+fn refused<T>() -> FsOutcome<T> {
+    Ok((Err(ErrorCode::NotPermitted),))
 }
 
 fn follows(flags: PathFlags) -> Look {
@@ -156,6 +181,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         )| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &path, path_flags.contains(PathFlags::SYMLINK_FOLLOW)) {
+                    return refused();
+                }
                 look(state, &fd, &path, follows(path_flags));
                 let writes = oflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
                     || flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
@@ -200,6 +228,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &path, false) {
+                    return refused();
+                }
                 look(state, &fd, &path, Look::Entry { follow: false });
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
@@ -213,6 +244,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &path, false) {
+                    return refused();
+                }
                 look(state, &fd, &path, Look::Entry { follow: false });
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
@@ -226,6 +260,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         |mut store, (fd, old, new_fd, new): (Resource<Descriptor>, String, Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &old, false) || reserved(state, &new_fd, &new, false) {
+                    return refused();
+                }
                 look(state, &fd, &old, Look::Entry { follow: false });
                 look(state, &new_fd, &new, Look::Entry { follow: false });
                 audited(state, &fd, &old, true);
@@ -241,6 +278,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &path, false) {
+                    return refused();
+                }
                 charge(state, ENTRY_COST)?;
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
@@ -254,6 +294,9 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
         |mut store, (fd, old, new): (Resource<Descriptor>, String, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                if reserved(state, &fd, &new, false) {
+                    return refused();
+                }
                 charge(state, ENTRY_COST)?;
                 audited(state, &fd, &new, true);
                 let mut fs = state.filesystem();
@@ -268,6 +311,11 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
          (fd, old_flags, old, new_fd, new): (Resource<Descriptor>, PathFlags, String, Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
+                // A hard link of a state file elsewhere would be the state file, written.
+                let follow_old = old_flags.contains(PathFlags::SYMLINK_FOLLOW);
+                if reserved(state, &fd, &old, follow_old) || reserved(state, &new_fd, &new, false) {
+                    return refused();
+                }
                 charge(state, ENTRY_COST)?;
                 audited(state, &new_fd, &new, true);
                 let mut fs = state.filesystem();

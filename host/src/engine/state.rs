@@ -30,6 +30,8 @@ pub struct StepState {
     pub http_hooks: StepHttpHooks,
     pub table: ResourceTable,
     pub limiter: StepLimiter,
+    /// wharf's own state in the workspace, which no filesystem call of the step may change.
+    pub reserved: crate::sandbox::reserved::Reserved,
 }
 
 impl StepState {

@@ -131,6 +131,7 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
         grants,
         tape: Tape::Off,
         audit: None,
+        scratch: None,
     };
     let mut store = new_store(pre.engine(), parts, wasi, &limits);
     let call = async {
@@ -197,6 +198,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         grants: input.grants,
         tape: input.tape,
         audit: input.audit,
+        scratch: input.scratch,
     };
     let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
@@ -416,6 +418,8 @@ struct StoreParts {
     grants: Arc<Grants>,
     tape: Tape,
     audit: Option<Arc<crate::sandbox::audit::Audit>>,
+    /// A WASI command's own directory (its `/run/wharf`).
+    scratch: Option<std::path::PathBuf>,
 }
 
 fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits: &StepLimits) -> Store<StepState> {
@@ -426,7 +430,9 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         grants,
         tape,
         audit,
+        scratch,
     } = parts;
+    let reserved = crate::sandbox::reserved::Reserved::new(&scope.workspace, scratch.as_deref());
     let call = StepCall {
         scope,
         grants,
@@ -444,6 +450,7 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         limiter: StepLimiter::new(limits),
+        reserved,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -11,7 +11,13 @@ use std::sync::Mutex;
 /// The `allow:` keys an audit lets through.
 const AUDITED: &[&str] = &["read", "write", "process", "http"];
 
-/// What one step needed beyond its grants, as `KEY: [VALUE]` lines.
+/// What an audit notes of a read of a path the workspace does not hold: no grant gives what
+/// is not there. (A step's absolute path resolves in the workspace: `/etc/passwd` comes
+/// here as `etc/passwd`, which a grant would only make look granted.)
+const ABSENT: &str = "absent";
+
+/// What one step needed beyond its grants, as `KEY: [VALUE]` lines (and `absent: [PATH]`
+/// for what it looked for in vain).
 #[derive(Debug)]
 pub struct Audit {
     needed: Mutex<BTreeSet<String>>,
@@ -31,21 +37,31 @@ impl Audit {
         }
     }
 
-    /// `path` beneath the host directory `dir`, relative to the workspace; None outside the
-    /// workspace or in the scratch space.
-    pub fn workspace_path(&self, dir: &Path, path: &str) -> Option<String> {
+    /// `path` beneath the host directory `dir`, relative to the workspace, to check against
+    /// the grants; None outside the workspace, in the scratch space, or (for a read) where
+    /// nothing is, which is noted as absent instead.
+    pub fn workspace_path(&self, dir: &Path, path: &str, write: bool) -> Option<String> {
         if dir.starts_with(&self.scratch) {
             return None;
         }
         let beneath = dir.strip_prefix(&self.workspace).ok()?;
-        Some(beneath.join(path).to_string_lossy().into_owned())
+        let relative = beneath.join(path).to_string_lossy().into_owned();
+        if !write && let Err(crate::beneath::Error::NotFound { .. }) = crate::beneath::existing(dir, path) {
+            self.note(format!("{ABSENT}: [{relative}]"));
+            return None;
+        }
+        Some(relative)
+    }
+
+    fn note(&self, line: String) {
+        self.needed.lock().unwrap_or_else(|e| e.into_inner()).insert(line);
     }
 
     /// Let `check` through if it refused only a grant an audit stands in for, noting it.
     pub fn permit(&self, check: Result<(), Refusal>) -> Result<(), Refusal> {
         match check {
             Err(Refusal::NotGranted { yaml, .. }) if audited(&yaml) => {
-                self.needed.lock().unwrap_or_else(|e| e.into_inner()).insert(yaml);
+                self.note(yaml);
                 Ok(())
             }
             other => other,
@@ -76,7 +92,9 @@ fn audited(yaml: &str) -> bool {
 pub fn allow_block(lines: &[String]) -> String {
     let mut by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for line in lines {
-        if let Some((key, list)) = line.split_once(": ") {
+        if let Some((key, list)) = line.split_once(": ")
+            && AUDITED.contains(&key)
+        {
             let values = list.trim().trim_start_matches('[').trim_end_matches(']');
             by_key
                 .entry(key)
@@ -90,6 +108,14 @@ pub fn allow_block(lines: &[String]) -> String {
         block.push_str(&format!("  {key}: [{}]\n", values.join(", ")));
     }
     block
+}
+
+/// The paths a step looked for in vain, of the noted `lines`.
+pub fn absent(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(ABSENT)?.strip_prefix(": [")?.strip_suffix(']'))
+        .collect()
 }
 
 #[cfg(test)]
@@ -136,17 +162,25 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_the_workspaces_but_not_the_scratch_space() {
-        let audit = Audit::new(Path::new("/ws"), Path::new("/ws/.wharf/runs/r/scratch"));
+    fn paths_are_the_workspaces_but_not_the_scratch_space_nor_what_is_not_there() {
+        let ws = tempfile::tempdir().unwrap();
+        let ws = std::fs::canonicalize(ws.path()).unwrap();
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        std::fs::write(ws.join("src/a.rs"), "").unwrap();
+        let scratch = ws.join(".wharf/runs/r/scratch");
+        std::fs::create_dir_all(scratch.join("step-1")).unwrap();
+        let audit = Audit::new(&ws, &scratch);
         assert_eq!(
-            audit.workspace_path(Path::new("/ws/src"), "a.rs").as_deref(),
+            audit.workspace_path(&ws.join("src"), "a.rs", false).as_deref(),
             Some("src/a.rs")
         );
-        assert_eq!(audit.workspace_path(Path::new("/ws"), "out").as_deref(), Some("out"));
-        assert_eq!(
-            audit.workspace_path(Path::new("/ws/.wharf/runs/r/scratch/step-1"), "output"),
-            None
-        );
-        assert_eq!(audit.workspace_path(Path::new("/elsewhere"), "x"), None);
+        assert_eq!(audit.workspace_path(&ws, "out", true).as_deref(), Some("out"));
+        assert_eq!(audit.workspace_path(&scratch.join("step-1"), "output", true), None);
+        assert_eq!(audit.workspace_path(Path::new("/elsewhere"), "x", false), None);
+        // `/etc/passwd` in the step: not a grant to suggest, a path it looked for in vain.
+        assert_eq!(audit.workspace_path(&ws, "etc/passwd", false), None);
+        let noted = audit.needed();
+        assert_eq!(absent(&noted), ["etc/passwd"]);
+        assert_eq!(allow_block(&noted), "allow:\n");
     }
 }

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod egress;
 pub mod preopens;
+pub mod reserved;
 
 /// The policy itself (parsing `allow:`, deriving grants, checking a call) belongs to the
 /// pipeline language.
