@@ -137,4 +137,17 @@ fn a_new_pipeline_validates() {
     let valid = ws.wharf(&["validate", "svc/pipeline.yml"]);
     assert_eq!(valid.code(), 0, "{}", valid.all());
     assert!(valid.stdout().contains("valid"), "{}", valid.all());
+
+    // A name that is a link, even one that leads nowhere, is the user's: refused, left as it
+    // was, and nothing made where it points.
+    let away = ws.path().join("away");
+    for kind in ["pipeline", "step"] {
+        let link = ws.path().join(format!("link-{kind}"));
+        std::os::unix::fs::symlink(&away, &link).unwrap();
+        let refused = ws.wharf(&["new", kind, &format!("link-{kind}")]);
+        assert_eq!(refused.code(), 2, "{kind}: {}", refused.all());
+        assert!(refused.stderr().contains("already exists"), "{kind}: {}", refused.all());
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!away.exists(), "{kind}: made where the link points");
+    }
 }

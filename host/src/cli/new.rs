@@ -209,11 +209,25 @@ fn write_all<'a>(
     files: impl Iterator<Item = (String, &'a str)>,
     fill: impl Fn(&str) -> String,
 ) -> Result<(), Stop> {
-    if dir.exists() {
-        return Err(Stop::invalid(format!(
+    let taken = || {
+        Stop::invalid(format!(
             "{} already exists; `wharf new` creates a new directory (pick another name or --dir)",
             dir.display()
-        )));
+        ))
+    };
+    // Anything there, a link that leads nowhere included, is the user's: the directory is
+    // made new, in one call that fails if anything is in its place.
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return Err(taken());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Stop::failed(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(taken()),
+        Err(e) => return Err(Stop::failed(format!("cannot create {}: {e}", dir.display()))),
     }
     let written = (|| -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
