@@ -214,6 +214,48 @@ fn resume_after_a_failed_gate_runs_only_the_remaining_steps() {
     }
 }
 
+/// A journal with one 200 MB line (a forged folder, or a step allowed a huge log): `wharf
+/// log`, `report` and `replay` read it a line at a time and print it as it stands, so the
+/// most they hold is about twice that line, where they held four times the journal.
+#[test]
+fn a_journal_with_one_huge_line_is_read_in_bounded_memory() {
+    let ws = Workspace::new();
+    ws.write(
+        "pipeline.yml",
+        "name: huge\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { echo: hi }\n",
+    );
+    let run = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let journal = ws.path().join(".wharf/runs").join(run.run_id()).join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    const HUGE: usize = 200 << 20;
+    let big = format!(
+        "{{\"at_ms\":1,\"kind\":\"log\",\"step\":\"a\",\"level\":\"info\",\"stream\":\"stdout\",\"message\":\"{}\"}}",
+        "x".repeat(HUGE)
+    );
+    let last = lines.pop().unwrap();
+    lines.push(&big);
+    lines.push(last);
+    std::fs::write(&journal, lines.join("\n") + "\n").unwrap();
+    drop(big);
+    let run_id = run.run_id();
+    for command in [
+        vec!["log", run_id.as_str()],
+        vec!["report", run_id.as_str()],
+        vec!["replay", run_id.as_str()],
+    ] {
+        let (code, peak) = common::peak_memory(ws.command(&command));
+        assert_eq!(code, 0, "{command:?}");
+        assert!(
+            peak < (HUGE as u64) * 5 / 2,
+            "{command:?} held {} MB for a {} MB line",
+            peak >> 20,
+            HUGE >> 20
+        );
+    }
+}
+
 #[test]
 fn a_journal_cut_off_mid_write_reads_and_replays_as_far_as_it_goes() {
     let ws = Workspace::new();

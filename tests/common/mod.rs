@@ -358,3 +358,25 @@ pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> std::proce
     );
     out
 }
+
+/// Run `cmd` to its end: its exit code and the most memory it held at once (peak resident
+/// set, bytes), as the kernel counted it.
+#[allow(clippy::zombie_processes, reason = "wait4 below reaps it, and reports its usage")]
+pub fn peak_memory(mut cmd: Command) -> (i32, u64) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills; the pid is our own child's.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss as u64 * 1024)
+}

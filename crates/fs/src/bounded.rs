@@ -33,6 +33,27 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         path: path.to_path_buf(),
         source,
     };
+    let (file, size) = open(path, limit)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        // It grew while being read.
+        return Err(ReadError::TooBig {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The regular file `path`, opened to be read as a stream, and its size, which is at most
+/// `limit`. The caller reads no more than `limit` of it (`Read::take`): it may grow.
+pub fn open(path: &Path, limit: u64) -> Result<(std::fs::File, u64), ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     // Non-blocking open: opening a FIFO with no writer would otherwise wait forever.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -65,17 +86,7 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
             limit,
         });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > limit {
-        // It grew while being read.
-        return Err(ReadError::TooBig {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    Ok(bytes)
+    Ok((file, meta.len()))
 }
 
 /// As [`read`], as UTF-8 text.

@@ -2,6 +2,7 @@
 //! is dropped, and everything before it reads.
 
 use super::{Entry, FORMAT, Record, VERSION};
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 #[derive(Debug, Clone)]
@@ -14,44 +15,62 @@ pub struct Journal {
 /// Largest journal wharf reads: a run's log is bounded per step, so only a damaged or
 /// forged folder comes near it.
 pub const JOURNAL_LIMIT: u64 = 1 << 30;
+/// A line buffer larger than this is dropped after its line, not kept for the next.
+const LINE_KEPT: usize = 1 << 20;
 
 impl Journal {
+    /// The journal of a run folder, read as a stream: a record at a time, so a long line
+    /// costs its parsed value and not the whole file besides.
     pub fn read(run_dir: &Path) -> Result<Journal, String> {
         let path = wharf_fs::beneath::existing(run_dir, "journal.jsonl").map_err(|e| e.to_string())?;
-        let bytes = wharf_fs::bounded::read(&path, JOURNAL_LIMIT).map_err(|e| e.to_string())?;
-        Self::parse(&bytes, &path)
+        let (file, _) = wharf_fs::bounded::open(&path, JOURNAL_LIMIT).map_err(|e| e.to_string())?;
+        Self::parse_from(file.take(JOURNAL_LIMIT), &path)
     }
 
     /// A journal from its bytes; `path` names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Journal, String> {
-        let text = String::from_utf8_lossy(bytes);
+        Self::parse_from(bytes, path)
+    }
+
+    fn parse_from(reader: impl Read, path: &Path) -> Result<Journal, String> {
+        let mut reader = std::io::BufReader::new(reader);
         let mut records = Vec::new();
         let mut truncated = false;
-        let lines: Vec<&str> = text.split('\n').collect();
-        for (n, line) in lines.iter().enumerate() {
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             if line.is_empty() {
+                break;
+            }
+            let complete = line.last() == Some(&b'\n');
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let last = n + 1 == lines.len();
-            match serde_json::from_str::<Record>(line) {
+            match serde_json::from_slice::<Record>(&line) {
                 Ok(record) => {
                     // A run folder may come from anywhere: a name that is not one wharf
                     // writes (a step id with `/../`) would be a path out of where a replay
                     // or a report puts things.
                     if let Some((kind, name)) = record.entry.names().into_iter().find(|(k, n)| !k.admits(n)) {
                         return Err(format!(
-                            "{}:{}: `{}` is not a valid {}; the run folder was altered or damaged",
+                            "{}:{number}: `{}` is not a valid {}; the run folder was altered or damaged",
                             path.display(),
-                            n + 1,
                             name.escape_debug(),
                             kind.describe()
                         ));
                     }
-                    records.push(record)
+                    records.push(record);
                 }
                 // A line without its newline is one the run did not finish writing.
-                Err(_) if last => truncated = true,
-                Err(e) => return Err(format!("{}:{}: not a journal entry: {e}", path.display(), n + 1)),
+                Err(_) if !complete => truncated = true,
+                Err(e) => return Err(format!("{}:{number}: not a journal entry: {e}", path.display())),
+            }
+            // A long line's buffer is given back, not kept for the next.
+            if line.capacity() > LINE_KEPT {
+                line = Vec::new();
             }
         }
         match records.first().map(|r| &r.entry) {

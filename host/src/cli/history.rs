@@ -256,14 +256,16 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 level,
                 stream,
                 message,
-            } => format!(
-                "    {step} │ {}{message}",
-                if stream == "log" && level == "info" {
+            } => {
+                let tag = if stream == "log" && level == "info" {
                     String::new()
                 } else {
                     format!("{stream}/{level} ")
-                }
-            ),
+                };
+                // Printed as it stands, a line at a time: a message may be long.
+                show(&at, &format!("    {step} │ {tag}"), message);
+                continue;
+            }
             Entry::StepFinished {
                 step,
                 outcome,
@@ -303,13 +305,26 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 )
             }
         };
-        // A run folder may come from anywhere: its text is shown, never obeyed.
-        outln!("{at}  {}", render::lines(&line, ""));
+        show(&at, "", &line);
     }
     if journal.truncated {
         outln!("(the journal ends here: the last entry was cut off, the run was killed)");
     }
     Ok(Exit::Success)
+}
+
+/// One entry of `wharf log`: `text` behind the time and `prefix`, each line of it shown and
+/// never obeyed (a run folder may come from anywhere), written as it goes rather than
+/// copied whole.
+fn show(at: &str, prefix: &str, text: &str) {
+    for (n, line) in text.split('\n').enumerate() {
+        let line = render::printable(line.trim_end_matches('\r'));
+        if n == 0 {
+            outln!("{at}  {}{line}", render::printable(prefix));
+        } else {
+            outln!("{line}");
+        }
+    }
 }
 
 pub(super) async fn replay(runtime: &Runtime, args: ReplayArgs, color: bool) -> CommandResult {

@@ -15,6 +15,20 @@ use std::path::PathBuf;
 const MAX_TICKS: usize = 2000;
 /// Log lines shown per step attempt (the last ones); `wharf log RUN --step ID` has them all.
 const MAX_LOG_LINES: usize = 2000;
+/// Bytes of a log line shown; the rest is counted.
+const MAX_LINE_BYTES: usize = 4096;
+
+/// The start of a long line, and how much more there is.
+fn cut(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE_BYTES {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = MAX_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes more)", &line[..end], line.len() - end))
+}
 
 #[derive(Args)]
 pub struct ReportArgs {
@@ -135,7 +149,7 @@ fn render(journal: &Journal) -> String {
                         if a.log.len() == MAX_LOG_LINES {
                             a.log.pop_front();
                         }
-                        a.log.push_back(format!("{tag}{line}"));
+                        a.log.push_back(format!("{tag}{}", cut(line)));
                         a.log_total += 1;
                     }
                 }
