@@ -3,7 +3,12 @@
 //! are not here: the tests build their own workspace (`tests/steps`).
 //!
 //! The nested cargo gets its own target directory: the outer build holds the lock on ours.
-//! A toolchain without the wasm target stops the build with the one command that adds it.
+//! A toolchain without the wasm target gets it from rustup, as `rust-toolchain.toml` asks
+//! (rustup adds a toolchain file's targets only when it installs the toolchain itself);
+//! where rustup cannot, the build stops with the command that adds it. Cargo runs this
+//! script only once the dependencies it schedules first are built, so that is no earlier
+//! than a few minutes into a first build; `rustup toolchain install`, run in the repository
+//! before it, installs the pinned toolchain with the target.
 
 use std::env;
 use std::fmt::Write as _;
@@ -42,9 +47,12 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
 
     if !target_installed() {
-        panic!(
-            "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain lacks that target. Add it with:\n\n    rustup target add {TARGET}\n"
-        );
+        if let Err(why) = add_target() {
+            panic!(
+                "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain lacks that target ({why}). Add it with:\n\n    rustup target add {TARGET}\n"
+            );
+        }
+        println!("cargo:warning=added the {TARGET} target to this toolchain with rustup (rust-toolchain.toml names it)");
     }
     build_guests(&root, &target_dir);
 
@@ -100,6 +108,23 @@ fn commit(root: &Path) -> String {
     match hash {
         Some(h) if h.trim().len() >= 12 => h.trim().chars().take(12).collect(),
         _ => "unknown".into(),
+    }
+}
+
+/// `rustup target add` for the toolchain this build runs with.
+fn add_target() -> Result<(), String> {
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    // Its progress is ours to show: our stdout is cargo's directive channel.
+    rustup.stdout(std::process::Stdio::from(std::io::stderr()));
+    match rustup.status() {
+        Ok(status) if status.success() && target_installed() => Ok(()),
+        Ok(status) if status.success() => Err("rustup counts it as added, yet the toolchain has no standard library for it".into()),
+        Ok(status) => Err(format!("`rustup target add {TARGET}` failed: {status}")),
+        Err(e) => Err(format!("rustup cannot be run: {e}")),
     }
 }
 
