@@ -52,7 +52,9 @@ fn main() {
                 "\n\nwharf embeds its built-in steps, which build for {TARGET}, and this toolchain lacks that target ({why}). Add it with:\n\n    rustup target add {TARGET}\n"
             );
         }
-        println!("cargo:warning=added the {TARGET} target to this toolchain with rustup (rust-toolchain.toml names it)");
+        println!(
+            "cargo:warning=added the {TARGET} target to this toolchain with rustup (rust-toolchain.toml names it)"
+        );
     }
     build_guests(&root, &target_dir);
 
@@ -122,7 +124,9 @@ fn add_target() -> Result<(), String> {
     rustup.stdout(std::process::Stdio::from(std::io::stderr()));
     match rustup.status() {
         Ok(status) if status.success() && target_installed() => Ok(()),
-        Ok(status) if status.success() => Err("rustup counts it as added, yet the toolchain has no standard library for it".into()),
+        Ok(status) if status.success() => {
+            Err("rustup counts it as added, yet the toolchain has no standard library for it".into())
+        }
         Ok(status) => Err(format!("`rustup target add {TARGET}` failed: {status}")),
         Err(e) => Err(format!("rustup cannot be run: {e}")),
     }

@@ -281,6 +281,45 @@ fn a_step_cannot_command_github_or_gitlab_through_its_text_nor_choose_wharfs_out
     assert!(!rest.contains('\r') && !rest.contains('\x1b'), "{rest:?}");
 }
 
+/// A multi-line secret (a PEM key) is masked line by line, as wharf's redactor masks it, but
+/// never a line too short to mask: `::add-mask::-` would hide every dash in the log.
+#[test]
+fn a_multi_line_secret_is_masked_by_its_lines_of_four_bytes_or_more() {
+    let ws = Workspace::new();
+    ws.write(
+        "ci.yml",
+        "name: ci\nsteps:\n  - id: lint\n    uses: ./probe.wasm\n    with: { echo: a-b-c }\n",
+    );
+    let out = ws
+        .command(&["run", "ci.yml", "-v"])
+        .env_remove("WHARF_OUTPUT")
+        .env("GITHUB_ACTIONS", "true")
+        .env(
+            "WHARF_SECRET_PEM",
+            "-----BEGIN KEY-----\nMIIEpQIBAAKCAQEA\n-\nab\n-----END KEY-----\n",
+        )
+        .output()
+        .unwrap();
+    let run = Run(out);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let masks: Vec<String> = runner_commands(&run.stdout())
+        .into_iter()
+        .filter(|c| c.name == "add-mask")
+        .map(|c| c.data)
+        .collect();
+    assert_eq!(
+        masks,
+        ["-----BEGIN KEY-----", "MIIEpQIBAAKCAQEA", "-----END KEY-----"],
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stdout().contains("echo=a-b-c"),
+        "dashes stay visible: {}",
+        run.all()
+    );
+}
+
 #[test]
 fn a_run_keeps_and_writes_out_bounded_outputs_however_many_steps_return_a_mebibyte() {
     let ws = Workspace::new();
