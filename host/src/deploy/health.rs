@@ -48,11 +48,20 @@ pub async fn wait<T: Target + ?Sized>(
     }
 }
 
+/// The last lines of the instance's log, read from its last 16 KiB: a service may have
+/// written gigabytes.
 fn log_tail(instance: &Instance) -> String {
+    use std::io::{Read, Seek, SeekFrom};
     let Some(path) = &instance.log else {
         return String::new();
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut end = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let from = file.seek(SeekFrom::End(0)).unwrap_or(0).saturating_sub(16 << 10);
+        let _ = file.seek(SeekFrom::Start(from));
+        let _ = file.take(16 << 10).read_to_end(&mut end);
+    }
+    let text = String::from_utf8_lossy(&end);
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(5)..].join("\n");
     if tail.is_empty() {
