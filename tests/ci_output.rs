@@ -655,7 +655,7 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     ws.write(
         "tests.yml",
-        "name: unit\nsteps:\n  - id: pytest\n    uses: builtin:exec\n    with:\n      program: python\n      args: [-m, pytest, -q, -p, no:cacheprovider, -o, junit_logging=all, --junitxml=junit.xml, test_sample.py]\n      junit: junit.xml\n  - id: shell\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: broken.xml }\n  - id: missing\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: never-written.xml }\n",
+        "name: unit\nsteps:\n  - id: pytest\n    uses: builtin:exec\n    allow: { read: [test_sample.py], write: [reports] }\n    with:\n      program: python\n      args: [-m, pytest, -q, -p, no:cacheprovider, -o, junit_logging=all, --junitxml=reports/junit.xml, test_sample.py]\n      junit: reports/junit.xml\n  - id: shell\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: broken.xml }\n  - id: missing\n    if: always()\n    uses: builtin:exec\n    with: { program: \"true\", junit: never-written.xml }\n",
     );
     let run = Run(ws
         .command(&["run", "tests.yml", "--junit", "report.xml", "--events", "events.ndjson"])

@@ -742,7 +742,7 @@ fn a_full_disk_is_named_and_the_journal_stays_readable() {
     std::fs::write(root.join("data.txt"), vec![b'd'; 1 << 20]).unwrap();
     std::fs::write(
         root.join("pipeline.yml"),
-        "name: full\nsteps:\n  - id: before\n    uses: ./probe.wasm\n    with: { echo: recorded }\n  - id: fill\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"dd if=/dev/zero of=fill bs=1M count=64 2>/dev/null; true\"]\n  - id: chatty\n    uses: builtin:exec\n    with: { program: seq, args: [\"1\", \"50000\"] }\n  - id: pack\n    uses: builtin:build\n    with: { repository: full, tag: '1', files: { data.txt: /data.txt } }\n",
+        "name: full\nsteps:\n  - id: before\n    uses: ./probe.wasm\n    with: { echo: recorded }\n  - id: fill\n    uses: builtin:exec\n    allow: { write: [filler] }\n    with:\n      program: sh\n      args: [\"-c\", \"dd if=/dev/zero of=filler/fill bs=1M count=64 2>/dev/null; true\"]\n  - id: chatty\n    uses: builtin:exec\n    with: { program: seq, args: [\"1\", \"50000\"] }\n  - id: pack\n    uses: builtin:build\n    with: { repository: full, tag: '1', files: { data.txt: /data.txt } }\n",
     )
     .unwrap();
     let pipeline = root.join("pipeline.yml");
@@ -756,7 +756,7 @@ fn a_full_disk_is_named_and_the_journal_stays_readable() {
     assert!(pack.contains("the disk is full (ENOSPC)"), "{out}");
 
     // The journal reads to its last whole entry.
-    std::fs::remove_file(root.join("fill")).unwrap();
+    std::fs::remove_file(root.join("filler/fill")).unwrap();
     let log = ws.wharf(&["log", &run.run_id(), "--workspace", root.to_str().unwrap()]);
     assert_eq!(log.code(), 0, "{}", log.all());
     assert!(log.stdout().contains("✓ before success"), "{}", log.all());

@@ -11,12 +11,21 @@ fn nginx_upstreams_follow_the_live_instances() {
     let ws = Workspace::seed();
     let upstreams = ws.path().join("nginx/upstreams.conf");
     // Before any deploy: the fallback, and nginx answers 502.
-    let render = |ws: &Workspace, reload: &[String]| {
+    // Reloading runs `nginx -s reload`: it reads the workspace's upstreams and nginx's own
+    // files, and signals the running nginx; the step grants exactly that.
+    let render = |ws: &Workspace, reload: &[String], prefix: Option<&std::path::Path>| {
         let reload: Vec<String> = reload.iter().map(|a| format!("\"{a}\"")).collect();
+        let allow = match prefix {
+            Some(p) => format!(
+                "    allow: {{ read: [nginx], host-write: [\"{}\"], signal: true }}\n",
+                p.display()
+            ),
+            None => String::new(),
+        };
         ws.write(
             "render.yml",
             &format!(
-                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n    with:\n      template: templates/upstreams.conf.tmpl\n      output: nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
+                "name: render\nsteps:\n  - id: discover\n    uses: builtin:render\n{allow}    with:\n      template: templates/upstreams.conf.tmpl\n      output: nginx/upstreams.conf\n      services: [seed]\n      reload: [{}]\n",
                 reload.join(", ")
             ),
         );
@@ -24,7 +33,7 @@ fn nginx_upstreams_follow_the_live_instances() {
         assert_eq!(run.code(), 0, "{}", run.all());
         run
     };
-    let first = render(&ws, &[]);
+    let first = render(&ws, &[], None);
     assert_eq!(first.output_of("discover", "instances").unwrap(), "0");
     let text = std::fs::read_to_string(&upstreams).unwrap();
     assert!(
@@ -53,7 +62,7 @@ fn nginx_upstreams_follow_the_live_instances() {
     assert!(!text.contains("65535"), "{text}");
 
     // Unchanged file: no reload. Then a change (the fallback file restored) is reloaded.
-    let unchanged = render(&ws, &nginx.reload_command());
+    let unchanged = render(&ws, &nginx.reload_command(), Some(nginx.prefix()));
     assert_eq!(unchanged.output_of("discover", "changed").unwrap(), "false");
     assert!(
         unchanged.stdout().contains("unchanged; no reload"),
@@ -67,7 +76,7 @@ fn nginx_upstreams_follow_the_live_instances() {
     );
 
     std::fs::write(&upstreams, "upstream seed { server 127.0.0.1:65535; }\n").unwrap();
-    let changed = render(&ws, &nginx.reload_command());
+    let changed = render(&ws, &nginx.reload_command(), Some(nginx.prefix()));
     assert_eq!(changed.output_of("discover", "changed").unwrap(), "true");
     assert!(changed.stdout().contains("reloaded with `nginx"), "{}", changed.all());
     // The reload is asynchronous in nginx; the new workers take over shortly.

@@ -625,29 +625,40 @@ fn a_planted_symlink_does_not_carry_a_program_out_of_the_workspace() {
 }
 
 /// A granted program cannot read wharf's secrets from wharf's own environment
-/// (`/proc/$PPID/environ`); masking is no help there, so the file it writes is checked.
+/// (`/proc/PID/environ`); masking is no help there, so the file it writes is checked.
+/// Confined, a program sees no process but its own; unconfined (`--sandbox off`), it finds
+/// wharf's environment scrubbed and the secrets file closed.
 #[test]
 fn granted_programs_cannot_read_secrets_from_wharfs_environment() {
     let ws = workspace();
     ws.write(
         "environ.yml",
-        "name: environ\nsteps:\n  - id: peek\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"tr '\\\\0' '\\\\n' < /proc/$PPID/environ > environ.txt; ls -l /proc/$PPID/fd > fds.txt\"]\n",
+        "name: environ\nsteps:\n  - id: peek\n    uses: builtin:exec\n    allow: { write: [out] }\n    with:\n      program: sh\n      args: [\"-c\", \"for p in /proc/[0-9]*; do tr '\\\\0' '\\\\n' < $p/environ; ls -l $p/fd; done > out/environ.txt 2>/dev/null; ls -l /proc/$PPID/fd > out/fds.txt 2>&1; true\"]\n",
     );
-    let run = Run(ws
-        .command(&["run", "environ.yml"])
-        .env("WHARF_SECRET_CLOUD_TOKEN", "s3cr3t-in-the-environment")
-        .output()
-        .unwrap());
-    assert_eq!(run.code(), 0, "{}", run.all());
-    let environ = std::fs::read_to_string(ws.path().join("environ.txt")).unwrap();
-    assert!(
-        environ.contains("PATH="),
-        "the program did read wharf's environment:\n{environ}"
-    );
-    assert!(!environ.contains("s3cr3t-in-the-environment"), "{environ}");
-    assert!(!environ.contains("WHARF_SECRET_"), "{environ}");
-    let fds = std::fs::read_to_string(ws.path().join("fds.txt")).unwrap();
-    assert!(!fds.contains("wharf-secrets"), "the secrets file is still open:\n{fds}");
+    for sandbox in ["auto", "off"] {
+        let run = Run(ws
+            .command(&["run", "environ.yml", "--sandbox", sandbox])
+            .env("WHARF_SECRET_CLOUD_TOKEN", "s3cr3t-in-the-environment")
+            .output()
+            .unwrap());
+        assert_eq!(run.code(), 0, "{}", run.all());
+        let environ = std::fs::read_to_string(ws.path().join("out/environ.txt")).unwrap();
+        assert!(
+            environ.contains("PATH="),
+            "the program did read an environment:\n{environ}"
+        );
+        assert!(!environ.contains("s3cr3t-in-the-environment"), "{sandbox}: {environ}");
+        assert!(!environ.contains("WHARF_SECRET_"), "{sandbox}: {environ}");
+        assert!(
+            !environ.contains("wharf-secrets"),
+            "{sandbox}: the secrets file is open:\n{environ}"
+        );
+        let fds = std::fs::read_to_string(ws.path().join("out/fds.txt")).unwrap();
+        assert!(
+            !fds.contains("wharf-secrets"),
+            "{sandbox}: the secrets file is still open:\n{fds}"
+        );
+    }
 }
 
 /// Peak resident memory of a running process, sampled until it exits.
@@ -964,7 +975,7 @@ fn multi_line_secrets_and_secrets_across_a_cut_are_masked() {
     std::fs::write(ws.path().join("token.txt"), "straddling-secret-token\n").unwrap();
     ws.write(
         "multi.yml",
-        "name: multi\nsteps:\n  - id: print\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"cat key.pem; printf '%065530d' 0; cat token.txt\"]\n",
+        "name: multi\nsteps:\n  - id: print\n    uses: builtin:exec\n    allow: { read: [key.pem, token.txt] }\n    with:\n      program: sh\n      args: [\"-c\", \"cat key.pem; printf '%065530d' 0; cat token.txt\"]\n",
     );
     let run = ws.wharf(&[
         "run",
@@ -1010,52 +1021,69 @@ fn control_characters_in_step_output_are_neutralised() {
 }
 
 /// Programs die with wharf even when it is killed outright, as a CI runner cancelling a job
-/// does; their children in the same process group go too.
+/// does; their children go too. A confined program lives in process-id namespaces of its
+/// own, so the test finds them on the host by a marker in their command lines.
 #[test]
 fn programs_die_with_a_killed_wharf() {
-    let ws = workspace();
-    ws.write(
-        "orphans.yml",
-        "name: orphans\nsteps:\n  - id: spawn\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"sleep 300 & echo $! > child.pid; echo $$ > shell.pid; wait\"]\n",
-    );
-    let mut child = ws
-        .command(&["run", "orphans.yml"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let read_pid = |name: &str| {
-        std::fs::read_to_string(ws.path().join(name))
-            .ok()?
-            .trim()
-            .parse::<i32>()
-            .ok()
-    };
-    let (shell, sleeper) = loop {
-        assert!(std::time::Instant::now() < deadline, "the program never started");
-        if let (Some(a), Some(b)) = (read_pid("shell.pid"), read_pid("child.pid")) {
-            break (a, b);
+    for sandbox in ["auto", "off"] {
+        let ws = workspace();
+        let marker = format!(
+            "{}{}",
+            3000 + (std::process::id() % 997),
+            if sandbox == "off" { 1 } else { 2 }
+        );
+        ws.write(
+            "orphans.yml",
+            &format!("name: orphans\nsteps:\n  - id: spawn\n    uses: builtin:exec\n    allow: {{ write: [started] }}\n    with:\n      program: sh\n      args: [\"-c\", \"sleep {marker} & echo > started; wait\", \"orphan-{marker}\"]\n"),
+        );
+        let mut child = ws
+            .command(&["run", "orphans.yml", "--sandbox", sandbox])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !ws.path().join("started").exists() {
+            assert!(std::time::Instant::now() < deadline, "the program never started");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-    };
-    let gone = std::time::Instant::now() + Duration::from_secs(5);
-    while (alive(shell) || alive(sleeper)) && std::time::Instant::now() < gone {
-        std::thread::sleep(Duration::from_millis(50));
+        let marked = || -> Vec<i32> {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                        !s.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                    });
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    alive && String::from_utf8_lossy(&cmdline).contains(&marker)
+                })
+                .collect()
+        };
+        let found = loop {
+            let found = marked();
+            if found.len() >= 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(found.len(), 2, "{sandbox}: the shell and its sleep: {found:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = std::time::Instant::now() + Duration::from_secs(5);
+        while !marked().is_empty() && std::time::Instant::now() < gone {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let survivors = marked();
+        for pid in &survivors {
+            // SAFETY: signalling a process has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        assert!(
+            survivors.is_empty(),
+            "{sandbox}: {survivors:?} outlived the killed wharf"
+        );
     }
-    let survivors: Vec<i32> = [shell, sleeper].into_iter().filter(|p| alive(*p)).collect();
-    for pid in &survivors {
-        // SAFETY: signalling a process has no memory-safety preconditions.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
-    }
-    assert!(survivors.is_empty(), "{survivors:?} outlived the killed wharf");
 }
 
 /// `wharf run --audit`, for a step someone else wrote: what the grants refuse to files,

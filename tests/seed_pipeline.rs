@@ -403,22 +403,26 @@ fn placement_rules_host_labels_and_one_per_host() {
 fn one_run_does_not_decide_another_runs_deploy() {
     let ws = Workspace::seed();
     let text = std::fs::read_to_string(ws.path().join("pipeline.yml")).unwrap();
-    let hold = "  - id: hold\n    uses: builtin:exec\n    with:\n      program: sh\n      args: [\"-c\", \"touch holding; while [ ! -e go ]; do sleep 0.1; done\"]\n\n";
+    let hold = "  - id: hold\n    uses: builtin:exec\n    allow: { write: [hold] }\n    with:\n      program: sh\n      args: [\"-c\", \"touch hold/holding; while [ ! -e hold/go ]; do sleep 0.1; done\"]\n\n";
     ws.write(
         "a.yml",
         &text.replace("  - id: gate\n", &format!("{hold}  - id: gate\n")),
     );
-    let a = ws
+    let mut a = ws
         .command(&["run", "a.yml", "-v"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !ws.path().join("holding").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "run A never reached its hold"
-        );
+    while !ws.path().join("hold/holding").exists() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = a.kill();
+            let out = a.wait_with_output().unwrap();
+            panic!(
+                "run A never reached its hold:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let state = ws.service_state("seed");
@@ -454,7 +458,7 @@ fn one_run_does_not_decide_another_runs_deploy() {
     );
     assert_eq!(ws.service_state("seed")["state"], "upgraded");
 
-    std::fs::write(ws.path().join("go"), "").unwrap();
+    std::fs::write(ws.path().join("hold/go"), "").unwrap();
     let a = a.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&a.stdout);
     assert_eq!(a.status.code(), Some(0), "{out}");
@@ -567,7 +571,8 @@ fn a_failed_rollback_says_why() {
             "  - id: break-it\n    uses: builtin:exec\n    with: {{ program: rm, args: [\"-rf\", \".wharf/oci/blobs/sha256/{previous}\", \".wharf/state/rootfs/{previous}\"] }}\n    allow: {{ process: [rm] }}\n  - id: fail\n    uses: builtin:exec\n    with: {{ program: \"false\" }}\n"
         ),
     );
-    let run = ws.wharf(&["run", &pipeline]);
+    // The cleanup is another actor's: no confined program may touch wharf's store.
+    let run = ws.wharf(&["run", &pipeline, "--sandbox", "off"]);
     assert_eq!(run.code(), 4, "{}", run.all());
     let out = run.stdout();
     assert!(out.contains("seed: the run failed; rolling back"), "{out}");

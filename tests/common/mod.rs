@@ -105,6 +105,7 @@ impl Workspace {
             "templates/upstreams.conf.tmpl",
             ".gitignore",
             "service/Cargo.toml",
+            "service/Cargo.lock",
             "service/src/main.rs",
         ] {
             let to = ws.path().join(file);

@@ -190,6 +190,11 @@ impl Nginx {
         cmd
     }
 
+    /// Where nginx keeps its configuration, pid and logs: what reloading it touches.
+    pub fn prefix(&self) -> &Path {
+        self.prefix.path()
+    }
+
     pub fn error_log(&self) -> PathBuf {
         self.prefix.path().join("error.log")
     }

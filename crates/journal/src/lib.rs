@@ -62,6 +62,9 @@ pub enum Entry {
         /// let through and noted, and nothing could deploy.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         audit: bool,
+        /// How programs were confined (`--sandbox`): `auto`, `strict` or `off`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<String>,
     },
     /// A step's component, stored under `components/`.
     Component {

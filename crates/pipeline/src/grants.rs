@@ -39,7 +39,18 @@ pub enum Refusal {
 }
 
 pub const ALLOW_KEYS: &[&str] = &[
-    "http", "process", "read", "write", "secrets", "deploy", "registry", "source", "images",
+    "http",
+    "process",
+    "read",
+    "write",
+    "host-read",
+    "host-write",
+    "signal",
+    "secrets",
+    "deploy",
+    "registry",
+    "source",
+    "images",
 ];
 
 /// Where a grant came from, for `wharf validate`.
@@ -102,6 +113,12 @@ pub struct Grants {
     pub registry: Vec<Granted<RegistryGrant>>,
     pub source: Option<Origin>,
     pub images: Option<Origin>,
+    /// Paths of the host outside the workspace its programs may read, or write (a package
+    /// cache): absolute, or `~/...` for wharf's home. Programs only.
+    pub host_read: Vec<Granted<String>>,
+    pub host_write: Vec<Granted<String>>,
+    /// Its programs may signal processes of the host (`nginx -s reload`).
+    pub signal: Option<Origin>,
 }
 
 impl fmt::Display for HttpGrant {
@@ -195,6 +212,32 @@ pub fn parse_registry(text: &str) -> Result<RegistryGrant, String> {
 }
 
 /// `a/./b/../c` -> `a/c`; None when it leaves the workspace or is absolute.
+/// A host path a grant may name: absolute or `~/...` (wharf's home), without `..`, not the
+/// root itself.
+pub fn host_path(path: &str) -> Result<String, String> {
+    let (home, rest) = match path.strip_prefix("~/") {
+        Some(rest) => (true, rest),
+        None if path.starts_with('/') => (false, path),
+        None => return Err("host paths are absolute (`/opt/tools`) or in the home directory (`~/.cargo/registry`); workspace paths go in `read:` and `write:`".into()),
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("`..` is not allowed in a host path".into()),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err("not the whole of the host (or home)".into());
+    }
+    Ok(if home {
+        format!("~/{}", parts.join("/"))
+    } else {
+        format!("/{}", parts.join("/"))
+    })
+}
+
 /// wharf's own directory in a workspace: runs, deploy state, locks, the image store. The host
 /// writes it; no grant reaches into it.
 pub const RESERVED: &str = ".wharf";
@@ -337,6 +380,9 @@ impl Grants {
                 "process" => each!(process, parse_process, "a program"),
                 "read" => each!(read, grantable, "a workspace path"),
                 "write" => each!(write, grantable, "a workspace path"),
+                "host-read" => each!(host_read, host_path, "a host path"),
+                "host-write" => each!(host_write, host_path, "a host path"),
+                "signal" => grants.signal = flag(&mut errors).then_some(Origin::Allow),
                 "secrets" => each!(secrets, |s: &str| Ok::<_, String>(s.to_string()), "a secret name"),
                 "deploy" => each!(deploy, |s: &str| Ok::<_, String>(s.to_string()), "a service"),
                 "registry" => each!(registry, parse_registry, "a registry (HOST[:PORT][/REPOSITORY])"),
@@ -620,6 +666,15 @@ impl Grants {
         self.registry
             .iter()
             .for_each(|g| push("registry", g.what.to_string(), &g.origin));
+        self.host_read
+            .iter()
+            .for_each(|g| push("host-read", g.what.clone(), &g.origin));
+        self.host_write
+            .iter()
+            .for_each(|g| push("host-write", g.what.clone(), &g.origin));
+        if let Some(o) = &self.signal {
+            push("signal", "host processes".into(), o);
+        }
         if let Some(o) = &self.source {
             push("source", "git describe".into(), o);
         }

@@ -19,6 +19,8 @@ pub struct Pipeline {
     pub limits: LimitOverrides,
     /// `concurrency:`: how many steps may run at once unless `--jobs` says otherwise.
     pub concurrency: Option<usize>,
+    /// `sandbox: strict`: a program that cannot be confined fully does not start.
+    pub sandbox_strict: bool,
     /// Matrix steps come expanded: one [`StepDecl`] per instance.
     pub steps: Vec<StepDecl>,
     /// What runs after what, by index into `steps`.
@@ -29,6 +31,8 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitOverrides {
     pub memory: Option<u64>,
+    /// Processes its programs may have at once (their user's, as the kernel counts them).
+    pub processes: Option<u64>,
     pub fuel: Option<u64>,
     pub log: Option<u64>,
     pub output: Option<u64>,
@@ -42,6 +46,7 @@ impl LimitOverrides {
     pub fn over(self, below: LimitOverrides) -> LimitOverrides {
         LimitOverrides {
             memory: self.memory.or(below.memory),
+            processes: self.processes.or(below.processes),
             fuel: self.fuel.or(below.fuel),
             log: self.log.or(below.log),
             output: self.output.or(below.output),
@@ -243,7 +248,15 @@ impl Pipeline {
 /// Largest pipeline file read: far beyond any real pipeline.
 pub const PIPELINE_LIMIT: u64 = 4 << 20;
 
-pub const PIPELINE_KEYS: &[&str] = &["name", "vars", "on-failure", "limits", "concurrency", "steps"];
+pub const PIPELINE_KEYS: &[&str] = &[
+    "name",
+    "vars",
+    "on-failure",
+    "limits",
+    "concurrency",
+    "sandbox",
+    "steps",
+];
 pub const STEP_KEYS: &[&str] = &[
     "id",
     "uses",
@@ -257,7 +270,16 @@ pub const STEP_KEYS: &[&str] = &[
     "timeout",
     "retry",
 ];
-const LIMIT_KEYS: &[&str] = &["memory", "fuel", "log", "output", "disk", "journal", "timeout"];
+const LIMIT_KEYS: &[&str] = &[
+    "memory",
+    "fuel",
+    "log",
+    "output",
+    "disk",
+    "journal",
+    "timeout",
+    "processes",
+];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff"];
 const VAR_KEYS: &[&str] = &["default", "description"];
 
@@ -343,6 +365,20 @@ impl Reader {
                 &format!("how many steps may run at once: a number from 1 to {MAX_CONCURRENCY}"),
             )
         });
+        let sandbox_strict = match get("sandbox") {
+            None => false,
+            Some(v) => match self.text(v, "`sandbox`").as_ref().map(|s| s.text.as_str()) {
+                Some("strict") => true,
+                Some("auto") => false,
+                Some(other) => {
+                    self.error(Diagnostic::new(v.span(), format!("unknown sandbox `{other}`")).help(
+                        "use `strict` (a program that cannot be confined fully does not start) or `auto` (the default)",
+                    ));
+                    false
+                }
+                None => false,
+            },
+        };
         let raw: Vec<RawStep> = match get("steps") {
             Some(Yaml::List(items, _)) => items.iter().filter_map(|s| self.step(s)).collect(),
             Some(other) => {
@@ -421,6 +457,7 @@ impl Reader {
             on_failure,
             limits,
             concurrency,
+            sandbox_strict,
             steps,
             graph,
         })
@@ -859,6 +896,13 @@ impl Reader {
                 "output" => limits.output = size(self),
                 "disk" => limits.disk = size(self),
                 "journal" => limits.journal = size(self),
+                "processes" => match s.text.replace('_', "").parse::<u64>() {
+                    Ok(n) if n > 0 => limits.processes = Some(n),
+                    _ => self.error(
+                        Diagnostic::new(s.span, format!("`{}` is not a number of processes", s.text))
+                            .help("a whole number, e.g. 256"),
+                    ),
+                },
                 "fuel" => match s.text.replace('_', "").parse::<u64>() {
                     Ok(n) if n > 0 => limits.fuel = Some(n),
                     _ => self.error(

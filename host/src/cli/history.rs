@@ -191,6 +191,7 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 pipeline,
                 vars,
                 resumed_from,
+                sandbox,
                 ..
             } => {
                 let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -198,7 +199,12 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                     .as_ref()
                     .map(|r| format!(", resuming {r}"))
                     .unwrap_or_default();
-                format!("run {run_id} of `{pipeline}` ({}){resumed}", vars.join(" "))
+                let unconfined = if sandbox.as_deref() == Some("off") {
+                    ", sandbox off"
+                } else {
+                    ""
+                };
+                format!("run {run_id} of `{pipeline}` ({}){resumed}{unconfined}", vars.join(" "))
             }
             Entry::StepStarted {
                 step,

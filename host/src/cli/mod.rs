@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod catalog;
+mod doctor;
 mod environ;
 mod history;
 mod new;
@@ -200,6 +201,13 @@ Commit wharf.lock. `wharf run` uses the locked digests and warns where a step st
     /// Steps as packages: publish a step to an OCI registry
     #[command(subcommand)]
     Step(packages::StepCommand),
+    /// Say what this machine's kernel lets wharf enforce on the programs steps run
+    #[command(after_help = "Examples:
+  wharf doctor
+
+Prints Landlock's ABI, whether namespaces can be made, seccomp, and the level programs are
+confined to here (full, landlock or none) with what it leaves open.")]
+    Doctor,
     /// Print a shell completion script
     #[command(after_help = "Examples:
   wharf completions bash > ~/.local/share/bash-completion/completions/wharf
@@ -337,6 +345,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Log(args) => history::log(args),
         Command::Replay(args) => history::replay(runtime(), args, color).await,
         Command::Report(args) => report::report(args),
+        Command::Doctor => doctor::doctor().await,
         Command::Grants(args) => history::grants(args),
         Command::Lock(args) => packages::lock(args, &secrets).await,
         Command::New(command) => new::new(command),

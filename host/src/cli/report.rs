@@ -84,6 +84,7 @@ fn render(journal: &Journal) -> String {
     let mut notices: Vec<(u64, String)> = Vec::new();
     let (mut pipeline, mut vars, mut started, mut run_id) =
         (String::new(), Vec::new(), String::new(), journal.run_id());
+    let mut unconfined = false;
     let mut skipped: Vec<(u64, String, Option<String>)> = Vec::new();
     let open = |attempts: &[Attempt], step: &str| -> Option<usize> { attempts.iter().rposition(|a| a.step == step) };
     for record in &journal.records {
@@ -94,8 +95,10 @@ fn render(journal: &Journal) -> String {
                 pipeline: p,
                 vars: v,
                 started: s,
+                sandbox,
                 ..
             } => {
+                unconfined = sandbox.as_deref() == Some("off");
                 run_id = id.clone();
                 pipeline = p.clone();
                 vars = v.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -205,6 +208,9 @@ fn render(journal: &Journal) -> String {
         crate::events::human_duration(std::time::Duration::from_millis(end_ms)),
         cls = class_of(&outcome)
     );
+    if unconfined {
+        h.push_str("<p class=\"meta\" id=\"sandbox-off\">sandbox off: this run's programs were not confined (<code>--sandbox off</code>)</p>");
+    }
     if !vars.is_empty() {
         h.push_str("<table class=\"kv\"><caption>vars</caption>");
         for (k, v) in &vars {

@@ -13,6 +13,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::validate::{LoadProblem, StepShape, validate};
 use crate::run::scratch::{ScratchSpace, run_scratches};
 use crate::run::{Reuse, RunRequest, execute, new_run_id};
+use crate::sandbox::programs::{Mode, Programs};
 use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,19 @@ pub struct RunArgs {
     /// checkout: the steps get the whole workspace
     #[arg(long, conflicts_with = "resume")]
     audit: bool,
+    /// How the programs steps run are confined: `auto` as far as this kernel allows (saying
+    /// once what it does not), `strict` fully or not at all, `off` (debugging) not at all
+    /// [default: the pipeline's `sandbox:`, else auto; `wharf doctor` says what this machine
+    /// allows]
+    #[arg(long, value_enum, value_name = "MODE", env = "WHARF_SANDBOX")]
+    sandbox: Option<SandboxMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    Auto,
+    Strict,
+    Off,
 }
 
 /// How many recorded runs a workspace keeps unless told otherwise.
@@ -128,6 +142,22 @@ pub(super) struct Prepared {
     /// Where steps stray from wharf.lock, and grants worth a second look (writing `.git/`),
     /// short of stopping the run.
     pub(super) warnings: Vec<String>,
+}
+
+/// Every host path any step of `pipeline` may read, and write.
+fn host_grants(pipeline: &crate::pipeline::Pipeline) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let paths = |of: fn(&crate::pipeline::StepDecl) -> &Vec<crate::sandbox::grants::Granted<String>>| {
+        let mut all: Vec<PathBuf> = pipeline
+            .steps
+            .iter()
+            .flat_map(of)
+            .map(|g| crate::sandbox::programs::host_path(&g.what))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    (paths(|d| &d.allow.host_read), paths(|d| &d.allow.host_write))
 }
 
 pub(super) fn parse_pairs(pairs: &[String], flag: &str) -> Result<Vec<(String, String)>, String> {
@@ -273,15 +303,19 @@ pub(super) async fn run(
             runs.display()
         ))
     })?;
-    let journal = match start_journal(
-        &workspace,
-        &run_id,
-        &prepared,
-        &events,
-        reuse.as_ref(),
+    let mode = match args.sandbox {
+        Some(SandboxMode::Off) => Mode::Off,
+        Some(SandboxMode::Strict) => Mode::Strict,
+        Some(SandboxMode::Auto) => Mode::Auto,
+        None if prepared.pipeline.sandbox_strict => Mode::Strict,
+        None => Mode::Auto,
+    };
+    let facts = RunFacts {
         revision,
-        args.audit,
-    ) {
+        audit: args.audit,
+        sandbox: mode,
+    };
+    let journal = match start_journal(&workspace, &run_id, &prepared, &events, reuse.as_ref(), facts) {
         Ok(j) => Some(j),
         Err(e) => {
             eprintln!("warning: this run is not recorded: {e}");
@@ -302,6 +336,20 @@ pub(super) async fn run(
         .map(usize::from)
         .or(prepared.pipeline.concurrency)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if mode == Mode::Off {
+        events.emit(Event::Notice {
+            message: "--sandbox off: programs are not confined; they have wharf's own authority".into(),
+        });
+    }
+    let (host_read, host_write) = host_grants(&prepared.pipeline);
+    let programs = Arc::new(Programs::new(
+        mode,
+        &workspace,
+        scratch.path(),
+        host_read,
+        host_write,
+        events.clone(),
+    ));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -317,6 +365,7 @@ pub(super) async fn run(
         jobs,
         reuse,
         audit: args.audit,
+        programs,
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
@@ -384,14 +433,20 @@ pub(super) async fn run(
 }
 
 /// Open the run's journal, store the pipeline, and record how the run starts.
+/// What a run's journal records of how it was started.
+struct RunFacts {
+    revision: Option<String>,
+    audit: bool,
+    sandbox: Mode,
+}
+
 fn start_journal(
     workspace: &Path,
     run_id: &str,
     prepared: &Prepared,
     events: &Events,
     reuse: Option<&Reuse>,
-    revision: Option<String>,
-    audit: bool,
+    facts: RunFacts,
 ) -> std::io::Result<Arc<JournalWriter>> {
     let journal = crate::journal::open(workspace, run_id, events)?;
     journal.store_pipeline(&prepared.pipeline.source.text)?;
@@ -403,8 +458,9 @@ fn start_journal(
         workspace: workspace.display().to_string(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         resumed_from: reuse.map(|r| r.run_id.clone()),
-        revision,
-        audit,
+        revision: facts.revision,
+        audit: facts.audit,
+        sandbox: Some(facts.sandbox.as_str().to_string()),
     });
     events.add_sink(Arc::new(crate::journal::JournalSink(journal.clone())));
     Ok(journal)

@@ -22,6 +22,11 @@ pub struct StepLimits {
     pub disk_bytes: u64,
     /// Bytes of journal an attempt's host calls may take in a recorded run.
     pub journal_bytes: u64,
+    /// Address space of each of its programs, when the pipeline sets `memory` (the default
+    /// of a step's own memory is no fit for a compiler).
+    pub program_memory: Option<u64>,
+    /// Processes its programs may have at once, when the pipeline sets `processes`.
+    pub processes: Option<u64>,
 }
 
 impl Default for StepLimits {
@@ -34,6 +39,8 @@ impl Default for StepLimits {
             output_bytes: 1 << 20,
             disk_bytes: 1 << 30,
             journal_bytes: 32 << 20,
+            program_memory: None,
+            processes: None,
         }
     }
 }
@@ -51,6 +58,8 @@ impl StepLimits {
             output_bytes: o.output.unwrap_or(d.output_bytes),
             disk_bytes: o.disk.unwrap_or(d.disk_bytes),
             journal_bytes: o.journal.unwrap_or(d.journal_bytes),
+            program_memory: o.memory,
+            processes: o.processes,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct StepState {
     pub limiter: StepLimiter,
     /// wharf's own state in the workspace, which no filesystem call of the step may change.
     pub reserved: crate::sandbox::reserved::Reserved,
+    /// The confinement of the run's programs; None when describing or replaying a step.
+    pub programs: Option<std::sync::Arc<crate::sandbox::programs::Programs>>,
+    pub attempt: u32,
 }
 
 impl StepState {
@@ -39,6 +42,13 @@ impl StepState {
         ProcessView {
             call: &self.call,
             capture_limit: usize::try_from(self.limits.output_bytes).unwrap_or(usize::MAX),
+            programs: self.programs.as_deref(),
+            attempt: self.attempt,
+            limits: wharf_confine::Limits {
+                memory: self.limits.program_memory,
+                processes: self.limits.processes,
+                file_size: Some(self.limits.disk_bytes),
+            },
         }
     }
 

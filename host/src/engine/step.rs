@@ -59,6 +59,8 @@ pub struct StepInput {
     pub limits: StepLimits,
     /// In an audit run: where refused file, process and HTTP accesses are noted instead.
     pub audit: Option<Arc<crate::sandbox::audit::Audit>>,
+    /// The confinement of the run's programs; None where no program runs (a replay).
+    pub programs: Option<Arc<crate::sandbox::programs::Programs>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,8 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
         tape: Tape::Off,
         audit: None,
         scratch: None,
+        programs: None,
+        attempt: 0,
     };
     let mut store = new_store(pre.engine(), parts, wasi, &limits);
     let call = async {
@@ -199,6 +203,8 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         tape: input.tape,
         audit: input.audit,
         scratch: input.scratch,
+        programs: input.programs,
+        attempt: input.attempt,
     };
     let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
@@ -420,6 +426,8 @@ struct StoreParts {
     audit: Option<Arc<crate::sandbox::audit::Audit>>,
     /// A WASI command's own directory (its `/run/wharf`).
     scratch: Option<std::path::PathBuf>,
+    programs: Option<Arc<crate::sandbox::programs::Programs>>,
+    attempt: u32,
 }
 
 fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits: &StepLimits) -> Store<StepState> {
@@ -431,6 +439,8 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         tape,
         audit,
         scratch,
+        programs,
+        attempt,
     } = parts;
     let reserved = crate::sandbox::reserved::Reserved::new(&scope.workspace, scratch.as_deref());
     let call = StepCall {
@@ -451,6 +461,8 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         table: ResourceTable::new(),
         limiter: StepLimiter::new(limits),
         reserved,
+        programs,
+        attempt,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

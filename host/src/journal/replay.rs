@@ -341,6 +341,7 @@ pub async fn replay(req: ReplayRequest<'_>) -> Result<ReplayResult, String> {
                 tape: Tape::Replay(player.clone()),
                 limits,
                 audit: None,
+                programs: None,
             },
         )
         .await;

@@ -49,6 +49,8 @@ pub struct RunRequest<'a> {
     pub audit: bool,
     /// How many steps may run at once.
     pub jobs: usize,
+    /// The confinement of the programs steps run.
+    pub programs: Arc<crate::sandbox::programs::Programs>,
 }
 
 /// The steps a resumed run does not run again.
@@ -566,8 +568,10 @@ async fn run_one(
             tape,
             limits,
             audit: audit.clone(),
+            programs: Some(req.programs.clone()),
         };
         let result = step::run(loaded, input).await;
+        req.programs.step_ended(&decl.id, attempt);
         if let Some(recorder) = &recorder {
             recorder.finish();
         }

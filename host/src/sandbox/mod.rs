@@ -11,6 +11,8 @@
 pub mod audit;
 pub mod egress;
 pub mod preopens;
+pub mod programs;
+pub mod proxy;
 pub mod reserved;
 
 /// The policy itself (parsing `allow:`, deriving grants, checking a call) belongs to the

@@ -2,6 +2,7 @@
 //! it. Each program runs in its own process group, so a timeout or a failed step also ends
 //! whatever the program started.
 
+mod confined;
 mod watchdog;
 
 use super::bindings::wharf::step::process::{Command, Completion, Host};
@@ -41,6 +42,11 @@ pub struct ProcessView<'a> {
     pub call: &'a StepCall,
     /// Bytes of stdout and of stderr kept for the completion (the step's output limit).
     pub capture_limit: usize,
+    /// The confinement of the run's programs; None where programs run as they are (off).
+    pub programs: Option<&'a crate::sandbox::programs::Programs>,
+    pub attempt: u32,
+    /// What the step's `limits:` hold each of its programs to.
+    pub limits: wharf_confine::Limits,
 }
 
 /// The linker's marker for [`ProcessView`].
@@ -53,12 +59,73 @@ impl wasmtime::component::HasData for HasProcess {
 impl Host for ProcessView<'_> {
     async fn run(&mut self, cmd: Command) -> CallResult<Completion> {
         let (call, capture) = (self.call, self.capture_limit);
+        let (programs, attempt, limits) = (self.programs, self.attempt, self.limits.clone());
         call.taped("wharf:step/process", "run", &cmd, async {
             call.permit(call.grants.check_process(&cmd.program, &cmd.args))?;
-            run_program(&call.scope, cmd.clone(), capture).await
+            match programs.filter(|p| p.mode() != crate::sandbox::programs::Mode::Off) {
+                Some(programs) => {
+                    let (program, cwd) = locate(&call.scope, &cmd)?;
+                    let program = find_on_path(&program).ok_or_else(|| not_found(&cmd.program))?;
+                    confined::run(call, programs, attempt, limits, cmd.clone(), program, cwd, capture).await
+                }
+                None => run_program(&call.scope, cmd.clone(), capture).await,
+            }
         })
         .await
     }
+}
+
+fn not_found(program: &str) -> StepError {
+    step_error(
+        ErrorKind::InvalidInput,
+        format!(
+            "program `{program}` was not found ({})",
+            if program.contains('/') {
+                "relative to the workspace"
+            } else {
+                "on PATH"
+            }
+        ),
+    )
+}
+
+/// The program (a workspace path, resolved; or a name, for `PATH`) and the directory it
+/// runs in, both resolved beneath the workspace by the kernel: a symlink an earlier step
+/// planted (`out/dir -> ../../elsewhere`) is refused, not followed.
+fn locate(scope: &StepScope, cmd: &Command) -> Result<(std::ffi::OsString, std::path::PathBuf), StepError> {
+    if let Some((key, _)) = cmd.env.iter().find(|(k, _)| forbidden_env(k)) {
+        return Err(step_error(
+            ErrorKind::Denied,
+            format!(
+                "a step may not set `{key}` for `{}`: it changes which code the program runs",
+                cmd.program
+            ),
+        ));
+    }
+    let cwd = match &cmd.cwd {
+        Some(dir) => beneath::resolve(&scope.workspace, dir, beneath::Scope::Beneath, beneath::Kind::Directory)?,
+        None => scope.workspace.clone(),
+    };
+    let program = if cmd.program.contains('/') {
+        beneath::existing(&scope.workspace, &cmd.program)?.into_os_string()
+    } else {
+        cmd.program.clone().into()
+    };
+    Ok((program, cwd))
+}
+
+/// `program` as `execve` takes it: a path as it is, a name looked up on wharf's `PATH`.
+fn find_on_path(program: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    if path.is_absolute() {
+        return Some(path.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Variables a step may not set for a program: they change which code runs (the loader,
@@ -87,27 +154,10 @@ fn forbidden_env(key: &str) -> bool {
     EXACT.contains(&key) || key.starts_with("LD_") || key.starts_with("DYLD_") || key.starts_with("GIT_")
 }
 
+/// Run `cmd` as it is, with wharf's authority (`--sandbox off`): its own process group,
+/// which a timeout or a failed step ends.
 pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) -> Result<Completion, StepError> {
-    if let Some((key, _)) = cmd.env.iter().find(|(k, _)| forbidden_env(k)) {
-        return Err(step_error(
-            ErrorKind::Denied,
-            format!(
-                "a step may not set `{key}` for `{}`: it changes which code the program runs",
-                cmd.program
-            ),
-        ));
-    }
-    // Both resolved beneath the workspace by the kernel: a symlink an earlier step planted
-    // (`out/dir -> ../../elsewhere`) is refused, not followed.
-    let cwd = match &cmd.cwd {
-        Some(dir) => beneath::resolve(&scope.workspace, dir, beneath::Scope::Beneath, beneath::Kind::Directory)?,
-        None => scope.workspace.clone(),
-    };
-    let program = if cmd.program.contains('/') {
-        beneath::existing(&scope.workspace, &cmd.program)?.into_os_string()
-    } else {
-        cmd.program.clone().into()
-    };
+    let (program, cwd) = locate(scope, &cmd)?;
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&cmd.args)
@@ -129,35 +179,25 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
     scope.log(Level::Debug, format!("$ {}", shown.trim_end()));
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => step_error(
-            ErrorKind::InvalidInput,
-            format!(
-                "program `{}` was not found ({})",
-                cmd.program,
-                if cmd.program.contains('/') {
-                    "relative to the workspace"
-                } else {
-                    "on PATH"
-                }
-            ),
-        ),
+        std::io::ErrorKind::NotFound => not_found(&cmd.program),
         _ => step_error(ErrorKind::Permanent, format!("cannot start `{}`: {e}", cmd.program)),
     })?;
     let group = ProcessGroup::watched(child.id());
 
+    let kill = || group.kill();
     let stdout = pump(
         scope,
         child.stdout.take().unwrap(),
         Stream::Stdout,
         capture_limit,
-        &group,
+        &kill,
     );
     let stderr = pump(
         scope,
         child.stderr.take().unwrap(),
         Stream::Stderr,
         capture_limit,
-        &group,
+        &kill,
     );
     let exited = async {
         let status = child.wait().await;
@@ -171,14 +211,7 @@ pub async fn run_program(scope: &StepScope, cmd: Command, capture_limit: usize) 
     };
     group.kill(); // on timeout: the program and everything it started
     let Some((status, stdout, stderr)) = outcome else {
-        return Err(step_error(
-            ErrorKind::Permanent,
-            format!(
-                "`{}` did not finish within {} and was killed with its child processes",
-                cmd.program,
-                humantime::format_duration(Duration::from_millis(cmd.timeout_ms.unwrap_or_default()))
-            ),
-        ));
+        return Err(timed_out(&cmd));
     };
     let status = status.map_err(|e| step_error(ErrorKind::Permanent, format!("waiting for `{}`: {e}", cmd.program)))?;
     Ok(Completion {
@@ -229,7 +262,7 @@ async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     limit: usize,
-    group: &ProcessGroup,
+    kill: &(dyn Fn() + Sync),
 ) -> String {
     let mut kept: VecDeque<u8> = VecDeque::new();
     let mut lines = LineSplitter::default();
@@ -248,12 +281,24 @@ async fn pump(
         }
         lines.push(&chunk[..n], &mask, hold, &mut emit);
         if scope.log_budget.exceeded() {
-            group.kill();
+            kill();
             break;
         }
     }
     lines.finish(&mut emit);
     String::from_utf8_lossy(kept.make_contiguous()).into_owned()
+}
+
+/// A program that ran past its timeout, and was killed with what it started.
+fn timed_out(cmd: &Command) -> StepError {
+    step_error(
+        ErrorKind::Permanent,
+        format!(
+            "`{}` did not finish within {} and was killed with its child processes",
+            cmd.program,
+            humantime::format_duration(Duration::from_millis(cmd.timeout_ms.unwrap_or_default()))
+        ),
+    )
 }
 
 #[cfg(test)]

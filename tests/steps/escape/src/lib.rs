@@ -30,6 +30,17 @@ impl Step for Escape {
                 Ok(done) => format!("ESCAPED: ran {target}: {}", done.stdout.trim()),
                 Err(e) => format!("blocked: {}", e.message),
             },
+            // `SCRIPT`: run `sh -c SCRIPT` (granted `process: [sh]`); what it printed.
+            "shell" => match process::run(&Command {
+                program: "sh".into(),
+                args: vec!["-c".into(), target.clone()],
+                env: Vec::new(),
+                cwd: None,
+                timeout_ms: None,
+            }) {
+                Ok(done) => format!("ran: {}", done.stdout.trim()),
+                Err(e) => format!("blocked: {}", e.message),
+            },
             // `SERVICE`: ask the deploy interface about a service.
             "deploy" => match deploy::status(&target) {
                 Ok(status) => format!("ESCAPED: status of {target}: {status:?}"),
