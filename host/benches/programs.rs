@@ -1,0 +1,141 @@
+//! What confining programs costs a user, side by side with running them unconfined
+//! (`--sandbox off`, the code path every program took before) in one run of this program:
+//!
+//! - whole `wharf run` processes of 1 and 50 `builtin:exec` steps of `true`: the marginal
+//!   cost of a program is (median of 50 - median of 1) / 49, and the difference of the two
+//!   1-step runs is what starting the run's confinement costs once;
+//! - the seed pipeline's whole run (`cargo build` with nothing to do, packaging, a rolling
+//!   upgrade of two local instances, the gate, render, confirm), in a workspace per mode.
+//!
+//! Rounds interleave the modes, rotating their order. `cargo bench --bench programs`.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::Workspace;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 15;
+const SEED_ROUNDS: usize = 9;
+const MODES: [&str; 2] = ["auto", "off"];
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn timed(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn trues(n: usize) -> String {
+    let mut text = format!("name: true-{n}\nsteps:\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "  - id: t{i}\n    uses: builtin:exec\n    with: {{ program: \"true\" }}\n"
+        ));
+    }
+    text
+}
+
+fn main() {
+    let ws = Workspace::new();
+    for n in [1, 50] {
+        ws.write(&format!("true-{n}.yml"), &trues(n));
+    }
+    let doctor = ws.wharf(&["doctor"]);
+    let level = doctor
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("programs are confined as far as"))
+        .map(|l| l.split('`').nth(1).unwrap_or("?").to_string())
+        .unwrap_or_default();
+    println!("confinement here: `{level}`");
+    for mode in MODES {
+        let warm = ws.wharf(&["run", "true-1.yml", "--sandbox", mode]);
+        assert_eq!(warm.code(), 0, "{}", warm.all());
+    }
+    let seeds: BTreeMap<&str, Workspace> = MODES.iter().map(|m| (*m, Workspace::seed())).collect();
+    for (mode, seed) in &seeds {
+        let warm = seed.wharf(&["run", "pipeline.yml", "--sandbox", mode]);
+        assert_eq!(warm.code(), 0, "{}", warm.all());
+    }
+
+    let mut samples: BTreeMap<(String, &str), Vec<Duration>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let mut cases: Vec<(String, &str)> = Vec::new();
+        for n in [1, 50] {
+            for mode in MODES {
+                cases.push((format!("true-{n}"), mode));
+            }
+        }
+        if round < SEED_ROUNDS {
+            for mode in MODES {
+                cases.push(("seed".into(), mode));
+            }
+        }
+        let len = cases.len();
+        cases.rotate_left(round % len);
+        for (case, mode) in cases {
+            let took = if case == "seed" {
+                timed(
+                    seeds[mode]
+                        .command(&["run", "pipeline.yml", "--sandbox", mode])
+                        .env("WHARF_KEEP_RUNS", "20"),
+                )
+            } else {
+                timed(
+                    ws.command(&["run", &format!("{case}.yml"), "--sandbox", mode])
+                        .env("WHARF_KEEP_RUNS", "20"),
+                )
+            };
+            samples.entry((case, mode)).or_default().push(took);
+        }
+    }
+    for seed in seeds.values() {
+        let _ = seed.command(&["remove", "seed"]).stdout(Stdio::null()).status();
+    }
+
+    let med = |case: &str, mode: &str| median(samples[&(case.to_string(), mode)].clone());
+    println!("\nwhole runs, median (samples)");
+    println!("{:<28} {:>16} {:>16}", "", "--sandbox auto", "--sandbox off");
+    for case in ["true-1", "true-50", "seed"] {
+        let n = samples[&(case.to_string(), "auto")].len();
+        println!(
+            "{:<28} {:>11.1} ms ({n}) {:>11.1} ms ({n})",
+            case,
+            ms(med(case, "auto")),
+            ms(med(case, "off"))
+        );
+    }
+    let marginal = |mode: &str| (med("true-50", mode).as_secs_f64() - med("true-1", mode).as_secs_f64()) / 49.0 * 1e3;
+    let (confined, plain) = (marginal("auto"), marginal("off"));
+    println!("\na program (exec of `true`), marginal: (median of 50 - median of 1) / 49");
+    println!(
+        "  confined {confined:.2} ms, unconfined {plain:.2} ms: +{:.2} ms ({:+.0}%)",
+        confined - plain,
+        (confined / plain - 1.0) * 100.0
+    );
+    println!(
+        "starting the run's confinement, once: {:+.1} ms (1-step runs)",
+        ms(med("true-1", "auto")) - ms(med("true-1", "off"))
+    );
+    println!(
+        "the seed pipeline: {:+.1}% confined",
+        (med("seed", "auto").as_secs_f64() / med("seed", "off").as_secs_f64() - 1.0) * 100.0
+    );
+}
