@@ -94,7 +94,10 @@ v signal 'kill -0 $wharf'
 # PTRACE_SEIZE: attaching without stopping wharf.
 v ptrace 'python3 -c "import ctypes, sys; sys.exit(ctypes.CDLL(None).ptrace(0x4206, int(sys.argv[1]), 0, 0) != 0)" $wharf'
 if curl -sf --max-time 10 http://127.0.0.1:{granted}/ | grep -q reached; then echo "{route}.granted=reached"; else echo "{route}.granted=refused"; fi
-setsid sh -c 'sleep {marker}' </dev/null >/dev/null 2>&1 &
+# Detached for certain before the step ends: the step's end must be what stops it.
+started="${{TMPDIR:-/tmp}}/detached-{route}-{marker}"
+setsid sh -c 'touch "$0"; exec sleep {marker}' "$started" </dev/null >/dev/null 2>&1 &
+n=0; while [ ! -e "$started" ] && [ $n -lt 500 ]; do sleep 0.01; n=$((n+1)); done
 echo "{route}.done=held"
 "#,
         granted = host.granted,
@@ -225,7 +228,8 @@ fn marker() -> String {
     )
 }
 
-/// Processes still running `sleep MARKER` a moment after the run: killed, and returned.
+/// Processes still running `sleep MARKER` (or starting it) a moment after the run: killed,
+/// and returned.
 fn end_marked(marker: &str) -> Vec<i32> {
     let marked = || -> Vec<i32> {
         std::fs::read_dir("/proc")
@@ -235,7 +239,8 @@ fn end_marked(marker: &str) -> Vec<i32> {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')));
-                !zombie && cmdline.split(|b| *b == 0).any(|arg| arg == marker.as_bytes())
+                // `sleep MARKER`, or the shell that is about to become it.
+                !zombie && cmdline.windows(marker.len()).any(|w| w == marker.as_bytes())
             })
             .collect()
     };
@@ -527,5 +532,100 @@ fn chown_tree(path: &Path, id: u32) {
         if p.is_dir() && !p.is_symlink() {
             stack.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
         }
+    }
+}
+
+/// The confinement process reads its children's ends with SIGCHLD blocked; a program starts
+/// as any other would, with no signal blocked (a shell waiting for its jobs relies on it).
+#[test]
+fn a_program_starts_with_no_signal_blocked() {
+    let ws = Workspace::new();
+    ws.write(
+        "signals.yml",
+        "name: signals\nsteps:\n  - id: mask\n    uses: builtin:exec\n    with:\n      program: grep\n      args: ['^SigBlk', /proc/self/status]\n",
+    );
+    for mode in ["auto", "off"] {
+        let run = ws.wharf(&["run", "signals.yml", "-v", "--sandbox", mode]);
+        assert_eq!(run.code(), 0, "{}", run.all());
+        assert!(
+            run.stdout().contains("SigBlk:\t0000000000000000"),
+            "{mode}: {}",
+            run.all()
+        );
+    }
+}
+
+/// What a program needs is found by running it once with `--audit`: the run lets it use the
+/// whole workspace, notes what it reached beyond its grants (by the paths it asked for,
+/// host paths included, which a confined program cannot even see), and `wharf grants`
+/// prints the `allow:` block that makes the step pass. At the kernel's full support and
+/// with Landlock alone.
+#[test]
+fn an_audit_finds_the_grants_a_program_needs() {
+    for degraded in [false, true] {
+        let level = if degraded { "landlock" } else { "full" };
+        let ws = Workspace::new();
+        let host = tempfile::tempdir().unwrap();
+        let host_lib = host.path().canonicalize().unwrap().join("lib");
+        std::fs::create_dir_all(&host_lib).unwrap();
+        std::fs::write(host_lib.join("f.txt"), "from the host").unwrap();
+        std::fs::create_dir_all(ws.path().join("data")).unwrap();
+        std::fs::create_dir_all(ws.path().join("out")).unwrap();
+        ws.write("data/in.txt", "from the workspace");
+        let pipeline = |allow: &str| {
+            format!(
+                "name: needs\nsteps:\n  - id: work\n    uses: builtin:exec\n{allow}    with:\n      program: sh\n      args: [-c, \"cat data/in.txt > out/copy.txt && cat {}/f.txt > out/host.txt\"]\n",
+                host_lib.display()
+            )
+        };
+        ws.write("needs.yml", &pipeline(""));
+        let run = |args: &[&str]| {
+            let mut command = ws.command(args);
+            if degraded {
+                degrade(&mut command, false);
+            }
+            Run(command.output().unwrap())
+        };
+
+        let refused = run(&["run", "needs.yml"]);
+        assert_eq!(refused.code(), 1, "{level}: without grants it fails\n{}", refused.all());
+
+        let audit = run(&["run", "needs.yml", "--audit"]);
+        assert!(audit.stdout().contains("audit run"), "{level}: {}", audit.all());
+        let grants = ws.wharf(&["grants", &audit.run_id()]);
+        assert_eq!(grants.code(), 0, "{}", grants.all());
+        let home = std::env::var("HOME").map(PathBuf::from).ok();
+        let shown = match home.as_deref().and_then(|h| host_lib.strip_prefix(h).ok()) {
+            Some(beneath) => format!("~/{}", beneath.display()),
+            None => host_lib.display().to_string(),
+        };
+        for line in [
+            "read: [data]".to_string(),
+            "write: [out]".to_string(),
+            format!("host-read: [{shown}]"),
+        ] {
+            assert!(grants.stdout().contains(&line), "{level}: {line}\n{}", grants.stdout());
+        }
+        assert!(
+            !grants.stdout().contains(".wharf"),
+            "{level}: wharf's own files are never a grant\n{}",
+            grants.stdout()
+        );
+
+        // The printed block, as printed (indented for a step), makes the step pass.
+        let block: String = grants
+            .stdout()
+            .lines()
+            .skip_while(|l| l.trim() != "allow:")
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        ws.write("needs.yml", &pipeline(&block));
+        let granted = run(&["run", "needs.yml"]);
+        assert_eq!(granted.code(), 0, "{level}:\n{block}\n{}", granted.all());
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("out/host.txt")).unwrap(),
+            "from the host"
+        );
     }
 }

@@ -25,10 +25,13 @@ pub enum SpawnError {
 }
 
 /// How a program ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// In an audit: what it reached beyond its grants (a path a grant would name, and
+    /// whether it wrote).
+    pub beyond: Vec<(std::path::PathBuf, bool)>,
 }
 
 type StartedReply = Result<(OwnedFd, Option<OwnedFd>), SpawnError>;
@@ -129,8 +132,14 @@ impl Confiner {
 
 impl Drop for Confiner {
     fn drop(&mut self) {
-        // Its end of the socket closes with ours: it ends every program and exits.
+        // Told that wharf is done, it ends every program and what they left, and exits; a
+        // moment later it is killed however far it got.
+        let _ = rustix::net::shutdown(self.socket.get_ref(), rustix::net::Shutdown::Both);
         let mut process = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while matches!(process.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let _ = process.kill();
         let _ = process.wait();
     }
@@ -153,6 +162,7 @@ impl Running {
         (&mut self.exit).await.unwrap_or(Exit {
             code: None,
             signal: Some(libc::SIGKILL),
+            beyond: Vec::new(),
         })
     }
 
@@ -227,9 +237,17 @@ async fn listen(socket: Arc<AsyncFd<OwnedFd>>, waiting: Arc<Mutex<Waiting>>, mut
                     }));
                 }
             }
-            Ok(Some((FromConfiner::Exited { id, code, signal }, _))) => {
+            Ok(Some((
+                FromConfiner::Exited {
+                    id,
+                    code,
+                    signal,
+                    beyond,
+                },
+                _,
+            ))) => {
                 if let Some(to) = waiting.exited.remove(&id) {
-                    let _ = to.send(Exit { code, signal });
+                    let _ = to.send(Exit { code, signal, beyond });
                 }
             }
             Ok(Some((FromConfiner::Ready(_), _))) => {}

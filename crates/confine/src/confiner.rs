@@ -22,6 +22,8 @@ use crate::policy::{Level, Network, PROXY_PORT, Program, Setup};
 use crate::support::{self, Report};
 use crate::wire::{self, FromConfiner, MAX_MESSAGE, ToConfiner};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use seccompiler::BpfProgram;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
@@ -44,21 +46,28 @@ pub fn serve() -> ! {
 }
 
 struct Running {
-    /// The child of this process: the program, or the relay that waits for it.
+    /// The program, a child of this process.
     child: libc::pid_t,
-    /// The program (this process's view of its pid).
-    program: libc::pid_t,
     /// It is the first process of a process namespace: killing it ends everything it started.
     own_namespace: bool,
+    /// In an audit: what it opens, seen.
+    watch: Option<crate::watch::Watch>,
 }
 
 struct Confiner {
     socket: OwnedFd,
     setup: Setup,
     level: Level,
-    landlock: u32,
     root: bool,
     running: HashMap<u64, Running>,
+    /// Made once, used by every program: what its Landlock layer always holds, its seccomp
+    /// filters (without and with a network), its standard input.
+    base: Option<layers::Base>,
+    filters: [Option<BpfProgram>; 2],
+    null: OwnedFd,
+    stack: Stack,
+    /// The host's root, in an audit.
+    host: Option<OwnedFd>,
 }
 
 fn run() -> io::Result<()> {
@@ -69,13 +78,35 @@ fn run() -> io::Result<()> {
         return Err(io::Error::other("wharf did not send the setup first"));
     };
     // Stdin is the socket; programs get /dev/null instead, opened for each.
+    // In an audit, what a program asks for is looked up on the host, not in its root.
+    let host = match setup.audit {
+        true => Some(rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?),
+        false => None,
+    };
     let report = prepare(&setup);
     wire::send(socket.as_fd(), &FromConfiner::Ready(report.clone()), &[])?;
+    let level = report.level;
+    let filter = |network: &Network| {
+        if level < Level::Landlock {
+            return Ok(None);
+        }
+        crate::filter::program(level, network)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("seccomp: {e}")))
+    };
     let mut confiner = Confiner {
         socket,
-        landlock: report.landlock.unwrap_or(0),
-        level: report.level,
+        level,
         root: report.root,
+        base: (level >= Level::Landlock).then(|| layers::Base::open(&setup, report.landlock.unwrap_or(0))),
+        filters: [filter(&Network::None)?, filter(&Network::Granted { ports: None })?],
+        null: rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?,
+        stack: Stack::new()?,
+        host,
         setup,
         running: HashMap::new(),
     };
@@ -108,6 +139,13 @@ fn prepare(setup: &Setup) -> Report {
         Ok(()) => report.level = level,
         Err(e) => report.no_namespaces = Some(format!("Landlock refused the rules: {e}")),
     }
+    if report.root && report.level > Level::None {
+        // Once for every program: no exec of a child gives root's powers back.
+        if let Err(e) = drop_bounding_set() {
+            report.level = Level::None;
+            report.no_namespaces = Some(format!("root's capabilities could not be dropped: {e}"));
+        }
+    }
     report
 }
 
@@ -115,16 +153,48 @@ impl Confiner {
     fn serve(&mut self, buffer: &mut [u8]) -> io::Result<()> {
         let children = child_signals()?;
         loop {
-            let mut fds = [
+            let watched: Vec<u64> = self
+                .running
+                .iter()
+                .filter(|(_, r)| r.watch.as_ref().is_some_and(|w| w.open))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut fds = vec![
                 rustix::event::PollFd::new(&self.socket, rustix::event::PollFlags::IN),
                 rustix::event::PollFd::new(&children, rustix::event::PollFlags::IN),
             ];
+            for id in &watched {
+                let watch = self.running[id].watch.as_ref().expect("watched");
+                fds.push(rustix::event::PollFd::new(
+                    &watch.listener,
+                    rustix::event::PollFlags::IN,
+                ));
+            }
             match rustix::event::poll(&mut fds, None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
             let (message, child) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+            let seen: Vec<(u64, rustix::event::PollFlags)> = watched
+                .iter()
+                .zip(&fds[2..])
+                .map(|(id, fd)| (*id, fd.revents()))
+                .collect();
+            drop(fds);
+            for (id, events) in seen {
+                let Some(watch) = self.running.get_mut(&id).and_then(|r| r.watch.as_mut()) else {
+                    continue;
+                };
+                if events.contains(rustix::event::PollFlags::IN)
+                    && let Some(host) = &self.host
+                {
+                    watch.serve_one(&self.setup, host.as_fd());
+                } else if !events.is_empty() {
+                    // Every process that could stop on it has ended.
+                    watch.open = false;
+                }
+            }
             if child {
                 drain_signals(&children);
                 self.reap()?;
@@ -193,6 +263,7 @@ impl Confiner {
             };
             let running = self.running.remove(&id).expect("found above");
             self.end(id, &running);
+            let beyond = running.watch.map(|w| w.beyond()).unwrap_or_default();
             let (code, signal) = if libc::WIFEXITED(status) {
                 (Some(libc::WEXITSTATUS(status)), None)
             } else if libc::WIFSIGNALED(status) {
@@ -200,7 +271,13 @@ impl Confiner {
             } else {
                 (None, None)
             };
-            wire::send(self.socket.as_fd(), &FromConfiner::Exited { id, code, signal }, &[])?;
+            let exited = FromConfiner::Exited {
+                id,
+                code,
+                signal,
+                beyond,
+            };
+            wire::send(self.socket.as_fd(), &exited, &[])?;
         }
     }
 
@@ -210,12 +287,14 @@ impl Confiner {
         // SAFETY: signalling pids this process started; a stale one only fails.
         unsafe {
             if running.own_namespace {
-                libc::kill(running.program, libc::SIGKILL);
+                libc::kill(running.child, libc::SIGKILL);
                 return;
             }
-            libc::kill(-running.program, libc::SIGKILL);
+            libc::kill(-running.child, libc::SIGKILL);
         }
-        for orphan in children() {
+        // Detached processes come here when the one they left ends, which may be after the
+        // program: every marked process of this tree goes, wherever it hangs now.
+        for orphan in descendants() {
             if orphan != running.child && marked(orphan, id) {
                 // SAFETY: as above.
                 unsafe { libc::kill(orphan, libc::SIGKILL) };
@@ -227,9 +306,10 @@ impl Confiner {
         for (id, running) in &self.running {
             self.end(*id, running);
         }
-        for child in children() {
+        // Whatever is still below this process came from a program.
+        for process in descendants() {
             // SAFETY: as above.
-            unsafe { libc::kill(child, libc::SIGKILL) };
+            unsafe { libc::kill(process, libc::SIGKILL) };
         }
     }
 
@@ -245,9 +325,11 @@ impl Confiner {
         let prepared = Prepared::new(program, id)?;
         let own_namespace = self.level == Level::Full && !program.signals;
         let proxied = self.level == Level::Full && program.network != Network::None;
+        let watched = self.setup.audit && self.level >= Level::Landlock;
         let (failure_read, failure_write) = pipe()?;
-        let (pid_read, pid_write) = pipe()?;
-        let (proxy_here, proxy_there) = if proxied {
+        // What the child made and this process keeps comes back through this socket: its
+        // proxy's listening socket, then its watch's listener.
+        let (handover_here, handover_there) = if proxied || watched {
             let (a, b) = rustix::net::socketpair(
                 rustix::net::AddressFamily::UNIX,
                 rustix::net::SocketType::SEQPACKET,
@@ -258,44 +340,46 @@ impl Confiner {
         } else {
             (None, None)
         };
-        // SAFETY: this process has one thread; the child runs `child` and never returns.
-        let child = unsafe { libc::fork() };
+        // The child shares this process's memory and runs on a stack of its own until it
+        // execs (or fails), while this process waits: no page table is copied, which is
+        // most of what a fork of this process costs. It is the first process of a process
+        // namespace of its own when it gets one, and the clone also returns its pidfd.
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        if own_namespace {
+            flags |= libc::CLONE_NEWPID;
+        }
+        let mut pidfd: libc::c_int = -1;
+        let mut task = Task {
+            confiner: self,
+            program,
+            prepared: &prepared,
+            stdout: &stdout,
+            stderr: &stderr,
+            failure: &failure_write,
+            handover: handover_there.as_ref(),
+            proxied,
+            watched,
+            own_namespace,
+        };
+        let stack = self.stack.top();
+        // SAFETY: `task` and the stack outlive the child's use of them: CLONE_VFORK holds
+        // this (single-threaded) process until the child has exec'd or exited.
+        let child = unsafe {
+            libc::clone(
+                become_child,
+                stack,
+                flags,
+                std::ptr::addr_of_mut!(task).cast(),
+                std::ptr::addr_of_mut!(pidfd),
+            )
+        };
         if child < 0 {
             return Err(io::Error::last_os_error());
         }
-        if child == 0 {
-            drop(failure_read);
-            drop(pid_read);
-            drop(proxy_here);
-            let error = self.child(
-                program,
-                &prepared,
-                &stdout,
-                &stderr,
-                &failure_write,
-                &pid_write,
-                proxy_there.as_ref(),
-                own_namespace,
-            );
-            let errno = error.raw_os_error().unwrap_or(libc::EIO);
-            let message = format!("{errno}:{error}");
-            // SAFETY: writing to our own pipe, then leaving without running destructors.
-            unsafe {
-                libc::write(failure_write.as_raw_fd(), message.as_ptr().cast(), message.len());
-                libc::_exit(127);
-            }
-        }
-        drop((failure_write, pid_write, proxy_there, stdout, stderr));
-        let program_pid = if own_namespace {
-            let text = read_all(&pid_read)?;
-            text.trim().parse().unwrap_or(child)
-        } else {
-            child
-        };
-        let proxy = match &proxy_here {
-            Some(socket) => Some(receive_fd(socket)?),
-            None => None,
-        };
+        // SAFETY: the kernel wrote a new descriptor there, ours alone.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        drop((failure_write, handover_there, stdout, stderr));
+        // The child has exec'd or ended (CLONE_VFORK): its failure, if any, is all there.
         let failure = read_all(&failure_read)?;
         if !failure.is_empty() {
             let (errno, message) = failure.split_once(':').unwrap_or(("5", &failure));
@@ -307,17 +391,23 @@ impl Confiner {
                 message.to_string(),
             ));
         }
-        // The direct child's pidfd: it is not reaped before the serve loop runs again, so
-        // it exists even if the program has already ended; a relay ends as its program.
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(child).ok_or_else(|| io::Error::other("no program pid"))?,
-            rustix::process::PidfdFlags::empty(),
-        )?;
+        let handover = handover_here.as_ref();
+        let received = || {
+            handover
+                .ok_or_else(|| io::Error::other("no handover"))
+                .and_then(receive_fd)
+        };
+        let proxy = if proxied { Some(received()?) } else { None };
+        let watch = if watched {
+            Some(crate::watch::Watch::new(received()?, program.clone()))
+        } else {
+            None
+        };
         Ok((
             Running {
                 child,
-                program: program_pid,
                 own_namespace,
+                watch,
             },
             pidfd,
             proxy,
@@ -325,50 +415,29 @@ impl Confiner {
     }
 
     /// In the forked child: become the program. Returns only what went wrong.
-    #[allow(clippy::too_many_arguments)]
-    fn child(
-        &self,
-        program: &Program,
-        prepared: &Prepared,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
-        failure: &OwnedFd,
-        pid_out: &OwnedFd,
-        proxy: Option<&OwnedFd>,
-        own_namespace: bool,
-    ) -> io::Error {
+    fn child(&self, task: &Task<'_>) -> io::Error {
         let steps = || -> io::Result<std::convert::Infallible> {
             // Dies with this process (its parent, single-threaded: no thread to outlive).
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            if own_namespace {
+            // This process reads SIGCHLD through a descriptor, blocked; a program gets it.
+            unblock_signals()?;
+            if task.own_namespace {
                 // SAFETY: plain system call.
                 check(unsafe { libc::setsid() })?;
             } else {
                 rustix::process::setpgid(None, None)?;
             }
-            if let Some(proxy) = proxy {
+            if task.proxied
+                && let Some(handover) = task.handover
+            {
                 // A network of its own: only a loopback, where wharf's proxy listens.
                 // SAFETY: plain system call in a single-threaded child.
                 check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
                 crate::namespaces::loopback_up()?;
                 let listener = std::net::TcpListener::bind(("127.0.0.1", PROXY_PORT))?;
-                send_fd(proxy, listener.as_fd())?;
+                send_fd(handover, listener.as_fd())?;
             }
-            if own_namespace {
-                // SAFETY: plain system calls; the relay below only waits and exits.
-                unsafe {
-                    check(libc::unshare(libc::CLONE_NEWPID))?;
-                    let program = libc::fork();
-                    if program < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if program > 0 {
-                        relay(program, pid_out, failure);
-                    }
-                }
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-            }
-            self.become_program(program, prepared, stdout, stderr)
+            self.become_program(task)
         };
         match steps() {
             Ok(never) => match never {},
@@ -377,32 +446,44 @@ impl Confiner {
     }
 
     /// Stdio, directory, limits, Landlock, seccomp, capabilities, then exec.
-    fn become_program(
-        &self,
-        program: &Program,
-        prepared: &Prepared,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
-    ) -> io::Result<std::convert::Infallible> {
-        let null = std::fs::File::open("/dev/null")?;
+    fn become_program(&self, task: &Task<'_>) -> io::Result<std::convert::Infallible> {
+        let (program, prepared) = (task.program, task.prepared);
         // SAFETY: duplicating descriptors this process owns onto 0, 1 and 2.
         unsafe {
-            check(libc::dup2(null.as_raw_fd(), 0))?;
-            check(libc::dup2(stdout.as_raw_fd(), 1))?;
-            check(libc::dup2(stderr.as_raw_fd(), 2))?;
+            check(libc::dup2(self.null.as_raw_fd(), 0))?;
+            check(libc::dup2(task.stdout.as_raw_fd(), 1))?;
+            check(libc::dup2(task.stderr.as_raw_fd(), 2))?;
         }
         rustix::process::chdir(&program.cwd)?;
         limit(program)?;
         rustix::thread::set_no_new_privs(true)?;
-        if self.level >= Level::Landlock {
-            layers::restrict_program(&self.setup, program, self.level, self.landlock)
+        if let Some(base) = &self.base {
+            // An audit lets a program at the whole workspace, to see what it needs of it.
+            let widened;
+            let layer = if self.setup.audit {
+                widened = Program {
+                    write: [vec![self.setup.workspace.clone()], program.write.clone()].concat(),
+                    ..program.clone()
+                };
+                &widened
+            } else {
+                program
+            };
+            layers::restrict_program(base, &self.setup, layer, self.level)
                 .map_err(|e| io::Error::other(format!("Landlock: {e}")))?;
-            let filter = crate::filter::program(self.level, &program.network)
-                .map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
-            seccompiler::apply_filter(&filter).map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
+        }
+        if let Some(filter) = &self.filters[usize::from(program.network != Network::None)] {
+            seccompiler::apply_filter(filter).map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
         }
         if self.root && self.level > Level::None {
             drop_capabilities()?;
+        }
+        if task.watched
+            && let Some(handover) = task.handover
+        {
+            // Last: from here on, each call that names a path waits for this process.
+            let listener = crate::watch::install()?;
+            send_fd(handover, listener.as_fd())?;
         }
         // SAFETY: the arrays are null-terminated and outlive the call, which returns only
         // on failure.
@@ -417,31 +498,67 @@ impl Confiner {
     }
 }
 
-/// The relay between this process and a program that is the first of its own process
-/// namespace: it tells the program's pid, waits for it, and ends as it ended.
-///
-/// # Safety
-/// Called in a forked child; never returns.
-unsafe fn relay(program: libc::pid_t, pid_out: &OwnedFd, failure: &OwnedFd) -> ! {
-    let text = program.to_string();
-    // SAFETY: writes to our own pipe; waitpid on our own child; then exit as it did.
+/// What the child of a spawn needs, passed through `clone`.
+struct Task<'a> {
+    confiner: &'a Confiner,
+    program: &'a Program,
+    prepared: &'a Prepared,
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    failure: &'a OwnedFd,
+    handover: Option<&'a OwnedFd>,
+    proxied: bool,
+    watched: bool,
+    own_namespace: bool,
+}
+
+/// The child's start: become the program, or say why not on the failure pipe and exit.
+extern "C" fn become_child(task: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn` passes a live `Task` and waits (CLONE_VFORK) until we exec or exit.
+    let task = unsafe { &*task.cast::<Task<'_>>() };
+    let error = task.confiner.child(task);
+    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+    let message = format!("{errno}:{error}");
+    // SAFETY: writing to the failure pipe, then leaving without running destructors (the
+    // memory is the confinement process's).
     unsafe {
-        libc::write(pid_out.as_raw_fd(), text.as_ptr().cast(), text.len());
-        // Only the program holds the failure pipe now: its end (exec) is what wharf awaits.
-        libc::close(failure.as_raw_fd());
-        libc::close(pid_out.as_raw_fd());
-        let mut status = 0;
-        while libc::waitpid(program, &mut status, 0) < 0 {
-            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                libc::_exit(127);
+        libc::write(task.failure.as_raw_fd(), message.as_ptr().cast(), message.len());
+        libc::_exit(127)
+    }
+}
+
+/// The stack children run on until they exec: one at a time (CLONE_VFORK), so one stack.
+struct Stack {
+    base: *mut libc::c_void,
+    size: usize,
+}
+
+impl Stack {
+    const SIZE: usize = 1 << 20;
+
+    fn new() -> io::Result<Stack> {
+        // SAFETY: a fresh private mapping; its lowest page is made a guard.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
             }
+            libc::mprotect(base, 4096, libc::PROT_NONE);
+            Ok(Stack { base, size: Self::SIZE })
         }
-        if libc::WIFSIGNALED(status) {
-            let signal = libc::WTERMSIG(status);
-            libc::signal(signal, libc::SIG_DFL);
-            libc::kill(libc::getpid(), signal);
-        }
-        libc::_exit(libc::WEXITSTATUS(status))
+    }
+
+    /// Stacks grow down: the child starts at the top, 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of our own mapping, as clone expects.
+        unsafe { self.base.cast::<u8>().add(self.size).cast() }
     }
 }
 
@@ -530,9 +647,9 @@ fn limit(program: &Program) -> io::Result<()> {
     Ok(())
 }
 
-/// A root program keeps uid 0 (files it owns) but none of root's powers: the bounding set
-/// is emptied, so no exec gives them back.
-fn drop_capabilities() -> io::Result<()> {
+/// Empty the bounding set, once for the confinement process and all it forks: no exec
+/// gives a root program root's powers back. The process keeps its own, to make namespaces.
+fn drop_bounding_set() -> io::Result<()> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|t| t.trim().parse::<libc::c_int>().ok())
@@ -544,6 +661,12 @@ fn drop_capabilities() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
+    Ok(())
+}
+
+/// A root program keeps uid 0 (files it owns) but none of root's powers: with the bounding
+/// set empty, clearing its ambient and inheritable sets leaves exec nothing to give.
+fn drop_capabilities() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
     let header = libc_cap_header();
@@ -595,20 +718,53 @@ fn child_signals() -> io::Result<OwnedFd> {
     }
 }
 
+/// A program starts with no signal blocked.
+fn unblock_signals() -> io::Result<()> {
+    // SAFETY: an empty set, made on the stack.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
 fn drain_signals(fd: &OwnedFd) {
     let mut info = [0u8; 128];
     // SAFETY: reading whole signalfd_siginfo records into a local buffer.
     while unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
 }
 
-/// This process's children, as the kernel lists them.
+/// The children of `pid`, as the kernel lists them for each of its threads.
+fn children_of(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(text.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()));
+    }
+    found
+}
+
+/// This process's children.
 fn children() -> Vec<libc::pid_t> {
-    let me = std::process::id();
-    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    children_of(std::process::id() as libc::pid_t)
+}
+
+/// Every process below this one (bounded: a fork bomb is held by the process limit).
+fn descendants() -> Vec<libc::pid_t> {
+    const MOST: usize = 65_536;
+    let mut found = children();
+    let mut next = 0;
+    while next < found.len() && found.len() < MOST {
+        let more = children_of(found[next]);
+        found.extend(more);
+        next += 1;
+    }
+    found
 }
 
 /// Whether process `pid` carries program `id`'s mark in its environment.

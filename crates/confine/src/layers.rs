@@ -7,9 +7,11 @@
 
 use crate::policy::{Level, Network, Program, Setup};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetError, Scope, path_beneath_rules,
 };
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{FileType, Mode, OFlags};
 use std::path::{Path, PathBuf};
 
 /// Entries of `/etc` no program reads: password hashes, sudo's rules, host keys, stored
@@ -98,19 +100,67 @@ pub fn restrict_confiner(setup: &Setup, version: u32) -> Result<(), RulesetError
     Ok(())
 }
 
+/// A path of every program's layer, opened once (`O_PATH`) by the confinement process:
+/// opening a dozen paths for each program would cost more than its Landlock layer itself.
+struct Opened {
+    fd: OwnedFd,
+    /// Landlock takes only a file's rights on a file.
+    file: bool,
+}
+
+impl Opened {
+    fn new(path: &Path) -> Option<Opened> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let stat = rustix::fs::fstat(&fd).ok()?;
+        let file = FileType::from_raw_mode(stat.st_mode) != FileType::Directory;
+        Some(Opened { fd, file })
+    }
+
+    fn rule(&self, access: BitFlags<AccessFs>, abi: ABI) -> Result<PathBeneath<BorrowedFd<'_>>, RulesetError> {
+        let access = if self.file {
+            access & AccessFs::from_file(abi)
+        } else {
+            access
+        };
+        Ok(PathBeneath::new(self.fd.as_fd(), access))
+    }
+}
+
+/// What every program's layer holds, whatever its step: the system's directories, `/proc`
+/// and the devices; the workspace's names.
+pub struct Base {
+    abi: ABI,
+    read: Vec<Opened>,
+    write: Vec<Opened>,
+    listable: Option<Opened>,
+}
+
+impl Base {
+    pub fn open(setup: &Setup, version: u32) -> Base {
+        let mut read: Vec<PathBuf> = setup.system.clone();
+        read.push("/proc".into());
+        read.extend(DEVICES_RO.iter().map(PathBuf::from));
+        let open = |paths: Vec<PathBuf>| paths.iter().filter_map(|p| Opened::new(p)).collect();
+        Base {
+            abi: abi_of(version),
+            read: open(read),
+            write: open(DEVICES_RW.iter().map(PathBuf::from).collect()),
+            listable: Opened::new(&setup.workspace),
+        }
+    }
+}
+
 /// A program's own layer: its step's grants; at `Level::Landlock` also its TCP ports, and
 /// (Landlock ABI 6) signals and abstract unix sockets held to its own processes.
-pub fn restrict_program(setup: &Setup, program: &Program, level: Level, version: u32) -> Result<(), RulesetError> {
-    let abi = abi_of(version);
+pub fn restrict_program(base: &Base, setup: &Setup, program: &Program, level: Level) -> Result<(), RulesetError> {
+    let abi = base.abi;
     let read = AccessFs::from_read(abi);
     let all = AccessFs::from_all(abi);
-    let mut readable: Vec<PathBuf> = setup.system.clone();
     // Names in the workspace, not what they hold: tools look around where they start
     // (`pytest` collects, `git` finds its root).
-    let mut listable: Vec<PathBuf> = vec![setup.workspace.clone()];
-    readable.push("/proc".into());
-    readable.extend(DEVICES_RO.iter().map(PathBuf::from));
-    let mut writable: Vec<PathBuf> = Vec::new();
+    let mut listable: Vec<PathBuf> = Vec::new();
+    let mut readable: Vec<PathBuf> = Vec::new();
+    let mut writable: Vec<PathBuf> = vec![program.temp.clone()];
     for (paths, into) in [(&program.read, &mut readable), (&program.write, &mut writable)] {
         for path in paths {
             let (around, beside) = around_state(path, &setup.state);
@@ -118,8 +168,6 @@ pub fn restrict_program(setup: &Setup, program: &Program, level: Level, version:
             into.extend(beside);
         }
     }
-    writable.push(program.temp.clone());
-    writable.extend(DEVICES_RW.iter().map(PathBuf::from));
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(all)?;
@@ -137,6 +185,9 @@ pub fn restrict_program(setup: &Setup, program: &Program, level: Level, version:
     let mut created = ruleset
         .scope(scopes)?
         .create()?
+        .add_rules(base.listable.iter().map(|o| o.rule(AccessFs::ReadDir.into(), abi)))?
+        .add_rules(base.read.iter().map(|o| o.rule(read, abi)))?
+        .add_rules(base.write.iter().map(|o| o.rule(all, abi)))?
         .add_rules(path_beneath_rules(listable, AccessFs::ReadDir))?
         .add_rules(path_beneath_rules(readable, read))?
         .add_rules(path_beneath_rules(writable, all))?;

@@ -50,6 +50,10 @@ pub struct Setup {
     pub host_write: Vec<PathBuf>,
     /// Where the steps' private temporary directories are made (inside `state`).
     pub temp: PathBuf,
+    /// An audit run: programs may read and write the whole workspace (not `state`), and what
+    /// they reach beyond their grants is seen and told ([`crate::watch`]).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 /// One program and what it may reach.

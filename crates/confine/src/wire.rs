@@ -42,6 +42,10 @@ pub enum FromConfiner {
         id: u64,
         code: Option<i32>,
         signal: Option<i32>,
+        /// In an audit: the paths it reached beyond its grants, cut to what a grant names,
+        /// and whether it wrote.
+        #[serde(default)]
+        beyond: Vec<(std::path::PathBuf, bool)>,
     },
 }
 

@@ -144,6 +144,24 @@ pub(super) struct Prepared {
     pub(super) warnings: Vec<String>,
 }
 
+/// Whether a step of the run may start a program: it is granted one, or it is a built-in
+/// step that runs one its parameters name.
+fn may_run_programs(prepared: &Prepared) -> bool {
+    prepared
+        .pipeline
+        .steps
+        .iter()
+        .zip(&prepared.steps)
+        .any(|(decl, loaded)| {
+            !decl.allow.process.is_empty()
+                || loaded.info.as_ref().is_some_and(|info| {
+                    info.capabilities
+                        .iter()
+                        .any(|c| c.kind == crate::pipeline::describe::CapabilityKind::Process)
+                })
+        })
+}
+
 /// Every host path any step of `pipeline` may read, and write.
 fn host_grants(pipeline: &crate::pipeline::Pipeline) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let paths = |of: fn(&crate::pipeline::StepDecl) -> &Vec<crate::sandbox::grants::Granted<String>>| {
@@ -285,14 +303,6 @@ pub(super) async fn run(
         }
     };
     screen.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
-    let revision = crate::capabilities::source::workspace_revision(&workspace).await;
-    let reuse = match &args.resume {
-        None => None,
-        Some(run) => Some(
-            resume_from(&workspace, run, &prepared, revision.as_deref(), args.force)
-                .map_err(|e| Stop::invalid(format!("--resume {run}: {e}")))?,
-        ),
-    };
     let run_id = new_run_id();
     let runs = runs_dir(&workspace);
     // What killed runs left in their scratch space goes first.
@@ -309,6 +319,20 @@ pub(super) async fn run(
         Some(SandboxMode::Auto) => Mode::Auto,
         None if prepared.pipeline.sandbox_strict => Mode::Strict,
         None => Mode::Auto,
+    };
+    let (host_read, host_write) = host_grants(&prepared.pipeline);
+    let programs = Programs::new(mode, &workspace, scratch.path(), host_read, host_write, events.clone());
+    let programs = Arc::new(if args.audit { programs.audited() } else { programs });
+    if may_run_programs(&prepared) {
+        programs.start_early();
+    }
+    let revision = crate::capabilities::source::workspace_revision(&workspace).await;
+    let reuse = match &args.resume {
+        None => None,
+        Some(run) => Some(
+            resume_from(&workspace, run, &prepared, revision.as_deref(), args.force)
+                .map_err(|e| Stop::invalid(format!("--resume {run}: {e}")))?,
+        ),
     };
     let facts = RunFacts {
         revision,
@@ -341,15 +365,6 @@ pub(super) async fn run(
             message: "--sandbox off: programs are not confined; they have wharf's own authority".into(),
         });
     }
-    let (host_read, host_write) = host_grants(&prepared.pipeline);
-    let programs = Arc::new(Programs::new(
-        mode,
-        &workspace,
-        scratch.path(),
-        host_read,
-        host_write,
-        events.clone(),
-    ));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,

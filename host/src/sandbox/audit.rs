@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The `allow:` keys an audit lets through.
-const AUDITED: &[&str] = &["read", "write", "process", "http"];
+const AUDITED: &[&str] = &["read", "write", "process", "http", "host-read", "host-write"];
 
 /// What an audit notes of a read of a path the workspace does not hold: no grant gives what
 /// is not there. (A step's absolute path resolves in the workspace: `/etc/passwd` comes
@@ -51,6 +51,25 @@ impl Audit {
             return None;
         }
         Some(relative)
+    }
+
+    /// A path a confined program reached beyond its grants, cut to what a grant names: a
+    /// workspace path as `read:` or `write:`, another as `host-read:` or `host-write:`
+    /// (`~/` for wharf's home).
+    pub fn note_program(&self, path: &Path, write: bool) {
+        let (key, value) = match path.strip_prefix(&self.workspace) {
+            Ok(inside) if inside.as_os_str().is_empty() => return,
+            Ok(inside) => (if write { "write" } else { "read" }, inside.display().to_string()),
+            Err(_) => {
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                let value = match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
+                    Some(beneath) => format!("~/{}", beneath.display()),
+                    None => path.display().to_string(),
+                };
+                (if write { "host-write" } else { "host-read" }, value)
+            }
+        };
+        self.note(format!("{key}: [{value}]"));
     }
 
     fn note(&self, line: String) {

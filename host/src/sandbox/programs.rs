@@ -43,6 +43,7 @@ pub struct Programs {
     confiner: tokio::sync::OnceCell<Result<Confiner, String>>,
     events: Events,
     told: AtomicBool,
+    temps: std::sync::Mutex<Temps>,
 }
 
 impl Programs {
@@ -68,11 +69,20 @@ impl Programs {
                 system: system_paths(),
                 host_read: host_read.iter().map(|p| real(p)).collect(),
                 host_write: host_write.iter().map(|p| real(p)).collect(),
+                audit: false,
             },
             confiner: tokio::sync::OnceCell::new(),
             events,
             told: AtomicBool::new(false),
+            temps: std::sync::Mutex::default(),
         }
+    }
+
+    /// For an audit run: programs may use the whole workspace, and what they reach beyond
+    /// their grants is noted.
+    pub fn audited(mut self) -> Programs {
+        self.setup.audit = true;
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -83,11 +93,20 @@ impl Programs {
         &self.setup
     }
 
-    /// The confinement process, started on first use; the run hears once what it holds
-    /// and what this kernel leaves open.
-    pub async fn confiner(&self) -> Result<&Confiner, String> {
-        let started = self
-            .confiner
+    /// Start the confinement process now, beside the run's first steps, rather than at its
+    /// first program: the few milliseconds it takes then cost the run nothing it waits for.
+    pub fn start_early(self: &std::sync::Arc<Self>) {
+        if self.mode == Mode::Off {
+            return;
+        }
+        let programs = self.clone();
+        tokio::spawn(async move {
+            programs.started().await;
+        });
+    }
+
+    async fn started(&self) -> &Result<Confiner, String> {
+        self.confiner
             .get_or_init(|| async {
                 std::fs::create_dir_all(&self.setup.temp)
                     .map_err(|e| format!("cannot make {}: {e}", self.setup.temp.display()))?;
@@ -97,8 +116,13 @@ impl Programs {
                     .await
                     .map_err(|e| format!("cannot start the confinement of programs: {e}"))
             })
-            .await;
-        let confiner = started.as_ref().map_err(Clone::clone)?;
+            .await
+    }
+
+    /// The confinement process, started on first use; the run hears once what it holds
+    /// and what this kernel leaves open.
+    pub async fn confiner(&self) -> Result<&Confiner, String> {
+        let confiner = self.started().await.as_ref().map_err(Clone::clone)?;
         let report = confiner.report();
         if self.mode == Mode::Strict && report.level < Level::Full {
             return Err(format!(
@@ -124,15 +148,60 @@ impl Programs {
 
     /// The private temporary directory of a step's attempt, made on first use.
     pub fn temp_dir(&self, step: &str, attempt: u32) -> std::io::Result<PathBuf> {
-        let dir = self.setup.temp.join(format!("{step}-{attempt}"));
-        std::fs::create_dir_all(&dir)?;
+        let mut temps = self.temps.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (step.to_string(), attempt);
+        if let Some(dir) = temps.taken.get(&key) {
+            return Ok(dir.clone());
+        }
+        let dir = match temps.free.pop() {
+            Some(dir) => dir,
+            None => {
+                let dir = self.setup.temp.join(temps.made.to_string());
+                std::fs::create_dir_all(&dir)?;
+                temps.made += 1;
+                dir
+            }
+        };
+        temps.taken.insert(key, dir.clone());
         Ok(dir)
     }
 
-    /// The step's attempt ended: its temporary directory goes.
+    /// The step's attempt ended: its temporary directory is emptied for the next step, or
+    /// goes.
     pub fn step_ended(&self, step: &str, attempt: u32) {
-        let _ = std::fs::remove_dir_all(self.setup.temp.join(format!("{step}-{attempt}")));
+        let mut temps = self.temps.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(dir) = temps.taken.remove(&(step.to_string(), attempt)) else {
+            return;
+        };
+        if empty(&dir).is_ok() {
+            temps.free.push(dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
+}
+
+/// Steps' temporary directories: made once and handed from step to step, emptied between.
+/// A filesystem makes a directory slowly where many were just removed (ext4 searches for
+/// inodes it may not reuse yet): a run of many short steps paid that for each.
+#[derive(Default)]
+struct Temps {
+    taken: std::collections::HashMap<(String, u32), PathBuf>,
+    free: Vec<PathBuf>,
+    made: usize,
+}
+
+/// Remove everything in `dir`, not `dir` itself.
+fn empty(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The directories programs may read and execute from: the system's (`/usr`, the library

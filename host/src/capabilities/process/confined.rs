@@ -101,6 +101,11 @@ pub async fn run(
     let Some((exit, stdout, stderr)) = outcome else {
         return Err(timed_out(&cmd));
     };
+    if let Some(audit) = &call.audit {
+        for (path, write) in &exit.beyond {
+            audit.note_program(path, *write);
+        }
+    }
     if exit.code != Some(0)
         && let Some(hint) = crate::sandbox::programs::denial_hint(&stderr, &call.grants, &scope.workspace)
     {
