@@ -1,9 +1,11 @@
 //! What confining programs costs a user, side by side with running them unconfined
 //! (`--sandbox off`, the code path every program took before) in one run of this program:
 //!
-//! - whole `wharf run` processes of 1 and 50 `builtin:exec` steps of `true`: the marginal
-//!   cost of a program is (median of 50 - median of 1) / 49, and the difference of the two
-//!   1-step runs is what starting the run's confinement costs once;
+//! - whole `wharf run` processes of 1 and 200 `builtin:exec` steps of `true`: in each round
+//!   the marginal cost of a program is (200 steps - 1 step) / 199, and what confining adds
+//!   to it is the difference of the two modes' in that round (paired, so that what the
+//!   machine does between rounds cancels); the difference of the two 1-step runs is what
+//!   starting the run's confinement costs once;
 //! - the seed pipeline's whole run (`cargo build` with nothing to do, packaging, a rolling
 //!   upgrade of two local instances, the gate, render, confirm), in a workspace per mode.
 //!
@@ -17,9 +19,10 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 21;
 const SEED_ROUNDS: usize = 9;
 const MODES: [&str; 2] = ["auto", "off"];
+const MANY: usize = 200;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -54,7 +57,7 @@ fn trues(n: usize) -> String {
 
 fn main() {
     let ws = Workspace::new();
-    for n in [1, 50] {
+    for n in [1, MANY] {
         ws.write(&format!("true-{n}.yml"), &trues(n));
     }
     let doctor = ws.wharf(&["doctor"]);
@@ -78,7 +81,7 @@ fn main() {
     let mut samples: BTreeMap<(String, &str), Vec<Duration>> = BTreeMap::new();
     for round in 0..ROUNDS {
         let mut cases: Vec<(String, &str)> = Vec::new();
-        for n in [1, 50] {
+        for n in [1, MANY] {
             for mode in MODES {
                 cases.push((format!("true-{n}"), mode));
             }
@@ -110,10 +113,11 @@ fn main() {
         let _ = seed.command(&["remove", "seed"]).stdout(Stdio::null()).status();
     }
 
+    let many = format!("true-{MANY}");
     let med = |case: &str, mode: &str| median(samples[&(case.to_string(), mode)].clone());
     println!("\nwhole runs, median (samples)");
     println!("{:<28} {:>16} {:>16}", "", "--sandbox auto", "--sandbox off");
-    for case in ["true-1", "true-50", "seed"] {
+    for case in ["true-1", many.as_str(), "seed"] {
         let n = samples[&(case.to_string(), "auto")].len();
         println!(
             "{:<28} {:>11.1} ms ({n}) {:>11.1} ms ({n})",
@@ -122,13 +126,28 @@ fn main() {
             ms(med(case, "off"))
         );
     }
-    let marginal = |mode: &str| (med("true-50", mode).as_secs_f64() - med("true-1", mode).as_secs_f64()) / 49.0 * 1e3;
-    let (confined, plain) = (marginal("auto"), marginal("off"));
-    println!("\na program (exec of `true`), marginal: (median of 50 - median of 1) / 49");
+    // Per round: each mode's marginal cost of a program, and their difference.
+    let per_round = |mode: &str| -> Vec<f64> {
+        let (one, all) = (&samples[&("true-1".to_string(), mode)], &samples[&(many.clone(), mode)]);
+        one.iter()
+            .zip(all)
+            .map(|(o, a)| (a.as_secs_f64() - o.as_secs_f64()) / (MANY - 1) as f64 * 1e3)
+            .collect()
+    };
+    let (confined, plain) = (per_round("auto"), per_round("off"));
+    let added: Vec<f64> = confined.iter().zip(&plain).map(|(c, p)| c - p).collect();
+    let median_f = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (confined, plain, added) = (median_f(confined), median_f(plain), median_f(added));
     println!(
-        "  confined {confined:.2} ms, unconfined {plain:.2} ms: +{:.2} ms ({:+.0}%)",
-        confined - plain,
-        (confined / plain - 1.0) * 100.0
+        "\na program (exec of `true`), marginal, median of {ROUNDS} rounds: ({MANY} steps - 1) / {}",
+        MANY - 1
+    );
+    println!(
+        "  confined {confined:.2} ms, unconfined {plain:.2} ms; confining adds {added:+.2} ms ({:+.0}%)",
+        added / plain * 100.0
     );
     println!(
         "starting the run's confinement, once: {:+.1} ms (1-step runs)",
