@@ -248,7 +248,8 @@ fn normal(path: &Path) -> PathBuf {
 
 /// Where `path` lies beyond what `program` was granted: the path a grant would name (a
 /// workspace path's first component, a host path's first three), and whether it writes.
-/// None within its grants, its temporary directory, the system, `/proc` and the devices;
+/// None within its grants, its temporary directory, the system, the kernel's own files
+/// (`/proc`, `/sys`: programs probe them and cope) and the devices;
 /// for wharf's own state, which no grant gives; and for a read of what does not exist,
 /// which needs no grant.
 pub fn beyond(
@@ -263,7 +264,9 @@ pub fn beyond(
         || path.starts_with(&program.temp)
         || within(&program.write)
         || path.starts_with("/dev")
-        || !write && (within(&program.read) || within(&setup.system) || path.starts_with("/proc"))
+        || path.starts_with("/proc")
+        || path.starts_with("/sys")
+        || !write && (within(&program.read) || within(&setup.system))
         || !write && !exists(path)
     {
         return None;
@@ -321,6 +324,7 @@ mod tests {
         assert_eq!(seen(Path::new("/usr/lib/x"), false), None);
         let home = std::env::temp_dir();
         assert_eq!(seen(&home, true), Some((home.clone(), true)));
+        assert_eq!(seen(Path::new("/sys/kernel/mm"), false), None, "the kernel's own files");
         assert_eq!(normal(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
     }
 }
