@@ -263,6 +263,11 @@ pub(super) async fn run(
     for value in secrets.values() {
         events.add_secret(value);
     }
+    // The workspace's revision takes `git` processes: they run while the pipeline loads.
+    let early_workspace = std::fs::canonicalize(args.workspace()).ok();
+    let early_revision = early_workspace
+        .clone()
+        .map(|dir| tokio::spawn(async move { crate::capabilities::source::workspace_revision(&dir).await }));
     let format = args.output.unwrap_or_else(Format::detect);
     let view = View {
         format,
@@ -326,7 +331,10 @@ pub(super) async fn run(
     if may_run_programs(&prepared) {
         programs.start_early();
     }
-    let revision = crate::capabilities::source::workspace_revision(&workspace).await;
+    let revision = match early_revision {
+        Some(revision) if early_workspace.as_deref() == Some(workspace.as_path()) => revision.await.ok().flatten(),
+        _ => crate::capabilities::source::workspace_revision(&workspace).await,
+    };
     let reuse = match &args.resume {
         None => None,
         Some(run) => Some(
