@@ -15,21 +15,17 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
 use common::{Workspace, guest};
+use measure::{median, ms};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 9;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn pipeline(n: usize, independent: bool, step: &str) -> String {
     let mut text = format!("name: p{n}\nsteps:\n");

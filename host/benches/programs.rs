@@ -14,36 +14,20 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
 use common::Workspace;
+use measure::{median, ms, timed};
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 const ROUNDS: usize = 21;
 const SEED_ROUNDS: usize = 9;
 const MODES: [&str; 2] = ["auto", "off"];
 const MANY: usize = 200;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn timed(cmd: &mut Command) -> Duration {
-    let t = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
-    let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
-}
 
 fn trues(n: usize) -> String {
     let mut text = format!("name: true-{n}\nsteps:\n");

@@ -12,6 +12,11 @@
 #[allow(dead_code)]
 mod services;
 
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
+use measure::{median, ms};
 use services::Registry;
 use std::path::Path;
 use std::process::Command;
@@ -19,15 +24,6 @@ use std::time::{Duration, Instant};
 
 const SAMPLES: usize = 5;
 const IMAGE_BYTES: usize = 100 << 20;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn run(cmd: &mut Command) -> Duration {
     let t = Instant::now();

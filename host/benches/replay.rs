@@ -17,21 +17,17 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
 use common::Workspace;
+use measure::{median, ms};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const SAMPLES: usize = 3;
 const REPLAYS: usize = 5;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 /// What the original spent waiting, from its journal: time inside recorded host calls, by
 /// interface, and the sleeps its steps asked for.

@@ -20,7 +20,12 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
 use common::{Workspace, guest};
+use measure::{median, ms, timed};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,27 +38,6 @@ const IMAGE: &str = "wharf-bench/busybox:static";
 
 /// A case of one round: its name, and a function that runs it once and says how long it took.
 type Case<'a> = (&'static str, Box<dyn Fn() -> Duration + 'a>);
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn timed(cmd: &mut Command) -> Duration {
-    let t = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
-    let took = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
-}
 
 fn chain(n: usize) -> String {
     let mut text = format!("name: chain-{n}\nsteps:\n");

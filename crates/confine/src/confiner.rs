@@ -77,16 +77,11 @@ fn run() -> io::Result<()> {
     let Some((ToConfiner::Setup(setup), _)) = wire::recv::<ToConfiner>(socket.as_fd(), &mut buffer)? else {
         return Err(io::Error::other("wharf did not send the setup first"));
     };
-    // Stdin is the socket; programs get /dev/null instead, opened for each.
     // In an audit, what a program asks for is looked up on the host, not in its root.
-    let host = match setup.audit {
-        true => Some(rustix::fs::open(
-            "/",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?),
-        false => None,
-    };
+    let host = setup
+        .audit
+        .then(|| rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()))
+        .transpose()?;
     let report = prepare(&setup);
     wire::send(socket.as_fd(), &FromConfiner::Ready(report.clone()), &[])?;
     let level = report.level;
@@ -104,6 +99,7 @@ fn run() -> io::Result<()> {
         root: report.root,
         base: (level >= Level::Landlock).then(|| layers::Base::open(&setup, report.landlock.unwrap_or(0))),
         filters: [filter(&Network::None)?, filter(&Network::Granted { ports: None })?],
+        // Stdin is the socket here; a program's is /dev/null.
         null: rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?,
         stack: Stack::new()?,
         host,
@@ -356,9 +352,8 @@ impl Confiner {
             stdout: &stdout,
             stderr: &stderr,
             failure: &failure_write,
-            handover: handover_there.as_ref(),
-            proxied,
-            watched,
+            proxy: handover_there.as_ref().filter(|_| proxied),
+            watch: handover_there.as_ref().filter(|_| watched),
             own_namespace,
         };
         let stack = self.stack.top();
@@ -413,23 +408,53 @@ impl Confiner {
             proxy,
         ))
     }
+}
 
-    /// In the forked child: become the program. Returns only what went wrong.
-    fn child(&self, task: &Task<'_>) -> io::Error {
+/// What the child of a spawn needs, passed through `clone`.
+struct Task<'a> {
+    confiner: &'a Confiner,
+    program: &'a Program,
+    prepared: &'a Prepared,
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    failure: &'a OwnedFd,
+    /// Where the child hands its proxy's listening socket, and its watch's listener, when
+    /// it has them (one socket).
+    proxy: Option<&'a OwnedFd>,
+    watch: Option<&'a OwnedFd>,
+    own_namespace: bool,
+}
+
+/// The child's start: become the program, or say why not on the failure pipe and exit.
+extern "C" fn become_child(task: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn` passes a live `Task` and waits (CLONE_VFORK) until we exec or exit.
+    let task = unsafe { &*task.cast::<Task<'_>>() };
+    let error = task.start();
+    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+    let message = format!("{errno}:{error}");
+    // SAFETY: writing to the failure pipe, then leaving without running destructors (the
+    // memory is the confinement process's).
+    unsafe {
+        libc::write(task.failure.as_raw_fd(), message.as_ptr().cast(), message.len());
+        libc::_exit(127)
+    }
+}
+
+impl Task<'_> {
+    /// Become the program. Returns only what went wrong.
+    fn start(&self) -> io::Error {
         let steps = || -> io::Result<std::convert::Infallible> {
             // Dies with this process (its parent, single-threaded: no thread to outlive).
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // This process reads SIGCHLD through a descriptor, blocked; a program gets it.
             unblock_signals()?;
-            if task.own_namespace {
+            if self.own_namespace {
                 // SAFETY: plain system call.
                 check(unsafe { libc::setsid() })?;
             } else {
                 rustix::process::setpgid(None, None)?;
             }
-            if task.proxied
-                && let Some(handover) = task.handover
-            {
+            if let Some(handover) = self.proxy {
                 // A network of its own: only a loopback, where wharf's proxy listens.
                 // SAFETY: plain system call in a single-threaded child.
                 check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
@@ -437,7 +462,7 @@ impl Confiner {
                 let listener = std::net::TcpListener::bind(("127.0.0.1", PROXY_PORT))?;
                 send_fd(handover, listener.as_fd())?;
             }
-            self.become_program(task)
+            self.become_program()
         };
         match steps() {
             Ok(never) => match never {},
@@ -446,41 +471,39 @@ impl Confiner {
     }
 
     /// Stdio, directory, limits, Landlock, seccomp, capabilities, then exec.
-    fn become_program(&self, task: &Task<'_>) -> io::Result<std::convert::Infallible> {
-        let (program, prepared) = (task.program, task.prepared);
+    fn become_program(&self) -> io::Result<std::convert::Infallible> {
+        let (program, prepared) = (self.program, self.prepared);
         // SAFETY: duplicating descriptors this process owns onto 0, 1 and 2.
         unsafe {
-            check(libc::dup2(self.null.as_raw_fd(), 0))?;
-            check(libc::dup2(task.stdout.as_raw_fd(), 1))?;
-            check(libc::dup2(task.stderr.as_raw_fd(), 2))?;
+            check(libc::dup2(self.confiner.null.as_raw_fd(), 0))?;
+            check(libc::dup2(self.stdout.as_raw_fd(), 1))?;
+            check(libc::dup2(self.stderr.as_raw_fd(), 2))?;
         }
         rustix::process::chdir(&program.cwd)?;
         limit(program)?;
         rustix::thread::set_no_new_privs(true)?;
-        if let Some(base) = &self.base {
+        if let Some(base) = &self.confiner.base {
             // An audit lets a program at the whole workspace, to see what it needs of it.
             let widened;
-            let layer = if self.setup.audit {
+            let layer = if self.confiner.setup.audit {
                 widened = Program {
-                    write: [vec![self.setup.workspace.clone()], program.write.clone()].concat(),
+                    write: [vec![self.confiner.setup.workspace.clone()], program.write.clone()].concat(),
                     ..program.clone()
                 };
                 &widened
             } else {
                 program
             };
-            layers::restrict_program(base, &self.setup, layer, self.level)
+            layers::restrict_program(base, &self.confiner.setup, layer, self.confiner.level)
                 .map_err(|e| io::Error::other(format!("Landlock: {e}")))?;
         }
-        if let Some(filter) = &self.filters[usize::from(program.network != Network::None)] {
+        if let Some(filter) = &self.confiner.filters[usize::from(program.network != Network::None)] {
             seccompiler::apply_filter(filter).map_err(|e| io::Error::other(format!("seccomp: {e}")))?;
         }
-        if self.root && self.level > Level::None {
+        if self.confiner.root && self.confiner.level > Level::None {
             drop_capabilities()?;
         }
-        if task.watched
-            && let Some(handover) = task.handover
-        {
+        if let Some(handover) = self.watch {
             // Last: from here on, each call that names a path waits for this process.
             let listener = crate::watch::install()?;
             send_fd(handover, listener.as_fd())?;
@@ -495,35 +518,6 @@ impl Confiner {
             );
         }
         Err(io::Error::last_os_error())
-    }
-}
-
-/// What the child of a spawn needs, passed through `clone`.
-struct Task<'a> {
-    confiner: &'a Confiner,
-    program: &'a Program,
-    prepared: &'a Prepared,
-    stdout: &'a OwnedFd,
-    stderr: &'a OwnedFd,
-    failure: &'a OwnedFd,
-    handover: Option<&'a OwnedFd>,
-    proxied: bool,
-    watched: bool,
-    own_namespace: bool,
-}
-
-/// The child's start: become the program, or say why not on the failure pipe and exit.
-extern "C" fn become_child(task: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `spawn` passes a live `Task` and waits (CLONE_VFORK) until we exec or exit.
-    let task = unsafe { &*task.cast::<Task<'_>>() };
-    let error = task.confiner.child(task);
-    let errno = error.raw_os_error().unwrap_or(libc::EIO);
-    let message = format!("{errno}:{error}");
-    // SAFETY: writing to the failure pipe, then leaving without running destructors (the
-    // memory is the confinement process's).
-    unsafe {
-        libc::write(task.failure.as_raw_fd(), message.as_ptr().cast(), message.len());
-        libc::_exit(127)
     }
 }
 

@@ -16,7 +16,7 @@ mod layers;
 mod namespaces;
 pub mod policy;
 pub mod support;
-pub mod watch;
+mod watch;
 mod wire;
 
 pub use client::{Confiner, Exit, Killer, Running, SpawnError};

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// At most this many paths beyond the grants are kept of one program (they are cut to a
 /// grant's depth, so a build needs a handful).
-pub const MOST: usize = 128;
+const MOST: usize = 128;
 /// A path longer than this is not read from the program.
 const PATH_MAX: usize = 4096;
 
@@ -252,7 +252,7 @@ fn normal(path: &Path) -> PathBuf {
 /// (`/proc`, `/sys`: programs probe them and cope) and the devices;
 /// for wharf's own state, which no grant gives; and for a read of what does not exist,
 /// which needs no grant.
-pub fn beyond(
+fn beyond(
     path: &Path,
     write: bool,
     setup: &Setup,

@@ -4,16 +4,16 @@
 //! run ends; what a killed run left behind is swept at the next start, recognised by a lock
 //! nobody holds any more. What a step may write there counts against its disk limit.
 //!
-//! A step's directory is emptied when the step ends and handed to the next step: a chain of
-//! commands then reuses a few directories and output files instead of allocating and
-//! freeing inodes for every step, which was a fifth of what a step cost.
+//! A step's directory is emptied when the step ends and handed to the next step
+//! ([`wharf_fs::pool`]): a chain of commands then reuses a few directories and output files
+//! instead of allocating and freeing inodes for every step, which was a fifth of what a step
+//! cost.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use wharf_fs::pool::DirPool;
 
 use crate::engine::step::OUTPUT_NAME as OUTPUT;
 
@@ -21,10 +21,8 @@ const LOCK: &str = ".lock";
 
 pub struct ScratchSpace {
     dir: PathBuf,
-    /// Step directories emptied by the step that used them, ready for another.
-    free: Mutex<Vec<PathBuf>>,
-    /// Names the next new step directory.
-    made: AtomicUsize,
+    /// Step directories, emptied by the step that used them for another.
+    steps: DirPool,
     /// Held (flock) for the life of the run; the kernel lets go when the process dies.
     _lock: File,
 }
@@ -43,46 +41,30 @@ impl StepDir<'_> {
 
 impl Drop for StepDir<'_> {
     fn drop(&mut self) {
-        match empty(&self.path) {
-            Ok(()) => self
-                .space
-                .free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.path.clone()),
-            Err(_) => {
-                let _ = std::fs::remove_dir_all(&self.path);
-            }
-        }
+        self.space.steps.give_back(self.path.clone(), kept_output);
     }
 }
 
-/// Empty a step directory a step has finished with. What the step left there is
-/// untrusted: a plain `output` file (not a link of either kind) is truncated and kept for
-/// the next step; anything else is removed, never followed.
-fn empty(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)?;
-        if entry.file_name() == OUTPUT && meta.file_type().is_file() && meta.nlink() == 1 {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)?;
-            let opened = file.metadata()?;
-            if opened.ino() == meta.ino() && opened.dev() == meta.dev() && opened.nlink() == 1 {
-                file.set_len(0)?;
-                continue;
-            }
+/// What a step left in its directory is untrusted: a plain `output` file (not a link of
+/// either kind) is truncated and kept for the next step; anything else is removed, never
+/// followed.
+fn kept_output(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let truncated = || -> io::Result<bool> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)?;
+        let opened = file.metadata()?;
+        if opened.ino() == meta.ino() && opened.dev() == meta.dev() && opened.nlink() == 1 {
+            file.set_len(0)?;
+            return Ok(true);
         }
-        if meta.is_dir() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
+        Ok(false)
+    };
+    path.file_name() == Some(std::ffi::OsStr::new(OUTPUT))
+        && meta.file_type().is_file()
+        && meta.nlink() == 1
+        && truncated().unwrap_or(false)
 }
 
 impl ScratchSpace {
@@ -92,8 +74,7 @@ impl ScratchSpace {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
         Ok(ScratchSpace {
             dir: dir.to_path_buf(),
-            free: Mutex::default(),
-            made: AtomicUsize::new(0),
+            steps: DirPool::new(dir, "step"),
             _lock: lock,
         })
     }
@@ -105,18 +86,10 @@ impl ScratchSpace {
     /// A directory for one step attempt, until the returned guard is dropped: empty, or
     /// holding only an empty `output` file.
     pub fn step_dir(&self) -> io::Result<StepDir<'_>> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let path = match reused {
-            Some(path) => path,
-            None => {
-                let path = self
-                    .dir
-                    .join(format!("step-{}", self.made.fetch_add(1, Ordering::Relaxed) + 1));
-                std::fs::create_dir(&path)?;
-                path
-            }
-        };
-        Ok(StepDir { space: self, path })
+        Ok(StepDir {
+            space: self,
+            path: self.steps.take()?,
+        })
     }
 
     /// A fresh, empty directory of this name, made in the scratch directory's own handle

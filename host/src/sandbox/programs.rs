@@ -13,6 +13,7 @@ use crate::events::{Event, Events};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use wharf_confine::{Confiner, Level, Setup};
+use wharf_fs::pool::DirPool;
 
 /// How programs are confined (`--sandbox`, or `sandbox:` in a pipeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,10 @@ pub struct Programs {
     confiner: tokio::sync::OnceCell<Result<Confiner, String>>,
     events: Events,
     told: AtomicBool,
-    temps: std::sync::Mutex<Temps>,
+    /// Steps' temporary directories (`TMPDIR`), handed from step to step, emptied between;
+    /// and which attempt holds which.
+    temps: DirPool,
+    temps_taken: std::sync::Mutex<std::collections::HashMap<(String, u32), PathBuf>>,
 }
 
 impl Programs {
@@ -59,12 +63,13 @@ impl Programs {
     ) -> Programs {
         let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let workspace = real(workspace);
+        let temp = real(scratch).join("tmp");
         Programs {
             mode,
             setup: Setup {
                 wanted: if mode == Mode::Off { Level::None } else { Level::Full },
                 state: workspace.join(crate::pipeline::grants::RESERVED),
-                temp: real(scratch).join("tmp"),
+                temp: temp.clone(),
                 workspace,
                 system: system_paths(),
                 host_read: host_read.iter().map(|p| real(p)).collect(),
@@ -74,7 +79,8 @@ impl Programs {
             confiner: tokio::sync::OnceCell::new(),
             events,
             told: AtomicBool::new(false),
-            temps: std::sync::Mutex::default(),
+            temps: DirPool::new(&temp, "temp"),
+            temps_taken: std::sync::Mutex::default(),
         }
     }
 
@@ -148,60 +154,27 @@ impl Programs {
 
     /// The private temporary directory of a step's attempt, made on first use.
     pub fn temp_dir(&self, step: &str, attempt: u32) -> std::io::Result<PathBuf> {
-        let mut temps = self.temps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = self.temps_taken.lock().unwrap_or_else(|e| e.into_inner());
         let key = (step.to_string(), attempt);
-        if let Some(dir) = temps.taken.get(&key) {
+        if let Some(dir) = taken.get(&key) {
             return Ok(dir.clone());
         }
-        let dir = match temps.free.pop() {
-            Some(dir) => dir,
-            None => {
-                let dir = self.setup.temp.join(temps.made.to_string());
-                std::fs::create_dir_all(&dir)?;
-                temps.made += 1;
-                dir
-            }
-        };
-        temps.taken.insert(key, dir.clone());
+        let dir = self.temps.take()?;
+        taken.insert(key, dir.clone());
         Ok(dir)
     }
 
-    /// The step's attempt ended: its temporary directory is emptied for the next step, or
-    /// goes.
+    /// The step's attempt ended: its temporary directory is emptied for the next step.
     pub fn step_ended(&self, step: &str, attempt: u32) {
-        let mut temps = self.temps.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(dir) = temps.taken.remove(&(step.to_string(), attempt)) else {
-            return;
-        };
-        if empty(&dir).is_ok() {
-            temps.free.push(dir);
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
+        let taken = self
+            .temps_taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(step.to_string(), attempt));
+        if let Some(dir) = taken {
+            self.temps.give_back(dir, |_, _| false);
         }
     }
-}
-
-/// Steps' temporary directories: made once and handed from step to step, emptied between.
-/// A filesystem makes a directory slowly where many were just removed (ext4 searches for
-/// inodes it may not reuse yet): a run of many short steps paid that for each.
-#[derive(Default)]
-struct Temps {
-    taken: std::collections::HashMap<(String, u32), PathBuf>,
-    free: Vec<PathBuf>,
-    made: usize,
-}
-
-/// Remove everything in `dir`, not `dir` itself.
-fn empty(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-        } else {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 /// The directories programs may read and execute from: the system's (`/usr`, the library
