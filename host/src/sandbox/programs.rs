@@ -337,7 +337,7 @@ pub fn denial_hint(stderr: &str, grants: &super::Grants, workspace: &Path) -> Op
                 Some(path) => return Some(grant_for(&path, &workspace)),
                 None if denied => {
                     return Some(format!(
-                        "the program was refused something it tried (`{}`): it may reach only what the step's grants name (`wharf validate` lists them)",
+                        "the program was refused something it tried (`{}`): it may reach only what the step's grants name (`wharf validate` lists them; `wharf run --audit` notes each path it needs)",
                         line.trim()
                     ));
                 }
@@ -354,7 +354,8 @@ pub fn denial_hint(stderr: &str, grants: &super::Grants, workspace: &Path) -> Op
 }
 
 /// A path named on `line`: absolute, or relative to the workspace where it leads to
-/// something there; with `on_host`, only one the host has (a program was told it is not).
+/// something there, or (refused, so not `on_host`) to a directory there it was to be made in;
+/// with `on_host`, only one the host has (a program was told it is not).
 fn path_in(line: &str, workspace: &Path, on_host: bool) -> Option<PathBuf> {
     line.split(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '(' | ')' | ',' | ';' | '[' | ']'))
         .map(|w| w.trim_end_matches([':', '.']))
@@ -365,8 +366,15 @@ fn path_in(line: &str, workspace: &Path, on_host: bool) -> Option<PathBuf> {
             } else {
                 workspace.join(w)
             };
-            let there = std::fs::symlink_metadata(&path).is_ok();
-            (there || w.starts_with('/') && !on_host).then_some(path)
+            let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+            if there(&path) || w.starts_with('/') && !on_host {
+                return Some(path);
+            }
+            // A file it was refused to create: the grant is its directory's.
+            let dir = path
+                .parent()
+                .filter(|d| !on_host && *d != workspace && d.starts_with(workspace))?;
+            there(dir).then(|| dir.to_path_buf())
         })
 }
 
@@ -387,5 +395,45 @@ fn grant_for(path: &Path, workspace: &Path) -> String {
             path.display(),
             path.display()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_program_is_told_the_path_and_the_grant_to_add() {
+        let ws = tempfile::tempdir().unwrap();
+        let ws = ws.path().canonicalize().unwrap();
+        for dir in ["src", "out", ".wharf/runs"] {
+            std::fs::create_dir_all(ws.join(dir)).unwrap();
+        }
+        std::fs::write(ws.join("src/main.rs"), "").unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let hint = |stderr: &str| denial_hint(stderr, &crate::sandbox::Grants::default(), &ws).unwrap_or_default();
+
+        let read = hint("cat: src/main.rs: Permission denied");
+        assert!(read.contains("add `read: [src/main.rs]`"), "{read}");
+        let create = hint("sh: 1: cannot create out/copy.txt: Permission denied");
+        assert!(
+            create.contains("add `read: [out]`") && create.contains("`write:`"),
+            "{create}"
+        );
+        let cargo = hint(&format!(
+            "error: failed to open\n\nCaused by:\n  {}\n  No such file or directory (os error 2)",
+            host.path().display()
+        ));
+        assert!(
+            cargo.contains(&format!("add `host-read: [{}]`", host.path().display())),
+            "{cargo}"
+        );
+        let state = hint("cat: .wharf/runs: Permission denied");
+        assert!(state.contains("wharf's own state"), "{state}");
+        let vague = hint("error: Permission denied (os error 13)");
+        assert!(vague.contains("--audit"), "{vague}");
+        assert!(denial_hint("all went well", &crate::sandbox::Grants::default(), &ws).is_none());
+        let offline = hint("curl: (6) Could not resolve host: example.com");
+        assert!(offline.contains("no network"), "{offline}");
     }
 }
