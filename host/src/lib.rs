@@ -8,6 +8,7 @@ pub use wharf_fs::{beneath, bounded};
 pub use wharf_oci as oci;
 pub use wharf_pipeline as pipeline;
 pub mod builtins;
+pub mod cache;
 pub mod capabilities;
 pub mod cli;
 pub mod deploy;

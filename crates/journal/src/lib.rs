@@ -135,6 +135,10 @@ pub enum Entry {
         attempt: u32,
         needed: Vec<String>,
     },
+    /// The step cache's decision on a step: a hit (from which run, time saved), or why it
+    /// ran (the first input that differed, or why it is never cached). `wharf cache why`
+    /// prints it.
+    Cache { step: String, hit: bool, detail: String },
     /// Host decisions outside any step: rollbacks after a failure, interruptions.
     Notice { message: String },
     RunFinished {
@@ -245,7 +249,8 @@ impl Entry {
             | Entry::Clocks { step, .. }
             | Entry::Log { step, .. }
             | Entry::StepFinished { step, .. }
-            | Entry::Audited { step, .. } => Some(step),
+            | Entry::Audited { step, .. }
+            | Entry::Cache { step, .. } => Some(step),
             Entry::Header { .. } | Entry::RunStarted { .. } | Entry::Notice { .. } | Entry::RunFinished { .. } => None,
         }
     }

@@ -96,6 +96,8 @@ pub struct StepDecl {
     pub needs_span: Option<Span>,
     /// Set on an instance of a `matrix:` step.
     pub instance: Option<Instance>,
+    /// `cache:` (true unless said otherwise): whether the step cache may reuse its result.
+    pub cache: bool,
 }
 
 /// One combination of a `matrix:` step's values, run as a step of its own whose id is the
@@ -269,6 +271,7 @@ pub const STEP_KEYS: &[&str] = &[
     "limits",
     "timeout",
     "retry",
+    "cache",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "memory",
@@ -592,21 +595,22 @@ impl Reader {
         };
         let needs = get("needs").and_then(|v| self.needs(v));
         let matrix = get("matrix").and_then(|v| self.matrix(v));
-        let fail_fast = match get("fail-fast") {
-            None => true,
-            Some(v) => match self.text(v, "`fail-fast`").as_ref().map(|s| (s.text.as_str(), s.span)) {
-                Some(("true", _)) => true,
-                Some(("false", _)) => false,
-                Some((other, span)) => {
-                    self.error(
-                        Diagnostic::new(span, format!("`fail-fast` must be true or false, not `{other}`"))
-                            .help("true (the default) skips the instances not yet started once one failed"),
-                    );
-                    true
-                }
-                None => true,
-            },
-        };
+        let fail_fast = get("fail-fast").is_none_or(|v| {
+            self.flag(
+                v,
+                "fail-fast",
+                true,
+                "true (the default) skips the instances not yet started once one failed",
+            )
+        });
+        let cache = get("cache").is_none_or(|v| {
+            self.flag(
+                v,
+                "cache",
+                true,
+                "true (the default) reuses the step's last result while everything it used is unchanged; false always runs it",
+            )
+        });
         if matrix.is_none()
             && let Some((key, _)) = map.iter().find(|(k, _)| k.text == "fail-fast")
         {
@@ -632,11 +636,29 @@ impl Reader {
                 needs: Vec::new(),
                 needs_span: None,
                 instance: None,
+                cache,
             },
             needs,
             matrix,
             fail_fast,
         })
+    }
+
+    /// `true` or `false`; `default` (and an error) for anything else.
+    fn flag(&mut self, yaml: &Yaml, key: &str, default: bool, help: &str) -> bool {
+        match self
+            .text(yaml, &format!("`{key}`"))
+            .as_ref()
+            .map(|s| (s.text.as_str(), s.span))
+        {
+            Some(("true", _)) => true,
+            Some(("false", _)) => false,
+            Some((other, span)) => {
+                self.error(Diagnostic::new(span, format!("`{key}` must be true or false, not `{other}`")).help(help));
+                default
+            }
+            None => default,
+        }
     }
 
     /// `needs: ID` or `needs: [ID, ...]`.

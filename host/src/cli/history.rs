@@ -300,6 +300,10 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
             }
             Entry::Notice { message } => format!("» {message}"),
             Entry::Audited { step, needed, .. } => format!("» audit: `{step}` needed {}", needed.join(", ")),
+            Entry::Cache { step, hit, detail } => format!(
+                "» cache: `{step}` {}: {detail}",
+                if *hit { "was cached" } else { "ran" }
+            ),
             Entry::RunFinished {
                 outcome,
                 exit_code,

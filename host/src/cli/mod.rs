@@ -14,6 +14,7 @@ macro_rules! outln {
     }};
 }
 
+mod cache;
 mod catalog;
 mod doctor;
 mod environ;
@@ -86,7 +87,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
-    /// Compile components in memory only
+    /// Use no cache: compile components in memory only, and run every step (the step cache
+    /// of `.wharf/cache` is neither read nor written)
     #[arg(long, global = true)]
     no_cache: bool,
 
@@ -165,6 +167,9 @@ Examples:
 
 Exit code 5 when the replay diverges: the report shows the recorded call and the new one.")]
     Replay(ReplayArgs),
+    /// The step cache: why a step ran or was reused, and pruning it
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Print, per step of an audit run, the smallest `allow:` that would have let it run
     #[command(after_help = "Examples:
   wharf run pipeline.yml --audit        # in a throwaway checkout: refused accesses noted, not failed
@@ -323,7 +328,10 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
     let step_cache = packages::step_cache(cli.cache_dir.as_deref());
     let mut cli = cli;
     match &mut cli.command {
-        Command::Run(args) => args.inputs.sources.cache = step_cache,
+        Command::Run(args) => {
+            args.inputs.sources.cache = step_cache;
+            args.reuse_results = !cli.no_cache;
+        }
         Command::Validate(args) => args.inputs.sources.cache = step_cache,
         Command::Lock(args) => args.cache = step_cache,
         Command::Inspect(args) => args.cache = step_cache,
@@ -347,6 +355,7 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::Report(args) => report::report(args),
         Command::Doctor => doctor::doctor().await,
         Command::Grants(args) => history::grants(args),
+        Command::Cache(command) => cache::cache(command),
         Command::Lock(args) => packages::lock(args, &secrets).await,
         Command::New(command) => new::new(command),
         Command::Pull(args) => packages::pull(args, &secrets).await,

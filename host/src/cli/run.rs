@@ -24,6 +24,9 @@ use wharf_journal::retention::Retention;
 pub struct RunArgs {
     /// The pipeline file
     file: PathBuf,
+    /// Whether the step cache may reuse steps' results (not with `--no-cache`).
+    #[arg(skip = true)]
+    pub(super) reuse_results: bool,
     #[command(flatten)]
     pub(super) inputs: Inputs,
     /// Directory the steps work in [default: the pipeline file's directory]
@@ -373,6 +376,24 @@ pub(super) async fn run(
             message: "--sandbox off: programs are not confined; they have wharf's own authority".into(),
         });
     }
+    let secrets = Arc::new(secrets);
+    // The step cache: not in an audit (its grants are not the steps'), and only for a
+    // recorded run (a hit is journaled like any step).
+    let cache = match (args.reuse_results && !args.audit, &journal) {
+        (true, Some(_)) => match crate::cache::StepCache::open(&workspace, &events, secrets.clone()) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                events.emit(Event::Notice {
+                    message: format!(
+                        "the step cache in {} cannot be used ({e}); every step runs",
+                        crate::cache::cache_dir(&workspace).display()
+                    ),
+                });
+                None
+            }
+        },
+        _ => None,
+    };
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -380,7 +401,7 @@ pub(super) async fn run(
         env: prepared.env,
         workspace: workspace.clone(),
         run_id,
-        secrets: Arc::new(secrets),
+        secrets,
         deployer: deployer.clone(),
         events: events.clone(),
         journal: journal.clone(),
@@ -389,6 +410,7 @@ pub(super) async fn run(
         reuse,
         audit: args.audit,
         programs,
+        cache: cache.clone(),
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
@@ -427,6 +449,9 @@ pub(super) async fn run(
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         journal.sync();
+    }
+    if let Some(cache) = &cache {
+        cache.finish();
     }
     drop(scratch);
     if args.keep_runs > 0 {

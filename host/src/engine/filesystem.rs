@@ -18,6 +18,7 @@ use super::limits::DiskBudget;
 use super::state::StepState;
 use crate::journal::capture::Look;
 use crate::journal::tape::Tape;
+use crate::journal::witness::Use;
 use bytes::Bytes;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -56,6 +57,17 @@ fn look(state: &StepState, fd: &Resource<Descriptor>, path: &str, look: Look) {
     };
     if let Ok(Descriptor::Dir(dir)) = state.table.get(fd) {
         recorder.capture.look(dir.dir.as_fd(), path, look);
+    }
+}
+
+/// In a run whose steps are cached, note how the step uses `path` beneath directory `fd`.
+fn witness(state: &StepState, fd: &Resource<Descriptor>, path: &str, how: Use) {
+    let Tape::Record(recorder) = &state.call.tape else {
+        return;
+    };
+    let Some(witness) = &recorder.witness else { return };
+    if let Ok(Descriptor::Dir(dir)) = state.table.get(fd) {
+        witness.look(dir.dir.as_fd(), path, how);
     }
 }
 
@@ -187,6 +199,17 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 look(state, &fd, &path, follows(path_flags));
                 let writes = oflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE)
                     || flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
+                let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+                let replaces = oflags.contains(OpenFlags::CREATE | OpenFlags::TRUNCATE)
+                    && !oflags.intersects(OpenFlags::EXCLUSIVE | OpenFlags::DIRECTORY)
+                    && flags.contains(DescriptorFlags::WRITE)
+                    && !flags.contains(DescriptorFlags::READ);
+                let how = match (replaces, writes) {
+                    (true, _) => Use::Replace,
+                    (false, true) => Use::Write { follow },
+                    (false, false) => Use::Read { follow },
+                };
+                witness(state, &fd, &path, how);
                 audited(state, &fd, &path, writes);
                 if oflags.contains(OpenFlags::CREATE) {
                     charge(state, ENTRY_COST)?;
@@ -203,6 +226,14 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, &path, follows(path_flags));
+                witness(
+                    state,
+                    &fd,
+                    &path,
+                    Use::Read {
+                        follow: path_flags.contains(PathFlags::SYMLINK_FOLLOW),
+                    },
+                );
                 audited(state, &fd, &path, false);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::stat_at(&mut fs, fd, path_flags, path).await;
@@ -216,6 +247,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let state = store.data_mut();
                 look(state, &fd, ".", Look::Listing);
+                witness(state, &fd, ".", Use::List);
                 audited(state, &fd, ".", false);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::read_directory(&mut fs, fd).await;
@@ -232,6 +264,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     return refused();
                 }
                 look(state, &fd, &path, Look::Entry { follow: false });
+                witness(state, &fd, &path, Use::Write { follow: false });
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::unlink_file_at(&mut fs, fd, path).await;
@@ -248,6 +281,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     return refused();
                 }
                 look(state, &fd, &path, Look::Entry { follow: false });
+                witness(state, &fd, &path, Use::Write { follow: false });
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::remove_directory_at(&mut fs, fd, path).await;
@@ -265,6 +299,8 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                 }
                 look(state, &fd, &old, Look::Entry { follow: false });
                 look(state, &new_fd, &new, Look::Entry { follow: false });
+                witness(state, &fd, &old, Use::Write { follow: false });
+                witness(state, &new_fd, &new, Use::Write { follow: false });
                 audited(state, &fd, &old, true);
                 audited(state, &new_fd, &new, true);
                 let mut fs = state.filesystem();
@@ -282,6 +318,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     return refused();
                 }
                 charge(state, ENTRY_COST)?;
+                witness(state, &fd, &path, Use::Write { follow: false });
                 audited(state, &fd, &path, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::create_directory_at(&mut fs, fd, path).await;
@@ -298,6 +335,7 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     return refused();
                 }
                 charge(state, ENTRY_COST)?;
+                witness(state, &fd, &new, Use::Write { follow: false });
                 audited(state, &fd, &new, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::symlink_at(&mut fs, fd, old, new).await;
@@ -317,6 +355,8 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
                     return refused();
                 }
                 charge(state, ENTRY_COST)?;
+                witness(state, &fd, &old, Use::Read { follow: follow_old });
+                witness(state, &new_fd, &new, Use::Write { follow: false });
                 audited(state, &new_fd, &new, true);
                 let mut fs = state.filesystem();
                 let result = HostDescriptor::link_at(&mut fs, fd, old_flags, old, new_fd, new).await;

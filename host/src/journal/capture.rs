@@ -200,20 +200,25 @@ impl Capture {
         }
     }
 
-    /// The workspace-relative name of a directory handle of the step, if it is one of the
-    /// workspace's (the step's output directory is not).
     fn workspace_name(&self, dir: BorrowedFd<'_>) -> Option<PathBuf> {
-        let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir))).ok()?;
-        self.roots.iter().find_map(|(root, guest)| {
-            let below = host.strip_prefix(root).ok()?;
-            Some(Path::new(guest).join(below))
-        })
+        workspace_name(&self.roots, dir)
     }
+}
+
+/// The workspace-relative name of a directory handle of a step, if it is one of the
+/// workspace's (`roots`: the directories opened to it, host path and workspace name; the
+/// step's output directory is not one).
+pub(super) fn workspace_name(roots: &[(PathBuf, String)], dir: BorrowedFd<'_>) -> Option<PathBuf> {
+    let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir))).ok()?;
+    roots.iter().find_map(|(root, guest)| {
+        let below = host.strip_prefix(root).ok()?;
+        Some(Path::new(guest).join(below))
+    })
 }
 
 /// `path` (as a step names it, relative to `base`) as a clean workspace-relative name; None
 /// when it climbs out of the workspace (the step's open fails then too).
-fn join(base: &Path, path: &str) -> Option<PathBuf> {
+pub(super) fn join(base: &Path, path: &str) -> Option<PathBuf> {
     let mut name = PathBuf::new();
     for part in base.components().chain(Path::new(path).components()) {
         match part {

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod replay;
 pub mod tape;
+pub mod witness;
 
 pub use wharf_journal::{
     Entry, FORMAT, Record, VERSION, clocks, component_store, find_run, reader, runs_dir, snapshot, writer,

@@ -38,6 +38,8 @@ pub struct Recorder {
     journal_full: AtomicBool,
     /// What the step finds in the workspace directories opened to it.
     pub capture: Capture,
+    /// What the step uses, for the step cache; None when it is not cached.
+    pub witness: Option<super::witness::Witness>,
 }
 
 /// The attempt's calls so far.
@@ -77,6 +79,15 @@ impl Recorder {
             journal_limit,
             calls: Mutex::default(),
             journal_full: AtomicBool::new(false),
+            witness: None,
+        }
+    }
+
+    /// Note what the step uses for the step cache.
+    pub fn witnessed(self, witness: super::witness::Witness) -> Self {
+        Recorder {
+            witness: Some(witness),
+            ..self
         }
     }
 
@@ -95,6 +106,9 @@ impl Recorder {
     /// the clock calls before it. A call that would take the attempt's journal past its
     /// limit is not recorded and stops the step.
     fn record(&self, interface: &str, function: &str, args: Value, result: Value, micros: u64) -> wasmtime::Result<()> {
+        if let Some(witness) = &self.witness {
+            witness.observer.after(interface, function, &args, &result);
+        }
         let mut calls = self.calls.lock().unwrap();
         let seq = calls.next_seq;
         let run = calls.clocks.get_or_insert_with(|| ClockRun {
@@ -233,6 +247,7 @@ impl Tape {
         if let Some(recorded) = self.answer(interface, function, &args)? {
             return Ok(recorded);
         }
+        self.before(interface, function, &args);
         let started = Instant::now();
         let result = live.await;
         self.record(interface, function, args, &result, started)?;
@@ -256,10 +271,20 @@ impl Tape {
         if let Some(recorded) = self.answer(interface, function, &args)? {
             return Ok(recorded);
         }
+        self.before(interface, function, &args);
         let started = Instant::now();
         let result = live()?;
         self.record(interface, function, args, &result, started)?;
         Ok(result)
+    }
+
+    /// Tell the step cache's observer a call is about to be made.
+    fn before(&self, interface: &str, function: &str, args: &Value) {
+        if let Tape::Record(rec) = self
+            && let Some(witness) = &rec.witness
+        {
+            witness.observer.before(interface, function, args);
+        }
     }
 
     /// In a replay, the recorded result of this call (or a trap when it diverges);

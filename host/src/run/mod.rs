@@ -51,6 +51,8 @@ pub struct RunRequest<'a> {
     pub jobs: usize,
     /// The confinement of the programs steps run.
     pub programs: Arc<crate::sandbox::programs::Programs>,
+    /// The step cache; None with `--no-cache` (and in an audit).
+    pub cache: Option<Arc<crate::cache::StepCache>>,
 }
 
 /// The steps a resumed run does not run again.
@@ -479,6 +481,15 @@ async fn run_one(
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
+    let caching = match cached(req, decl, loaded, &params, &grants).await {
+        Cached::Hit(record) => {
+            return StepRecord {
+                duration: started.elapsed(),
+                ..*record
+            };
+        }
+        Cached::Run(identity) => identity,
+    };
     let mut attempt = 1;
     loop {
         // Per attempt: an earlier attempt may have planted a symlink.
@@ -512,6 +523,14 @@ async fn run_one(
             uses: decl.uses.clone(),
             attempt,
         });
+        // What the attempt uses, for the cache.
+        let calls = match (&req.cache, &caching) {
+            (Some(cache), Some(_)) => {
+                cache.listen(&decl.id);
+                Some(cache.observer(grants.clone(), req.programs.clone()))
+            }
+            _ => None,
+        };
         let recorder = req.journal.as_ref().map(|journal| {
             journal.write(Entry::StepStarted {
                 step: decl.id.clone(),
@@ -522,14 +541,12 @@ async fn run_one(
                 preopens: opened.iter().map(|p| (p.guest.clone(), p.write)).collect(),
                 snapshot: None,
             });
-            let dirs = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
-            Arc::new(Recorder::new(
-                journal.clone(),
-                &decl.id,
-                attempt,
-                dirs,
-                limits.journal_bytes,
-            ))
+            let dirs: Vec<(PathBuf, String)> = opened.iter().map(|p| (p.host.clone(), p.guest.clone())).collect();
+            let recorder = Recorder::new(journal.clone(), &decl.id, attempt, dirs.clone(), limits.journal_bytes);
+            Arc::new(match &calls {
+                Some(calls) => recorder.witnessed(crate::journal::witness::Witness::new(dirs, calls.clone())),
+                None => recorder,
+            })
         });
         let tape = recorder.clone().map_or(Tape::Off, Tape::Record);
         let audit = req
@@ -592,7 +609,13 @@ async fn run_one(
         match result {
             Ok(outputs) => {
                 let redact = |t: &str| req.events.redact(t);
-                let outputs = outputs.into_iter().map(|(k, v)| (redact(&k), redact(&v))).collect();
+                let outputs: Vec<(String, String)> =
+                    outputs.into_iter().map(|(k, v)| (redact(&k), redact(&v))).collect();
+                if let (Some(cache), Some(identity), Some(recorder), Some(calls)) =
+                    (&req.cache, caching.clone(), &recorder, &calls)
+                {
+                    save(req, cache, decl, identity, (recorder, calls), started, &outputs).await;
+                }
                 return record(Outcome::Success, outputs, None);
             }
             Err(f) if f.retryable() && attempt < decl.retry.attempts => {
@@ -608,6 +631,102 @@ async fn run_one(
             }
             Err(f) => return record(Outcome::Failure, Vec::new(), Some(f)),
         }
+    }
+}
+
+enum Cached {
+    /// Taken from the cache: the record of the step.
+    Hit(Box<StepRecord>),
+    /// Run it; with its identity when what it does is to be saved.
+    Run(Option<crate::cache::Identity>),
+}
+
+/// Whether the step cache holds this step's result, and the record of a hit: its files,
+/// images and log restored, its outputs as they were. The decision is journaled
+/// (`wharf cache why`).
+async fn cached(
+    req: &RunRequest<'_>,
+    decl: &StepDecl,
+    loaded: &LoadedStep,
+    params: &StepParams,
+    grants: &crate::sandbox::Grants,
+) -> Cached {
+    use crate::cache::{Lookup, StepCache};
+    let (Some(cache), Some(journal)) = (&req.cache, &req.journal) else {
+        return Cached::Run(None);
+    };
+    let decided = |hit: bool, detail: String| {
+        journal.write(Entry::Cache {
+            step: decl.id.clone(),
+            hit,
+            detail,
+        })
+    };
+    if let Some(why) = StepCache::never(decl, grants) {
+        decided(false, format!("never cached: {why}"));
+        return Cached::Run(None);
+    }
+    let identity = StepCache::identity(loaded, params, grants, &req.env, req.programs.mode().as_str());
+    match cache.lookup(&decl.id, &identity, &req.events).await {
+        Lookup::Hit(entry) => match cache.replay(&decl.id, &entry, &req.events) {
+            Ok(()) => {
+                let saved = crate::events::human_duration(Duration::from_millis(entry.millis));
+                let note = format!("cached from run {} (saved {saved})", entry.run_id);
+                decided(true, note.clone());
+                Cached::Hit(Box::new(StepRecord {
+                    outputs: entry.effects.outputs.clone(),
+                    note: Some(note),
+                    ..StepRecord::not_run(decl, Outcome::Success)
+                }))
+            }
+            Err(why) => {
+                req.events.emit(Event::Notice {
+                    message: format!("cache: step `{}` was cached, but {why}; it runs", decl.id),
+                });
+                decided(false, format!("its entry could not be used: {why}"));
+                Cached::Run(Some(identity))
+            }
+        },
+        Lookup::Miss(why) => {
+            decided(false, why);
+            Cached::Run(Some(identity))
+        }
+    }
+}
+
+/// Save a successful attempt in the cache, or journal why it cannot be.
+async fn save(
+    req: &RunRequest<'_>,
+    cache: &Arc<crate::cache::StepCache>,
+    decl: &StepDecl,
+    identity: crate::cache::Identity,
+    (recorder, calls): (&Recorder, &crate::cache::observe::CallLog),
+    started: Instant,
+    outputs: &[(String, String)],
+) {
+    let Some(witness) = &recorder.witness else { return };
+    let calls = calls.take();
+    let attempt = crate::cache::Attempt {
+        step: decl.id.clone(),
+        identity,
+        run_id: req.run_id.clone(),
+        millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        outputs: outputs.to_vec(),
+        seen: witness.seen(),
+        calls,
+    };
+    let saved = match recorder.journal_full() {
+        true => Err("its journal was cut off at its limit".to_string()),
+        false => cache.save(attempt).await,
+    };
+    if let Err(why) = saved
+        && let Some(journal) = &req.journal
+    {
+        journal.write(Entry::Cache {
+            step: decl.id.clone(),
+            hit: false,
+            detail: format!("not cached: {why}"),
+        });
     }
 }
 

@@ -125,6 +125,16 @@ impl Programs {
             .await
     }
 
+    /// Whether the programs run so far were held fully by the kernel: confined, at level
+    /// `full`. False before the confinement process started.
+    pub fn fully_confined(&self) -> bool {
+        self.mode != Mode::Off
+            && self
+                .confiner
+                .get()
+                .is_some_and(|c| c.as_ref().is_ok_and(|c| c.report().level == Level::Full))
+    }
+
     /// The confinement process, started on first use; the run hears once what it holds
     /// and what this kernel leaves open.
     pub async fn confiner(&self) -> Result<&Confiner, String> {

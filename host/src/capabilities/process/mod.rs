@@ -114,6 +114,16 @@ fn locate(scope: &StepScope, cmd: &Command) -> Result<(std::ffi::OsString, std::
     Ok((program, cwd))
 }
 
+/// The file a command's `program` names, as a run starts it: a path beneath the workspace,
+/// a name on wharf's `PATH`. None when there is none.
+pub fn program_file(workspace: &std::path::Path, program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        beneath::existing(workspace, program).ok()
+    } else {
+        find_on_path(std::ffi::OsStr::new(program))
+    }
+}
+
 /// `program` as `execve` takes it: a path as it is, a name looked up on wharf's `PATH`.
 fn find_on_path(program: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;

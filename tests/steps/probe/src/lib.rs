@@ -9,7 +9,7 @@ impl Step for Probe {
     fn describe() -> StepInfo {
         StepInfo::new("probe", "Test step: echo a value, fail, or trap on request")
             .version("0.1.0")
-            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep | fill").default_text("ok"))
+            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep | fill | secret").default_text("ok"))
             .param(param::text("echo", "Returned as the `echo` output").default_text(""))
             .param(
                 param::integer("succeed-on-attempt", "With mode transient: the attempt that succeeds").default_int(0),
@@ -59,6 +59,11 @@ impl Step for Probe {
                 column: Some(3),
             }),
             "panic" => panic!("probe panicked on purpose"),
+            // The length of secret `echo` (its value never leaves the step).
+            "secret" => {
+                let secret = wharf_step::secrets::get(&echo)?;
+                echo = format!("{} characters", secret.reveal().len());
+            }
             // An `echo` output of `count` bytes.
             "fill" => echo = "x".repeat(ctx.int("count")?.max(0) as usize),
             other => return Err(error::invalid_input(format!("unknown mode `{other}`"))),

@@ -1,0 +1,22 @@
+//! The step cache's records and checks, knowing nothing of WebAssembly or pipelines.
+//!
+//! A step is cached by what it used, not by what anyone declared: the host notes what the
+//! sandbox saw a step look at, and an entry is accepted only when each of those inputs is
+//! still what it was. Here: what a path is ([`found`]), a directory as a whole ([`tree`]),
+//! an entry, what a step used and what it did ([`entry`]), and the store that keeps entries
+//! beneath `.wharf/cache`, each authenticated by a key only the workspace holds ([`store`]).
+
+pub mod entry;
+pub mod found;
+pub mod store;
+pub mod tree;
+
+pub use entry::{Effects, Entry, Image, Input};
+pub use found::Found;
+pub use store::Store;
+
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,470 @@
+//! Where entries live: `.wharf/cache` in the workspace.
+//!
+//! ```text
+//! key                      32 random bytes, made once, readable by the workspace's owner only
+//! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
+//! steps/STEP               the identity a step last had: the nearest entry when it changes
+//! blobs/SHA256             files the entries restore, by digest
+//! known.json               digests of files by inode and times (see `tree`)
+//! ```
+//!
+//! Everything read back is untrusted: an entry is read within a size limit, its HMAC checked
+//! before it is parsed, and a blob's digest checked as it is copied out. Whoever cannot read
+//! the key cannot write an entry this workspace accepts, and an entry copied from another
+//! workspace carries another key's HMAC: refused.
+
+use crate::entry::{Entry, FORMAT};
+use crate::tree::Known;
+use hmac::Mac as _;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Largest entry file read back.
+pub const ENTRY_LIMIT: u64 = 32 << 20;
+/// Entries kept per identity; older ones go first.
+const PER_IDENTITY: usize = 8;
+/// Largest digest memory read back.
+const KNOWN_LIMIT: u64 = 256 << 20;
+/// A cache grows to this many bytes before a run prunes it (`wharf cache prune --max-size`
+/// prunes to any size).
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+const MAGIC: &str = "wharf-cache-entry";
+
+#[derive(Clone)]
+pub struct Store {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+/// An entry that was found but not accepted as an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub entries: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub kept_bytes: u64,
+}
+
+impl Store {
+    /// The store at `dir`, made (with its key) when absent.
+    pub fn open(dir: &Path) -> std::io::Result<Store> {
+        for sub in ["entries", "steps", "blobs"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let key = read_or_make_key(&dir.join("key"))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// HMAC-SHA256 of `bytes` under the store's key, in hex: how a secret's value is
+    /// compared without being kept.
+    pub fn keyed(&self, bytes: &[u8]) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn identity_dir(&self, identity: &str) -> Option<PathBuf> {
+        is_hex(identity).then(|| self.dir.join("entries").join(identity))
+    }
+
+    /// The entries filed under `identity`, newest first; those that are damaged, forged or
+    /// of another format are refused, each with why.
+    pub fn candidates(&self, identity: &str) -> (Vec<(Entry, PathBuf)>, Vec<Refused>) {
+        let (mut found, mut refused) = (Vec::new(), Vec::new());
+        let Some(dir) = self.identity_dir(identity) else {
+            return (found, refused);
+        };
+        let Ok(listing) = std::fs::read_dir(&dir) else {
+            return (found, refused);
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = listing
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| {
+                let time = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                (time, e.path())
+            })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (_, path) in files.into_iter().take(PER_IDENTITY * 2) {
+            match self.read_entry(&path) {
+                Ok(entry) if entry.identity == identity => found.push((entry, path)),
+                Ok(_) => refused.push(Refused {
+                    path,
+                    why: "it is filed under another identity".into(),
+                }),
+                Err(why) => refused.push(Refused { path, why }),
+            }
+        }
+        (found, refused)
+    }
+
+    /// One entry file, checked: size, HMAC, format.
+    pub fn read_entry(&self, path: &Path) -> Result<Entry, String> {
+        let bytes = wharf_fs::bounded::read(path, ENTRY_LIMIT).map_err(|e| e.to_string())?;
+        let newline = bytes.iter().position(|&b| b == b'\n').ok_or("it has no header line")?;
+        let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "its header is not text")?;
+        let body = &bytes[newline + 1..];
+        let mac = match header.split(' ').collect::<Vec<_>>()[..] {
+            [MAGIC, version, mac] if version == FORMAT.to_string() => mac,
+            [MAGIC, version, _] => return Err(format!("it is of format {version}, not {FORMAT}")),
+            _ => return Err("it is not a wharf cache entry".into()),
+        };
+        let mac = hex::decode(mac).map_err(|_| "its signature is not hex")?;
+        let mut check = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        check.update(body);
+        check.verify_slice(&mac).map_err(
+            |_| "its signature does not match this workspace's cache key (damaged, or written by someone else)",
+        )?;
+        let entry: Entry = serde_json::from_slice(body).map_err(|e| format!("it does not parse: {e}"))?;
+        if entry.format != FORMAT {
+            return Err(format!("it is of format {}, not {FORMAT}", entry.format));
+        }
+        Ok(entry)
+    }
+
+    /// File an entry, signed with the key; keeps the newest few per identity.
+    pub fn save(&self, entry: &Entry) -> std::io::Result<PathBuf> {
+        let dir = self
+            .identity_dir(&entry.identity)
+            .ok_or_else(|| std::io::Error::other("the identity is not a digest"))?;
+        std::fs::create_dir_all(&dir)?;
+        let body = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let name = crate::sha256_hex(&body);
+        let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        mac.update(&body);
+        writeln!(file, "{MAGIC} {FORMAT} {}", hex::encode(mac.finalize().into_bytes()))?;
+        file.write_all(&body)?;
+        let path = dir.join(&name);
+        file.persist(&path).map_err(|e| e.error)?;
+        std::fs::write(self.step_file(&entry.step), &entry.identity)?;
+        let (kept, _) = self.candidates(&entry.identity);
+        for (_, old) in kept.into_iter().skip(PER_IDENTITY) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(path)
+    }
+
+    fn step_file(&self, step: &str) -> PathBuf {
+        self.dir.join("steps").join(crate::sha256_hex(step.as_bytes()))
+    }
+
+    /// The identity step `step` had when an entry of it was last saved.
+    pub fn last_identity(&self, step: &str) -> Option<String> {
+        let text = wharf_fs::bounded::read_text(&self.step_file(step), 128).ok()?;
+        let text = text.trim();
+        is_hex(text).then(|| text.to_string())
+    }
+
+    /// Mark an entry as used: pruning takes the least recently used first.
+    pub fn touch(&self, path: &Path) {
+        if let Ok(file) = std::fs::File::options().append(true).open(path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Keep `file`'s content as a blob; its sha256.
+    pub fn put_blob(&self, file: impl Read) -> std::io::Result<String> {
+        let blobs = self.dir.join("blobs");
+        let mut temp = tempfile::NamedTempFile::new_in(&blobs)?;
+        let sha = copy_hashing(file, &mut temp)?;
+        let path = blobs.join(&sha);
+        if !path.exists() {
+            temp.persist(&path).map_err(|e| e.error)?;
+        }
+        Ok(sha)
+    }
+
+    pub fn has_blob(&self, sha256: &str) -> bool {
+        is_hex(sha256) && self.dir.join("blobs").join(sha256).is_file()
+    }
+
+    /// Copy blob `sha256` into `out`, checking its digest on the way: a damaged blob is an
+    /// error, and `out` must then be thrown away.
+    pub fn copy_blob(&self, sha256: &str, out: &mut impl Write) -> std::io::Result<()> {
+        if !is_hex(sha256) {
+            return Err(std::io::Error::other("not a digest"));
+        }
+        let file = std::fs::File::open(self.dir.join("blobs").join(sha256))?;
+        if copy_hashing(file, out)? != sha256 {
+            return Err(std::io::Error::other(format!("blob {sha256} is damaged")));
+        }
+        Ok(())
+    }
+
+    /// The digests of files remembered from earlier runs.
+    pub fn known(&self) -> Known {
+        wharf_fs::bounded::read(&self.dir.join("known.json"), KNOWN_LIMIT)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_known(&self, known: &Known) {
+        if !known.changed() {
+            return;
+        }
+        let Ok(mut temp) = tempfile::NamedTempFile::new_in(&self.dir) else {
+            return;
+        };
+        if serde_json::to_writer(&mut temp, known).is_ok() {
+            let _ = temp.persist(self.dir.join("known.json"));
+        }
+    }
+
+    /// Every entry, checked, with its path; refused ones are skipped.
+    pub fn all_entries(&self) -> Vec<(Entry, PathBuf)> {
+        let mut out = Vec::new();
+        for identity in std::fs::read_dir(self.dir.join("entries"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(identity.path()).into_iter().flatten().flatten() {
+                if let Ok(entry) = self.read_entry(&file.path()) {
+                    out.push((entry, file.path()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Remove the least recently used entries until entries and blobs take at most
+    /// `max_bytes`, and every blob no entry names; damaged and forged entries go too.
+    pub fn prune(&self, max_bytes: u64) -> std::io::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        let size = |p: &Path| std::fs::symlink_metadata(p).map_or(0, |m| m.len());
+        let mut entries: Vec<(std::time::SystemTime, PathBuf, Option<Entry>)> = Vec::new();
+        for identity in std::fs::read_dir(self.dir.join("entries"))?.flatten() {
+            for file in std::fs::read_dir(identity.path()).into_iter().flatten().flatten() {
+                let time = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                entries.push((time, file.path(), self.read_entry(&file.path()).ok()));
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let blob_size = |sha: &str| size(&self.dir.join("blobs").join(sha));
+        let mut kept_blobs = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for (_, path, entry) in entries {
+            let Some(entry) = entry else {
+                pruned.bytes += size(&path);
+                std::fs::remove_file(&path)?;
+                pruned.entries += 1;
+                continue;
+            };
+            let new_blobs: Vec<&str> = blobs_of(&entry).filter(|sha| !kept_blobs.contains(*sha)).collect();
+            let cost = size(&path) + new_blobs.iter().map(|s| blob_size(s)).sum::<u64>();
+            if total + cost > max_bytes {
+                pruned.bytes += size(&path);
+                std::fs::remove_file(&path)?;
+                pruned.entries += 1;
+                continue;
+            }
+            total += cost;
+            kept_blobs.extend(new_blobs.into_iter().map(String::from));
+        }
+        for blob in std::fs::read_dir(self.dir.join("blobs"))?.flatten() {
+            let name = blob.file_name().to_string_lossy().into_owned();
+            if !kept_blobs.contains(&name) {
+                pruned.bytes += size(&blob.path());
+                std::fs::remove_file(blob.path())?;
+                pruned.blobs += 1;
+            }
+        }
+        for identity in std::fs::read_dir(self.dir.join("entries"))?.flatten() {
+            let _ = std::fs::remove_dir(identity.path());
+        }
+        pruned.kept_bytes = total;
+        Ok(pruned)
+    }
+
+    /// Bytes the entries and blobs take.
+    pub fn size(&self) -> u64 {
+        let mut total = 0;
+        for sub in ["entries", "blobs"] {
+            let mut stack = vec![self.dir.join(sub)];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    match e.metadata() {
+                        Ok(m) if m.is_dir() => stack.push(e.path()),
+                        Ok(m) => total += m.len(),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+/// Copy `from` into `to`; the sha256 of what was copied.
+fn copy_hashing(mut from: impl Read, to: &mut impl Write) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+        to.write_all(&chunk[..n])?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn blobs_of(entry: &Entry) -> impl Iterator<Item = &str> {
+    entry.effects.files.iter().filter_map(|(_, found)| match found {
+        crate::Found::File { sha256, .. } => Some(sha256.as_str()),
+        _ => None,
+    })
+}
+
+fn is_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn read_or_make_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let mut key = [0u8; 32];
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+            file.write_all(hex::encode(key).as_bytes())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = wharf_fs::bounded::read_text(path, 128).map_err(std::io::Error::other)?;
+            let bytes = hex::decode(text.trim()).map_err(|_| std::io::Error::other("the cache key is not hex"))?;
+            bytes
+                .try_into()
+                .map_err(|_| std::io::Error::other(format!("{} is not a 32-byte key", path.display())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Effects, Input};
+    use crate::found::Found;
+
+    fn entry(step: &str, identity: &str, blob: &str) -> Entry {
+        Entry {
+            format: FORMAT,
+            identity: identity.into(),
+            identity_parts: Default::default(),
+            step: step.into(),
+            run_id: "r1".into(),
+            created: 1,
+            millis: 10,
+            inputs: vec![Input::Answer {
+                what: "x".into(),
+                digest: "y".into(),
+            }],
+            effects: Effects {
+                files: vec![(
+                    "out.txt".into(),
+                    Found::File {
+                        sha256: blob.into(),
+                        executable: false,
+                    },
+                )],
+                ..Effects::default()
+            },
+        }
+    }
+
+    #[test]
+    fn entries_are_accepted_only_as_this_workspace_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let blob = store.put_blob(&b"content"[..]).unwrap();
+        let id = crate::sha256_hex(b"identity");
+        let path = store.save(&entry("build", &id, &blob)).unwrap();
+        let (found, refused) = store.candidates(&id);
+        assert_eq!((found.len(), refused.len()), (1, 0));
+        assert_eq!(store.last_identity("build").as_deref(), Some(id.as_str()));
+
+        // Tampered: one byte of the body changed.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"millis\":10", "\"millis\":11")).unwrap();
+        let (found, refused) = store.candidates(&id);
+        assert!(found.is_empty());
+        assert!(refused[0].why.contains("signature does not match"), "{refused:?}");
+
+        // Signed by another workspace's key.
+        let other = Store::open(&dir.path().join("other")).unwrap();
+        let foreign = other.save(&entry("build", &id, &blob)).unwrap();
+        std::fs::copy(&foreign, &path).unwrap();
+        assert!(store.candidates(&id).0.is_empty());
+
+        // Not an entry at all, or too big to read.
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(!store.candidates(&id).1.is_empty());
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(ENTRY_LIMIT + 1).unwrap();
+        assert!(store.candidates(&id).0.is_empty());
+
+        // A damaged blob is found out while copied.
+        let mut out = Vec::new();
+        store.copy_blob(&blob, &mut out).unwrap();
+        assert_eq!(out, b"content");
+        std::fs::write(store.dir().join("blobs").join(&blob), "changed").unwrap();
+        assert!(store.copy_blob(&blob, &mut Vec::new()).is_err());
+        assert!(store.copy_blob("../key", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_within_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let mut paths = Vec::new();
+        for i in 0..4 {
+            let blob = store.put_blob(&vec![i as u8; 10_000][..]).unwrap();
+            let id = crate::sha256_hex(format!("id{i}").as_bytes());
+            let path = store.save(&entry(&format!("s{i}"), &id, &blob)).unwrap();
+            let age = std::time::SystemTime::now() - std::time::Duration::from_secs(100 - i);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(age)
+                .unwrap();
+            paths.push(path);
+        }
+        store.touch(&paths[0]);
+        let before = store.size();
+        let pruned = store.prune(25_000).unwrap();
+        assert_eq!((pruned.entries, pruned.blobs), (2, 2), "{pruned:?}");
+        assert!(paths[0].exists() && paths[3].exists() && !paths[1].exists() && !paths[2].exists());
+        assert!(store.size() <= 25_000 && store.size() < before);
+    }
+}

@@ -1,0 +1,492 @@
+//! The step cache. A step whose effects can be done again from a record (it read through
+//! its grants, wrote into the workspace, logged, returned outputs, assembled images, asked
+//! `source` and for secrets) is not run again while everything it used is what it was.
+//! Nothing is declared: the inputs are what the sandbox saw the step use
+//! ([`crate::journal::witness`], [`observe`]), and for the programs it ran, everything the
+//! kernel let them read. An entry is filed by the step's identity (its component, wharf's
+//! version, its parameters, grants and environment) and accepted only when each input is
+//! unchanged; a hit then restores its files, images, log and outputs ([`restore`]).
+//! `docs/cache.md` is the user's account; the records and the store are `wharf-cache`'s.
+
+pub mod observe;
+pub mod restore;
+
+use crate::capabilities::secrets::SecretStore;
+use crate::engine::LoadedStep;
+use crate::engine::step::StepParams;
+use crate::events::{Event, Events, Level, Sink, Stream, TestResult};
+use crate::journal::witness::Seen;
+use crate::pipeline::StepDecl;
+use crate::sandbox::Grants;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wharf_cache::entry::{FORMAT, identity_differences, identity_of};
+use wharf_cache::tree::Known;
+use wharf_cache::{Effects, Entry, Found, Input, Store};
+
+/// Bytes of log lines, annotations and test results a cached step may have said.
+pub const SAID_LIMIT: usize = 16 << 20;
+
+/// The cache a run uses: the workspace's store, the digests of files it hashed, and what
+/// each step it may cache says while it runs.
+pub struct StepCache {
+    store: Store,
+    workspace: PathBuf,
+    known: Arc<Mutex<Known>>,
+    said: Arc<Said>,
+    secrets: Arc<SecretStore>,
+}
+
+/// Who a step is, part by part.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub parts: BTreeMap<String, String>,
+    pub digest: String,
+}
+
+pub enum Lookup {
+    Hit(Box<Entry>),
+    /// Why the step runs: the first input that differed from the nearest entry.
+    Miss(String),
+}
+
+/// `.wharf/cache` of a workspace.
+pub fn cache_dir(workspace: &Path) -> PathBuf {
+    workspace.join(".wharf/cache")
+}
+
+impl StepCache {
+    /// The workspace's cache, listening to the run's events for what steps say.
+    pub fn open(workspace: &Path, events: &Events, secrets: Arc<SecretStore>) -> std::io::Result<Arc<StepCache>> {
+        let store = Store::open(&cache_dir(workspace))?;
+        let known = store.known();
+        let said = Arc::new(Said::default());
+        events.add_sink(said.clone());
+        Ok(Arc::new(StepCache {
+            store,
+            workspace: workspace.to_path_buf(),
+            known: Arc::new(Mutex::new(known)),
+            said,
+            secrets,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The step's identity: its component (a built-in's is wharf's own), wharf's version,
+    /// its parameters as resolved, its grants, the variables passed to the pipeline, the
+    /// variables of wharf's environment its programs get, and how programs are confined.
+    pub fn identity(
+        loaded: &LoadedStep,
+        params: &StepParams,
+        grants: &Grants,
+        passed: &BTreeMap<String, String>,
+        confinement: &str,
+    ) -> Identity {
+        let digest = |text: &str| wharf_cache::sha256_hex(text.as_bytes());
+        let mut parts = BTreeMap::new();
+        parts.insert("component".to_string(), loaded.digest.clone());
+        parts.insert(
+            "wharf's version".to_string(),
+            concat!(env!("CARGO_PKG_VERSION"), " ", env!("WHARF_COMMIT")).to_string(),
+        );
+        match params {
+            StepParams::Typed(values) => {
+                for (name, value) in values {
+                    let json = serde_json::to_string(value).unwrap_or_default();
+                    parts.insert(format!("parameter `{name}`"), digest(&json));
+                }
+            }
+            StepParams::Command(values) => {
+                for (name, value) in values {
+                    parts.insert(format!("parameter `{name}`"), digest(value));
+                }
+            }
+        }
+        parts.insert("grants".to_string(), digest(&grants.describe().join("\n")));
+        for (name, value) in passed {
+            parts.insert(format!("passed variable `{name}`"), digest(value));
+        }
+        let inherited = crate::capabilities::process::PASSTHROUGH_ENV
+            .iter()
+            .chain(&["SOURCE_DATE_EPOCH"]);
+        for name in inherited {
+            if let Some(value) = std::env::var_os(name) {
+                parts.insert(
+                    format!("variable `{name}` of wharf's environment"),
+                    digest(&value.to_string_lossy()),
+                );
+            }
+        }
+        parts.insert("programs' confinement".to_string(), confinement.to_string());
+        Identity {
+            digest: identity_of(&parts),
+            parts,
+        }
+    }
+
+    /// Why a step is never cached, from what it may do; None when it may be.
+    pub fn never(decl: &StepDecl, grants: &Grants) -> Option<String> {
+        let may = |what: &str, first: Option<String>| first.map(|g| format!("it may {what} (`{g}`)"));
+        if !decl.cache {
+            return Some("`cache: false`".into());
+        }
+        may("deploy", grants.deploy.first().map(|g| g.what.clone()))
+            .or_else(|| may("call HTTP", grants.http.first().map(|g| g.what.to_string())))
+            .or_else(|| may("use a registry", grants.registry.first().map(|g| g.what.to_string())))
+            .or_else(|| {
+                may(
+                    "write outside the workspace",
+                    grants.host_write.first().map(|g| g.what.clone()),
+                )
+            })
+            .or_else(|| {
+                grants
+                    .signal
+                    .as_ref()
+                    .map(|_| "it may signal processes of the host".to_string())
+            })
+    }
+
+    /// The entry to reuse for a step with this identity, if one's inputs are all unchanged
+    /// and its effects can be restored; otherwise why not. Damaged or forged entries are
+    /// warned of and passed over.
+    pub async fn lookup(&self, step: &str, identity: &Identity, events: &Events) -> Lookup {
+        let (candidates, refused) = self.store.candidates(&identity.digest);
+        for r in refused {
+            events.emit(Event::Notice {
+                message: format!(
+                    "cache: an entry of step `{step}` was refused ({}): {}; the step runs",
+                    r.path.display(),
+                    r.why
+                ),
+            });
+        }
+        if candidates.is_empty() {
+            return Lookup::Miss(self.nearest(step, identity));
+        }
+        let mut first: Option<String> = None;
+        for (entry, path) in candidates {
+            let mut answers = HashMap::new();
+            for input in &entry.inputs {
+                if let Input::Answer { what, .. } = input
+                    && !answers.contains_key(what)
+                {
+                    let now = observe::answer(&self.workspace, what, &self.secrets, &self.store).await;
+                    answers.insert(what.clone(), now);
+                }
+            }
+            let checked = {
+                let (workspace, known) = (self.workspace.clone(), self.known.clone());
+                let entry = entry.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut known = known.lock().unwrap();
+                    let mut ask = |what: &str| answers.get(what).cloned().flatten();
+                    entry.check(&workspace, &mut ask, &mut known).map_err(|d| d.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            };
+            let usable = checked.and_then(|()| {
+                restore::restorable(
+                    &self.store,
+                    &self.workspace,
+                    &entry.effects.files,
+                    &entry.effects.images,
+                )
+            });
+            match usable {
+                Ok(()) => {
+                    self.store.touch(&path);
+                    return Lookup::Hit(Box::new(entry));
+                }
+                Err(why) => {
+                    first.get_or_insert(why);
+                }
+            }
+        }
+        Lookup::Miss(first.unwrap_or_default())
+    }
+
+    /// Why no entry has this identity: what changed since the step's last entry.
+    fn nearest(&self, step: &str, identity: &Identity) -> String {
+        let Some(last) = self.store.last_identity(step).filter(|l| *l != identity.digest) else {
+            return "nothing is cached for it yet".into();
+        };
+        match self.store.candidates(&last).0.first() {
+            Some((entry, _)) => {
+                let changed = identity_differences(&entry.identity_parts, &identity.parts);
+                if changed.is_empty() {
+                    "nothing is cached for it yet".into()
+                } else {
+                    changed.join(", ")
+                }
+            }
+            None => "nothing is cached for it yet".into(),
+        }
+    }
+
+    /// Do again what the entry's step did: its files, its images, what it said. Its outputs
+    /// are the caller's.
+    pub fn replay(&self, step: &str, entry: &Entry, events: &Events) -> Result<(), String> {
+        restore::files(&self.store, &self.workspace, &entry.effects.files)
+            .map_err(|e| format!("its files could not be restored: {e}"))?;
+        restore::images(&self.workspace, &entry.effects.images)?;
+        for said in &entry.effects.said {
+            if let Some(event) = event_of(step, said) {
+                events.emit(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// What sees an attempt's host calls for the cache.
+    pub fn observer(
+        &self,
+        grants: Arc<Grants>,
+        programs: Arc<crate::sandbox::programs::Programs>,
+    ) -> Arc<observe::CallLog> {
+        Arc::new(observe::CallLog::new(
+            &self.workspace,
+            grants,
+            self.secrets.clone(),
+            programs,
+            self.known.clone(),
+            self.store.clone(),
+        ))
+    }
+
+    /// Start keeping what `step` says.
+    pub fn listen(&self, step: &str) {
+        self.said
+            .steps
+            .lock()
+            .unwrap()
+            .insert(step.to_string(), Buffer::default());
+    }
+
+    /// Save what a successful attempt used and did; why not, when it cannot be cached.
+    pub async fn save(self: &Arc<Self>, attempt: Attempt) -> Result<(), String> {
+        let said = self
+            .said
+            .steps
+            .lock()
+            .unwrap()
+            .remove(&attempt.step)
+            .unwrap_or_default();
+        if said.overflow {
+            return Err(format!("it said more than {} MiB", SAID_LIMIT >> 20));
+        }
+        let cache = self.clone();
+        tokio::task::spawn_blocking(move || cache.save_blocking(attempt, said.events))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    fn save_blocking(&self, attempt: Attempt, said: Vec<Value>) -> Result<(), String> {
+        let Attempt {
+            step,
+            identity,
+            run_id,
+            millis,
+            outputs,
+            seen,
+            calls,
+        } = attempt;
+        if let Some(why) = seen.unclear.or(calls.refused) {
+            return Err(why);
+        }
+        let mut left: BTreeMap<String, Found> = BTreeMap::new();
+        for path in &seen.written {
+            left.insert(path.clone(), wharf_cache::found::probe(&self.workspace, path, false));
+        }
+        {
+            let mut known = self.known.lock().unwrap();
+            for (grant, before) in &calls.trees_before {
+                let after = wharf_cache::tree::walk(&self.workspace, grant, &mut known)
+                    .map_err(|e| format!("what its programs wrote cannot be read: {e}"))?;
+                for (path, found) in before.changes(&after) {
+                    let full = match (grant.as_str(), path.as_str()) {
+                        ("", p) => p.to_string(),
+                        (g, "") => g.to_string(),
+                        (g, p) => format!("{g}/{p}"),
+                    };
+                    left.insert(full, found);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for (path, found) in left {
+            if crate::journal::snapshot::is_wharf_state(Path::new(&path)) {
+                continue;
+            }
+            match &found {
+                Found::File { sha256, .. } => {
+                    let real = crate::beneath::existing(&self.workspace, &path).map_err(|e| e.to_string())?;
+                    let file = std::fs::File::open(&real).map_err(|e| format!("`{path}`: {e}"))?;
+                    let kept = self.store.put_blob(file).map_err(|e| format!("`{path}`: {e}"))?;
+                    if &kept != sha256 {
+                        return Err(format!("`{path}` changed while it was saved"));
+                    }
+                }
+                Found::Other | Found::Error { .. } => {
+                    return Err(format!(
+                        "it left `{path}` {}, which cannot be restored",
+                        found.describe()
+                    ));
+                }
+                _ => {}
+            }
+            files.push((path, found));
+        }
+        let mut images = calls.images;
+        if !images.is_empty() {
+            let oci = wharf_oci::layout::Store::open(&crate::capabilities::images::store_dir(&self.workspace))
+                .map_err(|e| e.to_string())?;
+            for image in &mut images {
+                image.size = oci
+                    .blob_path(&image.digest)
+                    .and_then(std::fs::metadata)
+                    .map_err(|e| format!("image {}: {e}", image.name))?
+                    .len();
+            }
+        }
+        let mut inputs = seen.inputs;
+        for input in calls.inputs {
+            if !inputs.contains(&input) {
+                inputs.push(input);
+            }
+        }
+        let entry = Entry {
+            format: FORMAT,
+            identity: identity.digest,
+            identity_parts: identity.parts,
+            step,
+            run_id,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            millis,
+            inputs,
+            effects: Effects {
+                outputs,
+                files,
+                said,
+                images,
+            },
+        };
+        self.store
+            .save(&entry)
+            .map_err(|e| format!("the entry could not be written: {e}"))?;
+        Ok(())
+    }
+
+    /// The run is over: keep the digests learnt, and prune the store when it grew past its
+    /// bound.
+    pub fn finish(&self) {
+        self.store.save_known(&self.known.lock().unwrap());
+        if self.store.size() > wharf_cache::store::DEFAULT_MAX_BYTES
+            && let Err(e) = self.store.prune(wharf_cache::store::DEFAULT_MAX_BYTES)
+        {
+            tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());
+        }
+    }
+}
+
+/// A successful attempt, as the cache saves it.
+pub struct Attempt {
+    pub step: String,
+    pub identity: Identity,
+    pub run_id: String,
+    pub millis: u64,
+    pub outputs: Vec<(String, String)>,
+    pub seen: Seen,
+    pub calls: observe::Calls,
+}
+
+/// What the steps being cached say, kept per step from its attempt's start.
+#[derive(Default)]
+struct Said {
+    steps: Mutex<HashMap<String, Buffer>>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    events: Vec<Value>,
+    bytes: usize,
+    overflow: bool,
+}
+
+impl Sink for Said {
+    fn event(&self, event: &Event) {
+        let step = match event {
+            Event::StepStarted { step, .. } => {
+                if let Some(buffer) = self.steps.lock().unwrap().get_mut(step) {
+                    *buffer = Buffer::default();
+                }
+                return;
+            }
+            Event::Log { step, .. } | Event::Annotation { step, .. } | Event::TestCase { step, .. } => step,
+            _ => return,
+        };
+        let mut steps = self.steps.lock().unwrap();
+        let Some(buffer) = steps.get_mut(step) else { return };
+        if buffer.overflow {
+            return;
+        }
+        let Ok(value) = serde_json::to_value(event) else { return };
+        buffer.bytes += value.to_string().len();
+        if buffer.bytes > SAID_LIMIT {
+            buffer.overflow = true;
+            buffer.events.clear();
+            return;
+        }
+        buffer.events.push(value);
+    }
+}
+
+/// A kept event of `step`, as the run emits it again.
+fn event_of(step: &str, value: &Value) -> Option<Event> {
+    let text = |k: &str| value.get(k).and_then(Value::as_str).map(String::from);
+    fn parse<T: serde::de::DeserializeOwned>(value: &Value, k: &str) -> Option<T> {
+        value.get(k).cloned().and_then(|v| serde_json::from_value(v).ok())
+    }
+    let step = step.to_string();
+    match value.get("event")?.as_str()? {
+        "log" => Some(Event::Log {
+            step,
+            level: parse(value, "level")?,
+            stream: parse::<Stream>(value, "stream")?,
+            message: text("message")?,
+        }),
+        "annotation" => Some(Event::Annotation {
+            step,
+            level: parse::<Level>(value, "level")?,
+            title: text("title"),
+            message: text("message")?,
+            file: text("file"),
+            line: parse(value, "line"),
+            column: parse(value, "column"),
+        }),
+        "test-case" => Some(Event::TestCase {
+            step,
+            suite: text("suite")?,
+            name: text("name")?,
+            classname: text("classname"),
+            duration: std::time::Duration::from_secs_f64(
+                value.get("duration_ms").and_then(Value::as_f64).unwrap_or(0.0).max(0.0) / 1e3,
+            ),
+            outcome: parse::<TestResult>(value, "outcome")?,
+            message: text("message"),
+            kind: text("type"),
+            output: text("output"),
+            stdout: text("stdout"),
+            stderr: text("stderr"),
+        }),
+        _ => None,
+    }
+}

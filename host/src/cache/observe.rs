@@ -1,0 +1,295 @@
+//! What a step's host calls mean for the cache: an input to check again (`source`, a
+//! secret, an image looked at), an effect to keep (an image assembled), the inputs of the
+//! programs it ran (everything their grants let them read, the program, the toolchain), or
+//! a reason it cannot be cached (it deployed, called HTTP, read the time of day). A call
+//! this module does not know makes the step not cacheable: a new capability is never
+//! cached by accident.
+
+use crate::capabilities::secrets::SecretStore;
+use crate::journal::witness::Observer;
+use crate::sandbox::Grants;
+use crate::sandbox::programs::Programs;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use wharf_cache::tree::{self, Detail, Known, Tree};
+use wharf_cache::{Image, Input};
+
+/// The calls of one attempt, as the cache reads them.
+pub struct CallLog {
+    workspace: PathBuf,
+    grants: Arc<Grants>,
+    secrets: Arc<SecretStore>,
+    /// The run's confinement of programs.
+    programs: Arc<Programs>,
+    /// Digests of files hashed before; shared by the run.
+    known: Arc<Mutex<Known>>,
+    /// Keys secrets' digests.
+    store: wharf_cache::Store,
+    state: Mutex<Calls>,
+}
+
+#[derive(Default)]
+pub struct Calls {
+    /// Inputs in the order the calls used them.
+    pub inputs: Vec<Input>,
+    pub images: Vec<Image>,
+    /// Each write grant's tree before the first program ran: what the programs changed is
+    /// its difference from the tree after.
+    pub trees_before: Vec<(String, Tree)>,
+    /// Why the attempt cannot be cached; the first reason met.
+    pub refused: Option<String>,
+}
+
+impl CallLog {
+    pub fn new(
+        workspace: &Path,
+        grants: Arc<Grants>,
+        secrets: Arc<SecretStore>,
+        programs: Arc<Programs>,
+        known: Arc<Mutex<Known>>,
+        store: wharf_cache::Store,
+    ) -> CallLog {
+        CallLog {
+            workspace: workspace.to_path_buf(),
+            grants,
+            secrets,
+            programs,
+            known,
+            store,
+            state: Mutex::default(),
+        }
+    }
+
+    pub fn take(&self) -> Calls {
+        std::mem::take(&mut self.state.lock().unwrap())
+    }
+
+    fn refuse(&self, why: impl Into<String>) {
+        self.state.lock().unwrap().refused.get_or_insert_with(|| why.into());
+    }
+
+    fn input(&self, input: Input) {
+        let mut state = self.state.lock().unwrap();
+        if !state.inputs.contains(&input) {
+            state.inputs.push(input);
+        }
+    }
+
+    /// A secret as the cache compares it: keyed by the workspace's key, never in clear.
+    fn secret(&self, name: &str) {
+        let value = self.secrets.get(name);
+        let digest = self.store.keyed(value.map_or(b"\0unset".as_slice(), str::as_bytes));
+        self.input(Input::Answer {
+            what: format!("secret `{name}`"),
+            digest,
+        });
+    }
+
+    /// Before the step's first program: everything the programs may read (the step's read
+    /// and write grants, `host-read:` grants, the toolchains), as trees.
+    fn before_programs(&self) {
+        if !self.state.lock().unwrap().trees_before.is_empty() {
+            return;
+        }
+        let mut known = self.known.lock().unwrap();
+        let mut inputs = Vec::new();
+        let mut before = Vec::new();
+        let workspace_trees = self
+            .grants
+            .read
+            .iter()
+            .map(|g| (g.what.clone(), false))
+            .chain(self.grants.write.iter().map(|g| (g.what.clone(), true)));
+        for (path, writable) in workspace_trees {
+            let relative = if path == "." { String::new() } else { path.clone() };
+            match tree::walk(&self.workspace, &relative, &mut known) {
+                Ok(tree) => {
+                    inputs.push(Input::Tree {
+                        path: path.clone(),
+                        digest: tree.digest(),
+                        entries: tree.entries.clone(),
+                    });
+                    if writable {
+                        before.push((relative, tree));
+                    }
+                }
+                Err(e) => {
+                    drop(known);
+                    return self.refuse(format!("what its programs may read cannot be checked: {e}"));
+                }
+            }
+        }
+        let host_trees = self
+            .grants
+            .host_read
+            .iter()
+            .map(|g| (crate::sandbox::programs::host_path(&g.what), None))
+            .chain(toolchains().into_iter().map(|p| (p, Some(TOOLCHAIN_DEPTH))));
+        for (path, depth) in host_trees {
+            let relative = path.to_string_lossy().trim_start_matches('/').to_string();
+            let detail = depth.map_or(Detail::Content, |depth| Detail::Stamps { depth });
+            match tree::walk_as(Path::new("/"), &relative, &mut known, detail) {
+                Ok(tree) => inputs.push(match depth {
+                    None => Input::HostTree {
+                        path: path.display().to_string(),
+                        digest: tree.digest(),
+                    },
+                    Some(depth) => Input::Toolchain {
+                        path: path.display().to_string(),
+                        depth,
+                        digest: tree.digest(),
+                    },
+                }),
+                Err(e) => {
+                    drop(known);
+                    return self.refuse(format!("what its programs may read cannot be checked: {e}"));
+                }
+            }
+        }
+        drop(known);
+        // The system's packages, as the package manager records them.
+        if let Some(status) = SYSTEM_PACKAGES.iter().find(|p| Path::new(p).exists()) {
+            inputs.push(Input::HostFile {
+                path: status.to_string(),
+                found: wharf_cache::entry::host_file(Path::new(status)),
+            });
+        }
+        let mut state = self.state.lock().unwrap();
+        for input in inputs {
+            if !state.inputs.contains(&input) {
+                state.inputs.push(input);
+            }
+        }
+        state.trees_before = before;
+    }
+
+    fn program(&self, args: &Value) {
+        let Some(program) = args.get("program").and_then(Value::as_str) else {
+            return self.refuse("it ran a program the cache cannot name");
+        };
+        match crate::capabilities::process::program_file(&self.workspace, program) {
+            Some(path) => self.input(Input::HostFile {
+                found: wharf_cache::entry::host_file(&path),
+                path: path.display().to_string(),
+            }),
+            None => self.refuse(format!("its program `{program}` was not found")),
+        }
+    }
+}
+
+/// How deep a toolchain is looked at: its programs, its libraries' directories, the version
+/// directories of an interpreter's prefix.
+const TOOLCHAIN_DEPTH: usize = 4;
+
+/// Where the system's installed packages are recorded: a system upgrade (a new compiler)
+/// changes it.
+const SYSTEM_PACKAGES: &[&str] = &[
+    "/var/lib/dpkg/status",
+    "/lib/apk/db/installed",
+    "/var/lib/rpm/rpmdb.sqlite",
+];
+
+/// The toolchains programs read beyond the system's own directories (which the package
+/// record stands for): `RUSTUP_HOME`, `CARGO_HOME/bin`, and the prefixes of `PATH` outside
+/// the system, as `sandbox::programs` opens them to programs.
+fn toolchains() -> Vec<PathBuf> {
+    let system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
+    crate::sandbox::programs::system_paths()
+        .into_iter()
+        .filter(|p| !system.iter().any(|s| p.starts_with(s)))
+        .collect()
+}
+
+impl Observer for CallLog {
+    fn before(&self, interface: &str, function: &str, args: &Value) {
+        match (interface, function) {
+            ("wharf:step/process", "run") => {
+                self.before_programs();
+                self.program(args);
+            }
+            ("wharf:step/images", "assemble") => {
+                if args
+                    .get("base")
+                    .is_some_and(|b| b.as_str().is_some_and(|b| !b.is_empty()))
+                {
+                    return self.refuse("it assembled an image on a base pulled from a registry");
+                }
+                for file in args.get("files").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(source) = file.get("source").and_then(Value::as_str) {
+                        self.input(Input::Path {
+                            path: source.to_string(),
+                            follow: true,
+                            found: wharf_cache::found::probe(&self.workspace, source, true),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn after(&self, interface: &str, function: &str, args: &Value, result: &Value) {
+        let digest = || wharf_cache::sha256_hex(result.to_string().as_bytes());
+        match (interface, function) {
+            ("wharf:step/log", _) | ("wasi:clocks/monotonic-clock", _) => {}
+            ("wasi:random/insecure-seed", _) | ("wasi:random/insecure", _) => {}
+            ("wasi:clocks/wall-clock", _) => self.refuse("it read the time of day"),
+            ("wasi:random/random", _) => self.refuse("it drew random bytes"),
+            ("wharf:step/source", "describe") => self.input(Input::Answer {
+                what: "the workspace's revision (source.describe)".into(),
+                digest: digest(),
+            }),
+            ("wharf:step/secrets", "get" | "reveal") => {
+                if let Some(name) = args.as_str() {
+                    self.secret(name);
+                }
+            }
+            ("wharf:step/images", "inspect") => self.input(Input::Answer {
+                what: format!("image `{}` in the store", args.as_str().unwrap_or_default()),
+                digest: digest(),
+            }),
+            ("wharf:step/images", "assemble") => {
+                if let Some(image) = result.get("Ok").filter(|r| r.get("digest").is_some()) {
+                    let text = |k: &str| image.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                    self.state.lock().unwrap().images.push(Image {
+                        name: text("reference"),
+                        digest: text("digest"),
+                        media_type: wharf_oci::MEDIA_MANIFEST.to_string(),
+                        size: 0,
+                    });
+                }
+            }
+            ("wharf:step/process", "run") if self.programs.fully_confined() => {}
+            ("wharf:step/process", "run") => self.refuse(
+                "it ran a program that was not fully confined (`wharf doctor` says why): the kernel did not hold it to its grants alone",
+            ),
+            ("wharf:step/deploy", _) => self.refuse("it deployed"),
+            ("wharf:step/registry", _) => self.refuse("it used a registry"),
+            ("wasi:http/outgoing-handler", _) => self.refuse("it called HTTP"),
+            ("wharf:step/images", "docker-build") => self.refuse("it built on a Docker engine"),
+            (interface, function) => self.refuse(format!("it called {interface}.{function}, which the cache does not know")),
+        }
+    }
+}
+
+/// What the cache asks again to check an [`Input::Answer`]: its digest now.
+pub async fn answer(workspace: &Path, what: &str, secrets: &SecretStore, store: &wharf_cache::Store) -> Option<String> {
+    let digest = |v: Value| Some(wharf_cache::sha256_hex(v.to_string().as_bytes()));
+    if what == "the workspace's revision (source.describe)" {
+        let now = crate::capabilities::source::describe(workspace).await;
+        return digest(serde_json::to_value(now).ok()?);
+    }
+    if let Some(name) = what.strip_prefix("secret `").and_then(|r| r.strip_suffix('`')) {
+        let value = secrets.get(name);
+        return Some(store.keyed(value.map_or(b"\0unset".as_slice(), str::as_bytes)));
+    }
+    if let Some(reference) = what
+        .strip_prefix("image `")
+        .and_then(|r| r.strip_suffix("` in the store"))
+    {
+        let now = crate::capabilities::images::inspect(workspace, reference);
+        return digest(serde_json::to_value(now).ok()?);
+    }
+    None
+}
