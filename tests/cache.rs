@@ -406,3 +406,49 @@ fn the_seed_build_is_reused_with_its_image_until_its_source_changes() {
         why(&ws, &changed, "build")
     );
 }
+
+#[test]
+fn an_input_changed_while_the_step_ran_keeps_its_result_out_of_the_cache() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("src")).unwrap();
+    ws.write("src/a.txt", "before");
+    ws.write(
+        PIPELINE,
+        "name: c\nsteps:\n  - id: slow\n    uses: builtin:exec\n    allow: { read: [src] }\n    with: { program: sh, args: [-c, \"cat src/a.txt; sleep 2\"] }\n",
+    );
+    let mut running = ws.command(&["run", PIPELINE, "-v"]).spawn().unwrap();
+    // The program has read the file; someone changes it before the step ends.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    ws.write("src/a.txt", "after");
+    assert!(running.wait().unwrap().success());
+    let next = run(&ws, &[]);
+    assert!(!cached(&next, "slow"), "{}", next.all());
+    assert_eq!(next.output_of("slow", "stdout").unwrap(), "after");
+}
+
+#[test]
+fn what_the_host_copies_into_an_image_and_who_the_step_is_are_inputs_too() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("site")).unwrap();
+    ws.write("site/index.html", "first");
+    ws.write(
+        PIPELINE,
+        "name: c\nsteps:\n  - id: image\n    uses: builtin:build\n    with: { repository: app, tag: 1.0.0, files: { site: /srv/site } }\n  - id: one\n    uses: ./probe.wasm\n    with: { echo: same }\n  - id: two\n    uses: ./probe.wasm\n    with: { echo: same }\n",
+    );
+    let first = run(&ws, &[]);
+    // `two` does what `one` does, but is handed another id: not the same work.
+    assert!(!cached(&first, "two"), "{}", first.all());
+    let digest = first.output_of("image", "digest").unwrap();
+    assert!(cached(&run(&ws, &[]), "image"));
+
+    // A file deep in a directory the image holds.
+    ws.write("site/index.html", "second");
+    let changed = run(&ws, &[]);
+    assert!(!cached(&changed, "image"), "{}", changed.all());
+    assert_ne!(changed.output_of("image", "digest").unwrap(), digest);
+    assert!(
+        why(&ws, &changed, "image").contains("file `site/index.html`"),
+        "{}",
+        why(&ws, &changed, "image")
+    );
+}

@@ -15,13 +15,14 @@ fn run_ms(ws: &Workspace, events: &str) -> f64 {
         .unwrap_or_else(|| panic!("no run-finished event in:\n{text}"))
 }
 
+/// Run again and again, so never taken from the step cache.
 const FOUR_WAITS: &str = r#"
 name: waits
 steps:
-  - { id: a, uses: ./probe.wasm, needs: [], with: { mode: sleep, wait: 1s } }
-  - { id: b, uses: ./probe.wasm, needs: [], with: { mode: sleep, wait: 1s } }
-  - { id: c, uses: ./probe.wasm, needs: [], with: { mode: sleep, wait: 1s } }
-  - { id: d, uses: ./probe.wasm, needs: [], with: { mode: sleep, wait: 1s } }
+  - { id: a, uses: ./probe.wasm, needs: [], cache: false, with: { mode: sleep, wait: 1s } }
+  - { id: b, uses: ./probe.wasm, needs: [], cache: false, with: { mode: sleep, wait: 1s } }
+  - { id: c, uses: ./probe.wasm, needs: [], cache: false, with: { mode: sleep, wait: 1s } }
+  - { id: d, uses: ./probe.wasm, needs: [], cache: false, with: { mode: sleep, wait: 1s } }
 "#;
 
 #[test]

@@ -39,8 +39,9 @@ fn pipeline(n: usize, independent: bool, step: &str) -> String {
 fn main() {
     let ws = Workspace::new();
     std::fs::copy(guest("cmd-step"), ws.path().join("cmd.wasm")).unwrap();
-    let wait = "uses: ./probe.wasm, with: { mode: sleep, wait: 200ms }";
-    let trivial = "uses: ./cmd.wasm, with: { x: start }";
+    // `cache: false`: measured is running steps, not taking them from the step cache.
+    let wait = "uses: ./probe.wasm, cache: false, with: { mode: sleep, wait: 200ms }";
+    let trivial = "uses: ./cmd.wasm, cache: false, with: { x: start }";
     ws.write("waits.yml", &pipeline(8, true, wait));
     for n in [1, 100] {
         ws.write(&format!("chain-{n}.yml"), &pipeline(n, false, trivial));

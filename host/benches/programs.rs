@@ -33,7 +33,7 @@ fn trues(n: usize) -> String {
     let mut text = format!("name: true-{n}\nsteps:\n");
     for i in 0..n {
         text.push_str(&format!(
-            "  - id: t{i}\n    uses: builtin:exec\n    with: {{ program: \"true\" }}\n"
+            "  - id: t{i}\n    uses: builtin:exec\n    cache: false\n    with: {{ program: \"true\" }}\n"
         ));
     }
     text

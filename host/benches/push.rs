@@ -55,12 +55,12 @@ fn main() {
     std::fs::write(ws.path().join("blob.bin"), &data).unwrap();
     std::fs::write(
         ws.path().join("build.yml"),
-        "name: build\nsteps:\n  - id: build\n    uses: builtin:build\n    with:\n      repository: big\n      tag: 1.0.0-1-abcdef0\n      files: { blob.bin: /blob.bin }\n      revision: bench\n",
+        "name: build\nsteps:\n  - id: build\n    uses: builtin:build\n    cache: false\n    with:\n      repository: big\n      tag: 1.0.0-1-abcdef0\n      files: { blob.bin: /blob.bin }\n      revision: bench\n",
     )
     .unwrap();
     std::fs::write(
         ws.path().join("push.yml"),
-        "name: push\nvars:\n  registry:\nsteps:\n  - id: push\n    uses: builtin:push\n    with:\n      image: big:1.0.0-1-abcdef0\n      registry: ${{ vars.registry }}\n",
+        "name: push\nvars:\n  registry:\nsteps:\n  - id: push\n    uses: builtin:push\n    cache: false\n    with:\n      image: big:1.0.0-1-abcdef0\n      registry: ${{ vars.registry }}\n",
     )
     .unwrap();
     let wharf_cmd = |args: &[&str]| {

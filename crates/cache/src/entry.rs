@@ -50,7 +50,9 @@ pub enum Input {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         entries: BTreeMap<String, Found>,
     },
-    /// A whole host directory a program could read (a `host-read:` grant), by content.
+    /// A whole host directory a program could read (a `host-read:` grant), by its files'
+    /// inodes, sizes and times (a package cache is large, and its files are replaced, not
+    /// edited).
     HostTree { path: String, digest: String },
     /// A toolchain programs read, by its files' inodes, sizes and times to a depth
     /// ([`tree::Detail::Stamps`]).
@@ -196,7 +198,8 @@ pub fn check(
             }
         }
         Input::HostTree { path, digest } => {
-            let now = tree::walk(Path::new("/"), path.trim_start_matches('/'), known).map(|t| t.digest());
+            let detail = tree::Detail::Stamps { depth: usize::MAX };
+            let now = tree::walk_as(Path::new("/"), path.trim_start_matches('/'), known, detail).map(|t| t.digest());
             match now {
                 Ok(now) if &now == digest => {}
                 Ok(now) => return differs(short(digest), short(&now)),

@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+/// wharf's own state in a workspace: no step sees it, and it changes with every run, so a
+/// tree of the whole workspace leaves it out.
+pub const RESERVED: &str = ".wharf";
+
 /// Most entries a tree may hold: a bigger directory cannot be checked, and its step is not
 /// cached.
 pub const MAX_ENTRIES: usize = 250_000;
@@ -112,6 +116,7 @@ pub fn walk_as(root: &Path, relative: &str, known: &mut Known, detail: Detail) -
                 tree: &mut tree,
                 known,
                 detail,
+                top: path == ".",
             };
             walker.directory(dir.as_fd(), "")?;
         }
@@ -129,6 +134,8 @@ struct Walker<'a> {
     tree: &'a mut Tree,
     known: &'a mut Known,
     detail: Detail,
+    /// Walking the root itself, whose [`RESERVED`] is left out.
+    top: bool,
 }
 
 impl Walker<'_> {
@@ -155,6 +162,9 @@ impl Walker<'_> {
             children.push((name.to_string(), entry.file_type()));
         }
         for (name, _) in children {
+            if self.top && prefix.is_empty() && name == RESERVED {
+                continue;
+            }
             if self.tree.entries.len() >= MAX_ENTRIES {
                 return Err(TreeError::TooLarge {
                     root: self.root.to_path_buf(),

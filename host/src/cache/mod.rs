@@ -77,18 +77,26 @@ impl StepCache {
         &self.store
     }
 
-    /// The step's identity: its component (a built-in's is wharf's own), wharf's version,
-    /// its parameters as resolved, its grants, the variables passed to the pipeline, the
-    /// variables of wharf's environment its programs get, and how programs are confined.
-    pub fn identity(
-        loaded: &LoadedStep,
-        params: &StepParams,
-        grants: &Grants,
-        passed: &BTreeMap<String, String>,
-        confinement: &str,
-    ) -> Identity {
+    /// The step's identity: its id and pipeline, its component (a built-in's is wharf's own), wharf's version,
+    /// its parameters as resolved, its grants and limits, the variables passed to the
+    /// pipeline, the variables of wharf's environment its programs get, and how programs
+    /// are confined.
+    pub fn identity(step: &StepFacts<'_>) -> Identity {
+        let StepFacts {
+            decl,
+            pipeline,
+            loaded,
+            params,
+            grants,
+            limits,
+            passed,
+            confinement,
+        } = step;
         let digest = |text: &str| wharf_cache::sha256_hex(text.as_bytes());
         let mut parts = BTreeMap::new();
+        // A typed step is handed its id and its pipeline's name.
+        parts.insert("step id".to_string(), decl.id.clone());
+        parts.insert("pipeline".to_string(), digest(pipeline));
         parts.insert("component".to_string(), loaded.digest.clone());
         parts.insert(
             "wharf's version".to_string(),
@@ -108,7 +116,9 @@ impl StepCache {
             }
         }
         parts.insert("grants".to_string(), digest(&grants.describe().join("\n")));
-        for (name, value) in passed {
+        // A tighter limit could fail what succeeded.
+        parts.insert("limits".to_string(), digest(&format!("{limits:?}")));
+        for (name, value) in *passed {
             parts.insert(format!("passed variable `{name}`"), digest(value));
         }
         let inherited = crate::capabilities::process::PASSTHROUGH_ENV
@@ -361,6 +371,31 @@ impl StepCache {
                 inputs.push(input);
             }
         }
+        // What it read must still be what it found: an input changed by someone else while
+        // the step ran would file its result under the wrong key. What the step wrote itself
+        // is left out.
+        let changed: Vec<&str> = seen
+            .written
+            .iter()
+            .map(String::as_str)
+            .chain(calls.trees_before.iter().map(|(grant, _)| grant.as_str()))
+            .collect();
+        let mut known = self.known.lock().unwrap();
+        for input in &inputs {
+            let path = match input {
+                Input::Path { path, .. } | Input::Replaced { path } | Input::Listing { path, .. } => path.as_str(),
+                Input::Tree { path, .. } if path == "." => "",
+                Input::Tree { path, .. } => path.as_str(),
+                Input::Answer { .. } => continue,
+                Input::HostTree { .. } | Input::Toolchain { .. } | Input::HostFile { .. } => "/",
+            };
+            if path != "/" && changed.iter().any(|w| overlaps(path, w)) {
+                continue;
+            }
+            wharf_cache::entry::check(input, &self.workspace, &mut |_| None, &mut known)
+                .map_err(|d| format!("{d} by the time it ended: it changed while the step ran"))?;
+        }
+        drop(known);
         let entry = Entry {
             format: FORMAT,
             identity: identity.digest,
@@ -397,6 +432,28 @@ impl StepCache {
     }
 }
 
+/// Whether one workspace path is the other or lies beneath it (`""` is the workspace).
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |inner: &str, outer: &str| {
+        outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+    };
+    under(a, b) || under(b, a)
+}
+
+/// What the run knows of a step before it runs it: what its identity is made of.
+pub struct StepFacts<'a> {
+    pub decl: &'a StepDecl,
+    pub pipeline: &'a str,
+    pub loaded: &'a LoadedStep,
+    pub params: &'a StepParams,
+    pub grants: &'a Grants,
+    pub limits: &'a crate::engine::limits::StepLimits,
+    /// The variables passed to the pipeline.
+    pub passed: &'a BTreeMap<String, String>,
+    /// How programs are confined (`--sandbox`).
+    pub confinement: &'a str,
+}
+
 /// A successful attempt, as the cache saves it.
 pub struct Attempt {
     pub step: String,
@@ -408,7 +465,8 @@ pub struct Attempt {
     pub calls: observe::Calls,
 }
 
-/// What the steps being cached say, kept per step from its attempt's start.
+/// What the steps being cached say (log lines, annotations, test results, where each
+/// progress bar ended), kept per step from its attempt's start.
 #[derive(Default)]
 struct Said {
     steps: Mutex<HashMap<String, Buffer>>,
@@ -430,7 +488,10 @@ impl Sink for Said {
                 }
                 return;
             }
-            Event::Log { step, .. } | Event::Annotation { step, .. } | Event::TestCase { step, .. } => step,
+            Event::Log { step, .. }
+            | Event::Annotation { step, .. }
+            | Event::TestCase { step, .. }
+            | Event::Progress { step, .. } => step,
             _ => return,
         };
         let mut steps = self.steps.lock().unwrap();
@@ -439,6 +500,16 @@ impl Sink for Said {
             return;
         }
         let Ok(value) = serde_json::to_value(event) else { return };
+        // Of a progress bar, where it ended.
+        if let Event::Progress { label, .. } = event
+            && let Some(kept) = buffer
+                .events
+                .iter_mut()
+                .find(|e| e["event"] == "progress" && e["label"] == label.as_str())
+        {
+            *kept = value;
+            return;
+        }
         buffer.bytes += value.to_string().len();
         if buffer.bytes > SAID_LIMIT {
             buffer.overflow = true;
@@ -471,6 +542,12 @@ fn event_of(step: &str, value: &Value) -> Option<Event> {
             file: text("file"),
             line: parse(value, "line"),
             column: parse(value, "column"),
+        }),
+        "progress" => Some(Event::Progress {
+            step,
+            label: text("label")?,
+            done: value.get("done")?.as_u64()?,
+            total: value.get("total").and_then(Value::as_u64),
         }),
         "test-case" => Some(Event::TestCase {
             step,

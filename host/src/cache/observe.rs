@@ -39,6 +39,8 @@ pub struct Calls {
     pub trees_before: Vec<(String, Tree)>,
     /// Why the attempt cannot be cached; the first reason met.
     pub refused: Option<String>,
+    /// Whether what programs may read was looked at (before the first one ran).
+    programs_seen: bool,
 }
 
 impl CallLog {
@@ -89,7 +91,7 @@ impl CallLog {
     /// Before the step's first program: everything the programs may read (the step's read
     /// and write grants, `host-read:` grants, the toolchains), as trees.
     fn before_programs(&self) {
-        if !self.state.lock().unwrap().trees_before.is_empty() {
+        if std::mem::replace(&mut self.state.lock().unwrap().programs_seen, true) {
             return;
         }
         let mut known = self.known.lock().unwrap();
@@ -126,9 +128,12 @@ impl CallLog {
             .iter()
             .map(|g| (crate::sandbox::programs::host_path(&g.what), None))
             .chain(toolchains().into_iter().map(|p| (p, Some(TOOLCHAIN_DEPTH))));
+        // A `host-read:` grant whole, a toolchain to a depth; both by stamps.
         for (path, depth) in host_trees {
             let relative = path.to_string_lossy().trim_start_matches('/').to_string();
-            let detail = depth.map_or(Detail::Content, |depth| Detail::Stamps { depth });
+            let detail = Detail::Stamps {
+                depth: depth.unwrap_or(usize::MAX),
+            };
             match tree::walk_as(Path::new("/"), &relative, &mut known, detail) {
                 Ok(tree) => inputs.push(match depth {
                     None => Input::HostTree {
@@ -164,6 +169,40 @@ impl CallLog {
         state.trees_before = before;
     }
 
+    /// A workspace path the host copies into an image: the path as named (a link is an
+    /// input as a link), and what it leads to, a directory as its whole tree.
+    fn image_source(&self, source: &str) {
+        self.input(Input::Path {
+            path: source.to_string(),
+            follow: false,
+            found: wharf_cache::found::probe(&self.workspace, source, false),
+        });
+        let real = crate::beneath::existing(&self.workspace, source).ok().and_then(|real| {
+            real.strip_prefix(&self.workspace)
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned())
+        });
+        let Some(real) = real else { return };
+        match wharf_cache::found::probe(&self.workspace, &real, false) {
+            wharf_cache::Found::Directory => {
+                let walked = tree::walk(&self.workspace, &real, &mut self.known.lock().unwrap());
+                match walked {
+                    Ok(tree) => self.input(Input::Tree {
+                        path: if real.is_empty() { ".".into() } else { real },
+                        digest: tree.digest(),
+                        entries: tree.entries,
+                    }),
+                    Err(e) => self.refuse(format!("what it put in an image cannot be checked: {e}")),
+                }
+            }
+            found => self.input(Input::Path {
+                path: real,
+                follow: false,
+                found,
+            }),
+        }
+    }
+
     fn program(&self, args: &Value) {
         let Some(program) = args.get("program").and_then(Value::as_str) else {
             return self.refuse("it ran a program the cache cannot name");
@@ -195,10 +234,19 @@ const SYSTEM_PACKAGES: &[&str] = &[
 /// the system, as `sandbox::programs` opens them to programs.
 fn toolchains() -> Vec<PathBuf> {
     let system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
-    crate::sandbox::programs::system_paths()
+    let mut out: Vec<PathBuf> = crate::sandbox::programs::system_paths()
         .into_iter()
         .filter(|p| !system.iter().any(|s| p.starts_with(s)))
-        .collect()
+        .collect();
+    // What no package record covers: the system's configuration and what was installed
+    // by hand.
+    out.extend(
+        ["/etc", "/usr/local"]
+            .map(PathBuf::from)
+            .into_iter()
+            .filter(|p| p.is_dir()),
+    );
+    out
 }
 
 impl Observer for CallLog {
@@ -217,11 +265,7 @@ impl Observer for CallLog {
                 }
                 for file in args.get("files").and_then(Value::as_array).into_iter().flatten() {
                     if let Some(source) = file.get("source").and_then(Value::as_str) {
-                        self.input(Input::Path {
-                            path: source.to_string(),
-                            follow: true,
-                            found: wharf_cache::found::probe(&self.workspace, source, true),
-                        });
+                        self.image_source(source);
                     }
                 }
             }
@@ -233,7 +277,9 @@ impl Observer for CallLog {
         let digest = || wharf_cache::sha256_hex(result.to_string().as_bytes());
         match (interface, function) {
             ("wharf:step/log", _) | ("wasi:clocks/monotonic-clock", _) => {}
-            ("wasi:random/insecure-seed", _) | ("wasi:random/insecure", _) => {}
+            // The seed of the standard library's hash maps: it orders a map, not a result.
+            ("wasi:random/insecure-seed", _) => {}
+            ("wasi:random/insecure", _) => self.refuse("it drew random numbers"),
             ("wasi:clocks/wall-clock", _) => self.refuse("it read the time of day"),
             ("wasi:random/random", _) => self.refuse("it drew random bytes"),
             ("wharf:step/source", "describe") => self.input(Input::Answer {

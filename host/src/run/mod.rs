@@ -481,7 +481,7 @@ async fn run_one(
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
-    let caching = match cached(req, decl, loaded, &params, &grants).await {
+    let caching = match cached(req, decl, loaded, &params, &grants, &limits).await {
         Cached::Hit(record) => {
             return StepRecord {
                 duration: started.elapsed(),
@@ -650,45 +650,83 @@ async fn cached(
     loaded: &LoadedStep,
     params: &StepParams,
     grants: &crate::sandbox::Grants,
+    limits: &StepLimits,
 ) -> Cached {
     use crate::cache::{Lookup, StepCache};
     let (Some(cache), Some(journal)) = (&req.cache, &req.journal) else {
         return Cached::Run(None);
     };
     let decided = |hit: bool, detail: String| {
+        if !hit {
+            req.events.emit(Event::Log {
+                step: decl.id.clone(),
+                level: crate::events::Level::Debug,
+                stream: crate::events::Stream::Log,
+                message: format!("not taken from the cache: {detail}"),
+            });
+        }
         journal.write(Entry::Cache {
             step: decl.id.clone(),
             hit,
             detail,
-        })
+        });
     };
     if let Some(why) = StepCache::never(decl, grants) {
         decided(false, format!("never cached: {why}"));
         return Cached::Run(None);
     }
-    let identity = StepCache::identity(loaded, params, grants, &req.env, req.programs.mode().as_str());
+    let identity = StepCache::identity(&crate::cache::StepFacts {
+        decl,
+        pipeline: &req.pipeline.name,
+        loaded,
+        params,
+        grants,
+        limits,
+        passed: &req.env,
+        confinement: req.programs.mode().as_str(),
+    });
     match cache.lookup(&decl.id, &identity, &req.events).await {
-        Lookup::Hit(entry) => match cache.replay(&decl.id, &entry, &req.events) {
-            Ok(()) => {
-                let saved = crate::events::human_duration(Duration::from_millis(entry.millis));
-                let note = format!("cached from run {} (saved {saved})", entry.run_id);
-                decided(true, note.clone());
-                Cached::Hit(Box::new(StepRecord {
-                    outputs: entry.effects.outputs.clone(),
-                    note: Some(note),
-                    ..StepRecord::not_run(decl, Outcome::Success)
-                }))
-            }
-            Err(why) => {
-                req.events.emit(Event::Notice {
-                    message: format!("cache: step `{}` was cached, but {why}; it runs", decl.id),
-                });
-                decided(false, format!("its entry could not be used: {why}"));
-                Cached::Run(Some(identity))
-            }
-        },
+        Lookup::Hit(entry) => {
+            // Shown as a step like any other, its log in its place, ending `cached`.
+            req.events.emit(Event::StepStarted {
+                step: decl.id.clone(),
+                uses: decl.uses.clone(),
+                attempt: 1,
+            });
+            hit(req, cache, decl, &entry, identity, decided)
+        }
         Lookup::Miss(why) => {
             decided(false, why);
+            Cached::Run(Some(identity))
+        }
+    }
+}
+
+/// A hit, done again; when that fails, the step runs.
+fn hit(
+    req: &RunRequest<'_>,
+    cache: &crate::cache::StepCache,
+    decl: &StepDecl,
+    entry: &wharf_cache::Entry,
+    identity: crate::cache::Identity,
+    decided: impl Fn(bool, String),
+) -> Cached {
+    match cache.replay(&decl.id, entry, &req.events) {
+        Ok(()) => {
+            let saved = crate::events::human_duration(Duration::from_millis(entry.millis));
+            let note = format!("cached from run {} (saved {saved})", entry.run_id);
+            decided(true, note.clone());
+            Cached::Hit(Box::new(StepRecord {
+                outputs: entry.effects.outputs.clone(),
+                note: Some(note),
+                ..StepRecord::not_run(decl, Outcome::Success)
+            }))
+        }
+        Err(why) => {
+            req.events.emit(Event::Notice {
+                message: format!("cache: step `{}` was cached, but {why}; it runs", decl.id),
+            });
+            decided(false, format!("its entry could not be used: {why}"));
             Cached::Run(Some(identity))
         }
     }

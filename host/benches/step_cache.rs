@@ -1,0 +1,131 @@
+//! What the step cache saves and what it costs, as whole `wharf run` processes, side by side
+//! in one run of this program, interleaved round by round:
+//!
+//! - the seed's `build` step (cargo, then the image assembled into the store), alone in a
+//!   pipeline with a fixed tag: taken from the cache, against the same step with
+//!   `cache: false` run warm (cargo has nothing to do: what a re-run cost before the cache);
+//! - a chain of 100 WASI steps that always misses (each step's parameter carries the run id)
+//!   with the cache on (identity, lookup, what each step used, an entry saved), against the
+//!   same chain with `cache: false` on every step (none of that);
+//! - a one-step run taken from the cache, and the same step with `cache: false`, against
+//!   `wharf --version`.
+//!
+//! `cargo bench --bench step_cache`
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
+
+use common::{Workspace, guest};
+use measure::{median, ms, timed};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const ROUNDS: usize = 15;
+
+/// The seed pipeline's `build` step, alone, with a fixed tag.
+fn build(cache: bool) -> String {
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed/pipeline.yml")).unwrap();
+    let start = seed.find("  - id: build").unwrap();
+    let end = seed.find("  - id: push").unwrap();
+    let step = seed[start..end]
+        .replace("${{ steps.version.outputs.version }}", "1.0.0")
+        .replace("${{ vars.service }}", "seed")
+        .replace("${{ vars.status }}", "OK");
+    let off = if cache { "" } else { "    cache: false\n" };
+    format!("name: build\nsteps:\n{step}{off}")
+}
+
+fn chain(n: usize, cache: bool) -> String {
+    let mut text = format!("name: chain-{n}\nsteps:\n");
+    let off = if cache { "" } else { ", cache: false" };
+    for i in 0..n {
+        text.push_str(&format!(
+            "  - {{ id: s{i}, uses: ./cmd.wasm, with: {{ x: \"${{{{ run.id }}}}-{i}\" }}{off} }}\n"
+        ));
+    }
+    text
+}
+
+fn main() {
+    let seed = Workspace::seed();
+    seed.write("build.yml", &build(true));
+    seed.write("build-off.yml", &build(false));
+    let ws = Workspace::new();
+    std::fs::copy(guest("cmd-step"), ws.path().join("cmd.wasm")).unwrap();
+    ws.write("miss.yml", &chain(100, true));
+    ws.write("off.yml", &chain(100, false));
+    ws.write(
+        "one.yml",
+        "name: one\nsteps:\n  - { id: s, uses: ./cmd.wasm, with: { x: one } }\n",
+    );
+    ws.write(
+        "one-off.yml",
+        "name: one\nsteps:\n  - { id: s, uses: ./cmd.wasm, with: { x: one }, cache: false }\n",
+    );
+    // Warm: components compiled, cargo's target/ built, and the cache holding the build as
+    // its target/ now is (the first re-run records that state, docs/cache.md).
+    for (w, file) in [
+        (&seed, "build.yml"),
+        (&seed, "build.yml"),
+        (&seed, "build-off.yml"),
+        (&ws, "one.yml"),
+    ] {
+        let run = w.wharf(&["run", file]);
+        assert_eq!(run.code(), 0, "{}", run.all());
+    }
+    for file in ["miss.yml", "off.yml", "one-off.yml"] {
+        let run = ws.wharf(&["run", file]);
+        assert_eq!(run.code(), 0, "{}", run.all());
+    }
+    let hit = seed.wharf(&["run", "build.yml"]);
+    assert!(hit.step_line("build").contains("cached from run"), "{}", hit.all());
+
+    type Case<'a> = (&'static str, Box<dyn Fn() -> Duration + 'a>);
+    let run = |w: &'static str, file: &'static str| -> Box<dyn Fn() -> Duration + '_> {
+        let workspace = if w == "seed" { &seed } else { &ws };
+        Box::new(move || timed(workspace.command(&["run", file]).env("WHARF_KEEP_RUNS", "20")))
+    };
+    let mut samples: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let mut cases: Vec<Case> = vec![
+            ("build: cached", run("seed", "build.yml")),
+            ("build: cache: false (warm cargo)", run("seed", "build-off.yml")),
+            ("100 steps: every step misses", run("ws", "miss.yml")),
+            ("100 steps: cache: false", run("ws", "off.yml")),
+            ("1 step: cached", run("ws", "one.yml")),
+            ("1 step: cache: false", run("ws", "one-off.yml")),
+            ("wharf --version", Box::new(|| timed(&mut ws.command(&["--version"])))),
+        ];
+        let len = cases.len();
+        cases.rotate_left(round % len);
+        for (name, case) in cases {
+            samples.entry(name).or_default().push(case());
+        }
+    }
+    let medians: BTreeMap<&str, f64> = samples.into_iter().map(|(k, v)| (k, ms(median(v)))).collect();
+    println!("medians of {ROUNDS} rounds, whole processes:");
+    for (name, value) in &medians {
+        println!("  {name:<36} {value:>9.1} ms");
+    }
+    let ratio = |a: &str, b: &str| medians[a] / medians[b];
+    println!(
+        "build cached / build warm:             {:.3}",
+        ratio("build: cached", "build: cache: false (warm cargo)")
+    );
+    println!(
+        "100-step miss / 100 steps uncached:    {:.3}",
+        ratio("100 steps: every step misses", "100 steps: cache: false")
+    );
+    println!(
+        "1 step cached / wharf --version:       {:.2}",
+        ratio("1 step: cached", "wharf --version")
+    );
+    println!(
+        "1 step uncached / wharf --version:     {:.2}",
+        ratio("1 step: cache: false", "wharf --version")
+    );
+}
