@@ -347,7 +347,7 @@ fn a_hit_restores_the_files_the_step_wrote() {
     assert!(cached(&run(&ws, &[]), "copy"));
 
     // A damaged blob is found out: the step runs and nothing is lost.
-    for blob in walk(&ws.path().join(".wharf/cache/blobs")) {
+    for blob in walk(&ws.path().join(".wharf/cache/oci/blobs/sha256")) {
         std::fs::write(blob, "damaged").unwrap();
     }
     std::fs::remove_file(ws.path().join("out/w.txt")).unwrap();
@@ -414,11 +414,17 @@ fn an_input_changed_while_the_step_ran_keeps_its_result_out_of_the_cache() {
     ws.write("src/a.txt", "before");
     ws.write(
         PIPELINE,
-        "name: c\nsteps:\n  - id: slow\n    uses: builtin:exec\n    allow: { read: [src] }\n    with: { program: sh, args: [-c, \"cat src/a.txt; sleep 2\"] }\n",
+        "name: c\nsteps:\n  - id: slow\n    uses: builtin:exec\n    allow: { read: [src], write: [marks] }\n    with: { program: sh, args: [-c, \"cat src/a.txt; : > marks/read; sleep 2\"] }\n",
     );
+    std::fs::create_dir(ws.path().join("marks")).unwrap();
     let mut running = ws.command(&["run", PIPELINE, "-v"]).spawn().unwrap();
     // The program has read the file; someone changes it before the step ends.
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let read = ws.path().join("marks/read");
+    let waited = std::time::Instant::now();
+    while !read.exists() {
+        assert!(waited.elapsed().as_secs() < 60, "the program never read the file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     ws.write("src/a.txt", "after");
     assert!(running.wait().unwrap().success());
     let next = run(&ws, &[]);
@@ -451,4 +457,95 @@ fn what_the_host_copies_into_an_image_and_who_the_step_is_are_inputs_too() {
         "{}",
         why(&ws, &changed, "image")
     );
+}
+
+/// `wharf run` in `ws` with a shared cache, a cache key (or none) and more arguments.
+fn shared_run(ws: &Workspace, spec: &str, key: Option<&str>, extra: &[&str]) -> Run {
+    let mut args = vec!["run", PIPELINE, "-v", "--cache", spec];
+    args.extend_from_slice(extra);
+    let mut command = ws.command(&args);
+    match key {
+        Some(key) => command.env("WHARF_SECRET_CACHE_KEY", key),
+        None => command.env_remove("WHARF_SECRET_CACHE_KEY"),
+    };
+    let run = Run(command.output().unwrap());
+    assert_eq!(run.code(), 0, "{}", run.all());
+    run
+}
+
+#[test]
+fn clones_share_entries_through_a_registry_and_only_a_trusted_writer_writes() {
+    let registry = common::services::Registry::start();
+    let spec = format!("oci://{}/team/wharf-cache", registry.addr);
+    // One repository, checked out on several machines: copies of it, `.git` and all.
+    let origin = data_step("read-workspace", "data/a.txt");
+    std::fs::create_dir(origin.path().join("site")).unwrap();
+    origin.write("site/index.html", "hello");
+    let text = std::fs::read_to_string(origin.path().join(PIPELINE)).unwrap();
+    origin.write(
+        PIPELINE,
+        &format!("{text}  - id: image\n    uses: builtin:build\n    with: {{ repository: app, tag: 1.0.0, files: {{ site: /srv/site }} }}\n"),
+    );
+    let clone = || {
+        let ws = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", origin.path().display()))
+            .arg(ws.path())
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        ws
+    };
+    let key = "a shared cache key, given to trusted jobs";
+
+    // A run that may not write (a pull request) adds nothing.
+    let reader = clone();
+    shared_run(&reader, &spec, Some(key), &[]);
+    let other = clone();
+    let nothing = shared_run(&other, &spec, Some(key), &[]);
+    assert!(!cached(&nothing, "step"), "{}", nothing.all());
+
+    // A trusted run writes; another machine (a fresh clone) reuses its steps and image.
+    let writer = clone();
+    let wrote = shared_run(&writer, &spec, Some(key), &["--cache-write"]);
+    let digest = wrote.output_of("image", "digest").unwrap();
+    let fresh = clone();
+    let reused = shared_run(&fresh, &spec, Some(key), &[]);
+    for step in ["step", "image"] {
+        assert!(
+            reused
+                .step_line(step)
+                .contains(&format!("cached from run {}", wrote.run_id())),
+            "{step}: {}",
+            reused.all()
+        );
+    }
+    assert_eq!(reused.output_of("step", "result").unwrap(), "read: one");
+    assert_eq!(reused.output_of("image", "digest").unwrap(), digest);
+    let inspect = fresh.wharf(&["inspect", "builtin:version"]);
+    assert_eq!(inspect.code(), 0);
+    assert!(fresh.path().join(".wharf/oci/blobs").is_dir());
+
+    // An entry signed with another key (another team, an attacker with write access to the
+    // registry) is refused, and the step runs.
+    let foreign = clone();
+    let refused = shared_run(&foreign, &spec, Some("another key"), &[]);
+    assert!(!cached(&refused, "step"), "{}", refused.all());
+    assert!(refused.stdout().contains("refused"), "{}", refused.all());
+
+    // A changed input is a miss, shared or not.
+    let changed = clone();
+    changed.write("data/a.txt", "two");
+    let ran = shared_run(&changed, &spec, Some(key), &[]);
+    assert!(!cached(&ran, "step") && cached(&ran, "image"), "{}", ran.all());
+
+    // Without the key, the shared cache is not used, and the run says so.
+    let keyless = clone();
+    let said = shared_run(&keyless, &spec, None, &[]);
+    assert!(!cached(&said, "step"), "{}", said.all());
+    assert!(said.stdout().contains("cache-key"), "{}", said.all());
 }

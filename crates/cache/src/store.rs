@@ -4,7 +4,8 @@
 //! key                      32 random bytes, made once, readable by the workspace's owner only
 //! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
 //! steps/STEP               the identity a step last had: the nearest entry when it changes
-//! blobs/SHA256             files the entries restore, by digest
+//! oci/                     files the entries restore, by digest, as an OCI image layout
+//!                          (`oci/blobs/sha256/HEX`), so a shared cache moves them as they are
 //! known.json               digests of files by inode and times (see `tree`)
 //! ```
 //!
@@ -36,7 +37,7 @@ const MAGIC: &str = "wharf-cache-entry";
 #[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
-    key: [u8; 32],
+    key: Vec<u8>,
 }
 
 /// An entry that was found but not accepted as an entry.
@@ -57,14 +58,31 @@ pub struct Pruned {
 impl Store {
     /// The store at `dir`, made (with its key) when absent.
     pub fn open(dir: &Path) -> std::io::Result<Store> {
-        for sub in ["entries", "steps", "blobs"] {
+        for sub in ["entries", "steps", "oci/blobs/sha256"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let key = read_or_make_key(&dir.join("key"))?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            key,
+            key: key.to_vec(),
         })
+    }
+
+    /// The store at `dir` as another key signs and checks entries: a shared cache's.
+    pub fn with_key(dir: &Path, key: &[u8]) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The OCI image layout the blobs are kept in.
+    pub fn blob_layout(&self) -> PathBuf {
+        self.dir.join("oci")
+    }
+
+    fn blobs(&self) -> PathBuf {
+        self.dir.join("oci/blobs/sha256")
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,25 +157,36 @@ impl Store {
         Ok(entry)
     }
 
+    /// An entry as its file holds it: a line with its HMAC under the key, then its JSON.
+    pub fn signed(&self, entry: &Entry) -> std::io::Result<Vec<u8>> {
+        let body = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        mac.update(&body);
+        let mut bytes = format!("{MAGIC} {FORMAT} {}\n", hex::encode(mac.finalize().into_bytes())).into_bytes();
+        bytes.extend_from_slice(&body);
+        Ok(bytes)
+    }
+
     /// File an entry, signed with the key; keeps the newest few per identity.
     pub fn save(&self, entry: &Entry) -> std::io::Result<PathBuf> {
         let dir = self
             .identity_dir(&entry.identity)
             .ok_or_else(|| std::io::Error::other("the identity is not a digest"))?;
         std::fs::create_dir_all(&dir)?;
-        let body = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        let name = crate::sha256_hex(&body);
-        let mut file = tempfile::NamedTempFile::new_in(&dir)?;
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
-        mac.update(&body);
-        writeln!(file, "{MAGIC} {FORMAT} {}", hex::encode(mac.finalize().into_bytes()))?;
-        file.write_all(&body)?;
+        let bytes = self.signed(entry)?;
+        let name = crate::sha256_hex(&bytes);
+        let mut file = tempfile::Builder::new().prefix(".").tempfile_in(&dir)?;
+        file.write_all(&bytes)?;
         let path = dir.join(&name);
         file.persist(&path).map_err(|e| e.error)?;
-        std::fs::write(self.step_file(&entry.step), &entry.identity)?;
-        let (kept, _) = self.candidates(&entry.identity);
-        for (_, old) in kept.into_iter().skip(PER_IDENTITY) {
-            let _ = std::fs::remove_file(old);
+        let last = serde_json::json!({ "identity": entry.identity, "parts": entry.identity_parts });
+        std::fs::write(self.step_file(&entry.step), last.to_string())?;
+        let count = std::fs::read_dir(&dir)?.count();
+        if count > PER_IDENTITY {
+            let (kept, _) = self.candidates(&entry.identity);
+            for (_, old) in kept.into_iter().skip(PER_IDENTITY) {
+                let _ = std::fs::remove_file(old);
+            }
         }
         Ok(path)
     }
@@ -166,11 +195,16 @@ impl Store {
         self.dir.join("steps").join(crate::sha256_hex(step.as_bytes()))
     }
 
-    /// The identity step `step` had when an entry of it was last saved.
-    pub fn last_identity(&self, step: &str) -> Option<String> {
-        let text = wharf_fs::bounded::read_text(&self.step_file(step), 128).ok()?;
-        let text = text.trim();
-        is_hex(text).then(|| text.to_string())
+    /// The identity step `step` had when an entry of it was last saved, and its parts.
+    pub fn last_identity(&self, step: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
+        #[derive(serde::Deserialize)]
+        struct Last {
+            identity: String,
+            parts: std::collections::BTreeMap<String, String>,
+        }
+        let bytes = wharf_fs::bounded::read(&self.step_file(step), 1 << 20).ok()?;
+        let last: Last = serde_json::from_slice(&bytes).ok()?;
+        is_hex(&last.identity).then_some((last.identity, last.parts))
     }
 
     /// Mark an entry as used: pruning takes the least recently used first.
@@ -182,8 +216,8 @@ impl Store {
 
     /// Keep `file`'s content as a blob; its sha256.
     pub fn put_blob(&self, file: impl Read) -> std::io::Result<String> {
-        let blobs = self.dir.join("blobs");
-        let mut temp = tempfile::NamedTempFile::new_in(&blobs)?;
+        let blobs = self.blobs();
+        let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&blobs)?;
         let sha = copy_hashing(file, &mut temp)?;
         let path = blobs.join(&sha);
         if !path.exists() {
@@ -193,7 +227,7 @@ impl Store {
     }
 
     pub fn has_blob(&self, sha256: &str) -> bool {
-        is_hex(sha256) && self.dir.join("blobs").join(sha256).is_file()
+        is_hex(sha256) && self.blobs().join(sha256).is_file()
     }
 
     /// Copy blob `sha256` into `out`, checking its digest on the way: a damaged blob is an
@@ -202,7 +236,7 @@ impl Store {
         if !is_hex(sha256) {
             return Err(std::io::Error::other("not a digest"));
         }
-        let file = std::fs::File::open(self.dir.join("blobs").join(sha256))?;
+        let file = std::fs::File::open(self.blobs().join(sha256))?;
         if copy_hashing(file, out)? != sha256 {
             return Err(std::io::Error::other(format!("blob {sha256} is damaged")));
         }
@@ -262,7 +296,7 @@ impl Store {
             }
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-        let blob_size = |sha: &str| size(&self.dir.join("blobs").join(sha));
+        let blob_size = |sha: &str| size(&self.blobs().join(sha));
         let mut kept_blobs = std::collections::HashSet::new();
         let mut total = 0u64;
         for (_, path, entry) in entries {
@@ -283,7 +317,7 @@ impl Store {
             total += cost;
             kept_blobs.extend(new_blobs.into_iter().map(String::from));
         }
-        for blob in std::fs::read_dir(self.dir.join("blobs"))?.flatten() {
+        for blob in std::fs::read_dir(self.blobs())?.flatten() {
             let name = blob.file_name().to_string_lossy().into_owned();
             if !kept_blobs.contains(&name) {
                 pruned.bytes += size(&blob.path());
@@ -301,7 +335,7 @@ impl Store {
     /// Bytes the entries and blobs take.
     pub fn size(&self) -> u64 {
         let mut total = 0;
-        for sub in ["entries", "blobs"] {
+        for sub in ["entries", "oci/blobs"] {
             let mut stack = vec![self.dir.join(sub)];
             while let Some(dir) = stack.pop() {
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -411,7 +445,7 @@ mod tests {
         let path = store.save(&entry("build", &id, &blob)).unwrap();
         let (found, refused) = store.candidates(&id);
         assert_eq!((found.len(), refused.len()), (1, 0));
-        assert_eq!(store.last_identity("build").as_deref(), Some(id.as_str()));
+        assert_eq!(store.last_identity("build").map(|(i, _)| i), Some(id.clone()));
 
         // Tampered: one byte of the body changed.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -437,7 +471,7 @@ mod tests {
         let mut out = Vec::new();
         store.copy_blob(&blob, &mut out).unwrap();
         assert_eq!(out, b"content");
-        std::fs::write(store.dir().join("blobs").join(&blob), "changed").unwrap();
+        std::fs::write(store.blob_layout().join("blobs/sha256").join(&blob), "changed").unwrap();
         assert!(store.copy_blob(&blob, &mut Vec::new()).is_err());
         assert!(store.copy_blob("../key", &mut Vec::new()).is_err());
     }

@@ -9,6 +9,7 @@
 //! `docs/cache.md` is the user's account; the records and the store are `wharf-cache`'s.
 
 pub mod observe;
+pub mod remote;
 pub mod restore;
 
 use crate::capabilities::secrets::SecretStore;
@@ -34,9 +35,15 @@ pub const SAID_LIMIT: usize = 16 << 20;
 pub struct StepCache {
     store: Store,
     workspace: PathBuf,
-    known: Arc<Mutex<Known>>,
+    /// Digests of files hashed before, read on first use.
+    known: Arc<Mutex<Option<Known>>>,
     said: Arc<Said>,
     secrets: Arc<SecretStore>,
+    events: Events,
+    /// The cache CI machines share, when the run was given one.
+    remote: Option<remote::Remote>,
+    /// Whether this run saved an entry: only then may the store have outgrown its bound.
+    saved: std::sync::atomic::AtomicBool,
 }
 
 /// Who a step is, part by part.
@@ -59,18 +66,28 @@ pub fn cache_dir(workspace: &Path) -> PathBuf {
 
 impl StepCache {
     /// The workspace's cache, listening to the run's events for what steps say.
-    pub fn open(workspace: &Path, events: &Events, secrets: Arc<SecretStore>) -> std::io::Result<Arc<StepCache>> {
+    pub fn open(workspace: &Path, events: &Events, secrets: Arc<SecretStore>) -> std::io::Result<StepCache> {
         let store = Store::open(&cache_dir(workspace))?;
-        let known = store.known();
         let said = Arc::new(Said::default());
         events.add_sink(said.clone());
-        Ok(Arc::new(StepCache {
+        Ok(StepCache {
             store,
             workspace: workspace.to_path_buf(),
-            known: Arc::new(Mutex::new(known)),
+            known: Arc::default(),
             said,
             secrets,
-        }))
+            events: events.clone(),
+            remote: None,
+            saved: Default::default(),
+        })
+    }
+
+    /// Also use the cache CI machines share.
+    pub fn share(self, remote: remote::Remote) -> StepCache {
+        StepCache {
+            remote: Some(remote),
+            ..self
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -164,52 +181,19 @@ impl StepCache {
 
     /// The entry to reuse for a step with this identity, if one's inputs are all unchanged
     /// and its effects can be restored; otherwise why not. Damaged or forged entries are
-    /// warned of and passed over.
-    pub async fn lookup(&self, step: &str, identity: &Identity, events: &Events) -> Lookup {
+    /// warned of and passed over; the shared cache is asked when the local one has none.
+    pub async fn lookup(&self, step: &str, identity: &Identity) -> Lookup {
         let (candidates, refused) = self.store.candidates(&identity.digest);
         for r in refused {
-            events.emit(Event::Notice {
-                message: format!(
-                    "cache: an entry of step `{step}` was refused ({}): {}; the step runs",
-                    r.path.display(),
-                    r.why
-                ),
-            });
-        }
-        if candidates.is_empty() {
-            return Lookup::Miss(self.nearest(step, identity));
+            self.warn(format!(
+                "an entry of step `{step}` was refused ({}): {}; the step runs",
+                r.path.display(),
+                r.why
+            ));
         }
         let mut first: Option<String> = None;
         for (entry, path) in candidates {
-            let mut answers = HashMap::new();
-            for input in &entry.inputs {
-                if let Input::Answer { what, .. } = input
-                    && !answers.contains_key(what)
-                {
-                    let now = observe::answer(&self.workspace, what, &self.secrets, &self.store).await;
-                    answers.insert(what.clone(), now);
-                }
-            }
-            let checked = {
-                let (workspace, known) = (self.workspace.clone(), self.known.clone());
-                let entry = entry.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut known = known.lock().unwrap();
-                    let mut ask = |what: &str| answers.get(what).cloned().flatten();
-                    entry.check(&workspace, &mut ask, &mut known).map_err(|d| d.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-            };
-            let usable = checked.and_then(|()| {
-                restore::restorable(
-                    &self.store,
-                    &self.workspace,
-                    &entry.effects.files,
-                    &entry.effects.images,
-                )
-            });
-            match usable {
+            match self.usable(&entry).await {
                 Ok(()) => {
                     self.store.touch(&path);
                     return Lookup::Hit(Box::new(entry));
@@ -219,24 +203,101 @@ impl StepCache {
                 }
             }
         }
-        Lookup::Miss(first.unwrap_or_default())
+        if let Some(remote) = &self.remote {
+            match self.shared(remote, identity).await {
+                Ok(Some(Ok(entry))) => return Lookup::Hit(Box::new(entry)),
+                Ok(Some(Err(differs))) => {
+                    first.get_or_insert(differs);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    self.warn(format!(
+                        "the entry of step `{step}` in the shared cache {} was refused: {why}; the step runs",
+                        remote.describe()
+                    ));
+                }
+            }
+        }
+        Lookup::Miss(first.unwrap_or_else(|| self.nearest(step, identity)))
+    }
+
+    /// The shared cache's entry of this identity, checked, brought down and kept locally;
+    /// or the first of its inputs that differs here. An error when it was refused.
+    async fn shared(
+        &self,
+        remote: &remote::Remote,
+        identity: &Identity,
+    ) -> Result<Option<Result<Entry, String>>, String> {
+        let Some((entry, manifest)) = remote.entry(&identity.digest).await? else {
+            return Ok(None);
+        };
+        if let Err(differs) = self.usable_inputs(&entry).await {
+            return Ok(Some(Err(differs)));
+        }
+        remote.fetch_effects(&entry, &manifest, &self.workspace).await?;
+        restore::restorable(
+            &self.store,
+            &self.workspace,
+            &entry.effects.files,
+            &entry.effects.images,
+        )?;
+        self.store
+            .save(&entry)
+            .map_err(|e| format!("it could not be kept locally: {e}"))?;
+        Ok(Some(Ok(entry)))
+    }
+
+    /// Whether an entry's inputs are all unchanged and its effects can be restored.
+    async fn usable(&self, entry: &Entry) -> Result<(), String> {
+        self.usable_inputs(entry).await?;
+        restore::restorable(
+            &self.store,
+            &self.workspace,
+            &entry.effects.files,
+            &entry.effects.images,
+        )
+    }
+
+    /// Whether an entry's inputs are all unchanged: host answers asked again, paths and
+    /// trees looked at.
+    async fn usable_inputs(&self, entry: &Entry) -> Result<(), String> {
+        let mut answers = HashMap::new();
+        for input in &entry.inputs {
+            if let Input::Answer { what, .. } = input
+                && !answers.contains_key(what)
+            {
+                let now = observe::answer(&self.workspace, what, &self.secrets, &self.store).await;
+                answers.insert(what.clone(), now);
+            }
+        }
+        let (workspace, known, store) = (self.workspace.clone(), self.known.clone(), self.store.clone());
+        let entry = entry.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut known = known.lock().unwrap();
+            let known = known.get_or_insert_with(|| store.known());
+            let mut ask = |what: &str| answers.get(what).cloned().flatten();
+            entry.check(&workspace, &mut ask, known).map_err(|d| d.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    fn warn(&self, message: String) {
+        self.events.emit(Event::Notice {
+            message: format!("cache: {message}"),
+        });
     }
 
     /// Why no entry has this identity: what changed since the step's last entry.
     fn nearest(&self, step: &str, identity: &Identity) -> String {
-        let Some(last) = self.store.last_identity(step).filter(|l| *l != identity.digest) else {
+        let Some((_, parts)) = self.store.last_identity(step).filter(|(l, _)| *l != identity.digest) else {
             return "nothing is cached for it yet".into();
         };
-        match self.store.candidates(&last).0.first() {
-            Some((entry, _)) => {
-                let changed = identity_differences(&entry.identity_parts, &identity.parts);
-                if changed.is_empty() {
-                    "nothing is cached for it yet".into()
-                } else {
-                    changed.join(", ")
-                }
-            }
-            None => "nothing is cached for it yet".into(),
+        let changed = identity_differences(&parts, &identity.parts);
+        if changed.is_empty() {
+            "nothing is cached for it yet".into()
+        } else {
+            changed.join(", ")
         }
     }
 
@@ -292,12 +353,23 @@ impl StepCache {
             return Err(format!("it said more than {} MiB", SAID_LIMIT >> 20));
         }
         let cache = self.clone();
-        tokio::task::spawn_blocking(move || cache.save_blocking(attempt, said.events))
+        let entry = tokio::task::spawn_blocking(move || cache.save_blocking(attempt, said.events))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())??;
+        self.saved.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(remote) = self.remote.as_ref().filter(|r| r.writes())
+            && let Err(why) = remote.publish(self, &entry).await
+        {
+            self.warn(format!(
+                "step `{}` could not be added to the shared cache {}: {why}",
+                entry.step,
+                remote.describe()
+            ));
+        }
+        Ok(())
     }
 
-    fn save_blocking(&self, attempt: Attempt, said: Vec<Value>) -> Result<(), String> {
+    fn save_blocking(&self, attempt: Attempt, said: Vec<Value>) -> Result<Entry, String> {
         let Attempt {
             step,
             identity,
@@ -316,8 +388,9 @@ impl StepCache {
         }
         {
             let mut known = self.known.lock().unwrap();
+            let known = known.get_or_insert_with(|| self.store.known());
             for (grant, before) in &calls.trees_before {
-                let after = wharf_cache::tree::walk(&self.workspace, grant, &mut known)
+                let after = wharf_cache::tree::walk(&self.workspace, grant, known)
                     .map_err(|e| format!("what its programs wrote cannot be read: {e}"))?;
                 for (path, found) in before.changes(&after) {
                     let full = match (grant.as_str(), path.as_str()) {
@@ -381,6 +454,7 @@ impl StepCache {
             .chain(calls.trees_before.iter().map(|(grant, _)| grant.as_str()))
             .collect();
         let mut known = self.known.lock().unwrap();
+        let known = known.get_or_insert_with(|| self.store.known());
         for input in &inputs {
             let path = match input {
                 Input::Path { path, .. } | Input::Replaced { path } | Input::Listing { path, .. } => path.as_str(),
@@ -392,10 +466,9 @@ impl StepCache {
             if path != "/" && changed.iter().any(|w| overlaps(path, w)) {
                 continue;
             }
-            wharf_cache::entry::check(input, &self.workspace, &mut |_| None, &mut known)
+            wharf_cache::entry::check(input, &self.workspace, &mut |_| None, known)
                 .map_err(|d| format!("{d} by the time it ended: it changed while the step ran"))?;
         }
-        drop(known);
         let entry = Entry {
             format: FORMAT,
             identity: identity.digest,
@@ -417,14 +490,17 @@ impl StepCache {
         self.store
             .save(&entry)
             .map_err(|e| format!("the entry could not be written: {e}"))?;
-        Ok(())
+        Ok(entry)
     }
 
     /// The run is over: keep the digests learnt, and prune the store when it grew past its
     /// bound.
     pub fn finish(&self) {
-        self.store.save_known(&self.known.lock().unwrap());
-        if self.store.size() > wharf_cache::store::DEFAULT_MAX_BYTES
+        if let Some(known) = &*self.known.lock().unwrap() {
+            self.store.save_known(known);
+        }
+        if self.saved.load(std::sync::atomic::Ordering::Relaxed)
+            && self.store.size() > wharf_cache::store::DEFAULT_MAX_BYTES
             && let Err(e) = self.store.prune(wharf_cache::store::DEFAULT_MAX_BYTES)
         {
             tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());

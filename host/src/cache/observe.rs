@@ -23,7 +23,7 @@ pub struct CallLog {
     /// The run's confinement of programs.
     programs: Arc<Programs>,
     /// Digests of files hashed before; shared by the run.
-    known: Arc<Mutex<Known>>,
+    known: Arc<Mutex<Option<Known>>>,
     /// Keys secrets' digests.
     store: wharf_cache::Store,
     state: Mutex<Calls>,
@@ -49,7 +49,7 @@ impl CallLog {
         grants: Arc<Grants>,
         secrets: Arc<SecretStore>,
         programs: Arc<Programs>,
-        known: Arc<Mutex<Known>>,
+        known: Arc<Mutex<Option<Known>>>,
         store: wharf_cache::Store,
     ) -> CallLog {
         CallLog {
@@ -94,7 +94,8 @@ impl CallLog {
         if std::mem::replace(&mut self.state.lock().unwrap().programs_seen, true) {
             return;
         }
-        let mut known = self.known.lock().unwrap();
+        let mut guard = self.known.lock().unwrap();
+        let known = guard.get_or_insert_with(|| self.store.known());
         let mut inputs = Vec::new();
         let mut before = Vec::new();
         let workspace_trees = self
@@ -105,7 +106,7 @@ impl CallLog {
             .chain(self.grants.write.iter().map(|g| (g.what.clone(), true)));
         for (path, writable) in workspace_trees {
             let relative = if path == "." { String::new() } else { path.clone() };
-            match tree::walk(&self.workspace, &relative, &mut known) {
+            match tree::walk(&self.workspace, &relative, known) {
                 Ok(tree) => {
                     inputs.push(Input::Tree {
                         path: path.clone(),
@@ -117,7 +118,7 @@ impl CallLog {
                     }
                 }
                 Err(e) => {
-                    drop(known);
+                    drop(guard);
                     return self.refuse(format!("what its programs may read cannot be checked: {e}"));
                 }
             }
@@ -134,7 +135,7 @@ impl CallLog {
             let detail = Detail::Stamps {
                 depth: depth.unwrap_or(usize::MAX),
             };
-            match tree::walk_as(Path::new("/"), &relative, &mut known, detail) {
+            match tree::walk_as(Path::new("/"), &relative, known, detail) {
                 Ok(tree) => inputs.push(match depth {
                     None => Input::HostTree {
                         path: path.display().to_string(),
@@ -147,12 +148,12 @@ impl CallLog {
                     },
                 }),
                 Err(e) => {
-                    drop(known);
+                    drop(guard);
                     return self.refuse(format!("what its programs may read cannot be checked: {e}"));
                 }
             }
         }
-        drop(known);
+        drop(guard);
         // The system's packages, as the package manager records them.
         if let Some(status) = SYSTEM_PACKAGES.iter().find(|p| Path::new(p).exists()) {
             inputs.push(Input::HostFile {
@@ -185,7 +186,10 @@ impl CallLog {
         let Some(real) = real else { return };
         match wharf_cache::found::probe(&self.workspace, &real, false) {
             wharf_cache::Found::Directory => {
-                let walked = tree::walk(&self.workspace, &real, &mut self.known.lock().unwrap());
+                let walked = {
+                    let mut guard = self.known.lock().unwrap();
+                    tree::walk(&self.workspace, &real, guard.get_or_insert_with(|| self.store.known()))
+                };
                 match walked {
                     Ok(tree) => self.input(Input::Tree {
                         path: if real.is_empty() { ".".into() } else { real },

@@ -27,6 +27,14 @@ pub struct RunArgs {
     /// Whether the step cache may reuse steps' results (not with `--no-cache`).
     #[arg(skip = true)]
     pub(super) reuse_results: bool,
+    /// Also use a step cache that CI machines share, in an OCI registry; reading and
+    /// writing it need secret `cache-key` (docs/cache.md)
+    #[arg(long = "cache", value_name = "oci://HOST/REPOSITORY", env = "WHARF_CACHE")]
+    shared_cache: Option<String>,
+    /// Add this run's steps to the shared cache: only in runs you trust (protected
+    /// branches), never for pull requests
+    #[arg(long, env = "WHARF_CACHE_WRITE", requires = "shared_cache")]
+    cache_write: bool,
     #[command(flatten)]
     pub(super) inputs: Inputs,
     /// Directory the steps work in [default: the pipeline file's directory]
@@ -381,7 +389,10 @@ pub(super) async fn run(
     // recorded run (a hit is journaled like any step).
     let cache = match (args.reuse_results && !args.audit, &journal) {
         (true, Some(_)) => match crate::cache::StepCache::open(&workspace, &events, secrets.clone()) {
-            Ok(cache) => Some(cache),
+            Ok(cache) => Some(Arc::new(match &args.shared_cache {
+                Some(spec) => shared(cache, spec, &secrets, args.cache_write, &events),
+                None => cache,
+            })),
             Err(e) => {
                 events.emit(Event::Notice {
                     message: format!(
@@ -478,6 +489,40 @@ pub(super) async fn run(
         }
     }
     Ok(code)
+}
+
+/// The step cache with the shared one at `spec`, when the run holds its key; without the
+/// key, the local cache alone, and the run says why.
+fn shared(
+    cache: crate::cache::StepCache,
+    spec: &str,
+    secrets: &SecretStore,
+    write: bool,
+    events: &Events,
+) -> crate::cache::StepCache {
+    use crate::cache::remote::{KEY_SECRET, PASSWORD_SECRET, Remote, USERNAME_SECRET};
+    let not_used = |why: String| {
+        events.emit(Event::Notice {
+            message: format!("cache: the shared cache {spec} is not used: {why}"),
+        })
+    };
+    let Some(key) = secrets.get(KEY_SECRET) else {
+        not_used(format!(
+            "it needs secret `{KEY_SECRET}` (WHARF_SECRET_CACHE_KEY, or --secret-file {KEY_SECRET}=PATH) to check what it reads and sign what it writes"
+        ));
+        return cache;
+    };
+    let credentials = wharf_oci::registry::Credentials {
+        username: secrets.get(USERNAME_SECRET).map(String::from),
+        password: secrets.get(PASSWORD_SECRET).map(String::from),
+    };
+    match Remote::open(spec, key, credentials, write, cache.store()) {
+        Ok(remote) => cache.share(remote),
+        Err(why) => {
+            not_used(why);
+            cache
+        }
+    }
 }
 
 /// Open the run's journal, store the pipeline, and record how the run starts.

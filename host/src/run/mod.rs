@@ -685,7 +685,7 @@ async fn cached(
         passed: &req.env,
         confinement: req.programs.mode().as_str(),
     });
-    match cache.lookup(&decl.id, &identity, &req.events).await {
+    match cache.lookup(&decl.id, &identity).await {
         Lookup::Hit(entry) => {
             // Shown as a step like any other, its log in its place, ending `cached`.
             req.events.emit(Event::StepStarted {
