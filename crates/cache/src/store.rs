@@ -3,7 +3,8 @@
 //! ```text
 //! key                      32 random bytes, made once, readable by the workspace's owner only
 //! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
-//! steps/STEP               the identity a step last had: the nearest entry when it changes
+//! steps.json               the identity each step last had, part by part: what changed
+//!                          when no entry has a step's identity
 //! oci/                     files the entries restore, by digest, as an OCI image layout
 //!                          (`oci/blobs/sha256/HEX`), so a shared cache moves them as they are
 //! known.json               digests of files by inode and times (see `tree`)
@@ -17,6 +18,7 @@
 use crate::entry::{Entry, FORMAT};
 use crate::tree::Known;
 use hmac::Mac as _;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -33,11 +35,22 @@ const KNOWN_LIMIT: u64 = 256 << 20;
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 const MAGIC: &str = "wharf-cache-entry";
+/// Largest `steps.json` read back.
+const STEPS_LIMIT: u64 = 64 << 20;
+
+/// The identity a step last had.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Last {
+    pub identity: String,
+    pub parts: BTreeMap<String, String>,
+}
 
 #[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
     key: Vec<u8>,
+    /// Bytes this process added (entries and new blobs), not yet counted in `size`.
+    added: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An entry that was found but not accepted as an entry.
@@ -58,13 +71,14 @@ pub struct Pruned {
 impl Store {
     /// The store at `dir`, made (with its key) when absent.
     pub fn open(dir: &Path) -> std::io::Result<Store> {
-        for sub in ["entries", "steps", "oci/blobs/sha256"] {
+        for sub in ["entries", "oci/blobs/sha256"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let key = read_or_make_key(&dir.join("key"))?;
         Ok(Store {
             dir: dir.to_path_buf(),
             key: key.to_vec(),
+            added: Default::default(),
         })
     }
 
@@ -73,6 +87,7 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
             key: key.to_vec(),
+            added: Default::default(),
         }
     }
 
@@ -179,8 +194,7 @@ impl Store {
         file.write_all(&bytes)?;
         let path = dir.join(&name);
         file.persist(&path).map_err(|e| e.error)?;
-        let last = serde_json::json!({ "identity": entry.identity, "parts": entry.identity_parts });
-        std::fs::write(self.step_file(&entry.step), last.to_string())?;
+        self.add(bytes.len() as u64);
         let count = std::fs::read_dir(&dir)?.count();
         if count > PER_IDENTITY {
             let (kept, _) = self.candidates(&entry.identity);
@@ -191,20 +205,28 @@ impl Store {
         Ok(path)
     }
 
-    fn step_file(&self, step: &str) -> PathBuf {
-        self.dir.join("steps").join(crate::sha256_hex(step.as_bytes()))
+    /// The identity each step had when an entry of it was last saved, by step id.
+    pub fn last_identities(&self) -> BTreeMap<String, Last> {
+        wharf_fs::bounded::read(&self.dir.join("steps.json"), STEPS_LIMIT)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, Last>>(&bytes).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, last)| is_hex(&last.identity))
+            .collect()
     }
 
-    /// The identity step `step` had when an entry of it was last saved, and its parts.
-    pub fn last_identity(&self, step: &str) -> Option<(String, std::collections::BTreeMap<String, String>)> {
-        #[derive(serde::Deserialize)]
-        struct Last {
-            identity: String,
-            parts: std::collections::BTreeMap<String, String>,
+    /// Record the identities steps were saved with, once per run.
+    pub fn remember(&self, saved: BTreeMap<String, Last>) -> std::io::Result<()> {
+        if saved.is_empty() {
+            return Ok(());
         }
-        let bytes = wharf_fs::bounded::read(&self.step_file(step), 1 << 20).ok()?;
-        let last: Last = serde_json::from_slice(&bytes).ok()?;
-        is_hex(&last.identity).then_some((last.identity, last.parts))
+        let mut all = self.last_identities();
+        all.extend(saved);
+        let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&self.dir)?;
+        serde_json::to_writer(&mut temp, &all).map_err(std::io::Error::other)?;
+        temp.persist(self.dir.join("steps.json")).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Mark an entry as used: pruning takes the least recently used first.
@@ -221,7 +243,9 @@ impl Store {
         let sha = copy_hashing(file, &mut temp)?;
         let path = blobs.join(&sha);
         if !path.exists() {
+            let size = temp.as_file().metadata()?.len();
             temp.persist(&path).map_err(|e| e.error)?;
+            self.add(size);
         }
         Ok(sha)
     }
@@ -329,7 +353,32 @@ impl Store {
             let _ = std::fs::remove_dir(identity.path());
         }
         pruned.kept_bytes = total;
+        std::fs::write(self.dir.join("size"), total.to_string())?;
         Ok(pruned)
+    }
+
+    fn add(&self, bytes: u64) {
+        self.added.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Count what this process added, and prune to `max_bytes` when the store outgrew it.
+    /// The total is kept in a file, so a run does not walk the store to know it; a total
+    /// two runs raced on is put right by the next prune.
+    pub fn settle(&self, max_bytes: u64) -> std::io::Result<Option<Pruned>> {
+        let added = self.added.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if added == 0 {
+            return Ok(None);
+        }
+        let counted = self.dir.join("size");
+        let known = wharf_fs::bounded::read_text(&counted, 32)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let total = known.map_or_else(|| self.size(), |k| k + added);
+        if total <= max_bytes {
+            std::fs::write(&counted, total.to_string())?;
+            return Ok(None);
+        }
+        self.prune(max_bytes).map(Some)
     }
 
     /// Bytes the entries and blobs take.
@@ -445,7 +494,14 @@ mod tests {
         let path = store.save(&entry("build", &id, &blob)).unwrap();
         let (found, refused) = store.candidates(&id);
         assert_eq!((found.len(), refused.len()), (1, 0));
-        assert_eq!(store.last_identity("build").map(|(i, _)| i), Some(id.clone()));
+        let last = Last {
+            identity: id.clone(),
+            parts: BTreeMap::new(),
+        };
+        store
+            .remember(BTreeMap::from([("build".to_string(), last.clone())]))
+            .unwrap();
+        assert_eq!(store.last_identities().get("build"), Some(&last));
 
         // Tampered: one byte of the body changed.
         let text = std::fs::read_to_string(&path).unwrap();

@@ -42,8 +42,12 @@ pub struct StepCache {
     events: Events,
     /// The cache CI machines share, when the run was given one.
     remote: Option<remote::Remote>,
-    /// Whether this run saved an entry: only then may the store have outgrown its bound.
-    saved: std::sync::atomic::AtomicBool,
+    /// Entries being written beside the run, by a thread of their own.
+    filer: Mutex<Option<Filer>>,
+    /// Entries being added to the shared cache.
+    sharing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The identities steps last had (`steps.json`), read on first use.
+    last: Mutex<Option<BTreeMap<String, wharf_cache::store::Last>>>,
 }
 
 /// Who a step is, part by part.
@@ -78,7 +82,9 @@ impl StepCache {
             secrets,
             events: events.clone(),
             remote: None,
-            saved: Default::default(),
+            filer: Mutex::default(),
+            sharing: Mutex::default(),
+            last: Mutex::default(),
         })
     }
 
@@ -290,10 +296,16 @@ impl StepCache {
 
     /// Why no entry has this identity: what changed since the step's last entry.
     fn nearest(&self, step: &str, identity: &Identity) -> String {
-        let Some((_, parts)) = self.store.last_identity(step).filter(|(l, _)| *l != identity.digest) else {
+        let mut last = self.last.lock().unwrap();
+        let last = last.get_or_insert_with(|| self.store.last_identities());
+        let Some(parts) = last
+            .get(step)
+            .filter(|l| l.identity != identity.digest)
+            .map(|l| &l.parts)
+        else {
             return "nothing is cached for it yet".into();
         };
-        let changed = identity_differences(&parts, &identity.parts);
+        let changed = identity_differences(parts, &identity.parts);
         if changed.is_empty() {
             "nothing is cached for it yet".into()
         } else {
@@ -341,7 +353,7 @@ impl StepCache {
     }
 
     /// Save what a successful attempt used and did; why not, when it cannot be cached.
-    pub async fn save(self: &Arc<Self>, attempt: Attempt) -> Result<(), String> {
+    pub async fn save(self: &Arc<Self>, attempt: Attempt, refused: Refusals) -> Result<(), String> {
         let said = self
             .said
             .steps
@@ -352,24 +364,42 @@ impl StepCache {
         if said.overflow {
             return Err(format!("it said more than {} MiB", SAID_LIMIT >> 20));
         }
-        let cache = self.clone();
-        let entry = tokio::task::spawn_blocking(move || cache.save_blocking(attempt, said.events))
-            .await
-            .map_err(|e| e.to_string())??;
-        self.saved.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(remote) = self.remote.as_ref().filter(|r| r.writes())
-            && let Err(why) = remote.publish(self, &entry).await
-        {
-            self.warn(format!(
-                "step `{}` could not be added to the shared cache {}: {why}",
-                entry.step,
-                remote.describe()
-            ));
+        // What the step left is taken now, before a later step can change it; reading the
+        // workspace waits on a thread of its own unless there is nothing to read.
+        let reads =
+            !attempt.seen.written.is_empty() || !attempt.seen.inputs.is_empty() || !attempt.calls.inputs.is_empty();
+        let entry = if reads {
+            let cache = self.clone();
+            tokio::task::spawn_blocking(move || cache.capture(attempt, said.events))
+                .await
+                .map_err(|e| e.to_string())??
+        } else {
+            self.capture(attempt, said.events)?
+        };
+        // Filing it (and sharing it) goes on beside the run; the run's end waits for it.
+        if let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) {
+            let (cache, entry) = (self.clone(), entry.clone());
+            let describe = remote.describe();
+            let shared = tokio::spawn(async move {
+                let remote = cache.remote.as_ref().expect("shared");
+                if let Err(why) = remote.publish(&cache, &entry).await {
+                    cache.warn(format!(
+                        "step `{}` could not be added to the shared cache {describe}: {why}",
+                        entry.step
+                    ));
+                }
+            });
+            self.sharing.lock().unwrap().push(shared);
         }
+        let mut filer = self.filer.lock().unwrap();
+        let filer = filer.get_or_insert_with(|| Filer::start(self.store.clone(), refused));
+        filer.file(entry);
         Ok(())
     }
 
-    fn save_blocking(&self, attempt: Attempt, said: Vec<Value>) -> Result<Entry, String> {
+    /// The entry of a successful attempt: what it used, and what it left, its files kept as
+    /// blobs.
+    fn capture(&self, attempt: Attempt, said: Vec<Value>) -> Result<Entry, String> {
         let Attempt {
             step,
             identity,
@@ -487,22 +517,24 @@ impl StepCache {
                 images,
             },
         };
-        self.store
-            .save(&entry)
-            .map_err(|e| format!("the entry could not be written: {e}"))?;
         Ok(entry)
     }
 
-    /// The run is over: keep the digests learnt, and prune the store when it grew past its
-    /// bound.
-    pub fn finish(&self) {
+    /// The run is over: keep the digests learnt, and prune the store when what the run
+    /// added took it past its bound.
+    pub async fn finish(&self) {
+        let sharing: Vec<_> = std::mem::take(&mut *self.sharing.lock().unwrap());
+        for shared in sharing {
+            let _ = shared.await;
+        }
+        let filer = self.filer.lock().unwrap().take();
+        if let Some(filer) = filer {
+            let _ = tokio::task::spawn_blocking(move || filer.finish()).await;
+        }
         if let Some(known) = &*self.known.lock().unwrap() {
             self.store.save_known(known);
         }
-        if self.saved.load(std::sync::atomic::Ordering::Relaxed)
-            && self.store.size() > wharf_cache::store::DEFAULT_MAX_BYTES
-            && let Err(e) = self.store.prune(wharf_cache::store::DEFAULT_MAX_BYTES)
-        {
+        if let Err(e) = self.store.settle(wharf_cache::store::DEFAULT_MAX_BYTES) {
             tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());
         }
     }
@@ -529,6 +561,53 @@ pub struct StepFacts<'a> {
     /// How programs are confined (`--sandbox`).
     pub confinement: &'a str,
 }
+
+/// Writes entries on a thread of its own while the run goes on: a run waits for it only
+/// at its end. It records the identities the steps were saved with, once.
+struct Filer {
+    entries: std::sync::mpsc::Sender<Entry>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Filer {
+    fn start(store: Store, refused: Refusals) -> Filer {
+        let (entries, received) = std::sync::mpsc::channel::<Entry>();
+        let thread = std::thread::spawn(move || {
+            let mut saved = BTreeMap::new();
+            for entry in received {
+                match store.save(&entry) {
+                    Ok(_) => {
+                        saved.insert(
+                            entry.step.clone(),
+                            wharf_cache::store::Last {
+                                identity: entry.identity,
+                                parts: entry.identity_parts,
+                            },
+                        );
+                    }
+                    Err(e) => refused(&entry.step, format!("the entry could not be written: {e}")),
+                }
+            }
+            if let Err(e) = store.remember(saved) {
+                tracing::warn!("cache: cannot record the steps' identities: {e}");
+            }
+        });
+        Filer { entries, thread }
+    }
+
+    fn file(&self, entry: Entry) {
+        let _ = self.entries.send(entry);
+    }
+
+    /// Wait for every entry sent to be written.
+    fn finish(self) {
+        drop(self.entries);
+        let _ = self.thread.join();
+    }
+}
+
+/// Where a step's reason not to be cached goes when it is found after the step ended.
+pub type Refusals = Arc<dyn Fn(&str, String) + Send + Sync>;
 
 /// A successful attempt, as the cache saves it.
 pub struct Attempt {

@@ -433,6 +433,10 @@ pub(super) async fn run(
             Err(signal)
         }
     };
+    // Entries still being written are waited for before the run ends.
+    if let Some(cache) = &cache {
+        cache.finish().await;
+    }
     if args.audit {
         events.emit(Event::Notice {
             message: format!(
@@ -460,9 +464,6 @@ pub(super) async fn run(
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
         journal.sync();
-    }
-    if let Some(cache) = &cache {
-        cache.finish();
     }
     drop(scratch);
     if args.keep_runs > 0 {

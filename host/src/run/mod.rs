@@ -753,18 +753,22 @@ async fn save(
         seen: witness.seen(),
         calls,
     };
+    let journal = req.journal.clone();
+    let refused: crate::cache::Refusals = Arc::new(move |step: &str, why: String| {
+        if let Some(journal) = &journal {
+            journal.write(Entry::Cache {
+                step: step.to_string(),
+                hit: false,
+                detail: format!("not cached: {why}"),
+            });
+        }
+    });
     let saved = match recorder.journal_full() {
         true => Err("its journal was cut off at its limit".to_string()),
-        false => cache.save(attempt).await,
+        false => cache.save(attempt, refused.clone()).await,
     };
-    if let Err(why) = saved
-        && let Some(journal) = &req.journal
-    {
-        journal.write(Entry::Cache {
-            step: decl.id.clone(),
-            hit: false,
-            detail: format!("not cached: {why}"),
-        });
+    if let Err(why) = saved {
+        refused(&decl.id, why);
     }
 }
 
