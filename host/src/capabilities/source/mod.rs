@@ -1,6 +1,8 @@
 //! `source`: git describe of the workspace, taken apart so the version step can build
 //! `TAG-COMMITS-SHA` without parsing git's output itself.
 
+mod clean;
+
 use super::bindings::wharf::step::source::{Host, Revision};
 use super::bindings::wharf::step::types::{ErrorKind, StepError};
 use super::{CallResult, StepCall, step_error};
@@ -113,7 +115,12 @@ pub async fn describe(workspace: &Path) -> Result<Revision, StepError> {
 
 /// The workspace's revision as a resumed run compares it: the commit, and a digest of the
 /// uncommitted changes to tracked files when there are any. None outside a git repository.
+/// A clean checkout is told from git's files; anything else asks git.
 pub async fn workspace_revision(workspace: &Path) -> Option<String> {
+    let dir = workspace.to_path_buf();
+    if let Ok(Some(head)) = tokio::task::spawn_blocking(move || clean::clean_head(&dir)).await {
+        return Some(head);
+    }
     let sha = git(workspace, &["rev-parse", "--verify", "HEAD"]).await.ok()??;
     let dirty = !git(workspace, &["status", "--porcelain", "--untracked-files=no"])
         .await
