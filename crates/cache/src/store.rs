@@ -224,7 +224,8 @@ impl Store {
         let mut all = self.last_identities();
         all.extend(saved);
         let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&self.dir)?;
-        serde_json::to_writer(&mut temp, &all).map_err(std::io::Error::other)?;
+        // One write: the temporary file is not buffered.
+        temp.write_all(&serde_json::to_vec(&all).map_err(std::io::Error::other)?)?;
         temp.persist(self.dir.join("steps.json")).map_err(|e| e.error)?;
         Ok(())
     }
@@ -282,7 +283,8 @@ impl Store {
         let Ok(mut temp) = tempfile::NamedTempFile::new_in(&self.dir) else {
             return;
         };
-        if serde_json::to_writer(&mut temp, known).is_ok() {
+        let written = serde_json::to_vec(known).map(|bytes| temp.write_all(&bytes));
+        if matches!(written, Ok(Ok(()))) {
             let _ = temp.persist(self.dir.join("known.json"));
         }
     }
