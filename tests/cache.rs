@@ -549,3 +549,24 @@ fn clones_share_entries_through_a_registry_and_only_a_trusted_writer_writes() {
     assert!(!cached(&said, "step"), "{}", said.all());
     assert!(said.stdout().contains("cache-key"), "{}", said.all());
 }
+
+#[test]
+fn the_revision_a_step_asked_for_is_checked_again_a_new_tag_or_commit_is_a_change() {
+    let ws = Workspace::new();
+    ws.write(
+        PIPELINE,
+        "name: c\nsteps:\n  - id: version\n    uses: builtin:version\n",
+    );
+    let first = run(&ws, &[]);
+    assert!(cached(&run(&ws, &[]), "version"));
+    common::git(ws.path(), &["tag", "v2.0.0"]);
+    let tagged = run(&ws, &[]);
+    assert!(!cached(&tagged, "version"), "{}", tagged.all());
+    assert!(tagged.output_of("version", "version").unwrap().starts_with("2.0.0-0-"));
+    assert_ne!(tagged.output_of("version", "version"), first.output_of("version", "version"));
+    assert!(cached(&run(&ws, &[]), "version"));
+    ws.commit("another");
+    let committed = run(&ws, &[]);
+    assert!(!cached(&committed, "version"), "{}", committed.all());
+    assert!(committed.output_of("version", "version").unwrap().starts_with("2.0.0-1-"));
+}

@@ -268,6 +268,20 @@ impl StepCache {
     /// trees looked at.
     async fn usable_inputs(&self, entry: &Entry) -> Result<(), String> {
         let mut answers = HashMap::new();
+        // `source.describe` is not asked again when what it answers from is unchanged.
+        let recorded = |name: &str| {
+            entry.inputs.iter().find_map(|i| match i {
+                Input::Answer { what, digest } if what == name => Some(digest.clone()),
+                _ => None,
+            })
+        };
+        if let (Some(from), Some(described)) = (recorded(observe::DESCRIBED_FROM), recorded(observe::DESCRIBED)) {
+            let now = observe::answer(&self.workspace, observe::DESCRIBED_FROM, &self.secrets, &self.store).await;
+            if now.as_ref() == Some(&from) {
+                answers.insert(observe::DESCRIBED.to_string(), Some(described));
+            }
+            answers.insert(observe::DESCRIBED_FROM.to_string(), now);
+        }
         for input in &entry.inputs {
             if let Input::Answer { what, .. } = input
                 && !answers.contains_key(what)

@@ -286,10 +286,19 @@ impl Observer for CallLog {
             ("wasi:random/insecure", _) => self.refuse("it drew random numbers"),
             ("wasi:clocks/wall-clock", _) => self.refuse("it read the time of day"),
             ("wasi:random/random", _) => self.refuse("it drew random bytes"),
-            ("wharf:step/source", "describe") => self.input(Input::Answer {
-                what: "the workspace's revision (source.describe)".into(),
-                digest: digest(),
-            }),
+            ("wharf:step/source", "describe") => {
+                // In a clean checkout, what the answer comes from can be checked without git.
+                if let Some(key) = crate::capabilities::source::describe_key(&self.workspace) {
+                    self.input(Input::Answer {
+                        what: DESCRIBED_FROM.into(),
+                        digest: key,
+                    });
+                }
+                self.input(Input::Answer {
+                    what: DESCRIBED.into(),
+                    digest: digest(),
+                });
+            }
             ("wharf:step/secrets", "get" | "reveal") => {
                 if let Some(name) = args.as_str() {
                     self.secret(name);
@@ -323,10 +332,22 @@ impl Observer for CallLog {
     }
 }
 
+/// The answer of `source.describe`, and (in a clean checkout) what it comes from: the
+/// commit, the tags, the shallow boundary.
+pub const DESCRIBED: &str = "the workspace's revision (source.describe)";
+pub const DESCRIBED_FROM: &str = "the workspace's commit and tags";
+
 /// What the cache asks again to check an [`Input::Answer`]: its digest now.
 pub async fn answer(workspace: &Path, what: &str, secrets: &SecretStore, store: &wharf_cache::Store) -> Option<String> {
     let digest = |v: Value| Some(wharf_cache::sha256_hex(v.to_string().as_bytes()));
-    if what == "the workspace's revision (source.describe)" {
+    if what == DESCRIBED_FROM {
+        let dir = workspace.to_path_buf();
+        return tokio::task::spawn_blocking(move || crate::capabilities::source::describe_key(&dir))
+            .await
+            .ok()
+            .flatten();
+    }
+    if what == DESCRIBED {
         let now = crate::capabilities::source::describe(workspace).await;
         return digest(serde_json::to_value(now).ok()?);
     }

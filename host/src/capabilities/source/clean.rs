@@ -28,6 +28,43 @@ pub fn clean_head(workspace: &Path) -> Option<String> {
     (commit_tree(&git, &head)? == tree).then_some(head)
 }
 
+/// What `git describe` answers from in a clean checkout, as one digest: the commit, every
+/// tag (loose and packed) and the shallow boundary. None when the checkout is not clean or
+/// cannot be read.
+pub fn describe_key(workspace: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    let head = clean_head(workspace)?;
+    let (git, _) = git_dir(workspace)?;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(head.as_bytes());
+    let mut tags = Vec::new();
+    let mut stack = vec![git.join("refs/tags")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().ok()?.is_dir() {
+                stack.push(path);
+            } else {
+                let target = wharf_fs::bounded::read(&path, 4096).ok()?;
+                tags.push((path.strip_prefix(&git).ok()?.to_string_lossy().into_owned(), target));
+            }
+        }
+    }
+    tags.sort();
+    for (name, target) in tags {
+        hasher.update(name.as_bytes());
+        hasher.update(&target);
+    }
+    for file in ["packed-refs", "shallow"] {
+        match wharf_fs::bounded::read(&git.join(file), INDEX_LIMIT) {
+            Ok(bytes) => hasher.update(&bytes),
+            Err(e) if e.is_not_found() => hasher.update(b"-"),
+            Err(_) => return None,
+        }
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
 /// The repository's `.git` directory and its work tree, from a directory inside it.
 fn git_dir(workspace: &Path) -> Option<(PathBuf, PathBuf)> {
     let mut dir = Some(workspace);
@@ -320,8 +357,15 @@ mod tests {
         assert!(!ws.join(".git/refs/heads/master").exists() || !ws.join(".git/packed-refs").exists());
         assert_eq!(clean_head(ws), Some(head));
 
+        // What describe answers from: a new tag changes it.
+        let key = describe_key(ws).unwrap();
+        assert_eq!(describe_key(ws), Some(key.clone()));
+        git(ws, &["tag", "v9"]);
+        assert_ne!(describe_key(ws), Some(key));
+
         // A deleted tracked file.
         std::fs::remove_file(ws.join("sub/b.txt")).unwrap();
         assert_eq!(clean_head(ws), None);
+        assert_eq!(describe_key(ws), None);
     }
 }

@@ -3,6 +3,8 @@
 
 mod clean;
 
+pub use clean::describe_key;
+
 use super::bindings::wharf::step::source::{Host, Revision};
 use super::bindings::wharf::step::types::{ErrorKind, StepError};
 use super::{CallResult, StepCall, step_error};
