@@ -563,10 +563,18 @@ fn the_revision_a_step_asked_for_is_checked_again_a_new_tag_or_commit_is_a_chang
     let tagged = run(&ws, &[]);
     assert!(!cached(&tagged, "version"), "{}", tagged.all());
     assert!(tagged.output_of("version", "version").unwrap().starts_with("2.0.0-0-"));
-    assert_ne!(tagged.output_of("version", "version"), first.output_of("version", "version"));
+    assert_ne!(
+        tagged.output_of("version", "version"),
+        first.output_of("version", "version")
+    );
     assert!(cached(&run(&ws, &[]), "version"));
     ws.commit("another");
     let committed = run(&ws, &[]);
     assert!(!cached(&committed, "version"), "{}", committed.all());
-    assert!(committed.output_of("version", "version").unwrap().starts_with("2.0.0-1-"));
+    assert!(
+        committed
+            .output_of("version", "version")
+            .unwrap()
+            .starts_with("2.0.0-1-")
+    );
 }
