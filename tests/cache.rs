@@ -304,6 +304,34 @@ fn a_damaged_or_foreign_entry_is_refused_and_the_step_runs() {
     assert!(!cached(&tampered, "echo"), "{}", tampered.all());
     assert_eq!(tampered.output_of("echo", "echo").unwrap(), "hello");
     assert!(tampered.stdout().contains("was refused"), "{}", tampered.all());
+    // Said once: the refused entry is gone, the step's new one is used.
+    let after = run(&a, &[]);
+    assert!(
+        cached(&after, "echo") && !after.stdout().contains("refused"),
+        "{}",
+        after.all()
+    );
+}
+
+#[test]
+fn a_shared_cache_that_cannot_be_reached_is_said_once_and_a_bad_one_refused() {
+    let ws = Workspace::new();
+    ws.write(
+        PIPELINE,
+        "name: c\nsteps:\n  - { id: a, uses: ./probe.wasm, with: { echo: a } }\n  - { id: b, uses: ./probe.wasm, with: { echo: b } }\n",
+    );
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = format!("oci://127.0.0.1:{closed}/cache");
+    let run = shared_run(&ws, &spec, Some("key"), &["--cache-write"]);
+    assert_eq!(run.stdout().matches("cannot be reached").count(), 1, "{}", run.all());
+    let bad = ws.wharf(&["run", PIPELINE, "--cache", "https://registry.example.com/cache"]);
+    assert_eq!(bad.code(), 2, "{}", bad.all());
+    assert!(bad.stderr().contains("oci://HOST/REPOSITORY"), "{}", bad.all());
 }
 
 #[test]

@@ -192,10 +192,12 @@ impl StepCache {
         let (candidates, refused) = self.store.candidates(&identity.digest);
         for r in refused {
             self.warn(format!(
-                "an entry of step `{step}` was refused ({}): {}; the step runs",
+                "an entry of step `{step}` was refused and removed ({}): {}; the step runs",
                 r.path.display(),
                 r.why
             ));
+            // Said once: what cannot be trusted is not kept.
+            let _ = std::fs::remove_file(&r.path);
         }
         let mut first: Option<String> = None;
         for (entry, path) in candidates {
@@ -209,14 +211,20 @@ impl StepCache {
                 }
             }
         }
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = self.remote.as_ref().filter(|r| r.reachable()) {
             match self.shared(remote, identity).await {
                 Ok(Some(Ok(entry))) => return Lookup::Hit(Box::new(entry)),
                 Ok(Some(Err(differs))) => {
                     first.get_or_insert(differs);
                 }
                 Ok(None) => {}
-                Err(why) => {
+                Err(remote::Refused::Unreachable(why)) => {
+                    self.warn(format!(
+                        "the shared cache {} cannot be reached ({why}); this run goes on without it",
+                        remote.describe()
+                    ));
+                }
+                Err(remote::Refused::Entry(why)) => {
                     self.warn(format!(
                         "the entry of step `{step}` in the shared cache {} was refused: {why}; the step runs",
                         remote.describe()
@@ -233,23 +241,28 @@ impl StepCache {
         &self,
         remote: &remote::Remote,
         identity: &Identity,
-    ) -> Result<Option<Result<Entry, String>>, String> {
+    ) -> Result<Option<Result<Entry, String>>, remote::Refused> {
         let Some((entry, manifest)) = remote.entry(&identity.digest).await? else {
             return Ok(None);
         };
         if let Err(differs) = self.usable_inputs(&entry).await {
             return Ok(Some(Err(differs)));
         }
-        remote.fetch_effects(&entry, &manifest, &self.workspace).await?;
+        let refused = remote::Refused::Entry;
+        remote
+            .fetch_effects(&entry, &manifest, &self.workspace)
+            .await
+            .map_err(refused)?;
         restore::restorable(
             &self.store,
             &self.workspace,
             &entry.effects.files,
             &entry.effects.images,
-        )?;
+        )
+        .map_err(refused)?;
         self.store
             .save(&entry)
-            .map_err(|e| format!("it could not be kept locally: {e}"))?;
+            .map_err(|e| refused(format!("it could not be kept locally: {e}")))?;
         Ok(Some(Ok(entry)))
     }
 

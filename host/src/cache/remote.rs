@@ -34,6 +34,8 @@ const MEDIA_FILE: &str = "application/octet-stream";
 const ENTRY_BYTES_LIMIT: u64 = 4 << 30;
 
 pub struct Remote {
+    /// Cleared when the registry could not be reached: the run goes on without it.
+    reachable: std::sync::atomic::AtomicBool,
     registry: Registry,
     repository: String,
     /// The entries' signer: a store of the shared key (its directory is the local cache's).
@@ -41,6 +43,14 @@ pub struct Remote {
     write: bool,
     /// Where what comes down is kept: the local cache's blobs.
     blobs: Layout,
+}
+
+/// Why a shared entry was not used.
+pub enum Refused {
+    /// The registry did not answer as a registry: the run goes on without it.
+    Unreachable(String),
+    /// This entry was damaged, forged, too large or incomplete.
+    Entry(String),
 }
 
 /// `oci://HOST/REPOSITORY` as (host, repository).
@@ -71,6 +81,7 @@ impl Remote {
         let shared = Store::with_key(local.dir(), wharf_cache::sha256_hex(key.as_bytes()).as_bytes());
         let blobs = Layout::open(&local.blob_layout()).map_err(|e| format!("{}: {e}", local.dir().display()))?;
         Ok(Remote {
+            reachable: std::sync::atomic::AtomicBool::new(true),
             registry,
             repository,
             shared,
@@ -80,7 +91,11 @@ impl Remote {
     }
 
     pub fn writes(&self) -> bool {
-        self.write
+        self.write && self.reachable()
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn describe(&self) -> String {
@@ -89,14 +104,21 @@ impl Remote {
 
     /// The shared entry of `identity`, checked: signed with the shared key, filed under
     /// that identity. None when the registry has none.
-    pub async fn entry(&self, identity: &str) -> Result<Option<(Entry, Manifest)>, String> {
+    pub async fn entry(&self, identity: &str) -> Result<Option<(Entry, Manifest)>, Refused> {
         let (bytes, _, _) = match self.registry.get_manifest(&self.repository, identity).await {
             Ok(found) => found,
             Err(RegistryError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                self.reachable.store(false, std::sync::atomic::Ordering::Relaxed);
+                return Err(Refused::Unreachable(e.to_string()));
+            }
         };
+        self.checked_entry(identity, &bytes).await.map_err(Refused::Entry)
+    }
+
+    async fn checked_entry(&self, identity: &str, bytes: &[u8]) -> Result<Option<(Entry, Manifest)>, String> {
         let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| format!("its manifest does not parse: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|e| format!("its manifest does not parse: {e}"))?;
         let entry_layer = manifest
             .layers
             .first()

@@ -29,7 +29,7 @@ pub struct RunArgs {
     pub(super) reuse_results: bool,
     /// Also use a step cache that CI machines share, in an OCI registry; reading and
     /// writing it need secret `cache-key` (docs/cache.md)
-    #[arg(long = "cache", value_name = "oci://HOST/REPOSITORY", env = "WHARF_CACHE")]
+    #[arg(long = "cache", value_name = "oci://HOST/REPOSITORY", env = "WHARF_CACHE", value_parser = shared_cache)]
     shared_cache: Option<String>,
     /// Add this run's steps to the shared cache: only in runs you trust (protected
     /// branches), never for pull requests
@@ -490,6 +490,11 @@ pub(super) async fn run(
         }
     }
     Ok(code)
+}
+
+/// `--cache`: an `oci://HOST/REPOSITORY`.
+fn shared_cache(spec: &str) -> Result<String, String> {
+    crate::cache::remote::parse(spec).map(|_| spec.to_string())
 }
 
 /// The step cache with the shared one at `spec`, when the run holds its key; without the
