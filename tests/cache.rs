@@ -606,3 +606,27 @@ fn the_revision_a_step_asked_for_is_checked_again_a_new_tag_or_commit_is_a_chang
             .starts_with("2.0.0-1-")
     );
 }
+
+#[test]
+fn a_run_with_hits_can_be_resumed() {
+    let ws = Workspace::new();
+    ws.write(
+        PIPELINE,
+        "name: c\nvars: { mode: fail }\nsteps:\n  - { id: a, uses: ./probe.wasm, with: { echo: a } }\n  - { id: b, uses: ./probe.wasm, with: { mode: \"${{ vars.mode }}\" } }\n",
+    );
+    let first = ws.wharf(&["run", PIPELINE]);
+    assert_eq!(first.code(), 1, "{}", first.all());
+    let second = ws.wharf(&["run", PIPELINE, "-v"]);
+    assert_eq!(second.code(), 1, "{}", second.all());
+    assert!(cached(&second, "a"), "{}", second.all());
+    let resumed = ws.wharf(&["run", PIPELINE, "-v", "--var", "mode=ok", "--resume", &second.run_id()]);
+    assert_eq!(resumed.code(), 0, "{}", resumed.all());
+    assert!(
+        resumed
+            .step_line("a")
+            .contains(&format!("reused from run {}", second.run_id())),
+        "{}",
+        resumed.all()
+    );
+    assert_eq!(resumed.output_of("a", "echo").unwrap(), "a");
+}
