@@ -9,7 +9,6 @@
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -148,17 +147,8 @@ pub fn listing_at(dir: BorrowedFd<'_>, path: &str) -> Option<String> {
 }
 
 /// The sha256 of what `file` holds, read in chunks.
-pub fn digest_of(mut file: std::fs::File) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match file.read(&mut chunk)? {
-            0 => break,
-            n => hasher.update(&chunk[..n]),
-        }
-    }
-    Ok(hex::encode(hasher.finalize()))
+pub fn digest_of(file: std::fs::File) -> std::io::Result<String> {
+    crate::copy_hashing(file, &mut std::io::sink())
 }
 
 pub(crate) fn open_dir(root: &Path) -> std::io::Result<OwnedFd> {

@@ -20,3 +20,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// Copy `from` into `to`, chunk by chunk; the sha256 of what was copied.
+pub(crate) fn copy_hashing(mut from: impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+        to.write_all(&chunk[..n])?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

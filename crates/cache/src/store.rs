@@ -241,7 +241,7 @@ impl Store {
     pub fn put_blob(&self, file: impl Read) -> std::io::Result<String> {
         let blobs = self.blobs();
         let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&blobs)?;
-        let sha = copy_hashing(file, &mut temp)?;
+        let sha = crate::copy_hashing(file, &mut temp)?;
         let path = blobs.join(&sha);
         if !path.exists() {
             let size = temp.as_file().metadata()?.len();
@@ -262,7 +262,7 @@ impl Store {
             return Err(std::io::Error::other("not a digest"));
         }
         let file = std::fs::File::open(self.blobs().join(sha256))?;
-        if copy_hashing(file, out)? != sha256 {
+        if crate::copy_hashing(file, out)? != sha256 {
             return Err(std::io::Error::other(format!("blob {sha256} is damaged")));
         }
         Ok(())
@@ -287,23 +287,6 @@ impl Store {
         if matches!(written, Ok(Ok(()))) {
             let _ = temp.persist(self.dir.join("known.json"));
         }
-    }
-
-    /// Every entry, checked, with its path; refused ones are skipped.
-    pub fn all_entries(&self) -> Vec<(Entry, PathBuf)> {
-        let mut out = Vec::new();
-        for identity in std::fs::read_dir(self.dir.join("entries"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for file in std::fs::read_dir(identity.path()).into_iter().flatten().flatten() {
-                if let Ok(entry) = self.read_entry(&file.path()) {
-                    out.push((entry, file.path()));
-                }
-            }
-        }
-        out
     }
 
     /// Remove the least recently used entries until entries and blobs take at most
@@ -400,22 +383,6 @@ impl Store {
         }
         total
     }
-}
-
-/// Copy `from` into `to`; the sha256 of what was copied.
-fn copy_hashing(mut from: impl Read, to: &mut impl Write) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = from.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&chunk[..n]);
-        to.write_all(&chunk[..n])?;
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 fn blobs_of(entry: &Entry) -> impl Iterator<Item = &str> {

@@ -128,7 +128,11 @@ impl CallLog {
             .host_read
             .iter()
             .map(|g| (crate::sandbox::programs::host_path(&g.what), None))
-            .chain(toolchains().into_iter().map(|p| (p, Some(TOOLCHAIN_DEPTH))));
+            .chain(
+                toolchains(&self.programs.setup().system)
+                    .into_iter()
+                    .map(|p| (p, Some(TOOLCHAIN_DEPTH))),
+            );
         // A `host-read:` grant whole, a toolchain to a depth; both by stamps.
         for (path, depth) in host_trees {
             let relative = path.to_string_lossy().trim_start_matches('/').to_string();
@@ -234,16 +238,16 @@ const SYSTEM_PACKAGES: &[&str] = &[
 ];
 
 /// The toolchains programs read beyond the system's own directories (which the package
-/// record stands for): `RUSTUP_HOME`, `CARGO_HOME/bin`, and the prefixes of `PATH` outside
-/// the system, as `sandbox::programs` opens them to programs.
-fn toolchains() -> Vec<PathBuf> {
-    let system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
-    let mut out: Vec<PathBuf> = crate::sandbox::programs::system_paths()
-        .into_iter()
-        .filter(|p| !system.iter().any(|s| p.starts_with(s)))
+/// record stands for): of the paths the run's confinement opens to programs (`system`),
+/// `RUSTUP_HOME`, `CARGO_HOME/bin` and the prefixes of `PATH`; and `/etc` and `/usr/local`,
+/// which no package record covers.
+fn toolchains(system: &[PathBuf]) -> Vec<PathBuf> {
+    let own = crate::sandbox::programs::SYSTEM;
+    let mut out: Vec<PathBuf> = system
+        .iter()
+        .filter(|p| !own.iter().any(|s| p.starts_with(s)))
+        .cloned()
         .collect();
-    // What no package record covers: the system's configuration and what was installed
-    // by hand.
     out.extend(
         ["/etc", "/usr/local"]
             .map(PathBuf::from)

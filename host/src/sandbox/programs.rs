@@ -232,7 +232,8 @@ pub fn system_paths() -> Vec<PathBuf> {
     paths
 }
 
-const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
+/// The system's own directories (what its package manager installs).
+pub const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"];
 
 /// Entries of a `PATH` directory looked at for links: a toolchain's directory is small; a
 /// huge one is not worth a slow start.
