@@ -105,6 +105,37 @@ pub fn components_named(run: &Path) -> std::io::Result<Vec<String>> {
     Ok(digests)
 }
 
+/// Of the components the removed runs named (`candidates`, as `sha256:HEX`), the stored
+/// files of `store` no run in `remaining` (newest first) names. The journals are read only
+/// until every candidate is found named, usually in the newest run alone: this is the cap
+/// every run applies when it ends, and it must not read a hundred journals each time.
+pub fn no_longer_named(store: &Path, candidates: Vec<String>, remaining: &[RunFolder]) -> Vec<PathBuf> {
+    let mut unnamed: std::collections::HashSet<String> = candidates
+        .into_iter()
+        .map(|d| d.trim_start_matches("sha256:").to_string())
+        .collect();
+    for run in remaining {
+        if unnamed.is_empty() {
+            break;
+        }
+        // A journal that cannot be read keeps everything: better a stale file than a lost one.
+        let Ok(digests) = components_named(&run.path) else {
+            return Vec::new();
+        };
+        for digest in digests {
+            unnamed.remove(digest.trim_start_matches("sha256:"));
+        }
+    }
+    let mut out: Vec<PathBuf> = unnamed
+        .into_iter()
+        .filter(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|hex| store.join(format!("{hex}.wasm")))
+        .filter(|path| path.is_file())
+        .collect();
+    out.sort();
+    out
+}
+
 /// The stored components of `store` that no run in `remaining` names.
 pub fn unreferenced(store: &Path, remaining: &[RunFolder]) -> std::io::Result<Vec<PathBuf>> {
     let mut named = std::collections::HashSet::new();
@@ -206,5 +237,44 @@ mod tests {
         assert_eq!(unused, [store.join("bb.wasm")]);
         // No run left: every stored component is unreferenced.
         assert_eq!(unreferenced(&store, &[]).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_removed_runs_components_go_only_when_no_remaining_run_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("components");
+        std::fs::create_dir_all(&store).unwrap();
+        for hex in ["aa", "bb", "cc"] {
+            std::fs::write(store.join(format!("{hex}.wasm")), "x").unwrap();
+        }
+        let journal = |id: &str, digests: &[&str]| {
+            let run = dir.path().join("runs").join(id);
+            std::fs::create_dir_all(&run).unwrap();
+            let mut text =
+                String::from(r#"{"at_ms":0,"kind":"header","format":"wharf-journal","version":2,"wharf":"0"}"#);
+            for d in digests {
+                text.push_str(&format!(
+                    "\n{{\"at_ms\":0,\"kind\":\"component\",\"step\":\"s\",\"origin\":\"x\",\"digest\":\"sha256:{d}\"}}"
+                ));
+            }
+            std::fs::write(run.join("journal.jsonl"), text + "\n").unwrap();
+        };
+        journal("new", &["aa"]);
+        journal("old", &["bb"]);
+        let remaining = list(&dir.path().join("runs")).unwrap();
+        let candidates = |d: &[&str]| d.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>();
+        // `aa` is still named, `cc` was named by no remaining run, `zz` is not stored, and a
+        // name that is not a digest names no file.
+        assert_eq!(
+            no_longer_named(&store, candidates(&["aa", "cc", "zz", "../cc"]), &remaining),
+            [store.join("cc.wasm")]
+        );
+        assert!(no_longer_named(&store, candidates(&["aa", "bb"]), &remaining).is_empty());
+        // A journal that cannot be read keeps everything.
+        std::fs::remove_file(dir.path().join("runs/new/journal.jsonl")).unwrap();
+        std::fs::create_dir(dir.path().join("runs/new/journal.jsonl")).unwrap();
+        let mut broken = remaining.clone();
+        broken.truncate(2);
+        assert!(no_longer_named(&store, candidates(&["bb", "cc"]), &broken).is_empty());
     }
 }

@@ -35,7 +35,14 @@ pub fn prune(workspace: &Path, retention: Retention, sweep: Sweep) -> std::io::R
     let live = |run: &RunFolder| ScratchSpace::is_held(&run.path.join("scratch"));
     let going = retention::select(&runs, retention, SystemTime::now(), live);
     let mut pruned = Pruned::default();
+    // The components only the removed runs may have been the last to name.
+    let mut candidates = Vec::new();
     for run in &going {
+        match retention::components_named(&run.path) {
+            Ok(named) => candidates.extend(named),
+            Err(_) if sweep == Sweep::Runs => {}
+            Err(e) => return Err(e),
+        }
         pruned.bytes += disk_usage(&run.path);
         pruned.runs.push(run.id.clone());
         if !dry_run {
@@ -50,7 +57,12 @@ pub fn prune(workspace: &Path, retention: Retention, sweep: Sweep) -> std::io::R
         .filter(|r| !going.iter().any(|g| g.id == r.id))
         .cloned()
         .collect();
-    for component in retention::unreferenced(&component_store(workspace), &remaining)? {
+    let store = component_store(workspace);
+    let unnamed = match sweep {
+        Sweep::Runs => retention::no_longer_named(&store, candidates, &remaining),
+        Sweep::DryRun | Sweep::RunsAndStore => retention::unreferenced(&store, &remaining)?,
+    };
+    for component in unnamed {
         pruned.components += 1;
         // A component linked into a run folder too frees nothing here.
         if std::fs::metadata(&component).is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 1) {
