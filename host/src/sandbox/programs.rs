@@ -40,7 +40,10 @@ impl Mode {
 /// program.
 pub struct Programs {
     mode: Mode,
-    setup: Setup,
+    /// What programs may reach, but for the system's and toolchains' directories...
+    plan: Setup,
+    /// ...which are looked for (on `PATH`, through links) only once a run needs them.
+    setup: std::sync::OnceLock<Setup>,
     confiner: tokio::sync::OnceCell<Result<Confiner, String>>,
     events: Events,
     told: AtomicBool,
@@ -66,12 +69,13 @@ impl Programs {
         let temp = real(scratch).join("tmp");
         Programs {
             mode,
-            setup: Setup {
+            setup: std::sync::OnceLock::new(),
+            plan: Setup {
                 wanted: if mode == Mode::Off { Level::None } else { Level::Full },
                 state: workspace.join(crate::pipeline::grants::RESERVED),
                 temp: temp.clone(),
                 workspace,
-                system: system_paths(),
+                system: Vec::new(),
                 host_read: host_read.iter().map(|p| real(p)).collect(),
                 host_write: host_write.iter().map(|p| real(p)).collect(),
                 audit: false,
@@ -87,7 +91,7 @@ impl Programs {
     /// For an audit run: programs may use the whole workspace, and what they reach beyond
     /// their grants is noted.
     pub fn audited(mut self) -> Programs {
-        self.setup.audit = true;
+        self.plan.audit = true;
         self
     }
 
@@ -96,7 +100,10 @@ impl Programs {
     }
 
     pub fn setup(&self) -> &Setup {
-        &self.setup
+        self.setup.get_or_init(|| Setup {
+            system: system_paths(),
+            ..self.plan.clone()
+        })
     }
 
     /// Start the confinement process now, beside the run's first steps, rather than at its
@@ -114,11 +121,12 @@ impl Programs {
     async fn started(&self) -> &Result<Confiner, String> {
         self.confiner
             .get_or_init(|| async {
-                std::fs::create_dir_all(&self.setup.temp)
-                    .map_err(|e| format!("cannot make {}: {e}", self.setup.temp.display()))?;
+                let setup = self.setup();
+                std::fs::create_dir_all(&setup.temp)
+                    .map_err(|e| format!("cannot make {}: {e}", setup.temp.display()))?;
                 let exe = std::env::current_exe()
                     .map_err(|e| format!("cannot find wharf itself to confine programs: {e}"))?;
-                Confiner::start(&exe, self.setup.clone())
+                Confiner::start(&exe, setup.clone())
                     .await
                     .map_err(|e| format!("cannot start the confinement of programs: {e}"))
             })
