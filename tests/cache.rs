@@ -630,3 +630,34 @@ fn a_run_with_hits_can_be_resumed() {
     );
     assert_eq!(resumed.output_of("a", "echo").unwrap(), "a");
 }
+
+#[test]
+fn a_step_new_every_run_stops_being_saved_until_its_identity_repeats() {
+    let ws = Workspace::new();
+    let pipeline = |x: &str| format!("name: c\nsteps:\n  - {{ id: s, uses: ./cmd.wasm, with: {{ x: \"{x}\" }} }}\n");
+    let entries = || walk(&ws.path().join(".wharf/cache/entries")).len();
+    ws.write(PIPELINE, &pipeline("${{ run.id }}"));
+    run(&ws, &[]);
+    run(&ws, &[]);
+    assert_eq!(
+        entries(),
+        2,
+        "the first runs are saved: nothing says yet that it never repeats"
+    );
+    let third = run(&ws, &[]);
+    assert!(!cached(&third, "s"), "{}", third.all());
+    let said = why(&ws, &third, "s");
+    assert!(
+        said.contains("not saved: its identity was new in each of its last 3 runs (parameter `x` changed)"),
+        "{said}"
+    );
+    assert_eq!(entries(), 2, "no entry that no run would find");
+
+    // Once a run repeats the one before, the step is saved again, and then reused.
+    ws.write(PIPELINE, &pipeline("fixed"));
+    run(&ws, &[]);
+    run(&ws, &[]);
+    assert_eq!(entries(), 3);
+    let reused = run(&ws, &[]);
+    assert!(cached(&reused, "s"), "{}", reused.all());
+}

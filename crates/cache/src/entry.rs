@@ -216,7 +216,7 @@ pub fn check(
             }
         }
         Input::HostFile { path, found } => {
-            let now = host_file(Path::new(path));
+            let now = host_file(Path::new(path), known);
             if &now != found {
                 return differs(found.describe(), now.describe());
             }
@@ -230,14 +230,15 @@ pub fn check(
     Ok(())
 }
 
-/// What a host file is, following links (a program is run through them).
-pub fn host_file(path: &Path) -> Found {
+/// What a host file is, following links (a program is run through them); its digest
+/// remembered by its stamp, like a tree's files (a toolchain's programs are large).
+pub fn host_file(path: &Path, known: &mut Known) -> Found {
     match std::fs::File::open(path) {
         Ok(file) => {
             use std::os::unix::fs::PermissionsExt as _;
             let executable = file.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
             match file.metadata() {
-                Ok(m) if m.is_file() => match found::digest_of(file) {
+                Ok(m) if m.is_file() => match known.file_digest(file) {
                     Ok(sha256) => Found::File { sha256, executable },
                     Err(e) => Found::Error {
                         errno: e.raw_os_error().unwrap_or(5),

@@ -43,6 +43,9 @@ const STEPS_LIMIT: u64 = 64 << 20;
 pub struct Last {
     pub identity: String,
     pub parts: BTreeMap<String, String>,
+    /// Runs in a row in which the step missed with an identity its run before did not have.
+    #[serde(default)]
+    pub new_in_a_row: u32,
 }
 
 #[derive(Clone)]
@@ -216,13 +219,9 @@ impl Store {
             .collect()
     }
 
-    /// Record the identities steps were saved with, once per run.
-    pub fn remember(&self, saved: BTreeMap<String, Last>) -> std::io::Result<()> {
-        if saved.is_empty() {
-            return Ok(());
-        }
-        let mut all = self.last_identities();
-        all.extend(saved);
+    /// Record the identities steps had in a run, once per run: `all` is what
+    /// [`Store::last_identities`] read at its start with the run's own put over it.
+    pub fn remember(&self, all: &BTreeMap<String, Last>) -> std::io::Result<()> {
         let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&self.dir)?;
         // One write: the temporary file is not buffered.
         temp.write_all(&serde_json::to_vec(&all).map_err(std::io::Error::other)?)?;
@@ -466,9 +465,10 @@ mod tests {
         let last = Last {
             identity: id.clone(),
             parts: BTreeMap::new(),
+            new_in_a_row: 2,
         };
         store
-            .remember(BTreeMap::from([("build".to_string(), last.clone())]))
+            .remember(&BTreeMap::from([("build".to_string(), last.clone())]))
             .unwrap();
         assert_eq!(store.last_identities().get("build"), Some(&last));
 

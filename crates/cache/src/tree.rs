@@ -225,9 +225,9 @@ impl Walker<'_> {
                                 Mode::empty(),
                             )
                             .map_err(|e| io(&path, e.into()))?;
-                            let sha = digest_of(std::fs::File::from(file)).map_err(|e| io(&path, e))?;
-                            self.known.learn(stamp, sha.clone());
-                            sha
+                            self.known
+                                .file_digest(std::fs::File::from(file))
+                                .map_err(|e| io(&path, e))?
                         }
                     };
                     Found::File {
@@ -277,6 +277,17 @@ pub struct Known {
 const KNOWN_LIMIT: usize = 1_000_000;
 
 impl Known {
+    /// The digest of an open file: remembered by its stamp, or read and remembered.
+    pub fn file_digest(&mut self, file: std::fs::File) -> std::io::Result<String> {
+        let stamp = Stamp::of(&rustix::fs::fstat(&file)?);
+        if let Some(sha) = self.digest(&stamp) {
+            return Ok(sha);
+        }
+        let sha = digest_of(file)?;
+        self.learn(stamp, sha.clone());
+        Ok(sha)
+    }
+
     fn digest(&self, stamp: &Stamp) -> Option<String> {
         match self.files.get(&stamp.ino) {
             Some((known, sha)) if known == stamp => Some(sha.clone()),

@@ -8,6 +8,7 @@
 //! unchanged; a hit then restores its files, images, log and outputs ([`restore`]).
 //! `docs/cache.md` is the user's account; the records and the store are `wharf-cache`'s.
 
+mod learnt;
 pub mod observe;
 pub mod remote;
 pub mod restore;
@@ -24,11 +25,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use wharf_cache::entry::{FORMAT, identity_differences, identity_of};
-use wharf_cache::tree::Known;
+use wharf_cache::store::Last;
 use wharf_cache::{Effects, Entry, Found, Input, Store};
 
 /// Bytes of log lines, annotations and test results a cached step may have said.
 pub const SAID_LIMIT: usize = 16 << 20;
+
+/// Runs in a row a step may miss with a new identity and still be saved.
+pub const NEW_IN_A_ROW_NOT_SAVED: u32 = 3;
 
 /// The cache a run uses: the workspace's store, the digests of files it hashed, and what
 /// each step it may cache says while it runs.
@@ -36,7 +40,7 @@ pub struct StepCache {
     store: Store,
     workspace: PathBuf,
     /// Digests of files hashed before, read on first use.
-    known: Arc<Mutex<Option<Known>>>,
+    learnt: learnt::Learnt,
     said: Arc<Said>,
     secrets: Arc<SecretStore>,
     events: Events,
@@ -47,7 +51,9 @@ pub struct StepCache {
     /// Entries being added to the shared cache.
     sharing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The identities steps last had (`steps.json`), read on first use.
-    last: Mutex<Option<BTreeMap<String, wharf_cache::store::Last>>>,
+    last: Mutex<Option<BTreeMap<String, Last>>>,
+    /// The identities steps have in this run, for `steps.json` when it ends.
+    this_run: Mutex<BTreeMap<String, Last>>,
 }
 
 /// Who a step is, part by part.
@@ -75,9 +81,9 @@ impl StepCache {
         let said = Arc::new(Said::default());
         events.add_sink(said.clone());
         Ok(StepCache {
-            store,
             workspace: workspace.to_path_buf(),
-            known: Arc::default(),
+            learnt: learnt::Learnt::new(store.clone()),
+            store,
             said,
             secrets,
             events: events.clone(),
@@ -85,6 +91,7 @@ impl StepCache {
             filer: Mutex::default(),
             sharing: Mutex::default(),
             last: Mutex::default(),
+            this_run: Mutex::default(),
         })
     }
 
@@ -144,17 +151,22 @@ impl StepCache {
         for (name, value) in *passed {
             parts.insert(format!("passed variable `{name}`"), digest(value));
         }
-        let inherited = crate::capabilities::process::PASSTHROUGH_ENV
-            .iter()
-            .chain(&["SOURCE_DATE_EPOCH"]);
-        for name in inherited {
-            if let Some(value) = std::env::var_os(name) {
-                parts.insert(
-                    format!("variable `{name}` of wharf's environment"),
-                    digest(&value.to_string_lossy()),
-                );
-            }
-        }
+        // wharf's own environment does not change while it runs: read once per process.
+        static INHERITED: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+        let inherited = INHERITED.get_or_init(|| {
+            crate::capabilities::process::PASSTHROUGH_ENV
+                .iter()
+                .chain(&["SOURCE_DATE_EPOCH"])
+                .filter_map(|name| {
+                    let value = std::env::var_os(name)?;
+                    Some((
+                        format!("variable `{name}` of wharf's environment"),
+                        digest(&value.to_string_lossy()),
+                    ))
+                })
+                .collect()
+        });
+        parts.extend(inherited.iter().cloned());
         parts.insert("programs' confinement".to_string(), confinement.to_string());
         Identity {
             digest: identity_of(&parts),
@@ -189,6 +201,12 @@ impl StepCache {
     /// and its effects can be restored; otherwise why not. Damaged or forged entries are
     /// warned of and passed over; the shared cache is asked when the local one has none.
     pub async fn lookup(&self, step: &str, identity: &Identity) -> Lookup {
+        let found = self.find(step, identity).await;
+        self.note(step, identity, matches!(found, Lookup::Hit(_)));
+        found
+    }
+
+    async fn find(&self, step: &str, identity: &Identity) -> Lookup {
         let (candidates, refused) = self.store.candidates(&identity.digest);
         for r in refused {
             self.warn(format!(
@@ -303,13 +321,13 @@ impl StepCache {
                 answers.insert(what.clone(), now);
             }
         }
-        let (workspace, known, store) = (self.workspace.clone(), self.known.clone(), self.store.clone());
+        let (workspace, learnt) = (self.workspace.clone(), self.learnt.clone());
         let entry = entry.clone();
         tokio::task::spawn_blocking(move || {
-            let mut known = known.lock().unwrap();
-            let known = known.get_or_insert_with(|| store.known());
             let mut ask = |what: &str| answers.get(what).cloned().flatten();
-            entry.check(&workspace, &mut ask, known).map_err(|d| d.to_string())
+            learnt
+                .with(|known| entry.check(&workspace, &mut ask, known))
+                .map_err(|d| d.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
@@ -321,7 +339,49 @@ impl StepCache {
         });
     }
 
-    /// Why no entry has this identity: what changed since the step's last entry.
+    /// Keep the identity the step has in this run, counting the runs in a row it missed
+    /// with a new one.
+    fn note(&self, step: &str, identity: &Identity, hit: bool) {
+        let mut last = self.last.lock().unwrap();
+        let last = last.get_or_insert_with(|| self.store.last_identities());
+        let new_in_a_row = match last.get(step) {
+            _ if hit => 0,
+            Some(before) if before.identity != identity.digest => before.new_in_a_row.saturating_add(1),
+            Some(_) => 0,
+            None => 1,
+        };
+        self.this_run.lock().unwrap().insert(
+            step.to_string(),
+            Last {
+                identity: identity.digest.clone(),
+                parts: identity.parts.clone(),
+                new_in_a_row,
+            },
+        );
+    }
+
+    /// Why a step that missed is not saved, if it is not: a step whose identity was new in
+    /// each of its last runs (a parameter carrying the run id, a clock, a counter) would
+    /// write an entry every run that no run ever finds. It is saved again once its
+    /// identity repeats.
+    pub fn not_worth_saving(&self, step: &str) -> Option<String> {
+        let this_run = self.this_run.lock().unwrap();
+        let now = this_run
+            .get(step)
+            .filter(|l| l.new_in_a_row >= NEW_IN_A_ROW_NOT_SAVED)?;
+        let last = self.last.lock().unwrap();
+        let changed = last
+            .as_ref()
+            .and_then(|last| last.get(step))
+            .map(|before| identity_differences(&before.parts, &now.parts).join(", "))
+            .unwrap_or_default();
+        Some(format!(
+            "not saved: its identity was new in each of its last {} runs ({changed}); it is saved again once a run repeats the one before",
+            now.new_in_a_row
+        ))
+    }
+
+    /// Why no entry has this identity: what changed since the step's last run.
     fn nearest(&self, step: &str, identity: &Identity) -> String {
         let mut last = self.last.lock().unwrap();
         let last = last.get_or_insert_with(|| self.store.last_identities());
@@ -365,7 +425,7 @@ impl StepCache {
             grants,
             self.secrets.clone(),
             programs,
-            self.known.clone(),
+            self.learnt.clone(),
             self.store.clone(),
         ))
     }
@@ -443,20 +503,18 @@ impl StepCache {
         for path in &seen.written {
             left.insert(path.clone(), wharf_cache::found::probe(&self.workspace, path, false));
         }
-        {
-            let mut known = self.known.lock().unwrap();
-            let known = known.get_or_insert_with(|| self.store.known());
-            for (grant, before) in &calls.trees_before {
-                let after = wharf_cache::tree::walk(&self.workspace, grant, known)
-                    .map_err(|e| format!("what its programs wrote cannot be read: {e}"))?;
-                for (path, found) in before.changes(&after) {
-                    let full = match (grant.as_str(), path.as_str()) {
-                        ("", p) => p.to_string(),
-                        (g, "") => g.to_string(),
-                        (g, p) => format!("{g}/{p}"),
-                    };
-                    left.insert(full, found);
-                }
+        for (grant, before) in &calls.trees_before {
+            let after = self
+                .learnt
+                .with(|known| wharf_cache::tree::walk(&self.workspace, grant, known))
+                .map_err(|e| format!("what its programs wrote cannot be read: {e}"))?;
+            for (path, found) in before.changes(&after) {
+                let full = match (grant.as_str(), path.as_str()) {
+                    ("", p) => p.to_string(),
+                    (g, "") => g.to_string(),
+                    (g, p) => format!("{g}/{p}"),
+                };
+                left.insert(full, found);
             }
         }
         let mut files = Vec::new();
@@ -510,8 +568,6 @@ impl StepCache {
             .map(String::as_str)
             .chain(calls.trees_before.iter().map(|(grant, _)| grant.as_str()))
             .collect();
-        let mut known = self.known.lock().unwrap();
-        let known = known.get_or_insert_with(|| self.store.known());
         for input in &inputs {
             let path = match input {
                 Input::Path { path, .. } | Input::Replaced { path } | Input::Listing { path, .. } => path.as_str(),
@@ -523,7 +579,8 @@ impl StepCache {
             if path != "/" && changed.iter().any(|w| overlaps(path, w)) {
                 continue;
             }
-            wharf_cache::entry::check(input, &self.workspace, &mut |_| None, known)
+            self.learnt
+                .with(|known| wharf_cache::entry::check(input, &self.workspace, &mut |_| None, known))
                 .map_err(|d| format!("{d} by the time it ended: it changed while the step ran"))?;
         }
         let entry = Entry {
@@ -558,8 +615,16 @@ impl StepCache {
         if let Some(filer) = filer {
             let _ = tokio::task::spawn_blocking(move || filer.finish()).await;
         }
-        if let Some(known) = &*self.known.lock().unwrap() {
-            self.store.save_known(known);
+        self.learnt.save();
+        // Written only when a step's identity or its count changed (not for a run of hits).
+        let this_run = std::mem::take(&mut *self.this_run.lock().unwrap());
+        if let Some(last) = &mut *self.last.lock().unwrap()
+            && this_run.iter().any(|(step, now)| last.get(step) != Some(now))
+        {
+            last.extend(this_run);
+            if let Err(e) = self.store.remember(last) {
+                tracing::warn!("cache: cannot record the steps' identities: {e}");
+            }
         }
         if let Err(e) = self.store.settle(wharf_cache::store::DEFAULT_MAX_BYTES) {
             tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());
@@ -600,23 +665,10 @@ impl Filer {
     fn start(store: Store, refused: Refusals) -> Filer {
         let (entries, received) = std::sync::mpsc::channel::<Entry>();
         let thread = std::thread::spawn(move || {
-            let mut saved = BTreeMap::new();
             for entry in received {
-                match store.save(&entry) {
-                    Ok(_) => {
-                        saved.insert(
-                            entry.step.clone(),
-                            wharf_cache::store::Last {
-                                identity: entry.identity,
-                                parts: entry.identity_parts,
-                            },
-                        );
-                    }
-                    Err(e) => refused(&entry.step, format!("the entry could not be written: {e}")),
+                if let Err(e) = store.save(&entry) {
+                    refused(&entry.step, format!("the entry could not be written: {e}"));
                 }
-            }
-            if let Err(e) = store.remember(saved) {
-                tracing::warn!("cache: cannot record the steps' identities: {e}");
             }
         });
         Filer { entries, thread }

@@ -5,6 +5,7 @@
 //! this module does not know makes the step not cacheable: a new capability is never
 //! cached by accident.
 
+use super::learnt::Learnt;
 use crate::capabilities::secrets::SecretStore;
 use crate::journal::witness::Observer;
 use crate::sandbox::Grants;
@@ -12,7 +13,7 @@ use crate::sandbox::programs::Programs;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use wharf_cache::tree::{self, Detail, Known, Tree};
+use wharf_cache::tree::{self, Detail, Known, Tree, TreeError};
 use wharf_cache::{Image, Input};
 
 /// The calls of one attempt, as the cache reads them.
@@ -23,11 +24,14 @@ pub struct CallLog {
     /// The run's confinement of programs.
     programs: Arc<Programs>,
     /// Digests of files hashed before; shared by the run.
-    known: Arc<Mutex<Option<Known>>>,
+    learnt: Learnt,
     /// Keys secrets' digests.
     store: wharf_cache::Store,
     state: Mutex<Calls>,
 }
+
+/// Each write grant's tree (its workspace path) before the first program ran.
+pub type TreesBefore = Vec<(String, Tree)>;
 
 #[derive(Default)]
 pub struct Calls {
@@ -36,7 +40,7 @@ pub struct Calls {
     pub images: Vec<Image>,
     /// Each write grant's tree before the first program ran: what the programs changed is
     /// its difference from the tree after.
-    pub trees_before: Vec<(String, Tree)>,
+    pub trees_before: TreesBefore,
     /// Why the attempt cannot be cached; the first reason met.
     pub refused: Option<String>,
     /// Whether what programs may read was looked at (before the first one ran).
@@ -49,7 +53,7 @@ impl CallLog {
         grants: Arc<Grants>,
         secrets: Arc<SecretStore>,
         programs: Arc<Programs>,
-        known: Arc<Mutex<Option<Known>>>,
+        learnt: Learnt,
         store: wharf_cache::Store,
     ) -> CallLog {
         CallLog {
@@ -57,7 +61,7 @@ impl CallLog {
             grants,
             secrets,
             programs,
-            known,
+            learnt,
             store,
             state: Mutex::default(),
         }
@@ -94,8 +98,22 @@ impl CallLog {
         if std::mem::replace(&mut self.state.lock().unwrap().programs_seen, true) {
             return;
         }
-        let mut guard = self.known.lock().unwrap();
-        let known = guard.get_or_insert_with(|| self.store.known());
+        match self.learnt.with(|known| self.readable_by_programs(known)) {
+            Ok((inputs, before)) => {
+                let mut state = self.state.lock().unwrap();
+                for input in inputs {
+                    if !state.inputs.contains(&input) {
+                        state.inputs.push(input);
+                    }
+                }
+                state.trees_before = before;
+            }
+            Err(e) => self.refuse(format!("what its programs may read cannot be checked: {e}")),
+        }
+    }
+
+    /// The inputs programs may read, and the trees of the write grants as they are now.
+    fn readable_by_programs(&self, known: &mut Known) -> Result<(Vec<Input>, TreesBefore), TreeError> {
         let mut inputs = Vec::new();
         let mut before = Vec::new();
         let workspace_trees = self
@@ -106,21 +124,14 @@ impl CallLog {
             .chain(self.grants.write.iter().map(|g| (g.what.clone(), true)));
         for (path, writable) in workspace_trees {
             let relative = if path == "." { String::new() } else { path.clone() };
-            match tree::walk(&self.workspace, &relative, known) {
-                Ok(tree) => {
-                    inputs.push(Input::Tree {
-                        path: path.clone(),
-                        digest: tree.digest(),
-                        entries: tree.entries.clone(),
-                    });
-                    if writable {
-                        before.push((relative, tree));
-                    }
-                }
-                Err(e) => {
-                    drop(guard);
-                    return self.refuse(format!("what its programs may read cannot be checked: {e}"));
-                }
+            let tree = tree::walk(&self.workspace, &relative, known)?;
+            inputs.push(Input::Tree {
+                path: path.clone(),
+                digest: tree.digest(),
+                entries: tree.entries.clone(),
+            });
+            if writable {
+                before.push((relative, tree));
             }
         }
         let host_trees = self
@@ -139,39 +150,27 @@ impl CallLog {
             let detail = Detail::Stamps {
                 depth: depth.unwrap_or(usize::MAX),
             };
-            match tree::walk_as(Path::new("/"), &relative, known, detail) {
-                Ok(tree) => inputs.push(match depth {
-                    None => Input::HostTree {
-                        path: path.display().to_string(),
-                        digest: tree.digest(),
-                    },
-                    Some(depth) => Input::Toolchain {
-                        path: path.display().to_string(),
-                        depth,
-                        digest: tree.digest(),
-                    },
-                }),
-                Err(e) => {
-                    drop(guard);
-                    return self.refuse(format!("what its programs may read cannot be checked: {e}"));
-                }
-            }
+            let digest = tree::walk_as(Path::new("/"), &relative, known, detail)?.digest();
+            inputs.push(match depth {
+                None => Input::HostTree {
+                    path: path.display().to_string(),
+                    digest,
+                },
+                Some(depth) => Input::Toolchain {
+                    path: path.display().to_string(),
+                    depth,
+                    digest,
+                },
+            });
         }
-        drop(guard);
         // The system's packages, as the package manager records them.
         if let Some(status) = SYSTEM_PACKAGES.iter().find(|p| Path::new(p).exists()) {
             inputs.push(Input::HostFile {
                 path: status.to_string(),
-                found: wharf_cache::entry::host_file(Path::new(status)),
+                found: wharf_cache::entry::host_file(Path::new(status), known),
             });
         }
-        let mut state = self.state.lock().unwrap();
-        for input in inputs {
-            if !state.inputs.contains(&input) {
-                state.inputs.push(input);
-            }
-        }
-        state.trees_before = before;
+        Ok((inputs, before))
     }
 
     /// A workspace path the host copies into an image: the path as named (a link is an
@@ -190,10 +189,7 @@ impl CallLog {
         let Some(real) = real else { return };
         match wharf_cache::found::probe(&self.workspace, &real, false) {
             wharf_cache::Found::Directory => {
-                let walked = {
-                    let mut guard = self.known.lock().unwrap();
-                    tree::walk(&self.workspace, &real, guard.get_or_insert_with(|| self.store.known()))
-                };
+                let walked = self.learnt.with(|known| tree::walk(&self.workspace, &real, known));
                 match walked {
                     Ok(tree) => self.input(Input::Tree {
                         path: if real.is_empty() { ".".into() } else { real },
@@ -216,10 +212,13 @@ impl CallLog {
             return self.refuse("it ran a program the cache cannot name");
         };
         match crate::capabilities::process::program_file(&self.workspace, program) {
-            Some(path) => self.input(Input::HostFile {
-                found: wharf_cache::entry::host_file(&path),
-                path: path.display().to_string(),
-            }),
+            Some(path) => {
+                let found = self.learnt.with(|known| wharf_cache::entry::host_file(&path, known));
+                self.input(Input::HostFile {
+                    found,
+                    path: path.display().to_string(),
+                })
+            }
             None => self.refuse(format!("its program `{program}` was not found")),
         }
     }
