@@ -24,7 +24,7 @@ use measure::{median, ms, timed};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 25;
 
 /// The seed pipeline's `build` step, alone, with a fixed tag.
 fn build(cache: bool) -> String {
