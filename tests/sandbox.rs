@@ -1296,3 +1296,38 @@ fn wharfs_own_state_is_no_steps_to_open_or_change_whatever_its_grants() {
         "{out}"
     );
 }
+
+/// Empty writes cost the host nothing it keeps (wasmtime 48.0.9 fixed unbounded host memory
+/// through empty writes to streams): a hundred thousand empty chunks to stdout and to a file
+/// leave wharf's peak memory where one chunk leaves it.
+#[test]
+fn empty_writes_to_streams_leave_wharfs_memory_where_it_was() {
+    let ws = workspace();
+    let peak = |n: u64| {
+        ws.write(
+            "empty.yml",
+            &format!(
+                "name: empty\nsteps:\n  - id: attack\n    uses: ./escape-cmd.wasm\n    allow: {{ write: [out] }}\n    timeout: 120s\n    with: {{ attack: empty-writes, target: \"{n}\" }}\n"
+            ),
+        );
+        let (code, peak) = common::peak_memory(ws.command(&["run", "empty.yml", "--no-cache"]));
+        assert_eq!(code, 0, "{}", ws.wharf(&["run", "empty.yml", "--no-cache"]).all());
+        peak
+    };
+    let one = peak(1);
+    let many = peak(100_000);
+    let run = ws.wharf(&["run", "empty.yml", "--no-cache", "-v"]);
+    assert_eq!(
+        result(&run),
+        "wrote 100000 empty chunks to stdout and a file",
+        "{}",
+        run.all()
+    );
+    assert!(
+        many < one + (8 << 20),
+        "peak memory: {} MiB after one empty chunk, {} MiB after a hundred thousand",
+        one >> 20,
+        many >> 20
+    );
+    eprintln!("peak memory: {} KiB for one, {} KiB for 100000", one >> 10, many >> 10);
+}

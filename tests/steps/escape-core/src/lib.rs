@@ -1,6 +1,7 @@
 //! Attempts to get out of the sandbox, each reporting what happened as one line: `blocked:
 //! WHY` when the sandbox held, `ESCAPED: WHAT` when it did not. The limit attacks (`loop`,
-//! `alloc`, `flood`) do not return; the host must stop them.
+//! `alloc`, `flood`) do not return; the host must stop them. `empty-writes` must end, with
+//! the host's memory where it was.
 
 use std::io::Write;
 
@@ -97,6 +98,7 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
             }
             format!("created {n} files")
         }
+        "empty-writes" => empty_writes(target.parse().unwrap_or(1_000_000)),
         "flood" => loop {
             log(
                 "flooding the log with a line that is long enough to fill it up quickly ..................................",
@@ -104,6 +106,42 @@ pub fn attempt(attack: &str, target: &str, log: &mut dyn FnMut(&str)) -> String 
         },
         other => format!("unknown attack `{other}`"),
     }
+}
+
+/// Write `n` empty chunks to stdout and to a file, through the WASI streams themselves
+/// (`std` skips an empty write): each must cost the host nothing it keeps.
+fn empty_writes(n: u64) -> String {
+    let stdout = wasip2::cli::stdout::get_stdout();
+    // A file in the preopened directory `out` (grant `write: [out]`), if there is one.
+    let file = wasip2::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, name)| name == "out")
+        .and_then(|(dir, _)| {
+            dir.open_at(
+                wasip2::filesystem::types::PathFlags::empty(),
+                "empty-writes.txt",
+                wasip2::filesystem::types::OpenFlags::CREATE,
+                wasip2::filesystem::types::DescriptorFlags::WRITE,
+            )
+            .ok()
+        })
+        .and_then(|f| f.write_via_stream(0).ok());
+    // As the stream contract asks: `check-write`, then a write within what it allowed (for
+    // the file, whose writes go on in the background, the blocking form waits for that).
+    for i in 0..n {
+        if let Err(e) = stdout.check_write().and_then(|_| stdout.write(&[])) {
+            return format!("stdout refused an empty write after {i}: {e:?}");
+        }
+        if let Some(file) = &file
+            && let Err(e) = file.blocking_write_and_flush(&[])
+        {
+            return format!("a file refused an empty write after {i}: {e:?}");
+        }
+    }
+    format!(
+        "wrote {n} empty chunks to stdout{}",
+        if file.is_some() { " and a file" } else { "" }
+    )
 }
 
 fn fill(target: &str) -> String {

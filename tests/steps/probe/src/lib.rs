@@ -9,7 +9,9 @@ impl Step for Probe {
     fn describe() -> StepInfo {
         StepInfo::new("probe", "Test step: echo a value, fail, or trap on request")
             .version("0.1.0")
-            .param(param::text("mode", "ok | fail | transient | trap | panic | sleep | fill | secret").default_text("ok"))
+            .param(
+                param::text("mode", "ok | fail | transient | trap | panic | sleep | fill | secret").default_text("ok"),
+            )
             .param(param::text("echo", "Returned as the `echo` output").default_text(""))
             .param(
                 param::integer("succeed-on-attempt", "With mode transient: the attempt that succeeds").default_int(0),
