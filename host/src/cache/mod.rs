@@ -32,7 +32,7 @@ use wharf_cache::{Effects, Entry, Found, Input, Store};
 pub const SAID_LIMIT: usize = 16 << 20;
 
 /// Runs in a row a step may miss with a new identity and still be saved.
-pub const NEW_IN_A_ROW_NOT_SAVED: u32 = 3;
+pub const NEW_IN_A_ROW_NOT_SAVED: u32 = 5;
 
 /// The cache a run uses: the workspace's store, the digests of files it hashed, and what
 /// each step it may cache says while it runs.
