@@ -204,6 +204,13 @@ fn attack(
         false => String::new(),
     };
     let survivors = end_marked(&marker);
+    // The mark a detached process left where a run without a private temporary directory
+    // (`--sandbox off`, level none) put it: the host's.
+    for route in ROUTES {
+        for tmp in [std::env::temp_dir(), "/tmp".into()] {
+            let _ = std::fs::remove_file(tmp.join(format!("detached-{route}-{marker}")));
+        }
+    }
     let verdict = regex::Regex::new(r"\b([a-z]+(?:-none)?)\.([a-z-]+)=(ESCAPED|held|reached|refused)").unwrap();
     let mut verdicts = BTreeMap::new();
     for found in verdict.captures_iter(&log) {
