@@ -236,10 +236,12 @@ pub fn host_file(path: &Path, known: &mut Known) -> Found {
     match std::fs::File::open(path) {
         Ok(file) => {
             use std::os::unix::fs::PermissionsExt as _;
-            let executable = file.metadata().is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
             match file.metadata() {
                 Ok(m) if m.is_file() => match known.file_digest(file) {
-                    Ok(sha256) => Found::File { sha256, executable },
+                    Ok(sha256) => Found::File {
+                        sha256,
+                        executable: m.permissions().mode() & 0o111 != 0,
+                    },
                     Err(e) => Found::Error {
                         errno: e.raw_os_error().unwrap_or(5),
                     },

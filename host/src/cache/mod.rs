@@ -67,6 +67,10 @@ pub enum Lookup {
     Hit(Box<Entry>),
     /// Why the step runs: the first input that differed from the nearest entry.
     Miss(String),
+    /// Why the step runs, and why what it does is not saved: its identity was new run
+    /// after run (a parameter carrying the run id, a clock, a counter), so an entry would
+    /// be written every run and found by none. It is saved again once its identity repeats.
+    MissNotSaved(String),
 }
 
 /// `.wharf/cache` of a workspace.
@@ -202,8 +206,13 @@ impl StepCache {
     /// warned of and passed over; the shared cache is asked when the local one has none.
     pub async fn lookup(&self, step: &str, identity: &Identity) -> Lookup {
         let found = self.find(step, identity).await;
-        self.note(step, identity, matches!(found, Lookup::Hit(_)));
-        found
+        let new_in_a_row = self.note(step, identity, matches!(found, Lookup::Hit(_)));
+        match found {
+            Lookup::Miss(why) if new_in_a_row >= NEW_IN_A_ROW_NOT_SAVED => Lookup::MissNotSaved(format!(
+                "not saved: its identity was new in each of its last {new_in_a_row} runs ({why}); it is saved again once a run repeats the one before"
+            )),
+            found => found,
+        }
     }
 
     async fn find(&self, step: &str, identity: &Identity) -> Lookup {
@@ -339,9 +348,9 @@ impl StepCache {
         });
     }
 
-    /// Keep the identity the step has in this run, counting the runs in a row it missed
-    /// with a new one.
-    fn note(&self, step: &str, identity: &Identity, hit: bool) {
+    /// Keep the identity the step has in this run; the runs in a row it missed with a new
+    /// one.
+    fn note(&self, step: &str, identity: &Identity, hit: bool) -> u32 {
         let mut last = self.last.lock().unwrap();
         let last = last.get_or_insert_with(|| self.store.last_identities());
         let new_in_a_row = match last.get(step) {
@@ -358,27 +367,7 @@ impl StepCache {
                 new_in_a_row,
             },
         );
-    }
-
-    /// Why a step that missed is not saved, if it is not: a step whose identity was new in
-    /// each of its last runs (a parameter carrying the run id, a clock, a counter) would
-    /// write an entry every run that no run ever finds. It is saved again once its
-    /// identity repeats.
-    pub fn not_worth_saving(&self, step: &str) -> Option<String> {
-        let this_run = self.this_run.lock().unwrap();
-        let now = this_run
-            .get(step)
-            .filter(|l| l.new_in_a_row >= NEW_IN_A_ROW_NOT_SAVED)?;
-        let last = self.last.lock().unwrap();
-        let changed = last
-            .as_ref()
-            .and_then(|last| last.get(step))
-            .map(|before| identity_differences(&before.parts, &now.parts).join(", "))
-            .unwrap_or_default();
-        Some(format!(
-            "not saved: its identity was new in each of its last {} runs ({changed}); it is saved again once a run repeats the one before",
-            now.new_in_a_row
-        ))
+        new_in_a_row
     }
 
     /// Why no entry has this identity: what changed since the step's last run.

@@ -695,16 +695,14 @@ async fn cached(
             });
             hit(req, cache, decl, &entry, identity, decided)
         }
-        Lookup::Miss(why) => match cache.not_worth_saving(&decl.id) {
-            None => {
-                decided(false, why);
-                Cached::Run(Some(identity))
-            }
-            Some(not_saved) => {
-                decided(false, format!("{why}; {not_saved}"));
-                Cached::Run(None)
-            }
-        },
+        Lookup::Miss(why) => {
+            decided(false, why);
+            Cached::Run(Some(identity))
+        }
+        Lookup::MissNotSaved(why) => {
+            decided(false, why);
+            Cached::Run(None)
+        }
     }
 }
 
