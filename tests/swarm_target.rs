@@ -436,3 +436,62 @@ fn the_swarm_target_needs_a_manager_and_a_service_stays_on_its_target() {
     );
     assert!(cluster.swarm.docker(&["service", "ls", "-q"]).trim().is_empty());
 }
+
+/// `require-provenance:` on the swarm: a release whose provenance the release key signed
+/// rolls out; the next one, pushed without provenance, is refused before any task changes.
+#[test]
+fn a_release_without_provenance_is_not_rolled_out_on_the_swarm() {
+    let cluster = Cluster::up();
+    let generate = cluster.ws.wharf(&["key", "generate", "keys/release"]);
+    assert_eq!(generate.code(), 0, "{}", generate.all());
+    let fingerprint = generate.stdout().lines().next().unwrap().trim().to_string();
+    let key = std::fs::read_to_string(cluster.ws.path().join("keys/release.key")).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "pipeline.yml",
+            "-v",
+            "--var",
+            "require-provenance=keys/release.pub",
+        ];
+        args.extend_from_slice(extra);
+        common::Run(
+            cluster
+                .command(&args)
+                .env("WHARF_SECRET_RELEASE_KEY", &key)
+                .output()
+                .unwrap(),
+        )
+    };
+    let good = run(&["--var", "provenance-key=RELEASE_KEY"]);
+    assert_eq!(good.code(), 0, "{}", good.all());
+    assert!(
+        good.stdout()
+            .contains(&format!("provenance signed by {fingerprint} verified")),
+        "{}",
+        good.all()
+    );
+    let version = good.output_of("version", "version").unwrap();
+    let digest = good.output_of("push", "digest").unwrap();
+    cluster.assert_every_task_runs(&version, &digest);
+
+    cluster.ws.commit("unsigned");
+    let unsigned = run(&[]);
+    assert_eq!(unsigned.code(), 1, "{}", unsigned.all());
+    assert!(
+        unsigned
+            .all()
+            .contains(&format!("has no provenance signed by {fingerprint}")),
+        "{}",
+        unsigned.all()
+    );
+    cluster.assert_every_task_runs(&version, &digest);
+    let spec = cluster.swarm.docker(&[
+        "service",
+        "inspect",
+        "seed",
+        "--format",
+        "{{index .Spec.Labels \"wharf.revision\"}}",
+    ]);
+    assert_eq!(spec.trim(), digest, "the service spec was not touched");
+}

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod events;
 pub mod journal;
 pub mod packages;
+pub mod provenance;
 pub mod run;
 pub mod sandbox;
 pub mod targets;

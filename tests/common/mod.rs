@@ -355,7 +355,7 @@ pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> std::proce
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("ModuleNotFoundError"),
-        "{stderr}\n`.ci/run` installs junitparser, jsonschema, selenium, pytest and oras and sets WHARF_TEST_PYTHON"
+        "{stderr}\n`.ci/run` installs junitparser, jsonschema, selenium, pytest, oras and securesystemslib and sets WHARF_TEST_PYTHON"
     );
     out
 }

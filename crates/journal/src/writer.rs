@@ -123,6 +123,17 @@ impl JournalWriter {
         self.file.lock().unwrap().broken.clone()
     }
 
+    /// The `sha256:` digest and length of the journal's whole lines so far: what a
+    /// provenance made mid-run names, checkable later against the first `length` bytes.
+    pub fn digest_so_far(&self) -> std::io::Result<(String, u64)> {
+        use sha2::Digest as _;
+        let out = self.file.lock().unwrap();
+        let mut file = File::open(self.dir.join("journal.jsonl"))?;
+        let mut hasher = sha2::Sha256::new();
+        let copied = std::io::copy(&mut std::io::Read::take(&mut file, out.written), &mut hasher)?;
+        Ok((format!("sha256:{}", hex::encode(hasher.finalize())), copied))
+    }
+
     /// Make everything written so far durable on the disk.
     pub fn sync(&self) {
         let out = self.file.lock().unwrap();

@@ -304,26 +304,7 @@ fn step_manifest(bytes: &[u8], digest: &str, limit: u64) -> Result<Manifest, Fet
 
 /// A blob's bytes if the store has it and they hash to `digest`; a damaged blob is removed.
 fn read_checked(store: &Store, digest: &str, limit: u64) -> Result<Option<Vec<u8>>, FetchError> {
-    use std::io::Read;
-    let path = store.blob_path(digest).map_err(FetchError::Cache)?;
-    let file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FetchError::Cache(e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(FetchError::Cache)?;
-    if bytes.len() as u64 > limit {
-        let _ = std::fs::remove_file(&path);
-        return Ok(None);
-    }
-    if super::digest_of(&bytes) != digest {
-        let _ = std::fs::remove_file(&path);
-        return Ok(None);
-    }
-    Ok(Some(bytes))
+    store.read_verified(digest, limit).map_err(FetchError::Cache)
 }
 
 /// The component of the artifact `digest` of `repository`: from `store` when it holds it,

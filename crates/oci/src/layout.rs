@@ -126,6 +126,26 @@ impl Store {
         std::fs::read(self.blob_path(digest)?)
     }
 
+    /// Blob `digest`, if the store holds it whole and within `limit` bytes. A blob that does
+    /// not match its digest or is too big is removed and reads as missing: a cache is
+    /// untrusted input, and what is missing is fetched again.
+    pub fn read_verified(&self, digest: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let path = self.blob_path(digest)?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit || super::digest_of(&bytes) != digest {
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
     pub fn read_json<T: serde::de::DeserializeOwned>(&self, digest: &str) -> io::Result<T> {
         serde_json::from_slice(&self.read_blob(digest)?).map_err(io::Error::other)
     }

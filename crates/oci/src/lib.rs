@@ -8,6 +8,8 @@ pub mod layer;
 pub mod layout;
 pub mod reference;
 #[cfg(feature = "registry")]
+pub mod referrers;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod unpack;
 

@@ -162,14 +162,14 @@ fn status_line(status: u16) -> String {
 }
 
 impl RegistryError {
-    fn protocol(host: &str, what: impl Into<String>) -> Self {
+    pub(crate) fn protocol(host: &str, what: impl Into<String>) -> Self {
         RegistryError::Protocol {
             host: host.to_string(),
             what: what.into(),
         }
     }
 
-    fn store(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn store(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();
         move |source| RegistryError::Store { context, source }
     }
@@ -623,8 +623,23 @@ impl Registry {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String, RegistryError> {
-        self.check_names(repository, tag)?;
-        let url = self.url(&format!("/v2/{repository}/manifests/{tag}"));
+        let response = self
+            .send_manifest(repository, tag, media_type, bytes, "manifest PUT")
+            .await?;
+        Ok(self.header_digest(&response)?.unwrap_or_else(|| digest_of(bytes)))
+    }
+
+    /// PUT a manifest as `repository:reference`; the registry's answer once it took it.
+    async fn send_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        self.check_names(repository, reference)?;
+        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
         let body = bytes.to_vec();
         let exchange = self.timeouts.exchange;
         let response = self
@@ -636,9 +651,47 @@ impl Registry {
             })
             .await?;
         if response.status() != StatusCode::CREATED {
-            return Err(self.refusal("manifest PUT", response).await);
+            return Err(self.refusal(what, response).await);
         }
-        Ok(self.header_digest(&response)?.unwrap_or_else(|| digest_of(bytes)))
+        Ok(response)
+    }
+
+    /// Put a manifest that refers to another (`subject`) by its own digest; true when the
+    /// registry says it keeps the referrers list itself (OCI 1.1's `OCI-Subject` header).
+    pub async fn put_referrer(&self, repository: &str, media_type: &str, bytes: &[u8]) -> Result<bool, RegistryError> {
+        let digest = digest_of(bytes);
+        let response = self
+            .send_manifest(repository, &digest, media_type, bytes, "referrer manifest PUT")
+            .await?;
+        Ok(response.headers().contains_key("OCI-Subject"))
+    }
+
+    /// The referrers API's index of what refers to `digest`, within [`MANIFEST_LIMIT`];
+    /// None when the registry has no referrers API (the tag scheme is the fallback).
+    pub async fn referrers(&self, repository: &str, digest: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.check_names(repository, digest)?;
+        let url = self.url(&format!("/v2/{repository}/referrers/{digest}"));
+        let exchange = self.timeouts.exchange;
+        let response = self
+            .send(&|c| c.get(&url).header("Accept", MEDIA_INDEX).timeout(exchange))
+            .await?;
+        let status = response.status();
+        let is_index = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(MEDIA_INDEX));
+        if status == StatusCode::NOT_FOUND
+            || status == StatusCode::METHOD_NOT_ALLOWED
+            || (status.is_success() && !is_index)
+        {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.refusal("referrers GET", response).await);
+        }
+        let what = format!("the referrers of {repository}@{digest}");
+        Ok(Some(self.body_within(response, MANIFEST_LIMIT, &what).await?))
     }
 
     /// Manifest bytes, their media type and digest (checked when asked for by digest).

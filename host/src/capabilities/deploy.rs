@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct DeployView<'a> {
     pub call: &'a StepCall,
     pub deployer: Option<&'a Deployer>,
+    /// The provenance an image must carry to be deployed by this step.
+    pub release: &'a crate::provenance::StepRelease,
 }
 
 /// The linker's marker for [`DeployView`].
@@ -30,6 +32,48 @@ impl<'a> DeployView<'a> {
     fn durable<T>(&self, result: CallResult<T>) -> CallResult<T> {
         self.call.tape.sync();
         result
+    }
+
+    /// An image the step may deploy: with `require-provenance`, one whose provenance a
+    /// required key signed, checked at its registry before any instance changes.
+    async fn check_provenance(&self, revision: &Revision) -> Result<(), StepError> {
+        let keys = &self.release.require;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let image = &revision.image;
+        let reference = crate::oci::reference::ImageRef::parse(image)
+            .map_err(|e| step_error(ErrorKind::InvalidInput, format!("{image}: {e}")))?;
+        let Some(host) = reference.registry.as_deref() else {
+            return Err(step_error(
+                ErrorKind::Denied,
+                format!(
+                    "{image} names no registry, so its provenance cannot be found; deploy the pushed reference (`REGISTRY/REPOSITORY:TAG@sha256:...`)"
+                ),
+            ));
+        };
+        if reference.digest.as_ref().is_some_and(|d| *d != revision.digest) {
+            return Err(step_error(
+                ErrorKind::InvalidInput,
+                format!("{image} names another digest than the revision's {}", revision.digest),
+            ));
+        }
+        let credentials = crate::packages::docker_login(host).unwrap_or_default();
+        let registry = crate::oci::registry::Registry::new(host, credentials)?;
+        let store = super::images::open_store(&self.call.scope.workspace)?;
+        match crate::provenance::find(&registry, &store, &reference.repository, &revision.digest, image, keys).await {
+            Ok(verified) => {
+                self.call.scope.log(
+                    Level::Info,
+                    format!("{image}: provenance signed by {} verified", verified.signer),
+                );
+                Ok(())
+            }
+            Err(e) => Err(step_error(
+                ErrorKind::Denied,
+                format!("{e}; nothing was deployed\n  = help: {}", e.help()),
+            )),
+        }
     }
 
     /// The run's deployer, once the grants allow this service.
@@ -116,6 +160,7 @@ impl Host for DeployView<'_> {
                     ..spec(s.clone())
                 };
                 let deployer = this.deployer(&s.service)?;
+                this.check_provenance(&s.revision).await?;
                 Ok(deployer.rollout(spec).await?.as_ref().map(status))
             })
             .await;
@@ -127,7 +172,9 @@ impl Host for DeployView<'_> {
         let result = this
             .call
             .taped(DEPLOY, "begin-upgrade", &s, async {
-                let record = this.deployer(&s.service)?.begin_upgrade(spec(s.clone())).await?;
+                let deployer = this.deployer(&s.service)?;
+                this.check_provenance(&s.revision).await?;
+                let record = deployer.begin_upgrade(spec(s.clone())).await?;
                 Ok(status(&record))
             })
             .await;

@@ -20,12 +20,12 @@ const REGISTRY: &str = "wharf:step/registry";
 impl Host for SecretsView<'_> {
     async fn push(&mut self, request: PushRequest, password: Option<Resource<SecretHandle>>) -> CallResult<Pushed> {
         let secret = self.secret_name(password)?;
-        let (call, secrets) = (self.call, self.secrets);
+        let (call, secrets, release) = (self.call, self.secrets, self.release);
         let args = serde_json::json!({ "request": &request, "password-secret": &secret });
         call.taped(REGISTRY, "push", &args, async {
             call.grants.check_registry(&request.registry, &request.repository)?;
             let password = secret.as_ref().and_then(|n| secrets.get(n)).map(String::from);
-            push(&call.scope, request.clone(), password).await
+            push(&call.scope, request.clone(), password, release).await
         })
         .await
     }
@@ -67,7 +67,12 @@ fn connect(
     Ok(Registry::new(host, Credentials { username, password })?)
 }
 
-pub async fn push(scope: &StepScope, req: PushRequest, password: Option<String>) -> Result<Pushed, StepError> {
+pub async fn push(
+    scope: &StepScope,
+    req: PushRequest,
+    password: Option<String>,
+    release: &crate::provenance::StepRelease,
+) -> Result<Pushed, StepError> {
     let local = ImageRef::parse(&req.image).map_err(|e| step_error(ErrorKind::InvalidInput, e))?;
     let store = open_store(&scope.workspace)?;
     let name = local.local_name();
@@ -118,6 +123,32 @@ pub async fn push(scope: &StepScope, req: PushRequest, password: Option<String>)
             human_duration(started.elapsed())
         ),
     );
+    if let (Some(key), Some(recorder)) = (&release.sign_with, &release.recorder) {
+        let revision = store
+            .read_json::<crate::oci::ImageConfig>(&image.manifest.config.digest)
+            .ok()
+            .and_then(|c| c.config.labels?.get(crate::oci::LABEL_REVISION).cloned());
+        let name = format!("{}/{}", req.registry, req.repository);
+        let statement = recorder.statement(&name, &report.digest, revision.as_deref());
+        let attached = crate::provenance::attach(
+            &registry,
+            &store,
+            &target.repository,
+            &image.manifest_descriptor,
+            &statement,
+            key,
+        )
+        .await?;
+        scope.log(
+            Level::Info,
+            format!(
+                "provenance signed by {} attached to {} ({})",
+                key.public().fingerprint(),
+                report.digest,
+                attached.digest
+            ),
+        );
+    }
     Ok(Pushed {
         reference,
         digest: report.digest,

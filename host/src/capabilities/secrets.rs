@@ -74,6 +74,8 @@ pub struct SecretsView<'a> {
     pub call: &'a StepCall,
     pub secrets: &'a SecretStore,
     pub table: &'a mut ResourceTable,
+    /// What the step's pushes sign (registry is served on this view).
+    pub release: &'a crate::provenance::StepRelease,
 }
 
 /// The linker's marker for [`SecretsView`].

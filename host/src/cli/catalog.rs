@@ -29,6 +29,9 @@ impl ValidateArgs {
 pub struct InspectArgs {
     /// `builtin:NAME`, a path to a .wasm component, or `oci://REGISTRY/REPO:VERSION`
     step: String,
+    /// For an `oci://` step: check its signatures with this public key (repeat for several)
+    #[arg(long, value_name = "PUB")]
+    key: Vec<PathBuf>,
     #[arg(skip)]
     pub(super) cache: Option<PathBuf>,
 }
@@ -147,7 +150,13 @@ pub(super) async fn steps(runtime: &Runtime) -> CommandResult {
 
 pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs, secrets: &SecretStore) -> CommandResult {
     if args.step.starts_with(crate::packages::SCHEME) {
-        return super::packages::inspect(runtime, &args.step, args.cache.as_deref(), secrets).await;
+        let keys = args
+            .key
+            .iter()
+            .map(|k| wharf_sign::PublicKey::read(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Stop::invalid)?;
+        return super::packages::inspect(runtime, &args.step, &keys, args.cache.as_deref(), secrets).await;
     }
     let source = match args.step.strip_prefix("builtin:") {
         Some(name) => StepSource::Builtin(name.into()),

@@ -26,6 +26,7 @@ pub mod render;
 mod report;
 mod run;
 mod services;
+mod signing;
 
 use catalog::{InspectArgs, ValidateArgs};
 use history::{LogArgs, ReplayArgs, RunsArgs};
@@ -208,6 +209,18 @@ Commit wharf.lock. `wharf run` uses the locked digests and warns where a step st
     /// Steps as packages: publish a step to an OCI registry
     #[command(subcommand)]
     Step(packages::StepCommand),
+    /// Signing keys: generate a pair, show a key's fingerprint
+    #[command(subcommand)]
+    Key(signing::KeyCommand),
+    /// Check an image's provenance with a public key, offline from any other service, and print it
+    #[command(after_help = "Examples:
+  wharf verify 127.0.0.1:5000/seed-service:1.0.1-22-7e56158 --key keys/release.pub
+  wharf verify ghcr.io/acme/app@sha256:4f1c... --key keys/release.pub --key keys/old.pub
+
+The provenance is an in-toto statement with a SLSA v1 predicate in a sigstore bundle,
+attached to the image by `builtin:push` with `provenance-key:`. Exit code 1 when no
+provenance signed by one of the keys verifies.")]
+    Verify(signing::VerifyArgs),
     /// Say what this machine's kernel lets wharf enforce on the programs steps run
     #[command(after_help = "Examples:
   wharf doctor
@@ -362,6 +375,8 @@ async fn dispatch(cli: Cli, secrets: crate::capabilities::secrets::SecretStore) 
         Command::New(command) => new::new(command),
         Command::Pull(args) => packages::pull(args, &secrets).await,
         Command::Step(command) => packages::step(runtime(), command, &secrets).await,
+        Command::Key(command) => signing::key(command),
+        Command::Verify(args) => signing::verify(args, &secrets).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "wharf", &mut std::io::stdout());

@@ -9,6 +9,7 @@ use crate::oci::artifact::{self, ComponentInfo, Published};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{Credentials, Registry};
 use crate::packages::lock::{self, Lock};
+use crate::packages::trust::Trust;
 use crate::packages::{self, LockMode, PackageError, Packages};
 use crate::pipeline::validate::LoadProblem;
 use crate::pipeline::{Pipeline, StepSource};
@@ -58,7 +59,7 @@ fn open_packages(cache: Option<&Path>, offline: bool, secrets: &SecretStore) -> 
 /// A registry's credentials: user `WHARF_REGISTRY_USER_<HOST>`, password the secret
 /// `REGISTRY_<HOST>` (`<HOST>` as [`packages::credentials_key`] spells it); else the login
 /// `docker login` stored; else none.
-fn credentials(host: &str, secrets: &SecretStore) -> Credentials {
+pub(super) fn credentials(host: &str, secrets: &SecretStore) -> Credentials {
     let key = packages::credentials_key(host);
     let own = Credentials {
         username: std::env::var(format!("WHARF_REGISTRY_USER_{key}")).ok(),
@@ -95,6 +96,7 @@ pub(super) async fn load_steps(
 ) -> Result<(Vec<Result<Arc<LoadedStep>, LoadProblem>>, Vec<String>), Stop> {
     let lock_path = Lock::path_for(file);
     let lock = Lock::read(&lock_path).map_err(Stop::invalid)?;
+    let trust = Trust::read(&Trust::path_for(file)).map_err(Stop::invalid)?;
     let mode = sources.mode();
     let mut warnings = BTreeSet::new();
     if pipeline.steps.iter().any(|s| s.uses.starts_with("builtin:")) {
@@ -112,7 +114,10 @@ pub(super) async fn load_steps(
                     Some(store) => store,
                     None => store.insert(open_packages(sources.cache.as_deref(), sources.offline, secrets)?),
                 };
-                match store.resolve_oci(&uses, lock.as_ref(), &lock_path, mode).await {
+                match store
+                    .resolve_oci(&uses, lock.as_ref(), &lock_path, trust.as_ref(), mode)
+                    .await
+                {
                     Ok(resolved) => {
                         warnings.extend(resolved.warning.map(|w| w.to_string()));
                         runtime.load_bytes(resolved.origin, resolved.bytes, events).await
@@ -158,6 +163,7 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
     let pipeline = Pipeline::load(&args.file)?;
     let lock_path = Lock::path_for(&args.file);
     let old = Lock::read(&lock_path).map_err(Stop::invalid)?;
+    let trust = Trust::read(&Trust::path_for(&args.file)).map_err(Stop::invalid)?;
     if let Some(ids) = &args.update {
         for id in ids {
             if !pipeline.steps.iter().any(|s| s.id == *id) {
@@ -170,6 +176,7 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
     }
     let mut store = None;
     let mut steps = BTreeMap::new();
+    let mut signatures = BTreeMap::new();
     let mut lines = Vec::new();
     for step in &pipeline.steps {
         if steps.contains_key(&step.uses) {
@@ -180,6 +187,7 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
             .as_ref()
             .is_some_and(|ids| ids.is_empty() || ids.contains(&step.id));
         let mode = if update { LockMode::Update } else { LockMode::Use };
+        let mut signed = None;
         let digest = match step.source(pipeline.dir()) {
             StepSource::Builtin(_) => continue,
             StepSource::Oci(uses) => {
@@ -188,9 +196,13 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
                     None => store.insert(open_packages(args.cache.as_deref(), args.offline, secrets)?),
                 };
                 let resolved = store
-                    .resolve_oci(&uses, old.as_ref(), &lock_path, mode)
+                    .resolve_oci(&uses, old.as_ref(), &lock_path, trust.as_ref(), mode)
                     .await
                     .map_err(|e| Stop::failed(format!("step `{}`: {}", step.id, explain(&e))))?;
+                if let Some(signature) = resolved.signature {
+                    signed = Some(signature.key.clone());
+                    signatures.insert(step.uses.clone(), signature);
+                }
                 if let Some(PackageError::TagMoved { now, .. }) = &resolved.warning {
                     lines.push(format!(
                         "  note: {uses} now names {now}; kept the locked digest (`wharf lock --update {}` takes it)",
@@ -212,9 +224,13 @@ pub(super) async fn lock(args: LockArgs, secrets: &SecretStore) -> CommandResult
             Some(d) => format!("was {}", short(d)),
         };
         lines.push(format!("  {:<12} {} {} ({what})", step.id, step.uses, short(&digest)));
+        if let Some(key) = signed {
+            lines.push(format!("  {:<12} signed by {key}", ""));
+        }
         steps.insert(step.uses.clone(), digest);
     }
-    let new = Lock::new(steps);
+    let mut new = Lock::new(steps);
+    new.signatures = signatures;
     new.write(&lock_path).map_err(Stop::failed)?;
     outln!(
         "{}: {} locked, built-in steps of {}",
@@ -250,6 +266,7 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
     let pipeline = Pipeline::load(&args.file)?;
     let lock_path = Lock::path_for(&args.file);
     let lock = Lock::read(&lock_path).map_err(Stop::invalid)?;
+    let trust = Trust::read(&Trust::path_for(&args.file)).map_err(Stop::invalid)?;
     let mode = if args.locked { LockMode::Locked } else { LockMode::Use };
     if let Some(dir) = &args.from
         && !dir.join("oci-layout").is_file()
@@ -275,7 +292,7 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
             && pulled.insert(uses.clone())
         {
             let resolved = store
-                .resolve_oci(&uses, lock.as_ref(), &lock_path, mode)
+                .resolve_oci(&uses, lock.as_ref(), &lock_path, trust.as_ref(), mode)
                 .await
                 .map_err(|e| Stop::failed(format!("step `{}`: {}", step.id, explain(&e))))?;
             if let Some(warning) = &resolved.warning {
@@ -287,7 +304,11 @@ pub(super) async fn pull(args: PullArgs, secrets: &SecretStore) -> CommandResult
                     cache.store(),
                     &resolved.digest,
                     packages::COMPONENT_LIMIT,
-                ),
+                )
+                .and_then(|()| match &resolved.signature {
+                    Some(signature) => packages::copy_signature(store.store(), cache.store(), &signature.bundle),
+                    None => Ok(()),
+                }),
                 None if args.into.is_some() => {
                     let name = uses.strip_prefix(packages::SCHEME).unwrap_or(&uses);
                     let name = name.split('@').next().unwrap_or(name);
@@ -333,8 +354,25 @@ pub struct PublishArgs {
     /// Where the step's source lives (org.opencontainers.image.source)
     #[arg(long, value_name = "URL")]
     source: Option<String>,
+    /// Sign the artifact with this private key: a file (`wharf key generate`), or
+    /// `secret:NAME` for the secret NAME (WHARF_SECRET_NAME)
+    #[arg(long, value_name = "KEY")]
+    sign: Option<String>,
     #[arg(skip)]
     pub(super) cache: Option<PathBuf>,
+}
+
+/// The private key `--sign` names.
+fn signing_key(spec: &str, secrets: &SecretStore) -> Result<wharf_sign::KeyPair, Stop> {
+    match spec.strip_prefix("secret:") {
+        Some(name) => {
+            let pem = secrets
+                .get(name)
+                .ok_or_else(|| Stop::invalid(format!("--sign {spec}: no secret `{name}` (set WHARF_SECRET_{name})")))?;
+            wharf_sign::KeyPair::from_pem(pem, &format!("secret `{name}`")).map_err(Stop::invalid)
+        }
+        None => wharf_sign::KeyPair::read(Path::new(spec)).map_err(Stop::invalid),
+    }
 }
 
 pub(super) async fn step(runtime: &Runtime, command: StepCommand, secrets: &SecretStore) -> CommandResult {
@@ -356,6 +394,12 @@ async fn publish(runtime: &Runtime, args: PublishArgs, secrets: &SecretStore) ->
             "`{tag}` is not a version: a tag like it is moved from build to build, and a pipeline that uses it runs whatever it names today\n  = help: publish under a version (`:1.2.0`), or pass --allow-mutable-tag if you mean it"
         )));
     }
+    // A key that cannot sign stops the publish before anything is sent.
+    let key = args
+        .sign
+        .as_deref()
+        .map(|spec| signing_key(spec, secrets))
+        .transpose()?;
     let bytes = crate::bounded::read(&args.step, crate::engine::COMPONENT_LIMIT)
         .map_err(|e| Stop::invalid(format!("cannot read step: {e}")))?;
     let events = Events::new();
@@ -437,6 +481,20 @@ async fn publish(runtime: &Runtime, args: PublishArgs, secrets: &SecretStore) ->
         }
     };
     outln!("  digest {digest}");
+    if let Some(key) = &key {
+        let uses = format!("{}{host}/{}:{tag}", packages::SCHEME, target.repository);
+        let r =
+            packages::StepRef::parse(uses.strip_prefix(packages::SCHEME).unwrap_or(&uses)).map_err(Stop::invalid)?;
+        let signature = store
+            .sign(&r, &uses, &digest, key)
+            .await
+            .map_err(|e| Stop::failed(explain(&e)))?;
+        outln!(
+            "  signed by {} (signature {})",
+            key.public().fingerprint(),
+            short(&signature.digest)
+        );
+    }
     outln!("  uses: oci://{host}/{}:{tag}@{digest}", target.repository);
     Ok(Exit::Success)
 }
@@ -451,12 +509,13 @@ fn short(digest: &str) -> &str {
 pub(super) async fn inspect(
     runtime: &Runtime,
     uses: &str,
+    keys: &[wharf_sign::PublicKey],
     cache: Option<&Path>,
     secrets: &SecretStore,
 ) -> CommandResult {
     let store = open_packages(cache, false, secrets)?;
     let resolved = store
-        .resolve_oci(uses, None, Path::new(lock::FILE_NAME), LockMode::Use)
+        .resolve_oci(uses, None, Path::new(lock::FILE_NAME), None, LockMode::Use)
         .await
         .map_err(|e| Stop::invalid(explain(&e)))?;
     let manifest = store.manifest(&resolved.digest);
@@ -469,6 +528,28 @@ pub(super) async fn inspect(
     outln!("  component {} ({size} bytes)", step.digest);
     for (key, value) in manifest.and_then(|m| m.annotations).unwrap_or_default() {
         outln!("  {key}: {value}");
+    }
+    let r = packages::StepRef::parse(uses.strip_prefix(packages::SCHEME).unwrap_or(uses)).map_err(Stop::invalid)?;
+    let signatures = store
+        .signatures(&r, uses, &resolved.digest)
+        .await
+        .map_err(|e| Stop::failed(explain(&e)))?;
+    if signatures.is_empty() {
+        outln!("  signatures: none");
+    }
+    for (referrer, bundle) in signatures {
+        let said = match bundle {
+            Err(why) => format!("unreadable: {why}"),
+            Ok(bundle) => match keys.is_empty() {
+                true => format!("claims {} (check it: --key PUB)", bundle.claimed_signers().join(", ")),
+                false => match bundle.verify(keys) {
+                    Ok(v) if v.statement.covers(&resolved.digest) => format!("signed by {} (verified)", v.signer),
+                    Ok(v) => format!("by {} but about another artifact", v.signer),
+                    Err(e) => format!("refused: {e}"),
+                },
+            },
+        };
+        outln!("  signature {}: {said}", short(&referrer));
     }
     outln!();
     super::catalog::describe(&step);

@@ -367,6 +367,7 @@ pub(super) async fn run(
     };
     let tally = Arc::new(Tally::default());
     events.add_sink(tally.clone());
+    let run_id_for_provenance = run_id.clone();
     let deployer = Arc::new(Deployer::new(&workspace, Actor::Run(run_id.clone()), events.clone()));
     if let Some(reuse) = &reuse {
         deployer.adopt(&reuse.lineage);
@@ -405,6 +406,7 @@ pub(super) async fn run(
         },
         _ => None,
     };
+    let provenance = Arc::new(provenance_recorder(&run_id_for_provenance, &prepared, journal.as_ref()));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -422,6 +424,7 @@ pub(super) async fn run(
         audit: args.audit,
         programs,
         cache: cache.clone(),
+        provenance,
     });
     // An interrupt drops the running step (its store, its child processes) and then rolls
     // back what the run left unconfirmed, like a failure.
@@ -783,4 +786,29 @@ impl Tally {
         }
         out
     }
+}
+
+/// What the run's provenance will say about the pipeline and its steps; the journal's
+/// digest is taken when an image is pushed.
+fn provenance_recorder(
+    run_id: &str,
+    prepared: &Prepared,
+    journal: Option<&Arc<JournalWriter>>,
+) -> crate::provenance::Recorder {
+    let steps = prepared
+        .pipeline
+        .steps
+        .iter()
+        .zip(&prepared.steps)
+        .map(|(decl, loaded)| (decl.id.clone(), decl.uses.clone(), loaded.digest.clone()))
+        .collect();
+    let journal = journal.cloned();
+    let source = &prepared.pipeline.source;
+    crate::provenance::Recorder::new(
+        run_id,
+        &source.path.display().to_string(),
+        &source.text,
+        steps,
+        Box::new(move || journal.as_ref().and_then(|j| j.digest_so_far().ok())),
+    )
 }

@@ -35,6 +35,8 @@ pub struct StepState {
     /// The confinement of the run's programs; None when describing or replaying a step.
     pub programs: Option<std::sync::Arc<crate::sandbox::programs::Programs>>,
     pub attempt: u32,
+    /// Provenance the step's pushes sign and its deploys require.
+    pub release: crate::provenance::StepRelease,
 }
 
 impl StepState {
@@ -57,6 +59,7 @@ impl StepState {
             call: &self.call,
             secrets: &self.secrets,
             table: &mut self.table,
+            release: &self.release,
         }
     }
 
@@ -64,6 +67,7 @@ impl StepState {
         DeployView {
             call: &self.call,
             deployer: self.deployer.as_deref(),
+            release: &self.release,
         }
     }
 

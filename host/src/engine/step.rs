@@ -61,6 +61,8 @@ pub struct StepInput {
     pub audit: Option<Arc<crate::sandbox::audit::Audit>>,
     /// The confinement of the run's programs; None where no program runs (a replay).
     pub programs: Option<Arc<crate::sandbox::programs::Programs>>,
+    /// Provenance the step's pushes sign and its deploys require.
+    pub release: crate::provenance::StepRelease,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +138,7 @@ pub async fn describe(pre: &TypedStepPre<StepState>) -> Result<StepInfo, String>
         scratch: None,
         programs: None,
         attempt: 0,
+        release: Default::default(),
     };
     let mut store = new_store(pre.engine(), parts, wasi, &limits);
     let call = async {
@@ -205,6 +208,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
         scratch: input.scratch,
         programs: input.programs,
         attempt: input.attempt,
+        release: input.release,
     };
     let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
@@ -428,6 +432,7 @@ struct StoreParts {
     scratch: Option<std::path::PathBuf>,
     programs: Option<Arc<crate::sandbox::programs::Programs>>,
     attempt: u32,
+    release: crate::provenance::StepRelease,
 }
 
 fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits: &StepLimits) -> Store<StepState> {
@@ -441,6 +446,7 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         scratch,
         programs,
         attempt,
+        release,
     } = parts;
     let reserved = crate::sandbox::reserved::Reserved::new(&scope.workspace, scratch.as_deref());
     let call = StepCall {
@@ -463,6 +469,7 @@ fn new_store(engine: &wasmtime::Engine, parts: StoreParts, wasi: WasiCtx, limits
         reserved,
         programs,
         attempt,
+        release,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -344,6 +344,7 @@ async fn replay_attempt(
             limits,
             audit: None,
             programs: None,
+            release: Default::default(),
         },
     )
     .await;

@@ -18,6 +18,19 @@ pub struct Lock {
     pub builtins: String,
     /// `uses:` as the pipeline writes it, to `sha256:HEX`.
     pub steps: BTreeMap<String, String>,
+    /// For a step the trust policy covers: who signed its locked digest, and the signature
+    /// (the digest of the referrer holding the bundle), checked again by every run offline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures: BTreeMap<String, LockedSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedSignature {
+    /// The fingerprint of the key that signed.
+    pub key: wharf_sign::Fingerprint,
+    /// `sha256:` of the referrer manifest whose layer is the signature bundle.
+    pub bundle: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +67,7 @@ impl Lock {
             version: VERSION,
             builtins: builtins_version(),
             steps,
+            signatures: BTreeMap::new(),
         }
     }
 
@@ -92,7 +106,13 @@ impl Lock {
             });
         }
         // A digest goes into paths of the step cache and URLs of registries: checked here.
-        if let Some((uses, digest)) = lock.steps.iter().find(|(_, d)| crate::oci::digest_hex(d).is_none()) {
+        let signatures = lock.signatures.iter().map(|(uses, s)| (uses, &s.bundle));
+        if let Some((uses, digest)) = lock
+            .steps
+            .iter()
+            .chain(signatures)
+            .find(|(_, d)| crate::oci::digest_hex(d).is_none())
+        {
             return Err(LockError::BadDigest {
                 path: path.to_path_buf(),
                 uses: uses.clone(),
@@ -145,7 +165,7 @@ mod tests {
         let e = Lock::read(&path).unwrap_err().to_string();
         assert!(
             e.contains("wharf.lock:3:")
-                && e.ends_with("unknown field `oops`, expected one of `version`, `builtins`, `steps`"),
+                && e.ends_with("unknown field `oops`, expected one of `version`, `builtins`, `steps`, `signatures`"),
             "{e}"
         );
         std::fs::write(&path, r#"{"version": 9, "builtins": "x", "steps": {}}"#).unwrap();

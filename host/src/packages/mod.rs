@@ -6,16 +6,21 @@
 //! cache is never run.
 
 pub mod lock;
+pub mod trust;
 
 use crate::oci::artifact::{self, FetchError};
 use crate::oci::layout::Store;
 use crate::oci::reference::ImageRef;
+use crate::oci::referrers::{self, ReferrerError};
 use crate::oci::registry::{Credentials, Registry, RegistryError};
-use lock::Lock;
+use lock::{Lock, LockedSignature};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use trust::Trust;
+use wharf_sign::bundle::{self as signed, Bundle, BundleError};
+use wharf_sign::statement::SIGNATURE_PREDICATE;
 
 pub const SCHEME: &str = "oci://";
 /// Largest component wharf fetches.
@@ -93,6 +98,32 @@ pub enum PackageError {
     BuiltinsChanged { locked: String, now: String, lock: PathBuf },
     #[error("{uses} names a tag, and the run is offline with no lock entry for it")]
     OfflineTag { uses: String },
+    #[error("{uses} ({digest}) is not signed; {} requires a signature by {}", policy.display(), keys.join(" or "))]
+    Unsigned {
+        uses: String,
+        digest: String,
+        keys: Vec<String>,
+        policy: PathBuf,
+    },
+    #[error("{uses} ({digest}): its signature {why}")]
+    SignatureRefused {
+        uses: String,
+        digest: String,
+        #[source]
+        why: BundleError,
+    },
+    #[error("{uses}: {} records no signature for it, and {} requires one", lock.display(), policy.display())]
+    SignatureNotLocked {
+        uses: String,
+        lock: PathBuf,
+        policy: PathBuf,
+    },
+    #[error("{uses}: its signature: {source}")]
+    SignatureFetch {
+        uses: String,
+        #[source]
+        source: Box<ReferrerError>,
+    },
     #[error("cannot read {}: {source}", path.display())]
     Local {
         path: PathBuf,
@@ -123,6 +154,16 @@ impl PackageError {
                     .into()
             }
             PackageError::OfflineTag { .. } => "lock it first (`wharf lock`), or pin it with `@sha256:DIGEST`".into(),
+            PackageError::Unsigned { .. } => {
+                "do not run it: ask its publisher to sign it (`wharf step publish --sign KEY`); a step the policy should not cover needs a narrower `match:`".into()
+            }
+            PackageError::SignatureRefused { .. } => {
+                "do not run it: a key the policy does not trust signed it, or the signature was changed; if the publisher has a new key, add its public half to wharf.trust.yml".into()
+            }
+            PackageError::SignatureNotLocked { .. } => "run `wharf lock PIPELINE` online to check and record it, and commit wharf.lock".into(),
+            PackageError::SignatureFetch { source, .. } if matches!(**source, ReferrerError::Offline { .. }) => {
+                "fetch it into the cache first with `wharf pull PIPELINE` (online)".into()
+            }
             PackageError::Fetch { source, .. } if matches!(**source, FetchError::Offline { .. }) => {
                 "fetch it into the cache first with `wharf pull PIPELINE` (online)".into()
             }
@@ -177,6 +218,8 @@ pub struct Resolved {
     pub digest: String,
     /// Lock drift that did not stop the run.
     pub warning: Option<PackageError>,
+    /// Who signed it, when the trust policy covers it.
+    pub signature: Option<LockedSignature>,
 }
 
 impl Packages {
@@ -267,6 +310,7 @@ impl Packages {
         uses: &str,
         lock: Option<&Lock>,
         lock_path: &Path,
+        trust: Option<&Trust>,
         mode: LockMode,
     ) -> Result<Resolved, PackageError> {
         let r = StepRef::parse(uses.strip_prefix(SCHEME).unwrap_or(uses))?;
@@ -316,14 +360,203 @@ impl Packages {
                 lock: lock_path.to_path_buf(),
             });
         }
+        // The signature first: an artifact no trusted key vouches for is not even fetched.
+        let signature = match trust.and_then(|t| Some((t, t.rule_for(&r.registry, &r.image.repository)?))) {
+            Some((trust, rule)) => {
+                let locked = lock
+                    .filter(|l| mode != LockMode::Update && l.steps.get(uses) == Some(&digest))
+                    .and_then(|l| l.signatures.get(uses));
+                if mode == LockMode::Locked && locked.is_none() {
+                    return Err(PackageError::SignatureNotLocked {
+                        uses: uses.into(),
+                        lock: lock_path.to_path_buf(),
+                        policy: trust.path.clone(),
+                    });
+                }
+                Some(self.signature(&r, uses, &digest, rule, locked, &trust.path).await?)
+            }
+            None => None,
+        };
         let bytes = self.component(&r, uses, &digest).await?;
         Ok(Resolved {
             origin: r.pinned(&digest),
             bytes,
             digest,
             warning,
+            signature,
         })
     }
+
+    /// The signature of artifact `digest` by a key of `rule`: the locked one (from the
+    /// cache, else fetched by its digest), or else the newest that verifies among those the
+    /// registry lists.
+    async fn signature(
+        &self,
+        r: &StepRef,
+        uses: &str,
+        digest: &str,
+        rule: &trust::Rule,
+        locked: Option<&LockedSignature>,
+        policy: &Path,
+    ) -> Result<LockedSignature, PackageError> {
+        let registry = if self.offline {
+            None
+        } else {
+            Some(self.registry(r, uses)?)
+        };
+        let fetched = |source| PackageError::SignatureFetch {
+            uses: uses.into(),
+            source: Box::new(source),
+        };
+        let candidates = match locked {
+            Some(locked) => vec![locked.bundle.clone()],
+            None => {
+                let Some(registry) = &registry else {
+                    return Err(fetched(ReferrerError::Offline { digest: digest.into() }));
+                };
+                let listed = referrers::list(registry, &r.image.repository, digest, signed::MEDIA_TYPE)
+                    .await
+                    .map_err(|e| fetched(e.into()))?;
+                listed.into_iter().rev().map(|l| l.digest).collect()
+            }
+        };
+        let mut refusal = None;
+        for bundle in candidates {
+            let bytes = referrers::fetch(
+                registry.as_deref(),
+                &self.store,
+                &r.image.repository,
+                &bundle,
+                digest,
+                signed::MEDIA_TYPE,
+                signed::BUNDLE_LIMIT,
+            )
+            .await;
+            let checked = bytes
+                .map_err(&fetched)
+                .and_then(|bytes| self.check_bundle(uses, digest, &bytes, rule));
+            match checked {
+                Ok(key) => return Ok(LockedSignature { key, bundle }),
+                // The locked signature is the only one: what is wrong with it is the answer.
+                Err(e) if locked.is_some() => return Err(e),
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(refusal.unwrap_or_else(|| PackageError::Unsigned {
+            uses: uses.into(),
+            digest: digest.into(),
+            keys: rule.keys.iter().map(|k| k.fingerprint().to_string()).collect(),
+            policy: policy.to_path_buf(),
+        }))
+    }
+
+    /// Sign artifact `digest` of `r` with `key`: a signature bundle attached to it.
+    pub async fn sign(
+        &self,
+        r: &StepRef,
+        uses: &str,
+        digest: &str,
+        key: &wharf_sign::KeyPair,
+    ) -> Result<referrers::Referrer, PackageError> {
+        let registry = self.registry(r, uses)?;
+        let failed = |source| PackageError::Registry {
+            uses: uses.into(),
+            source: Box::new(source),
+        };
+        let (manifest, media_type, _) = registry
+            .get_manifest(&r.image.repository, digest)
+            .await
+            .map_err(failed)?;
+        let subject = crate::oci::Descriptor {
+            media_type,
+            digest: digest.into(),
+            size: manifest.len() as u64,
+            annotations: None,
+            platform: None,
+        };
+        let name = format!("{SCHEME}{}/{}", r.registry, r.image.repository);
+        let statement = wharf_sign::Statement::new(
+            vec![wharf_sign::Subject::new(&name, digest)],
+            SIGNATURE_PREDICATE,
+            serde_json::json!({}),
+        );
+        let bundle = signed::sign(&statement, key);
+        let annotations = std::collections::BTreeMap::from([
+            (
+                "dev.sigstore.bundle.predicateType".to_string(),
+                SIGNATURE_PREDICATE.to_string(),
+            ),
+            ("dev.wharf.signer".to_string(), key.public().fingerprint().to_string()),
+        ]);
+        referrers::attach(
+            &registry,
+            &self.store,
+            &r.image.repository,
+            &subject,
+            signed::MEDIA_TYPE,
+            &bundle,
+            annotations,
+        )
+        .await
+        .map_err(failed)
+    }
+
+    /// The signature bundles the registry lists for artifact `digest` of `r`, each read
+    /// (not verified): for `wharf inspect`.
+    pub async fn signatures(
+        &self,
+        r: &StepRef,
+        uses: &str,
+        digest: &str,
+    ) -> Result<Vec<(String, Result<Bundle, String>)>, PackageError> {
+        let registry = self.registry(r, uses)?;
+        let listed = referrers::list(&registry, &r.image.repository, digest, signed::MEDIA_TYPE)
+            .await
+            .map_err(|source| PackageError::Registry {
+                uses: uses.into(),
+                source: Box::new(source),
+            })?;
+        let mut found = Vec::new();
+        for referrer in listed {
+            let read = referrers::fetch(
+                Some(&registry),
+                &self.store,
+                &r.image.repository,
+                &referrer.digest,
+                digest,
+                signed::MEDIA_TYPE,
+                signed::BUNDLE_LIMIT,
+            )
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Bundle::parse(&bytes).map_err(|e| e.to_string()));
+            found.push((referrer.digest, read));
+        }
+        Ok(found)
+    }
+
+    fn check_bundle(
+        &self,
+        uses: &str,
+        digest: &str,
+        bytes: &[u8],
+        rule: &trust::Rule,
+    ) -> Result<wharf_sign::Fingerprint, PackageError> {
+        signed::verify_about(bytes, &rule.keys, SIGNATURE_PREDICATE, digest)
+            .map(|verified| verified.signer)
+            .map_err(|why| PackageError::SignatureRefused {
+                uses: uses.into(),
+                digest: digest.into(),
+                why,
+            })
+    }
+}
+
+/// Copy the signature `digest` (a referrer and its bundle) between step caches.
+pub fn copy_signature(from: &Store, to: &Store, digest: &str) -> Result<(), FetchError> {
+    referrers::copy(from, to, digest, signed::BUNDLE_LIMIT).map_err(|e| FetchError::Cache(std::io::Error::other(e)))
 }
 
 /// Check a local component (its `sha256:` digest) against the lock.

@@ -53,6 +53,8 @@ pub struct RunRequest<'a> {
     pub programs: Arc<crate::sandbox::programs::Programs>,
     /// The step cache; None with `--no-cache` (and in an audit).
     pub cache: Option<Arc<crate::cache::StepCache>>,
+    /// How the images this run pushes came to be, for their provenance.
+    pub provenance: Arc<crate::provenance::Recorder>,
 }
 
 /// The steps a resumed run does not run again.
@@ -478,6 +480,18 @@ async fn run_one(
             return record(Outcome::Failure, Vec::new(), Some(failure));
         }
     };
+    let release = match step_release(req, &params, &grants) {
+        Ok(release) => release,
+        Err(message) => {
+            let failure = StepFailure {
+                kind: FailureKind::Error(crate::capabilities::bindings::wharf::step::types::ErrorKind::InvalidInput),
+                message,
+            };
+            return record(Outcome::Failure, Vec::new(), Some(failure));
+        }
+    };
+    req.provenance
+        .step_started(&decl.id, serde_json::to_value(&params).unwrap_or_default());
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
@@ -586,6 +600,7 @@ async fn run_one(
             limits,
             audit: audit.clone(),
             programs: Some(req.programs.clone()),
+            release: release.clone(),
         };
         let result = step::run(loaded, input).await;
         req.programs.step_ended(&decl.id, attempt);
@@ -883,4 +898,49 @@ fn resolve_params(
             Ok(StepParams::Typed(out))
         }
     }
+}
+
+/// What the host does about provenance for a step, from its `provenance-key` (a secret
+/// holding the private key that signs what it pushes) and `require-provenance` (the
+/// public-key file, in the workspace, an image it deploys must carry provenance by).
+fn step_release(
+    req: &RunRequest<'_>,
+    params: &StepParams,
+    grants: &Grants,
+) -> Result<crate::provenance::StepRelease, String> {
+    use crate::provenance::{REQUIRE_PARAM, SIGN_PARAM, StepRelease};
+    let StepParams::Typed(params) = params else {
+        return Ok(StepRelease::default());
+    };
+    let text = |name: &str| {
+        params.iter().find_map(|(k, v)| match v {
+            crate::pipeline::describe::Value::Text(t) if k == name && !t.is_empty() => Some(t.clone()),
+            _ => None,
+        })
+    };
+    let mut release = StepRelease {
+        recorder: Some(req.provenance.clone()),
+        ..StepRelease::default()
+    };
+    if let Some(secret) = text(SIGN_PARAM) {
+        if !grants.secrets.iter().any(|g| g.what == secret) {
+            return Err(format!(
+                "`{SIGN_PARAM}: {secret}`: the step is not granted secret `{secret}` (`allow: {{ secrets: [{secret}] }}`)"
+            ));
+        }
+        let pem = req
+            .secrets
+            .get(&secret)
+            .ok_or_else(|| format!("`{SIGN_PARAM}: {secret}`: no secret `{secret}` (set WHARF_SECRET_{secret} to the private key `wharf key generate` wrote)"))?;
+        let key = wharf_sign::KeyPair::from_pem(pem, &format!("secret `{secret}`"))
+            .map_err(|e| format!("`{SIGN_PARAM}`: {e}"))?;
+        release.sign_with = Some(Arc::new(key));
+    }
+    if let Some(file) = text(REQUIRE_PARAM) {
+        let path =
+            crate::beneath::existing(&req.workspace, &file).map_err(|e| format!("`{REQUIRE_PARAM}: {file}`: {e}"))?;
+        let key = wharf_sign::PublicKey::read(&path).map_err(|e| format!("`{REQUIRE_PARAM}`: {e}"))?;
+        release.require.push(key);
+    }
+    Ok(release)
 }

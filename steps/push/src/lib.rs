@@ -46,12 +46,17 @@ impl Step for Push {
         .param(
             param::boolean("insecure", "Plain HTTP (loopback registries only; they use it anyway)").default_bool(false),
         )
+        .param(param::text(
+            "provenance-key",
+            "Name of the secret holding the private key (`wharf key generate`) that signs the pushed image's provenance; wharf attaches it to the image",
+        ))
         .output("image", "REGISTRY/REPO:TAG@sha256:... as pushed")
         .output("digest", "The manifest digest")
         .output("uploaded", "Blobs sent")
         .output("skipped", "Blobs the registry already had")
         .needs(CapabilityKind::Registry, "pushes the image", Some("registry"))
         .needs(CapabilityKind::Secrets, "registry credentials", Some("password-secret"))
+        .needs(CapabilityKind::Secrets, "signs the image's provenance", Some("provenance-key"))
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {

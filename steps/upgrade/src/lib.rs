@@ -65,6 +65,10 @@ impl Step for Upgrade {
                 "Labels a host must carry to run an instance; a label with an empty value is ignored, so a pipeline variable can turn it off",
             ))
             .param(param::boolean("allow-mutable-tag", "Accept tags like `latest` or `master`").default_bool(false))
+            .param(param::text(
+                "require-provenance",
+                "Public-key file in the workspace: deploy only an image whose provenance that key signed (checked by wharf at the image's registry before any instance changes)",
+            ))
             .output("service", "The service")
             .output("state", "Its state afterwards: upgraded")
             .output("version", "The version now running")
