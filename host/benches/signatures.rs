@@ -44,7 +44,14 @@ fn main() {
     let cmd = guest("cmd-step");
     for i in 0..STEPS {
         let target = format!("{}/steps/s{i}:0.1.0", registry.addr);
-        wharf(&["step", "publish", cmd.to_str().unwrap(), &target, "--sign", "keys/acme.key"]);
+        wharf(&[
+            "step",
+            "publish",
+            cmd.to_str().unwrap(),
+            &target,
+            "--sign",
+            "keys/acme.key",
+        ]);
     }
     // signed/: a trust policy over every step; plain/: none. Locked, pulled, run once.
     for (dir, policy) in [("signed", true), ("plain", false)] {
@@ -55,7 +62,10 @@ fn main() {
             std::fs::copy(ws.path().join("keys/acme.pub"), ws.path().join("signed/keys/acme.pub")).unwrap();
             ws.write(
                 "signed/wharf.trust.yml",
-                &format!("steps:\n  - match: {}/steps/*\n    keys: [keys/acme.pub]\n", registry.addr),
+                &format!(
+                    "steps:\n  - match: {}/steps/*\n    keys: [keys/acme.pub]\n",
+                    registry.addr
+                ),
             );
         }
         let file = format!("{dir}/pipeline.yml");

@@ -241,14 +241,15 @@ fn read_checked(store: &Store, digest: &str, limit: u64) -> Result<Option<Vec<u8
         .map_err(|e| ReferrerError::Store(e.to_string()))
 }
 
-/// Copy the referrer `digest` and its blobs from one store to another (to carry across an
+/// Copy the referrer `digest` and its layer from one store to another (to carry across an
 /// air gap), each checked against its digest.
 pub fn copy(from: &Store, to: &Store, digest: &str, limit: u64) -> Result<(), ReferrerError> {
     let missing = |d: &str| ReferrerError::Offline { digest: d.into() };
     let manifest_bytes = read_checked(from, digest, MANIFEST_LIMIT as u64)?.ok_or_else(|| missing(digest))?;
     let manifest: ReferrerManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| ReferrerError::Invalid(format!("{digest} is not an artifact manifest: {e}")))?;
-    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+    // What [`fetch`] reads: the manifest and its layer (the config is the empty `{}`).
+    for blob in &manifest.layers {
         let bytes = read_checked(from, &blob.digest, limit)?.ok_or_else(|| missing(&blob.digest))?;
         to.put_blob(&bytes).map_err(|e| ReferrerError::Store(e.to_string()))?;
     }

@@ -34,11 +34,7 @@ pub enum BundleError {
     PayloadType(String),
     #[error("has {0} signatures; wharf reads at most {SIGNATURE_LIMIT}")]
     TooManySignatures(usize),
-    #[error(
-        "is by {}, and none of them is a key the policy trusts ({})",
-        list(found),
-        list(trusted)
-    )]
+    #[error("is by {}, not by a trusted key ({})", list(found), list(trusted))]
     Untrusted {
         found: Vec<String>,
         trusted: Vec<Fingerprint>,

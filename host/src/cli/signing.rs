@@ -128,8 +128,8 @@ fn print_provenance(predicate: &serde_json::Value) {
         match dependency["digest"].get("gitCommit") {
             Some(commit) => outln!("  source    {}", text(commit)),
             None => outln!(
-                "  {:<9} {} {}",
-                text(&dependency["name"]),
+                "  step      {:<12} {} {}",
+                text(&dependency["name"]).trim_start_matches("step:"),
                 text(&dependency["uri"]),
                 sha(&dependency["digest"])
             ),
