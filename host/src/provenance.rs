@@ -50,6 +50,8 @@ pub struct Recorder {
     params: Mutex<BTreeMap<String, serde_json::Value>>,
     /// The digest and length of the run's journal so far.
     journal: Box<dyn Fn() -> Option<(String, u64)> + Send + Sync>,
+    /// Secrets masked as in the journal: a parameter may carry one.
+    mask: wharf_journal::writer::Mask,
 }
 
 impl Recorder {
@@ -59,6 +61,7 @@ impl Recorder {
         pipeline_text: &str,
         steps: Vec<(String, String, String)>,
         journal: Box<dyn Fn() -> Option<(String, u64)> + Send + Sync>,
+        mask: wharf_journal::writer::Mask,
     ) -> Recorder {
         Recorder {
             run_id: run_id.into(),
@@ -68,6 +71,7 @@ impl Recorder {
             steps,
             params: Mutex::default(),
             journal,
+            mask,
         }
     }
 
@@ -94,7 +98,7 @@ impl Recorder {
                 "annotations": { "bytes": bytes },
             }));
         }
-        let predicate = serde_json::json!({
+        let mut predicate = serde_json::json!({
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
@@ -110,6 +114,7 @@ impl Recorder {
                 "byproducts": byproducts,
             },
         });
+        wharf_journal::writer::redact_value(&mut predicate, &self.mask);
         Statement::new(vec![Subject::new(name, digest)], SLSA_PROVENANCE, predicate)
     }
 }
@@ -229,4 +234,42 @@ fn check(bytes: &[u8], digest: &str, image: &str, keys: &[PublicKey]) -> Result<
         image: image.into(),
         why,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provenance_names_what_the_run_used_and_never_a_secret() {
+        let recorder = Recorder::new(
+            "RUN",
+            "pipeline.yml",
+            "name: x\n",
+            vec![(
+                "build".into(),
+                "builtin:build".into(),
+                format!("sha256:{}", "b".repeat(64)),
+            )],
+            Box::new(|| Some((format!("sha256:{}", "c".repeat(64)), 42))),
+            Box::new(|text: &str| text.replace("hunter2", "***")),
+        );
+        recorder.step_started("build", serde_json::json!({ "token": "hunter2", "tag": "1.0.0" }));
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let statement = recorder.statement("127.0.0.1:5000/app", &digest, Some("0123abc"));
+        assert!(statement.covers(&digest));
+        let text = serde_json::to_string(&statement).unwrap();
+        assert!(!text.contains("hunter2") && text.contains("***"), "{text}");
+        let predicate = &statement.predicate;
+        assert_eq!(predicate["runDetails"]["metadata"]["invocationId"], "RUN");
+        assert_eq!(predicate["runDetails"]["byproducts"][0]["annotations"]["bytes"], 42);
+        assert_eq!(
+            predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"],
+            "0123abc"
+        );
+        assert_eq!(
+            predicate["buildDefinition"]["resolvedDependencies"][1]["digest"]["sha256"],
+            "b".repeat(64)
+        );
+    }
 }

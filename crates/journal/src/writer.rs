@@ -180,7 +180,8 @@ impl JournalWriter {
     }
 }
 
-fn redact_value(value: &mut serde_json::Value, mask: &Mask) {
+/// Mask every string in `value`.
+pub fn redact_value(value: &mut serde_json::Value, mask: &Mask) {
     match value {
         serde_json::Value::String(s) => *s = mask(s),
         serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, mask)),

@@ -406,7 +406,12 @@ pub(super) async fn run(
         },
         _ => None,
     };
-    let provenance = Arc::new(provenance_recorder(&run_id_for_provenance, &prepared, journal.as_ref()));
+    let provenance = Arc::new(provenance_recorder(
+        &run_id_for_provenance,
+        &prepared,
+        journal.as_ref(),
+        &events,
+    ));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,
@@ -794,6 +799,7 @@ fn provenance_recorder(
     run_id: &str,
     prepared: &Prepared,
     journal: Option<&Arc<JournalWriter>>,
+    events: &Events,
 ) -> crate::provenance::Recorder {
     let steps = prepared
         .pipeline
@@ -810,5 +816,9 @@ fn provenance_recorder(
         &source.text,
         steps,
         Box::new(move || journal.as_ref().and_then(|j| j.digest_so_far().ok())),
+        {
+            let events = events.clone();
+            Box::new(move |text: &str| events.redact(text))
+        },
     )
 }
