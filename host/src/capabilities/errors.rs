@@ -124,12 +124,17 @@ impl From<crate::targets::TargetError> for StepError {
                 ref context,
                 ref source,
             } => io_failure(context, source),
-            E::Unrunnable { .. } | E::BadReference(_) | E::Entrypoint { .. } | E::Scheduled { .. } => {
-                step_error(ErrorKind::InvalidInput, e.to_string())
-            }
-            E::NotInStore { .. } | E::NoEngine { .. } | E::Unavailable(_) | E::Engine { .. } | E::Unsettled(_) => {
-                step_error(ErrorKind::Permanent, e.to_string())
-            }
+            E::Unrunnable { .. }
+            | E::BadReference(_)
+            | E::Entrypoint { .. }
+            | E::Scheduled { .. }
+            | E::UnknownTarget { .. } => step_error(ErrorKind::InvalidInput, e.to_string()),
+            E::NotInStore { .. }
+            | E::NoEngine { .. }
+            | E::Unavailable(_)
+            | E::Engine { .. }
+            | E::Unsettled(_)
+            | E::Unhealthy { .. } => step_error(ErrorKind::Permanent, e.to_string()),
         }
     }
 }
@@ -144,12 +149,10 @@ impl From<crate::deploy::DeployError> for StepError {
                 ref source,
                 ..
             } => io_failure(context, source),
-            E::Refused { .. } | E::UnknownTarget { .. } => step_error(ErrorKind::InvalidInput, e.to_string()),
+            E::Refused { .. } => step_error(ErrorKind::InvalidInput, e.to_string()),
             E::Busy { .. } => step_error(ErrorKind::Transient, e.to_string()),
             E::NotOwner { .. } => step_error(ErrorKind::Denied, e.to_string()),
-            E::Inconsistent { .. } | E::Unhealthy { .. } | E::Incomplete { .. } => {
-                step_error(ErrorKind::Permanent, e.to_string())
-            }
+            E::Inconsistent { .. } | E::Incomplete { .. } => step_error(ErrorKind::Permanent, e.to_string()),
         }
     }
 }

@@ -9,8 +9,6 @@ pub enum DeployError {
     /// says why and what to do.
     #[error("{message}")]
     Refused { service: String, message: String },
-    #[error("unknown deploy target `{target}`; use `local`, `docker` or `swarm`")]
-    UnknownTarget { target: String },
     /// Another run is changing the service right now.
     #[error("service `{service}` is being changed by {holder}; wait for it to finish")]
     Busy { service: String, holder: String },
@@ -36,8 +34,6 @@ pub enum DeployError {
         "the state of `{service}` says {state} but records no current revision; fix or remove .wharf/state/services/{service}.json"
     )]
     Inconsistent { service: String, state: &'static str },
-    #[error("instance {instance} {why}")]
-    Unhealthy { instance: String, why: String },
     /// Fewer tasks run the revision than the spec asks for (a node was lost, a task failed).
     #[error("`{service}` is not fully rolled out: {why}")]
     Incomplete { service: String, why: String },
@@ -55,10 +51,12 @@ impl DeployError {
 
     /// The request was wrong (exit code 2 at the command line), rather than the world.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, DeployError::Refused { .. } | DeployError::UnknownTarget { .. })
-            || matches!(
-                self,
-                DeployError::Target(TargetError::Unrunnable { .. } | TargetError::BadReference(_))
-            )
+        matches!(
+            self,
+            DeployError::Refused { .. } | DeployError::Target(TargetError::UnknownTarget { .. })
+        ) || matches!(
+            self,
+            DeployError::Target(TargetError::Unrunnable { .. } | TargetError::BadReference(_))
+        )
     }
 }

@@ -15,7 +15,6 @@
 //! call, and a rollback re-applies the recorded previous spec.
 
 mod error;
-pub mod health;
 pub mod lock;
 pub mod state;
 #[cfg(test)]
@@ -145,7 +144,7 @@ impl Deployer {
     }
 
     async fn target(&self, name: &str) -> Result<&dyn Target, DeployError> {
-        self.targets.get(name).await
+        Ok(self.targets.get(name).await?)
     }
 
     fn load(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {
@@ -532,7 +531,7 @@ impl Deployer {
             .or(record.previous.as_ref());
         let path = spec.map_or("/", |s| s.health_path.as_str());
         let target = self.target(&record.target).await?;
-        target.wait_healthy(instance, path, timeout).await
+        Ok(target.wait_healthy(instance, path, timeout).await?)
     }
 
     pub async fn stop_instance(&self, service: &str, id: &str) -> Result<(), DeployError> {

@@ -103,11 +103,11 @@ impl Target for MemoryTarget {
         self.running.lock().unwrap().get(&instance.handle) == Some(&true)
     }
 
-    async fn wait_healthy(&self, instance: &Instance, _path: &str, _timeout: Duration) -> Result<(), DeployError> {
+    async fn wait_healthy(&self, instance: &Instance, _path: &str, _timeout: Duration) -> Result<(), TargetError> {
         if self.is_running(instance).await {
             Ok(())
         } else {
-            Err(DeployError::Unhealthy {
+            Err(TargetError::Unhealthy {
                 instance: instance.id.clone(),
                 why: "is not running".into(),
             })
@@ -119,10 +119,10 @@ struct OnlyMemory(Arc<MemoryTarget>);
 
 #[async_trait::async_trait]
 impl Targets for OnlyMemory {
-    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
+    async fn get(&self, name: &str) -> Result<&dyn Target, TargetError> {
         match name {
             "memory" => Ok(&*self.0),
-            other => Err(DeployError::UnknownTarget { target: other.into() }),
+            other => Err(TargetError::UnknownTarget { target: other.into() }),
         }
     }
 }
@@ -515,11 +515,11 @@ impl Target for MemoryScheduler {
         self.tasks_now().iter().any(|t| t.id == instance.id && t.running)
     }
 
-    async fn wait_healthy(&self, instance: &Instance, _path: &str, _timeout: Duration) -> Result<(), DeployError> {
+    async fn wait_healthy(&self, instance: &Instance, _path: &str, _timeout: Duration) -> Result<(), TargetError> {
         if instance.running {
             Ok(())
         } else {
-            Err(DeployError::Unhealthy {
+            Err(TargetError::Unhealthy {
                 instance: instance.id.clone(),
                 why: "is not running".into(),
             })
@@ -552,11 +552,11 @@ struct BothTargets(Arc<MemoryTarget>, Arc<MemoryScheduler>);
 
 #[async_trait::async_trait]
 impl Targets for BothTargets {
-    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
+    async fn get(&self, name: &str) -> Result<&dyn Target, TargetError> {
         match name {
             "memory" => Ok(&*self.0),
             "scheduler" => Ok(&*self.1),
-            other => Err(DeployError::UnknownTarget { target: other.into() }),
+            other => Err(TargetError::UnknownTarget { target: other.into() }),
         }
     }
 }

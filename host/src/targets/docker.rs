@@ -10,8 +10,8 @@
 //! rolling upgrade of such a service needs `order: stop-first`. Spreading across several
 //! hosts needs several engines (a scheduler), which this target does not drive.
 
+use super::spec::{Instance, Spec};
 use super::{Host, Target, TargetError, TargetPaths};
-use crate::deploy::state::{Instance, Spec};
 use crate::oci::reference::ImageRef;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};

@@ -8,8 +8,8 @@
 //! It is not a container: the process sees the host's filesystem and network. It exists so
 //! the pipeline runs on a laptop or CI runner with nothing installed.
 
+use super::spec::{Instance, Spec};
 use super::{Host, Target, TargetError, TargetPaths, free_port, labels_from_env};
-use crate::deploy::state::{Instance, Spec};
 use crate::oci::layout::{Store, StoredImage};
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{self, Credentials, Registry};

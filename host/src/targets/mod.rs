@@ -1,18 +1,19 @@
 //! Deploy targets: where instances run. Each target is one module behind [`Target`]; the
-//! state machine, locking and health checks live in [`crate::deploy`] and are the same on
-//! every target. A target with a scheduler of its own (`swarm`) also offers [`Rollout`]: it
+//! state machine and locking live in [`crate::deploy`], which uses the targets (never the
+//! other way round), and are the same on every target. A target with a scheduler of its own (`swarm`) also offers [`Rollout`]: it
 //! is handed whole specs and replaces the tasks itself, instead of the upgrade step starting
 //! and stopping instances one by one.
 
 pub mod docker;
+pub mod health;
 pub mod local;
+pub mod spec;
 pub mod swarm;
 
-use crate::deploy::DeployError;
-use crate::deploy::state::{Instance, Spec};
 use crate::oci::registry::RegistryError;
 use docker::DockerTarget;
 use local::LocalTarget;
+use spec::{Instance, Spec};
 use std::path::PathBuf;
 use std::time::Duration;
 use swarm::SwarmTarget;
@@ -20,6 +21,10 @@ use swarm::SwarmTarget;
 /// Why a target could not do what the deploy asked.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    #[error("unknown deploy target `{target}`; use `local`, `docker` or `swarm`")]
+    UnknownTarget { target: String },
+    #[error("instance {instance} {why}")]
+    Unhealthy { instance: String, why: String },
     /// The revision cannot run as asked (no entrypoint, not pushed where the target pulls):
     /// the request's mistake.
     #[error("{image} {why}")]
@@ -129,8 +134,8 @@ pub trait Target: Send + Sync {
     }
 
     /// Wait until the instance answers 2xx on `path` (HTTP from the host, by default).
-    async fn wait_healthy(&self, instance: &Instance, path: &str, timeout: Duration) -> Result<(), DeployError> {
-        crate::deploy::health::wait(self, instance, path, timeout).await
+    async fn wait_healthy(&self, instance: &Instance, path: &str, timeout: Duration) -> Result<(), TargetError> {
+        health::wait(self, instance, path, timeout).await
     }
 }
 
@@ -155,7 +160,7 @@ pub trait Rollout: Send + Sync {
 /// The targets a deployer can use, by name.
 #[async_trait::async_trait]
 pub trait Targets: Send + Sync {
-    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError>;
+    async fn get(&self, name: &str) -> Result<&dyn Target, TargetError>;
 }
 
 /// wharf's targets: `local` processes, and a Docker engine or a Swarm manager (both at
@@ -170,14 +175,14 @@ pub struct StandardTargets {
 /// A target connected on first use; a failure to connect is kept and repeated.
 type Connection<T> = tokio::sync::OnceCell<Result<T, TargetError>>;
 
-async fn connected<T, F>(cell: &Connection<T>, connect: F) -> Result<&T, DeployError>
+async fn connected<T, F>(cell: &Connection<T>, connect: F) -> Result<&T, TargetError>
 where
     F: Future<Output = Result<T, TargetError>>,
 {
     match cell.get_or_init(|| connect).await {
         Ok(target) => Ok(target),
-        Err(TargetError::NoEngine { detail }) => Err(TargetError::NoEngine { detail: detail.clone() }.into()),
-        Err(other) => Err(TargetError::Unavailable(other.to_string()).into()),
+        Err(TargetError::NoEngine { detail }) => Err(TargetError::NoEngine { detail: detail.clone() }),
+        Err(other) => Err(TargetError::Unavailable(other.to_string())),
     }
 }
 
@@ -194,12 +199,12 @@ impl StandardTargets {
 
 #[async_trait::async_trait]
 impl Targets for StandardTargets {
-    async fn get(&self, name: &str) -> Result<&dyn Target, DeployError> {
+    async fn get(&self, name: &str) -> Result<&dyn Target, TargetError> {
         match name {
             "local" => Ok(&self.local),
             "docker" => Ok(connected(&self.docker, DockerTarget::connect(self.paths.clone())).await?),
             "swarm" => Ok(connected(&self.swarm, SwarmTarget::connect()).await?),
-            other => Err(DeployError::UnknownTarget {
+            other => Err(TargetError::UnknownTarget {
                 target: other.to_string(),
             }),
         }

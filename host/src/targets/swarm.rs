@@ -16,8 +16,8 @@
 //!   never Swarm's own rollback, which remembers one step back only.
 
 use super::docker::{DockerTarget, connect_engine, engine_error};
+use super::spec::{Instance, Spec};
 use super::{Host, Rollout, Target, TargetError};
-use crate::deploy::state::{Instance, Spec};
 use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec, HealthConfig,

@@ -1,8 +1,7 @@
 //! Health checks: HTTP GET on an instance's health path until it answers 2xx.
 
-use crate::deploy::DeployError;
-use crate::deploy::state::Instance;
-use crate::targets::Target;
+use super::spec::Instance;
+use super::{Target, TargetError};
 use std::time::{Duration, Instant};
 
 pub async fn wait<T: Target + ?Sized>(
@@ -10,13 +9,13 @@ pub async fn wait<T: Target + ?Sized>(
     instance: &Instance,
     path: &str,
     timeout: Duration,
-) -> Result<(), DeployError> {
+) -> Result<(), TargetError> {
     let url = format!("http://{}:{}{}", instance.address, instance.port, path);
     crate::oci::registry::tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
-        .map_err(|e| DeployError::Unhealthy {
+        .map_err(|e| TargetError::Unhealthy {
             instance: instance.id.clone(),
             why: format!("cannot be checked: {e}"),
         })?;
@@ -29,13 +28,13 @@ pub async fn wait<T: Target + ?Sized>(
             Err(e) => e.to_string(),
         };
         if !target.is_running(instance).await {
-            return Err(DeployError::Unhealthy {
+            return Err(TargetError::Unhealthy {
                 instance: instance.id.clone(),
                 why: format!("exited before it became healthy{}", log_tail(instance)),
             });
         }
         if Instant::now() >= deadline {
-            return Err(DeployError::Unhealthy {
+            return Err(TargetError::Unhealthy {
                 instance: instance.id.clone(),
                 why: format!(
                     "did not become healthy within {} ({url}: {last}){}",
