@@ -690,3 +690,79 @@ fn an_instance_started_but_never_recorded_is_found_by_rollback_and_remove() {
         "pid files of removed instances go"
     );
 }
+
+/// Parse a Prometheus text exposition with the reference client's own parser and print
+/// `name{labels} value` per sample, sorted, as JSON lines.
+const PARSE_METRICS_PY: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type}))
+"#;
+
+/// A release built to fail one request in five (`error-rate=0.2`) passes the status gate
+/// (its status endpoint still says OK), and its `/metrics`, read by Prometheus' own parser,
+/// counts exactly the failures its clients saw.
+#[test]
+fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_the_errors() {
+    let ws = Workspace::seed();
+    let run = ws.wharf(&[
+        "run",
+        "pipeline.yml",
+        "-v",
+        "--var",
+        "error-rate=0.2",
+        "--var",
+        "replicas=1",
+    ]);
+    assert_eq!(run.code(), 0, "the gate cannot see it:\n{}", run.all());
+    let url = ws.running_urls("seed").pop().unwrap();
+    let codes: Vec<u16> = (0..50).map(|_| http_get(&format!("{url}/")).unwrap().0).collect();
+    let failed = codes.iter().filter(|&&c| c == 500).count();
+    assert_eq!(failed, 10, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 200 || c == 500), "{codes:?}");
+    assert_eq!(http_get(&format!("{url}/api/v1/status")).unwrap().1.trim(), "OK");
+
+    let (status, text) = http_get(&format!("{url}/metrics")).unwrap();
+    assert_eq!(status, 200);
+    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", PARSE_METRICS_PY])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let value = |name: &str, labels: serde_json::Value| {
+        samples
+            .iter()
+            .find(|s| s["name"] == name && s["labels"] == labels)
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} {labels} in\n{text}"))
+    };
+    let ok = value("seed_requests_total", serde_json::json!({ "path": "/", "code": "200" }));
+    let errors = value("seed_request_errors_total", serde_json::json!({ "path": "/" }));
+    assert_eq!((ok, errors), (40.0, 10.0), "{text}");
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["name"] == "seed_request_duration_seconds_count" && s["type"] == "histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "seed_build_info",
+            serde_json::json!({ "version": run.output_of("version", "version").unwrap(), "status": "OK", "error_rate": "0.2" })
+        ),
+        1.0
+    );
+}
