@@ -416,7 +416,7 @@ fn the_seed_build_is_reused_with_its_image_until_its_source_changes() {
     // Without a registry, `push` only names the image in the store: reused too. The deploy
     // and what judges it always run.
     assert!(cached(&third, "push"), "{}", third.all());
-    for step in ["upgrade", "gate", "discover", "finish"] {
+    for step in ["upgrade", "gate", "discover", "metrics", "finish"] {
         assert!(!cached(&third, step), "{step}: {}", third.all());
     }
     assert!(why(&ws, &third, "upgrade").contains("never cached"));

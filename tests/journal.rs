@@ -64,7 +64,7 @@ fn a_recorded_seed_run_replays_offline_on_another_machine() {
     assert_eq!(replay.code(), 0, "{}", replay.all());
     assert!(
         replay.stdout().contains(&format!(
-            "replay of {id} matched the journal: 7 step attempt(s) reproduced"
+            "replay of {id} matched the journal: 8 step attempt(s) reproduced"
         )),
         "{}",
         replay.all()

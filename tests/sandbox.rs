@@ -1297,9 +1297,11 @@ fn wharfs_own_state_is_no_steps_to_open_or_change_whatever_its_grants() {
     );
 }
 
-/// Empty writes cost the host nothing it keeps (wasmtime 48.0.9 fixed unbounded host memory
-/// through empty writes to streams): a hundred thousand empty chunks to stdout and to a file
-/// leave wharf's peak memory where one chunk leaves it.
+/// Empty writes cost the host nothing it keeps: a hundred thousand empty chunks to stdout
+/// and to a file leave wharf's peak memory where one chunk leaves it. wasmtime 48.0.9 fixed
+/// unbounded host memory through empty writes to component-model async streams; wharf does
+/// not enable those (no `component-model-async`), and this test, which passes on 48.0.8 as
+/// on 48.0.10, guards the WASI output streams steps do use against the same attack.
 #[test]
 fn empty_writes_to_streams_leave_wharfs_memory_where_it_was() {
     let ws = workspace();

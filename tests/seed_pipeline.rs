@@ -702,22 +702,18 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 "#;
 
 /// A release built to fail one request in five (`error-rate=0.2`) passes the status gate
-/// (its status endpoint still says OK), and its `/metrics`, read by Prometheus' own parser,
-/// counts exactly the failures its clients saw.
+/// (its status endpoint still says OK); its `/metrics`, read by Prometheus' own parser,
+/// counts exactly the failures its clients saw, and Debian's Prometheus, finding both
+/// instances through the targets file the pipeline rendered, sums the same.
 #[test]
 fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_the_errors() {
     let ws = Workspace::seed();
-    let run = ws.wharf(&[
-        "run",
-        "pipeline.yml",
-        "-v",
-        "--var",
-        "error-rate=0.2",
-        "--var",
-        "replicas=1",
-    ]);
+    let run = ws.wharf(&["run", "pipeline.yml", "-v", "--var", "error-rate=0.2"]);
     assert_eq!(run.code(), 0, "the gate cannot see it:\n{}", run.all());
-    let url = ws.running_urls("seed").pop().unwrap();
+    let version = run.output_of("version", "version").unwrap();
+    let urls = ws.running_urls("seed");
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    let url = urls[0].clone();
     let codes: Vec<u16> = (0..50).map(|_| http_get(&format!("{url}/")).unwrap().0).collect();
     let failed = codes.iter().filter(|&&c| c == 500).count();
     assert_eq!(failed, 10, "{codes:?}");
@@ -761,8 +757,29 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
     assert_eq!(
         value(
             "seed_build_info",
-            serde_json::json!({ "version": run.output_of("version", "version").unwrap(), "status": "OK", "error_rate": "0.2" })
+            serde_json::json!({ "version": version, "status": "OK", "error_rate": "0.2" })
         ),
         1.0
     );
+
+    // Prometheus finds both instances through the rendered file, labelled with the release.
+    let targets = ws.path().join("prometheus/targets.json");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&targets).unwrap()).unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let prometheus = common::services::Prometheus::start(&targets);
+    let started = Instant::now();
+    loop {
+        let up = prometheus.query("up{job=\"seed\",service=\"seed\"} == 1");
+        let errors = prometheus.query("sum(seed_request_errors_total{path=\"/\"})");
+        let scraped = errors.first().and_then(|e| e["value"][1].as_str()).map(String::from);
+        if up.len() == 2 && scraped.as_deref() == Some("10") {
+            assert!(up.iter().all(|s| s["metric"]["version"] == version.as_str()), "{up:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus never saw both instances and the 10 errors: up {up:?}, errors {errors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

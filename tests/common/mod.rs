@@ -103,6 +103,7 @@ impl Workspace {
         for file in [
             "pipeline.yml",
             "templates/upstreams.conf.tmpl",
+            "templates/prometheus.json.tmpl",
             ".gitignore",
             "service/Cargo.toml",
             "service/Cargo.lock",

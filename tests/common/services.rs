@@ -112,6 +112,67 @@ impl Drop for Registry {
     }
 }
 
+/// Debian's Prometheus on a loopback port, scraping every second the targets listed in
+/// `targets` (file-based service discovery, the file wharf's render step writes).
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &Path) -> Self {
+        require("prometheus", "prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: seed\n    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 1s\n",
+                targets.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let ready = format!("http://{addr}/-/ready");
+        wait_until("prometheus", Duration::from_secs(30), || {
+            matches!(http_get(&ready), Some((200, _)))
+        });
+        Prometheus { child, addr, _dir: dir }
+    }
+
+    /// An instant query over the HTTP API: the `data.result` vector.
+    pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = http_get(&format!("http://{}/api/v1/query?query={encoded}", self.addr)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        answer["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `skopeo inspect` of a tag in a loopback registry, as JSON.
 pub fn skopeo_inspect(reference: &str, config: bool) -> serde_json::Value {
     require("skopeo", "skopeo");

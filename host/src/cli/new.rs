@@ -122,6 +122,10 @@ const PIPELINE: &[File] = &[
         include_str!("../../../examples/seed/templates/upstreams.conf.tmpl"),
     ),
     (
+        "templates/prometheus.json.tmpl",
+        include_str!("../../../examples/seed/templates/prometheus.json.tmpl"),
+    ),
+    (
         "service/Cargo.toml",
         include_str!("../../../examples/seed/service/Cargo.toml"),
     ),
