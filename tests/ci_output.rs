@@ -506,7 +506,7 @@ fn every_event_of_a_seed_run_validates_against_the_schema_and_every_step_finishe
     };
     let started = kinds("step-started");
     let finished = kinds("step-finished");
-    assert_eq!(started.len(), 7, "{text}");
+    assert_eq!(started.len(), 8, "{text}");
     for step in &started {
         assert!(finished.contains(step), "`{step}` started and never finished:\n{text}");
     }
