@@ -191,6 +191,19 @@ fn signed_steps_run_and_unsigned_foreign_or_damaged_ones_are_refused() {
     let run = ws.wharf(&["run", "pipeline.yml", "--locked", "-v"]);
     assert_eq!(run.code(), 0, "{}", run.all());
     assert_eq!(run.output_of("hello", "x").as_deref(), Some("hi"));
+    // The lock's signer is checked too: an edited `key` does not pass for the real one.
+    let honest = lock_text(&ws);
+    std::fs::write(ws.path().join("wharf.lock"), honest.replace(&acme, &other)).unwrap();
+    let edited = ws.wharf(&["run", "pipeline.yml", "--locked"]);
+    assert_eq!(edited.code(), 2, "{}", edited.all());
+    assert!(
+        edited.stderr().contains(&format!(
+            "records its signature by {other}, but it verifies as {acme}'s"
+        )),
+        "{}",
+        edited.all()
+    );
+    std::fs::write(ws.path().join("wharf.lock"), honest).unwrap();
 
     // A runner with an empty cache: --offline has nothing to check; once pulled, it runs
     // with the registry gone from its reach.

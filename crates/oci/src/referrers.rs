@@ -49,8 +49,24 @@ pub struct Referrer {
 #[serde(rename_all = "camelCase")]
 struct ReferrerIndex {
     schema_version: u32,
+    #[serde(default = "index_media_type")]
     media_type: String,
+    /// Entries read one by one: a malformed one is dropped, not the whole list (which a
+    /// signer could then never repair).
+    #[serde(deserialize_with = "well_formed")]
     manifests: Vec<Referrer>,
+}
+
+fn index_media_type() -> String {
+    MEDIA_INDEX.into()
+}
+
+fn well_formed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Referrer>, D::Error> {
+    let entries: Vec<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| serde_json::from_value(e).ok())
+        .collect())
 }
 
 /// The fallback tag of `digest`'s referrers list.
@@ -154,10 +170,12 @@ pub async fn list(
         },
     };
     let index = parse_index(registry, &bytes)?;
+    let mut seen = std::collections::HashSet::new();
     let mut wanted: Vec<Referrer> = index
         .manifests
         .into_iter()
         .filter(|m| m.artifact_type.as_deref() == Some(artifact_type) && super::digest_hex(&m.digest).is_some())
+        .filter(|m| seen.insert(m.digest.clone()))
         .collect();
     let skip = wanted.len().saturating_sub(CANDIDATE_LIMIT);
     wanted.drain(..skip);
@@ -206,7 +224,7 @@ pub async fn fetch(
     if layer.media_type != artifact_type {
         return Err(ReferrerError::Invalid(format!(
             "{digest} holds `{}`, not `{artifact_type}`",
-            layer.media_type
+            shown(&layer.media_type)
         )));
     }
     if layer.size > limit {
@@ -270,4 +288,29 @@ pub enum ReferrerError {
     TooBig { digest: String, size: u64, limit: u64 },
     #[error("the cache: {0}")]
     Store(String),
+}
+
+/// Text a registry chose, as a message may show it: at most 100 characters, control
+/// characters escaped, so it cannot forge lines in a CI log.
+pub fn shown(text: &str) -> String {
+    text.chars().take(100).flat_map(char::escape_debug).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_entry_is_dropped_not_the_list_and_text_is_shown_escaped() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let text = format!(
+            r#"{{"schemaVersion": 2, "manifests": [{{"digest": 3}}, {{"mediaType": "{MEDIA_MANIFEST}", "digest": "{digest}", "size": 9, "artifactType": "x"}}]}}"#
+        );
+        let index: ReferrerIndex = serde_json::from_str(&text).unwrap();
+        assert_eq!(index.media_type, MEDIA_INDEX);
+        assert_eq!(index.manifests.len(), 1);
+        assert_eq!(index.manifests[0].digest, digest);
+        assert_eq!(shown("a\n::error::b"), "a\\n::error::b");
+        assert_eq!(shown(&"x".repeat(500)).len(), 100);
+    }
 }

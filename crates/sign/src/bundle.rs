@@ -101,6 +101,12 @@ pub struct EnvelopeSignature {
     pub sig: String,
 }
 
+/// Text from a bundle, as a message may show it: at most 80 characters, control characters
+/// escaped, so it cannot forge lines in a CI log.
+fn shown(text: &str) -> String {
+    text.chars().take(80).flat_map(char::escape_debug).collect()
+}
+
 /// DSSE's pre-authentication encoding: what a signature covers.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).into_bytes();
@@ -142,21 +148,7 @@ pub fn verify_about(
     predicate_type: &'static str,
     digest: &str,
 ) -> Result<Verified, BundleError> {
-    let verified = Bundle::parse(bytes)?.verify(trusted)?;
-    if verified.statement.predicate_type != predicate_type {
-        return Err(BundleError::Predicate {
-            signer: verified.signer,
-            found: verified.statement.predicate_type,
-            wanted: predicate_type,
-        });
-    }
-    if !verified.statement.covers(digest) {
-        return Err(BundleError::OtherSubject {
-            signer: verified.signer,
-            digest: digest.into(),
-        });
-    }
-    Ok(verified)
+    Bundle::parse(bytes)?.verify_about(trusted, predicate_type, digest)
 }
 
 /// A bundle read from untrusted bytes, not yet verified.
@@ -186,12 +178,12 @@ impl Bundle {
         if !bundle.media_type.starts_with("application/vnd.dev.sigstore.bundle") {
             return Err(BundleError::NotABundle(format!(
                 "its media type is `{}`",
-                bundle.media_type
+                shown(&bundle.media_type)
             )));
         }
         let envelope = bundle.dsse_envelope.ok_or(BundleError::NoEnvelope)?;
         if envelope.payload_type != IN_TOTO {
-            return Err(BundleError::PayloadType(envelope.payload_type));
+            return Err(BundleError::PayloadType(shown(&envelope.payload_type)));
         }
         if envelope.signatures.len() > SIGNATURE_LIMIT {
             return Err(BundleError::TooManySignatures(envelope.signatures.len()));
@@ -211,11 +203,36 @@ impl Bundle {
             .map(|s| s.keyid.clone())
             .chain(self.hint.clone())
             .filter(|k| !k.is_empty())
-            .map(|k| k.chars().take(80).collect())
+            .map(|k| shown(&k))
             .collect();
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The statement, if a key of `trusted` signed it, it says `predicate_type`, and its
+    /// subject is the artifact `digest`.
+    pub fn verify_about(
+        &self,
+        trusted: &[PublicKey],
+        predicate_type: &'static str,
+        digest: &str,
+    ) -> Result<Verified, BundleError> {
+        let verified = self.verify(trusted)?;
+        if verified.statement.predicate_type != predicate_type {
+            return Err(BundleError::Predicate {
+                signer: verified.signer,
+                found: shown(&verified.statement.predicate_type),
+                wanted: predicate_type,
+            });
+        }
+        if !verified.statement.covers(digest) {
+            return Err(BundleError::OtherSubject {
+                signer: verified.signer,
+                digest: digest.into(),
+            });
+        }
+        Ok(verified)
     }
 
     /// The statement, if a key of `trusted` signed it. A signature naming a trusted key

@@ -542,11 +542,12 @@ pub(super) async fn inspect(
             Err(why) => format!("unreadable: {why}"),
             Ok(bundle) => match keys.is_empty() {
                 true => format!("claims {} (check it: --key PUB)", bundle.claimed_signers().join(", ")),
-                false => match bundle.verify(keys) {
-                    Ok(v) if v.statement.covers(&resolved.digest) => format!("signed by {} (verified)", v.signer),
-                    Ok(v) => format!("by {} but about another artifact", v.signer),
-                    Err(e) => format!("refused: {e}"),
-                },
+                false => {
+                    match bundle.verify_about(keys, wharf_sign::statement::SIGNATURE_PREDICATE, &resolved.digest) {
+                        Ok(v) => format!("signed by {} (verified)", v.signer),
+                        Err(e) => format!("refused: {e}"),
+                    }
+                }
             },
         };
         outln!("  signature {}: {said}", short(&referrer));

@@ -86,16 +86,18 @@ pub(super) async fn verify(args: VerifyArgs, secrets: &SecretStore) -> CommandRe
     };
     let registry =
         Registry::new(host, super::packages::credentials(host, secrets)).map_err(|e| Stop::failed(e.to_string()))?;
-    let reference = image
-        .digest
-        .clone()
-        .or(image.tag.clone())
-        .unwrap_or_else(|| "latest".into());
-    let digest = registry
-        .manifest_digest(&image.repository, &reference)
-        .await
-        .map_err(|e| Stop::failed(e.to_string()))?
-        .ok_or_else(|| Stop::failed(format!("{} does not exist", args.image)))?;
+    // A digest is the image; a tag is asked of the registry.
+    let digest = match &image.digest {
+        Some(digest) => digest.clone(),
+        None => {
+            let tag = image.tag.clone().unwrap_or_else(|| "latest".into());
+            registry
+                .manifest_digest(&image.repository, &tag)
+                .await
+                .map_err(|e| Stop::failed(e.to_string()))?
+                .ok_or_else(|| Stop::failed(format!("{} does not exist", args.image)))?
+        }
+    };
     let store_dir = tempfile::tempdir().map_err(|e| Stop::failed(format!("a temporary directory: {e}")))?;
     let store = crate::oci::layout::Store::open(store_dir.path()).map_err(|e| Stop::failed(e.to_string()))?;
     let name = format!("{host}/{}@{digest}", image.repository);

@@ -112,6 +112,8 @@ pub enum PackageError {
         #[source]
         why: BundleError,
     },
+    #[error("{uses}: wharf.lock records its signature by {locked}, but it verifies as {now}'s")]
+    SignerChanged { uses: String, locked: String, now: String },
     #[error("{uses}: {} records no signature for it, and {} requires one", lock.display(), policy.display())]
     SignatureNotLocked {
         uses: String,
@@ -161,6 +163,9 @@ impl PackageError {
                 "do not run it: a key the policy does not trust signed it, or the signature was changed; if the publisher has a new key, add its public half to wharf.trust.yml".into()
             }
             PackageError::SignatureNotLocked { .. } => "run `wharf lock PIPELINE` online to check and record it, and commit wharf.lock".into(),
+            PackageError::SignerChanged { .. } => {
+                "check who signed it now; if that is right, `wharf lock --update STEP` records the new signer".into()
+            }
             PackageError::SignatureFetch { source, .. } if matches!(**source, ReferrerError::Offline { .. }) => {
                 "fetch it into the cache first with `wharf pull PIPELINE` (online)".into()
             }
@@ -366,7 +371,8 @@ impl Packages {
                 let locked = lock
                     .filter(|l| mode != LockMode::Update && l.steps.get(uses) == Some(&digest))
                     .and_then(|l| l.signatures.get(uses));
-                if mode == LockMode::Locked && locked.is_none() {
+                // Found only online: `--locked` and `--offline` check what the lock recorded.
+                if locked.is_none() && (mode == LockMode::Locked || self.offline) {
                     return Err(PackageError::SignatureNotLocked {
                         uses: uses.into(),
                         lock: lock_path.to_path_buf(),
@@ -436,6 +442,15 @@ impl Packages {
                 .map_err(&fetched)
                 .and_then(|bytes| self.check_bundle(uses, digest, &bytes, rule));
             match checked {
+                // The lock names who signed; a signature that now verifies by another key
+                // of the policy is a change to look at, not the same signature.
+                Ok(key) if locked.is_some_and(|l| l.key != key) => {
+                    return Err(PackageError::SignerChanged {
+                        uses: uses.into(),
+                        locked: locked.map(|l| l.key.to_string()).unwrap_or_default(),
+                        now: key.to_string(),
+                    });
+                }
                 Ok(key) => return Ok(LockedSignature { key, bundle }),
                 // The locked signature is the only one: what is wrong with it is the answer.
                 Err(e) if locked.is_some() => return Err(e),

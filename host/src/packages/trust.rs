@@ -111,9 +111,18 @@ impl Trust {
 
     /// The rule for the step at `registry/repository`, if one matches.
     pub fn rule_for(&self, registry: &str, repository: &str) -> Option<&Rule> {
-        let name = format!("{registry}/{repository}");
+        let name = format!("{}/{repository}", normal_host(registry));
         self.rules.iter().find(|r| matches(&r.pattern, &name))
     }
+}
+
+/// A registry host as it is reached, whatever its spelling: lower case, no trailing dot, no
+/// default HTTPS port (`GHCR.IO.:443` is `ghcr.io`), so another spelling of a covered
+/// registry cannot slip past its rule.
+fn normal_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix(":443").unwrap_or(&host);
+    host.trim_end_matches('.').to_string()
 }
 
 fn rule(
@@ -142,7 +151,8 @@ fn rule(
                         "write `REGISTRY/REPOSITORY`, with `*` for one path segment or `**` for any",
                     ));
                 }
-                pattern = Some(text.to_string());
+                let (host, path) = text.split_once('/').unwrap_or((text, ""));
+                pattern = Some(format!("{}/{path}", normal_host(host)));
             }
             ("keys", Yaml::List(list, _)) => {
                 for entry in list {
@@ -214,6 +224,10 @@ mod tests {
         assert!(matches("**", "127.0.0.1:5000/x"));
         assert!(!matches("ghcr.io/acme/*", "ghcr.io/acmeevil/hello"));
         assert!(!matches("ghcr.io/acme/hello", "ghcr.io/acme/hello2"));
+        for spelling in ["GHCR.IO", "ghcr.io.", "ghcr.io:443", "Ghcr.Io.:443"] {
+            assert_eq!(normal_host(spelling), "ghcr.io", "{spelling}");
+        }
+        assert_eq!(normal_host("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 
     #[test]
@@ -233,6 +247,9 @@ mod tests {
         let rule = trust.rule_for("127.0.0.1:5000", "acme/hello").unwrap();
         assert_eq!(rule.keys[0].fingerprint(), pair.public().fingerprint());
         assert!(trust.rule_for("127.0.0.1:5000", "other/hello").is_none());
+        std::fs::write(&path, "steps:\n  - match: GHCR.io/acme/*\n    keys: [keys/acme.pub]\n").unwrap();
+        let trust = Trust::read(&path).unwrap().unwrap();
+        assert!(trust.rule_for("ghcr.io.:443", "acme/hello").is_some());
 
         for (text, line, what) in [
             (
