@@ -18,6 +18,7 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 /// Built-in steps: crate `step-NAME` in `steps/NAME`, embedded as `builtin:NAME`.
 const BUILTINS: &[&str] = &[
+    "analysis",
     "build",
     "exec",
     "finish",

@@ -782,4 +782,55 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+
+    // builtin:analysis judges the release on Prometheus' numbers: the error ratio fails it
+    // at the first measurement; as a dry run it is recorded and decides nothing; a query of
+    // several series is inconclusive; the status endpoint's errors (none) pass.
+    let analysis = |extra: &str| {
+        ws.write(
+            "analysis.yml",
+            &format!(
+                "name: analysis\nsteps:\n  - id: errors\n    uses: builtin:analysis\n    with:\n      provider: prometheus\n      url: http://{}\n      count: 3\n      interval: 200ms\n{extra}",
+                prometheus.addr
+            ),
+        );
+        ws.wharf(&["run", "analysis.yml", "-v", "--no-cache"])
+    };
+    let ratio = "      query: sum(seed_request_errors_total{path=\"/\"}) / sum(seed_requests_total{path=\"/\"})\n      success: result < 0.05\n";
+    let failed = analysis(ratio);
+    assert_eq!(failed.code(), 1, "{}", failed.all());
+    assert!(failed.step_line("errors").contains("gate-failed"), "{}", failed.all());
+    assert!(
+        failed.all().contains("measurement 1/3: result 0.2: failed")
+            && failed.all().contains("analysis failed: 1 measurement(s), 1 failed (limit 0)"),
+        "{}",
+        failed.all()
+    );
+    let dry = analysis(&format!("{ratio}      dry-run: true\n"));
+    assert_eq!(dry.code(), 0, "{}", dry.all());
+    assert_eq!(dry.output_of("errors", "phase").as_deref(), Some("failed"));
+    assert_eq!(dry.output_of("errors", "values").as_deref(), Some("0.2,0.2,0.2"));
+    let several = analysis("      query: seed_requests_total\n      success: result >= 0\n");
+    assert_eq!(several.code(), 1, "{}", several.all());
+    assert!(
+        several.all().contains("not one number") && several.all().contains("analysis inconclusive"),
+        "{}",
+        several.all()
+    );
+    let good = analysis(
+        "      query: sum(seed_request_errors_total{path=\"/api/v1/status\"})\n      success: result == 0\n      failure: result > 0\n",
+    );
+    assert_eq!(good.code(), 0, "{}", good.all());
+    assert_eq!(good.output_of("errors", "phase").as_deref(), Some("successful"));
+    // The http provider reads a number out of any JSON answer (here Prometheus' own).
+    ws.write(
+        "http.yml",
+        &format!(
+            "name: http\nsteps:\n  - id: errors\n    uses: builtin:analysis\n    with:\n      url: http://{}/api/v1/query?query=sum(seed_request_errors_total)\n      json-pointer: /data/result/0/value/1\n      count: 1\n      success: result < 1\n      failure: result >= 10\n",
+            prometheus.addr
+        ),
+    );
+    let http = ws.wharf(&["run", "http.yml", "-v", "--no-cache"]);
+    assert_eq!(http.code(), 1, "{}", http.all());
+    assert!(http.all().contains("measurement 1/1: result 10: failed"), "{}", http.all());
 }

@@ -4,18 +4,10 @@
 //! `wasi:http`, so the host decides which addresses it may reach.
 
 use std::time::{Duration, Instant};
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{Fields, Method, OutgoingRequest, RequestOptions, Scheme};
+use step_http::{Observation, get, split_url};
 use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, log, param};
 
 struct Gate;
-
-/// What one attempt saw.
-struct Observation {
-    status: Option<u16>,
-    body: String,
-    problem: Option<String>,
-}
 
 const BODY_LIMIT: usize = 64 * 1024;
 
@@ -49,7 +41,7 @@ impl Step for Gate {
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
         let url = ctx.text("url")?;
-        let (scheme, authority, path) = split_url(&url)?;
+        let (scheme, authority, path) = split_url(&url).map_err(error::invalid_input)?;
         let expect = ctx.int("expect-status")?;
         let contains = ctx.opt_text("body-contains")?.filter(|s| !s.is_empty());
         let pointer = ctx.opt_text("json-pointer")?.filter(|s| !s.is_empty());
@@ -66,7 +58,7 @@ impl Step for Gate {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let seen = get(&scheme, &authority, &path, timeout);
+            let seen = get(&scheme, &authority, &path, timeout, BODY_LIMIT);
             let verdict = judge(
                 &seen,
                 expect,
@@ -144,73 +136,6 @@ fn judge(
         }
     }
     None
-}
-
-fn split_url(url: &str) -> Result<(Scheme, String, String), StepError> {
-    let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
-        (Scheme::Http, r)
-    } else if let Some(r) = url.strip_prefix("https://") {
-        (Scheme::Https, r)
-    } else {
-        return Err(error::invalid_input(format!(
-            "`{url}` must start with http:// or https://"
-        )));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(error::invalid_input(format!("`{url}` has no host")));
-    }
-    Ok((scheme, authority.to_string(), path.to_string()))
-}
-
-fn get(scheme: &Scheme, authority: &str, path: &str, timeout: Duration) -> Observation {
-    let fail = |problem: String| Observation {
-        status: None,
-        body: String::new(),
-        problem: Some(problem),
-    };
-    let request = OutgoingRequest::new(Fields::new());
-    let _ = request.set_method(&Method::Get);
-    let _ = request.set_scheme(Some(scheme));
-    let _ = request.set_authority(Some(authority));
-    let _ = request.set_path_with_query(Some(path));
-    let options = RequestOptions::new();
-    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-    let _ = options.set_connect_timeout(Some(nanos));
-    let _ = options.set_first_byte_timeout(Some(nanos));
-    let _ = options.set_between_bytes_timeout(Some(nanos));
-    let future = match outgoing_handler::handle(request, Some(options)) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("request refused: {e:?}")),
-    };
-    future.subscribe().block();
-    let response = match future.get() {
-        Some(Ok(Ok(r))) => r,
-        Some(Ok(Err(e))) => return fail(format!("request failed: {e:?}")),
-        _ => return fail("request failed: no response".into()),
-    };
-    let status = response.status();
-    let mut body = Vec::new();
-    // The stream is dropped before the body it reads, as wasi:http requires.
-    if let Ok(incoming) = response.consume()
-        && let Ok(stream) = incoming.stream()
-    {
-        while body.len() < BODY_LIMIT {
-            match stream.blocking_read(16 * 1024) {
-                Ok(chunk) if !chunk.is_empty() => body.extend_from_slice(&chunk),
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
-    }
-    Observation {
-        status: Some(status),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        problem: None,
-    }
 }
 
 wharf_step::export!(Gate);
