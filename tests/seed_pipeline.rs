@@ -802,7 +802,9 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
     assert!(failed.step_line("errors").contains("gate-failed"), "{}", failed.all());
     assert!(
         failed.all().contains("measurement 1/3: result 0.2: failed")
-            && failed.all().contains("analysis failed: 1 measurement(s), 1 failed (limit 0)"),
+            && failed
+                .all()
+                .contains("analysis failed: 1 measurement(s), 1 failed (limit 0)"),
         "{}",
         failed.all()
     );
@@ -832,5 +834,9 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
     );
     let http = ws.wharf(&["run", "http.yml", "-v", "--no-cache"]);
     assert_eq!(http.code(), 1, "{}", http.all());
-    assert!(http.all().contains("measurement 1/1: result 10: failed"), "{}", http.all());
+    assert!(
+        http.all().contains("measurement 1/1: result 10: failed"),
+        "{}",
+        http.all()
+    );
 }
