@@ -105,4 +105,10 @@ fn conditions_and_plans_that_do_not_read_stop_before_anything_is_measured() {
         "{}",
         good.all()
     );
+
+    // The decision replays offline, from the measurements the journal holds.
+    drop(endpoint);
+    let replay = ws.wharf(&["replay", &good.run_id()]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
+    assert!(replay.stdout().contains("matched the journal"), "{}", replay.all());
 }
