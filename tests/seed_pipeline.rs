@@ -96,6 +96,22 @@ fn pipeline_until_upgrade(ws: &Workspace, extra: &str) -> String {
     name.to_string()
 }
 
+/// How many of the workspace's recorded runs have started step `step`.
+fn runs_that_started(ws: &Workspace, step: &str) -> usize {
+    let started = format!("\"step\":\"{step}\"");
+    std::fs::read_dir(ws.path().join(".wharf/runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|run| {
+            std::fs::read_to_string(run.path().join("journal.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"kind\":\"step-started\"") && l.contains(&started))
+        })
+        .count()
+}
+
 #[test]
 fn an_interrupted_run_rolls_back_its_upgrade() {
     let ws = Workspace::seed();
@@ -118,6 +134,9 @@ fn an_interrupted_run_rolls_back_its_upgrade() {
         if signal == libc::SIGTERM {
             ws.commit("and the next");
         }
+        // Upgraded, and the step after the upgrade under way (the upgrade step may still be
+        // returning when the state file says upgraded).
+        let slept_before = runs_that_started(&ws, "manual-testing");
         let mut child = ws
             .command(&["run", &pipeline])
             .stdout(std::process::Stdio::piped())
@@ -127,7 +146,7 @@ fn an_interrupted_run_rolls_back_its_upgrade() {
         loop {
             let path = ws.path().join(".wharf/state/services/seed.json");
             let state = std::fs::read_to_string(&path).unwrap_or_default();
-            if state.contains("\"state\": \"upgraded\"") {
+            if state.contains("\"state\": \"upgraded\"") && runs_that_started(&ws, "manual-testing") > slept_before {
                 break;
             }
             assert!(
