@@ -48,7 +48,7 @@ fn a_hanging_flooding_or_nonsense_metric_is_inconclusive_in_bounded_time() {
     let ws = Workspace::new();
     for (endpoint, expected) in [
         (&hangs, "request failed"),
-        (&floods, "HttpResponseBodySize"),
+        (&floods, "the answer is over the host's size limit for a response"),
         (&nan, "the result is NaN"),
         (&words, "`\\u{1b}[2Jlots` is not a number"),
     ] {

@@ -55,12 +55,12 @@ pub fn get(scheme: &Scheme, authority: &str, path: &str, timeout: Duration, limi
     let _ = options.set_between_bytes_timeout(Some(nanos));
     let future = match outgoing_handler::handle(request, Some(options)) {
         Ok(f) => f,
-        Err(e) => return fail(format!("request refused: {e:?}")),
+        Err(e) => return fail(format!("request refused: {}", said(&e))),
     };
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(r))) => r,
-        Some(Ok(Err(e))) => return fail(format!("request failed: {e:?}")),
+        Some(Ok(Err(e))) => return fail(format!("request failed: {}", said(&e))),
         _ => return fail("request failed: no response".into()),
     };
     let status = response.status();
@@ -84,5 +84,22 @@ pub fn get(scheme: &Scheme, authority: &str, path: &str, timeout: Duration, limi
         body: String::from_utf8_lossy(&body).into_owned(),
         problem: None,
         truncated,
+    }
+}
+
+/// What a wasi:http error means, in a few words; the error's own form for the rest.
+fn said(e: &wasip2::http::types::ErrorCode) -> String {
+    use wasip2::http::types::ErrorCode as E;
+    match e {
+        E::ConnectionRefused => "connection refused".into(),
+        E::ConnectionTimeout => "no connection within the timeout".into(),
+        E::ConnectionReadTimeout => "no answer within the timeout".into(),
+        E::DnsError(_) => "the name does not resolve".into(),
+        E::HttpRequestDenied => "denied by the step's http grants".into(),
+        E::HttpResponseBodySize(_) => "the answer is over the host's size limit for a response".into(),
+        E::InternalError(Some(text)) if text.contains("HttpResponseBodySize") => {
+            "the answer is over the host's size limit for a response".into()
+        }
+        other => format!("{other:?}"),
     }
 }
