@@ -565,6 +565,7 @@ fn provenance_on(target: &str, service: &str) {
     let params = &predicate["buildDefinition"]["externalParameters"]["steps"]["build"];
     assert!(params.to_string().contains("seed-service"), "{params}");
     let journal = &predicate["runDetails"]["byproducts"][0];
+    assert_eq!(journal["annotations"]["recorded"], "whole");
     let length = journal["annotations"]["bytes"].as_u64().unwrap() as usize;
     let recorded = std::fs::read(ws.path().join(format!(".wharf/runs/{run_id}/journal.jsonl"))).unwrap();
     assert!(length > 0 && length < recorded.len());

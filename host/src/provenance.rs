@@ -38,6 +38,13 @@ pub struct StepRelease {
     pub require: Vec<PublicKey>,
 }
 
+/// The run's journal as it stands.
+pub struct JournalSoFar {
+    pub digest: String,
+    pub bytes: u64,
+    pub whole: bool,
+}
+
 /// What a run knows about how its images came to be, gathered as it goes.
 pub struct Recorder {
     run_id: String,
@@ -48,8 +55,9 @@ pub struct Recorder {
     steps: Vec<(String, String, String)>,
     /// The parameters each step ran with, as it started.
     params: Mutex<BTreeMap<String, serde_json::Value>>,
-    /// The digest and length of the run's journal so far.
-    journal: Box<dyn Fn() -> Option<(String, u64)> + Send + Sync>,
+    /// The run's journal so far: its digest, its length, and whether it is whole (it stops
+    /// being written when the disk fills).
+    journal: Box<dyn Fn() -> Option<JournalSoFar> + Send + Sync>,
     /// Secrets masked as in the journal: a parameter may carry one.
     mask: wharf_journal::writer::Mask,
 }
@@ -60,7 +68,7 @@ impl Recorder {
         pipeline_path: &str,
         pipeline_text: &str,
         steps: Vec<(String, String, String)>,
-        journal: Box<dyn Fn() -> Option<(String, u64)> + Send + Sync>,
+        journal: Box<dyn Fn() -> Option<JournalSoFar> + Send + Sync>,
         mask: wharf_journal::writer::Mask,
     ) -> Recorder {
         Recorder {
@@ -90,12 +98,15 @@ impl Recorder {
             dependencies.push(serde_json::json!({ "name": format!("step:{id}"), "uri": uses, "digest": hex(digest) }));
         }
         let mut byproducts = Vec::new();
-        if let Some((digest, bytes)) = (self.journal)() {
+        if let Some(journal) = (self.journal)() {
+            // A journal that stopped being written records the run only up to there: the
+            // provenance says so rather than vouching for a whole record.
+            let recorded = if journal.whole { "whole" } else { "stopped early" };
             byproducts.push(serde_json::json!({
                 "name": "journal.jsonl",
                 "uri": format!("wharf-run:{}/journal.jsonl", self.run_id),
-                "digest": hex(&digest),
-                "annotations": { "bytes": bytes },
+                "digest": hex(&journal.digest),
+                "annotations": { "bytes": journal.bytes, "recorded": recorded },
             }));
         }
         let mut predicate = serde_json::json!({
@@ -251,7 +262,13 @@ mod tests {
                 "builtin:build".into(),
                 format!("sha256:{}", "b".repeat(64)),
             )],
-            Box::new(|| Some((format!("sha256:{}", "c".repeat(64)), 42))),
+            Box::new(|| {
+                Some(JournalSoFar {
+                    digest: format!("sha256:{}", "c".repeat(64)),
+                    bytes: 42,
+                    whole: false,
+                })
+            }),
             Box::new(|text: &str| text.replace("hunter2", "***")),
         );
         recorder.step_started("build", serde_json::json!({ "token": "hunter2", "tag": "1.0.0" }));
@@ -263,6 +280,10 @@ mod tests {
         let predicate = &statement.predicate;
         assert_eq!(predicate["runDetails"]["metadata"]["invocationId"], "RUN");
         assert_eq!(predicate["runDetails"]["byproducts"][0]["annotations"]["bytes"], 42);
+        assert_eq!(
+            predicate["runDetails"]["byproducts"][0]["annotations"]["recorded"],
+            "stopped early"
+        );
         assert_eq!(
             predicate["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"],
             "0123abc"

@@ -815,7 +815,15 @@ fn provenance_recorder(
         &source.path.display().to_string(),
         &source.text,
         steps,
-        Box::new(move || journal.as_ref().and_then(|j| j.digest_so_far().ok())),
+        Box::new(move || {
+            let journal = journal.as_ref()?;
+            let (digest, bytes) = journal.digest_so_far().ok()?;
+            Some(crate::provenance::JournalSoFar {
+                digest,
+                bytes,
+                whole: journal.incomplete().is_none(),
+            })
+        }),
         {
             let events = events.clone();
             Box::new(move |text: &str| events.redact(text))

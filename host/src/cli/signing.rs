@@ -139,10 +139,11 @@ fn print_provenance(predicate: &serde_json::Value) {
     }
     for byproduct in run["byproducts"].as_array().into_iter().flatten() {
         outln!(
-            "  journal   {} ({} bytes of the run's {})",
+            "  journal   {} ({} bytes of the run's {}; {})",
             sha(&byproduct["digest"]),
             byproduct["annotations"]["bytes"],
-            text(&byproduct["name"])
+            text(&byproduct["name"]),
+            text(&byproduct["annotations"]["recorded"])
         );
     }
 }
