@@ -127,10 +127,12 @@ impl JournalWriter {
     /// provenance made mid-run names, checkable later against the first `length` bytes.
     pub fn digest_so_far(&self) -> std::io::Result<(String, u64)> {
         use sha2::Digest as _;
-        let out = self.file.lock().unwrap();
+        // The file only grows: its first `written` bytes stay as they are, and are hashed
+        // without holding up the entries written meanwhile.
+        let written = self.file.lock().unwrap().written;
         let mut file = File::open(self.dir.join("journal.jsonl"))?;
         let mut hasher = sha2::Sha256::new();
-        let copied = std::io::copy(&mut std::io::Read::take(&mut file, out.written), &mut hasher)?;
+        let copied = std::io::copy(&mut std::io::Read::take(&mut file, written), &mut hasher)?;
         Ok((format!("sha256:{}", hex::encode(hasher.finalize())), copied))
     }
 

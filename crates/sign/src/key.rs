@@ -94,8 +94,13 @@ impl PublicKey {
 
     /// The public key in the file `path`.
     pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
-        let pem = read(path)?;
-        PublicKey::from_pem(&pem, &path.display().to_string())
+        PublicKey::read_as(path, &path.display().to_string())
+    }
+
+    /// The public key in the file `path`, named `what` in errors (the path as its user
+    /// wrote it, where `path` is where it was found).
+    pub fn read_as(path: &Path, what: &str) -> Result<PublicKey, KeyError> {
+        PublicKey::from_pem(&read(path)?, what)
     }
 
     fn new(key: VerifyingKey) -> PublicKey {

@@ -367,7 +367,6 @@ pub(super) async fn run(
     };
     let tally = Arc::new(Tally::default());
     events.add_sink(tally.clone());
-    let run_id_for_provenance = run_id.clone();
     let deployer = Arc::new(Deployer::new(&workspace, Actor::Run(run_id.clone()), events.clone()));
     if let Some(reuse) = &reuse {
         deployer.adopt(&reuse.lineage);
@@ -406,12 +405,7 @@ pub(super) async fn run(
         },
         _ => None,
     };
-    let provenance = Arc::new(provenance_recorder(
-        &run_id_for_provenance,
-        &prepared,
-        journal.as_ref(),
-        &events,
-    ));
+    let provenance = Arc::new(provenance_recorder(&run_id, &prepared, journal.as_ref(), &events));
     let run = execute(RunRequest {
         pipeline: &prepared.pipeline,
         steps: prepared.steps,

@@ -440,7 +440,7 @@ impl Packages {
             .await;
             let checked = bytes
                 .map_err(&fetched)
-                .and_then(|bytes| self.check_bundle(uses, digest, &bytes, rule));
+                .and_then(|bytes| check_bundle(uses, digest, &bytes, rule));
             match checked {
                 // The lock names who signed; a signature that now verifies by another key
                 // of the policy is a change to look at, not the same signature.
@@ -551,22 +551,23 @@ impl Packages {
         }
         Ok(found)
     }
+}
 
-    fn check_bundle(
-        &self,
-        uses: &str,
-        digest: &str,
-        bytes: &[u8],
-        rule: &trust::Rule,
-    ) -> Result<wharf_sign::Fingerprint, PackageError> {
-        signed::verify_about(bytes, &rule.keys, SIGNATURE_PREDICATE, digest)
-            .map(|verified| verified.signer)
-            .map_err(|why| PackageError::SignatureRefused {
-                uses: uses.into(),
-                digest: digest.into(),
-                why,
-            })
-    }
+/// Who signed artifact `digest`, if the bundle in `bytes` is a signature of it by a key of
+/// `rule`.
+fn check_bundle(
+    uses: &str,
+    digest: &str,
+    bytes: &[u8],
+    rule: &trust::Rule,
+) -> Result<wharf_sign::Fingerprint, PackageError> {
+    signed::verify_about(bytes, &rule.keys, SIGNATURE_PREDICATE, digest)
+        .map(|verified| verified.signer)
+        .map_err(|why| PackageError::SignatureRefused {
+            uses: uses.into(),
+            digest: digest.into(),
+            why,
+        })
 }
 
 /// Copy the signature `digest` (a referrer and its bundle) between step caches.

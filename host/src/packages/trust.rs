@@ -166,10 +166,13 @@ fn rule(
                             "keys are files beside the policy (`wharf key generate` writes NAME.pub)",
                         )
                     })?;
-                    let key = wharf_fs::bounded::read_text(&found, wharf_sign::key::KEY_FILE_LIMIT)
-                        .map_err(|e| e.to_string())
-                        .and_then(|pem| PublicKey::from_pem(&pem, &file.text).map_err(|e| e.to_string()))
-                        .map_err(|e| invalid(file.span, e, "give the `.pub` file `wharf key generate` wrote"))?;
+                    let key = PublicKey::read_as(&found, &file.text).map_err(|e| {
+                        invalid(
+                            file.span,
+                            e.to_string(),
+                            "give the `.pub` file `wharf key generate` wrote",
+                        )
+                    })?;
                     keys.push(key);
                 }
             }

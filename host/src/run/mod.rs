@@ -490,8 +490,9 @@ async fn run_one(
             return record(Outcome::Failure, Vec::new(), Some(failure));
         }
     };
-    req.provenance
-        .step_started(&decl.id, serde_json::to_value(&params).unwrap_or_default());
+    // What the journal and the provenance say the step ran with: serialised once.
+    let params_json = serde_json::to_value(&params).unwrap_or_default();
+    req.provenance.step_started(&decl.id, params_json.clone());
     let mut overrides = decl.limits.over(req.pipeline.limits);
     overrides.timeout = decl.timeout.or(overrides.timeout);
     let limits = StepLimits::from_overrides(overrides);
@@ -550,7 +551,7 @@ async fn run_one(
                 step: decl.id.clone(),
                 uses: decl.uses.clone(),
                 attempt,
-                params: serde_json::to_value(&params).unwrap_or_default(),
+                params: params_json.clone(),
                 grants: grants.describe(),
                 preopens: opened.iter().map(|p| (p.guest.clone(), p.write)).collect(),
                 snapshot: None,
