@@ -55,7 +55,7 @@ fn nginx_upstreams_follow_the_live_instances() {
     for url in &urls {
         let addr = url.trim_start_matches("http://");
         assert!(
-            text.contains(&format!("server {addr};")),
+            text.contains(&format!("server {addr} weight=1;")),
             "{addr} missing from:\n{text}"
         );
     }

@@ -229,7 +229,7 @@ fn the_seed_deploys_on_ssd_nodes_one_per_node_and_a_broken_release_is_rolled_bac
     let text = std::fs::read_to_string(&upstreams).unwrap();
     for node in ["worker-1", "worker-2"] {
         assert!(
-            text.contains(&format!("server {}:8080;", Cluster::address(node))),
+            text.contains(&format!("server {}:8080 weight=1;", Cluster::address(node))),
             "{text}"
         );
     }

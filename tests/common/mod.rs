@@ -102,6 +102,7 @@ impl Workspace {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
         for file in [
             "pipeline.yml",
+            "canary.yml",
             "templates/upstreams.conf.tmpl",
             "templates/prometheus.json.tmpl",
             ".gitignore",

@@ -194,15 +194,27 @@ pub fn skopeo_inspect(reference: &str, config: bool) -> serde_json::Value {
 pub struct Nginx {
     child: Child,
     pub port: u16,
-    prefix: tempfile::TempDir,
+    prefix: PathBuf,
+    /// The prefix, when nginx has one of its own (removed on drop).
+    _own: Option<tempfile::TempDir>,
 }
 
 impl Nginx {
+    /// nginx in a temporary prefix of its own.
     pub fn start(upstreams: &Path) -> Self {
+        let own = tempfile::tempdir().unwrap();
+        let mut nginx = Self::start_in(own.path(), upstreams);
+        nginx._own = Some(own);
+        nginx
+    }
+
+    /// nginx whose configuration, pid and logs are in `prefix` (a directory a pipeline may
+    /// reload it from).
+    pub fn start_in(prefix: &Path, upstreams: &Path) -> Self {
         require("nginx", "nginx");
-        let prefix = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(prefix).unwrap();
         let port = free_port();
-        let p = prefix.path().display();
+        let p = prefix.display();
         let conf = format!(
             "daemon off;\nworker_processes 1;\nerror_log {p}/error.log;\npid {p}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
@@ -210,12 +222,12 @@ impl Nginx {
              include {};\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://seed; }}\n  }}\n}}\n",
             upstreams.display()
         );
-        std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
+        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
         let nginx = Nginx {
             // Its own process group: the workers go with the master when the test ends.
             child: std::os::unix::process::CommandExt::process_group(
                 Command::new("nginx")
-                    .args(Self::args(prefix.path()))
+                    .args(Self::args(prefix))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),
                 0,
@@ -223,7 +235,8 @@ impl Nginx {
             .spawn()
             .unwrap(),
             port,
-            prefix,
+            prefix: prefix.to_path_buf(),
+            _own: None,
         };
         wait_until("nginx", Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -246,18 +259,18 @@ impl Nginx {
     /// The reload command, as the render step's `reload` list.
     pub fn reload_command(&self) -> Vec<String> {
         let mut cmd = vec!["nginx".to_string()];
-        cmd.extend(Self::args(self.prefix.path()));
+        cmd.extend(Self::args(&self.prefix));
         cmd.extend(["-s".to_string(), "reload".to_string()]);
         cmd
     }
 
     /// Where nginx keeps its configuration, pid and logs: what reloading it touches.
     pub fn prefix(&self) -> &Path {
-        self.prefix.path()
+        &self.prefix
     }
 
     pub fn error_log(&self) -> PathBuf {
-        self.prefix.path().join("error.log")
+        self.prefix.join("error.log")
     }
 }
 

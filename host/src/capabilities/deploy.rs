@@ -241,6 +241,30 @@ impl Host for DeployView<'_> {
         this.durable(result)
     }
 
+    async fn shift_traffic(&mut self, service: String, percent: u8) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        let result = this
+            .call
+            .taped(DEPLOY, "shift-traffic", &(&service, percent), async {
+                Ok(status(
+                    &this.deployer(&service)?.shift_traffic(&service, percent).await?,
+                ))
+            })
+            .await;
+        this.durable(result)
+    }
+
+    async fn hold(&mut self, service: String, reason: String) -> CallResult<ServiceStatus> {
+        let this = &*self;
+        let result = this
+            .call
+            .taped(DEPLOY, "hold", &(&service, &reason), async {
+                Ok(status(&this.deployer(&service)?.hold(&service, &reason).await?))
+            })
+            .await;
+        this.durable(result)
+    }
+
     async fn confirm(&mut self, service: String) -> CallResult<ServiceStatus> {
         let this = &*self;
         let result = this

@@ -151,7 +151,7 @@ impl From<crate::deploy::DeployError> for StepError {
             } => io_failure(context, source),
             E::Refused { .. } => step_error(ErrorKind::InvalidInput, e.to_string()),
             E::Busy { .. } => step_error(ErrorKind::Transient, e.to_string()),
-            E::NotOwner { .. } => step_error(ErrorKind::Denied, e.to_string()),
+            E::NotOwner { .. } | E::Held { .. } => step_error(ErrorKind::Denied, e.to_string()),
             E::Inconsistent { .. } | E::Incomplete { .. } => step_error(ErrorKind::Permanent, e.to_string()),
         }
     }

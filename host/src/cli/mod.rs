@@ -71,6 +71,8 @@ Exit codes:
   3  a step failed after deploying and wharf rolled the service back
   4  a rollback failed: a service needs a human (see `wharf status`)
   5  a replay diverged from the recorded run
+  6  an analysis could not decide: an upgrade is held as it stands for a person
+     (`wharf confirm SERVICE` finishes it, `wharf rollback SERVICE` undoes it)
   130, 143  stopped by Ctrl-C or SIGTERM (what it deployed was rolled back)";
 
 /// `wharf --version`: the version and the commit it was built from.

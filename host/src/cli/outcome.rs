@@ -19,6 +19,8 @@ pub enum Exit {
     NeedsHuman,
     /// A replay left the recorded path.
     Diverged,
+    /// An analysis could not decide: a service's upgrade is held, as it stands, for a person.
+    Held,
     /// Stopped by Ctrl-C (SIGINT), after rolling back what it left unconfirmed.
     Interrupted,
     /// Stopped by SIGTERM, likewise.
@@ -34,6 +36,7 @@ impl Exit {
             Exit::RolledBack => 3,
             Exit::NeedsHuman => 4,
             Exit::Diverged => 5,
+            Exit::Held => 6,
             Exit::Interrupted => 130,
             Exit::Terminated => 143,
         }

@@ -449,6 +449,8 @@ pub(super) async fn run(
     let failed = ended.as_ref().map_or(true, |r| r.outcome == Outcome::Failure);
     let signal = ended.as_ref().err().copied();
     let ledger = deployer.settle(failed, on_failure).await;
+    // A run that left an upgrade unfinished failed, whatever its steps said.
+    let failed = failed || !ledger.unfinished.is_empty();
     let code = exit_code(failed, signal, &ledger);
     events.emit(Event::RunFinished {
         outcome: if failed { Outcome::Failure } else { Outcome::Success },
@@ -685,6 +687,8 @@ fn lineage(workspace: &Path, journal: &Journal) -> Vec<String> {
 pub fn exit_code(failed: bool, signal: Option<Signal>, ledger: &Ledger) -> Exit {
     if !ledger.rollback_failed.is_empty() || (failed && !ledger.paused.is_empty()) {
         Exit::NeedsHuman
+    } else if !ledger.held.is_empty() {
+        Exit::Held
     } else if let Some(signal) = signal {
         signal.exit()
     } else if failed && !ledger.rolled_back.is_empty() {

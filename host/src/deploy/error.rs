@@ -21,6 +21,11 @@ pub enum DeployError {
         owner: String,
         decision: &'static str,
     },
+    /// A run asked to decide an upgrade held for a person.
+    #[error(
+        "service `{service}` is held for a person ({why}); a run does not decide it: `wharf confirm {service}` finishes the upgrade, `wharf rollback {service}` undoes it"
+    )]
+    Held { service: String, why: String },
     /// The service's state file or lock could not be read or written.
     #[error("{context}: {source}")]
     State {

@@ -44,6 +44,11 @@ pub struct Ledger {
     pub rollback_failed: Vec<(String, String)>,
     /// Left `upgraded` on purpose (`on-failure: pause`).
     pub paused: BTreeSet<String>,
+    /// Held for a person by a step (an analysis that could not decide).
+    pub held: BTreeSet<String>,
+    /// Left upgrading by a run that otherwise succeeded (a canary plan that stopped short
+    /// of 100%), and rolled back: the run failed.
+    pub unfinished: BTreeSet<String>,
 }
 
 /// On whose behalf a deployer acts.
@@ -287,6 +292,14 @@ impl Deployer {
             return Err(TargetError::Scheduled { target: target.name() }.into());
         }
         let fresh = self.lock(&service)?;
+        // A canary's next step: the revision this run is rolling out carries on as it is.
+        if !fresh
+            && let Some(record) = self.load(&service)?
+            && record.state == State::Upgrading
+            && record.current.as_ref().map(|c| &c.revision.digest) == Some(&spec.revision.digest)
+        {
+            return Ok(record);
+        }
         let result = self.begin_locked(spec, target).await;
         // Only a lock this call took is given back on failure: one held from an earlier
         // begin-upgrade of this run still guards that upgrade.
@@ -548,6 +561,7 @@ impl Deployer {
     pub async fn finish_upgrade(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.upgrading(service)?;
         record.state = State::Upgraded;
+        record.traffic = None;
         self.save(&mut record)?;
         self.unlock(service);
         self.note(
@@ -559,12 +573,81 @@ impl Deployer {
         Ok(record)
     }
 
+    /// A canary: `percent` of the traffic to the revision being rolled out, the rest to the
+    /// previous one (see [`weigh`]). A plan only goes forward, and 100 is the end of the
+    /// upgrade ([`Deployer::finish_upgrade`]), not a share.
+    pub async fn shift_traffic(&self, service: &str, percent: u8) -> Result<ServiceRecord, DeployError> {
+        let mut record = self.upgrading(service)?;
+        if !(1..=99).contains(&percent) {
+            return Err(refused(
+                service,
+                format!(
+                    "a canary takes 1 to 99 percent of the traffic, not {percent}; at 100 the upgrade finishes and the previous revision's instances stop"
+                ),
+            ));
+        }
+        if let Some(now) = record.traffic.filter(|now| percent < *now) {
+            return Err(refused(
+                service,
+                format!(
+                    "the canary of `{service}` already takes {now}% of the traffic; a plan only goes forward ({now} -> {percent}): roll back to start again"
+                ),
+            ));
+        }
+        record.traffic = Some(percent);
+        self.save(&mut record)?;
+        let current = current_spec(&record)?;
+        self.note(
+            service,
+            Transition::Shifted,
+            Some(&current),
+            format!("{service}: {percent}% of traffic to {}", current.revision.version),
+        );
+        Ok(weigh(record))
+    }
+
+    /// Leave the upgrade as it stands for a person: the run's end does not roll it back,
+    /// no run decides it, and the run exits saying so.
+    pub async fn hold(&self, service: &str, reason: &str) -> Result<ServiceRecord, DeployError> {
+        self.check_owner(service, "rollback")?;
+        let mut record = self.existing(service)?;
+        if !matches!(record.state, State::Upgrading | State::Upgraded) {
+            return Err(refused(
+                service,
+                format!(
+                    "service `{service}` is {}; only an upgrade under way can be held",
+                    record.state.as_str()
+                ),
+            ));
+        }
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(400).collect();
+        record.held = Some(reason.clone());
+        self.save(&mut record)?;
+        self.unlock(service);
+        self.ledger.lock().unwrap().held.insert(service.to_string());
+        self.note(
+            service,
+            Transition::Held,
+            record.current.as_ref(),
+            format!(
+                "{service}: held for a person: {reason}; `wharf confirm {service}` finishes the upgrade, `wharf rollback {service}` undoes it"
+            ),
+        );
+        Ok(weigh(record))
+    }
+
     /// A run may decide only an upgrade it began; a person may decide any.
     fn check_owner(&self, service: &str, decision: &'static str) -> Result<(), DeployError> {
         if self.actor == Actor::Person {
             return Ok(());
         }
         let record = self.existing(service)?;
+        if let Some(why) = &record.held {
+            return Err(DeployError::Held {
+                service: service.to_string(),
+                why: why.clone(),
+            });
+        }
         let pending = matches!(record.state, State::Upgrading | State::Upgraded | State::RollingBack);
         match &record.owner {
             Some(owner) if pending && !self.owns(owner) => Err(DeployError::NotOwner {
@@ -587,6 +670,9 @@ impl Deployer {
 
     async fn confirm_locked(&self, service: &str) -> Result<ServiceRecord, DeployError> {
         let mut record = self.existing(service)?;
+        if record.state == State::Upgrading && record.held.is_some() {
+            record = self.promote(record).await?;
+        }
         if record.state != State::Upgraded {
             return Err(refused(
                 service,
@@ -617,6 +703,7 @@ impl Deployer {
         }
         record.state = State::Active;
         record.owner = None;
+        record.held = None;
         self.save(&mut record)?;
         self.retain(target).await;
         self.note(
@@ -624,6 +711,64 @@ impl Deployer {
             Transition::Confirmed,
             Some(&current),
             format!("{service}: confirmed {}", current.revision.version),
+        );
+        Ok(record)
+    }
+
+    /// A held upgrade carried to its end for a person's confirm: the new revision's
+    /// instances started up to its replicas (each healthy), then the previous revision's
+    /// stopped, as a rolling upgrade ends.
+    async fn promote(&self, mut record: ServiceRecord) -> Result<ServiceRecord, DeployError> {
+        let service = record.service.clone();
+        let target = self.target(&record.target).await?;
+        if target.rollout().is_some() {
+            return Err(TargetError::Scheduled { target: target.name() }.into());
+        }
+        self.reconcile(&mut record, target).await?;
+        let spec = current_spec(&record)?;
+        let timeout = Duration::from_millis(spec.rollout.health_timeout_ms.max(60_000));
+        let new = |r: &ServiceRecord| {
+            r.instances
+                .iter()
+                .filter(|i| i.running && i.digest == spec.revision.digest)
+                .count() as u32
+        };
+        let host = self
+            .eligible_hosts(target, &spec)
+            .await?
+            .first()
+            .cloned()
+            .ok_or_else(|| {
+                refused(
+                    &service,
+                    format!("no host of target `{}` fits `{service}`", record.target),
+                )
+            })?;
+        while new(&record) < spec.replicas {
+            let next = record.instances.len() + 1;
+            let id = format!("{service}-p{next}");
+            let starting = Instance::starting(&spec, &id, &host.name);
+            let instance = self
+                .launch(&mut record, starting, target.start(&spec, &id, &host))
+                .await?;
+            target.wait_healthy(&instance, &spec.health_path, timeout).await?;
+        }
+        for i in 0..record.instances.len() {
+            let instance = record.instances[i].clone();
+            if instance.running && instance.digest != spec.revision.digest {
+                target.stop(&instance).await?;
+                record.instances[i].running = false;
+                self.save(&mut record)?;
+            }
+        }
+        record.state = State::Upgraded;
+        record.traffic = None;
+        self.save(&mut record)?;
+        self.note(
+            &service,
+            Transition::Upgraded,
+            Some(&spec),
+            format!("{service}: every instance on {}", spec.revision.version),
         );
         Ok(record)
     }
@@ -772,6 +917,8 @@ impl Deployer {
         let service = record.service.clone();
         record.current = record.previous.take();
         record.owner = None;
+        record.traffic = None;
+        record.held = None;
         self.save(&mut record)?;
         let message = match &record.current {
             Some(spec) => format!(
@@ -829,7 +976,7 @@ impl Deployer {
         for instance in &mut record.instances {
             instance.running = target.is_running(instance).await;
         }
-        Ok(record)
+        Ok(weigh(record))
     }
 
     /// Every service, each with its instances checked; a service whose state cannot be read
@@ -875,7 +1022,32 @@ impl Deployer {
                 continue;
             }
             // Decided meanwhile by a person, and upgraded again by another run: not ours.
-            if record.owner.as_ref().is_some_and(|owner| !self.owns(owner)) {
+            // Held for a person: not the run's to decide.
+            if record.owner.as_ref().is_some_and(|owner| !self.owns(owner)) || record.held.is_some() {
+                continue;
+            }
+            if !run_failed && record.state == State::Upgrading {
+                // Never left split: a plan that stops short of 100% is undone.
+                self.ledger.lock().unwrap().unfinished.insert(service.clone());
+                self.note(
+                    &service,
+                    Transition::RollingBack,
+                    record.previous.as_ref(),
+                    format!(
+                        "{service}: the run ended with the upgrade unfinished{}; a canary plan ends with `traffic: 100`. Rolling back",
+                        record.traffic.map(|t| format!(" at {t}% of the traffic")).unwrap_or_default()
+                    ),
+                );
+                if let Err(e) = self.rollback(&service).await {
+                    self.note(
+                        &service,
+                        Transition::RollbackFailed,
+                        record.previous.as_ref(),
+                        format!(
+                            "{service}: the rollback FAILED: {e}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`"
+                        ),
+                    );
+                }
                 continue;
             }
             if !run_failed {
@@ -971,6 +1143,46 @@ fn check_service(service: &str) -> Result<(), DeployError> {
             format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
         ))
     }
+}
+
+/// The label a load balancer's template reads an instance's weight from.
+pub const WEIGHT_LABEL: &str = "wharf.weight";
+
+/// A canary's split as weights: while both revisions run, each running instance is labelled
+/// with an integer weight such that the current revision's instances together take
+/// `traffic` percent (n_old new instances at `traffic`, n_new old ones at `100 - traffic`,
+/// over their greatest common divisor).
+fn weigh(mut record: ServiceRecord) -> ServiceRecord {
+    let (Some(traffic), Some(current)) = (record.traffic, record.current.as_ref()) else {
+        return record;
+    };
+    if record.state != State::Upgrading {
+        return record;
+    }
+    let digest = current.revision.digest.clone();
+    let running = |new: bool| {
+        record
+            .instances
+            .iter()
+            .filter(|i| i.running && (i.digest == digest) == new)
+            .count() as u64
+    };
+    let (n_new, n_old) = (running(true), running(false));
+    if n_new == 0 || n_old == 0 {
+        return record;
+    }
+    let (w_new, w_old) = (u64::from(traffic) * n_old, u64::from(100 - traffic) * n_new);
+    let g = gcd(w_new, w_old);
+    for instance in record.instances.iter_mut().filter(|i| i.running) {
+        let weight = if instance.digest == digest { w_new } else { w_old } / g;
+        instance.labels.retain(|(k, _)| k != WEIGHT_LABEL);
+        instance.labels.push((WEIGHT_LABEL.to_string(), weight.to_string()));
+    }
+    record
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
 }
 
 /// Put `instance` in the record in place of the one of its id, or add it.

@@ -45,6 +45,14 @@ pub struct ServiceRecord {
     /// only that run, or a person, may confirm or roll it back.
     #[serde(default)]
     pub owner: Option<String>,
+    /// A canary: the percent of traffic the current revision's instances take while both
+    /// revisions run (state upgrading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<u8>,
+    /// Why the upgrade waits for a person (an analysis that could not decide): no run
+    /// decides it, `wharf confirm` or `wharf rollback` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub updated: String,
 }
 
@@ -59,6 +67,8 @@ impl ServiceRecord {
             instances: Vec::new(),
             run_id: None,
             owner: None,
+            traffic: None,
+            held: None,
             updated: String::new(),
         }
     }

@@ -412,6 +412,102 @@ async fn settle_rolls_back_a_failed_runs_own_upgrade_or_leaves_it_paused() {
     );
 }
 
+/// The weights a load balancer reads, by version.
+fn weights(r: &super::state::ServiceRecord) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = r
+        .instances
+        .iter()
+        .filter(|i| i.running)
+        .map(|i| {
+            let w = i.labels.iter().find(|(k, _)| k == super::WEIGHT_LABEL);
+            (i.version.clone(), w.map_or("-".into(), |(_, v)| v.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_canary_shifts_weights_forward_only_and_finishes_without_them() {
+    let w = World::new();
+    active(&w, "1").await;
+    let d = w.run("canary");
+    d.begin_upgrade(spec("2")).await.unwrap();
+    let canary = d.start_instance("svc").await.unwrap();
+    // 1 new beside 2 old at 10%: 20 against 90 each, over their divisor.
+    let r = d.shift_traffic("svc", 10).await.unwrap();
+    assert_eq!(r.traffic, Some(10));
+    let expect = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(weights(&r), expect(&[("1", "9"), ("1", "9"), ("2", "2")]));
+    assert_eq!(weights(&d.status("svc").await.unwrap()), weights(&r));
+    // The next step of the run carries on with the same revision.
+    let again = d.begin_upgrade(spec("2")).await.unwrap();
+    assert_eq!((again.state, again.traffic), (State::Upgrading, Some(10)));
+    // Backwards, 0 and 100 are refused and change nothing.
+    for bad in [5, 0, 100] {
+        let e = d.shift_traffic("svc", bad).await.unwrap_err();
+        assert!(matches!(e, DeployError::Refused { .. }), "{bad}: {e}");
+    }
+    let r = d.shift_traffic("svc", 50).await.unwrap();
+    assert_eq!(weights(&r), expect(&[("1", "1"), ("1", "1"), ("2", "2")]));
+    // The end of the upgrade ends the split.
+    d.start_instance("svc").await.unwrap();
+    for i in r.instances.iter().filter(|i| i.version == "1") {
+        d.stop_instance("svc", &i.id).await.unwrap();
+    }
+    let r = d.finish_upgrade("svc").await.unwrap();
+    assert_eq!(r.traffic, None);
+    assert!(weights(&d.status("svc").await.unwrap()).iter().all(|(_, w)| w == "-"));
+    let _ = canary;
+}
+
+#[tokio::test]
+async fn a_held_canary_is_left_by_its_run_and_finished_by_a_person() {
+    let w = World::new();
+    active(&w, "1").await;
+    let d = w.run("canary");
+    d.begin_upgrade(spec("2")).await.unwrap();
+    d.start_instance("svc").await.unwrap();
+    d.shift_traffic("svc", 10).await.unwrap();
+    d.hold("svc", "analysis inconclusive").await.unwrap();
+    // The run may not decide it, and its end leaves it split.
+    assert!(matches!(d.rollback("svc").await.unwrap_err(), DeployError::Held { .. }));
+    let ledger = d.settle(true, OnFailure::Rollback).await;
+    assert!(ledger.held.contains("svc") && ledger.rolled_back.is_empty());
+    drop(d);
+    let r = w.deployer(Actor::Person).status("svc").await.unwrap();
+    assert_eq!((r.state, r.traffic), (State::Upgrading, Some(10)));
+    assert_eq!(w.running(), 3);
+    // Another run cannot begin over it.
+    assert!(w.run("other").begin_upgrade(spec("3")).await.is_err());
+    // A person's confirm carries it to every instance on 2.
+    let r = w.deployer(Actor::Person).confirm("svc").await.unwrap();
+    assert_eq!((r.state, r.held, r.traffic), (State::Active, None, None));
+    assert_eq!(r.instances.iter().filter(|i| i.running && i.version == "2").count(), 2);
+    assert!(r.instances.iter().all(|i| i.version == "2"));
+    assert_eq!(w.running(), 2);
+}
+
+#[tokio::test]
+async fn a_run_that_ends_with_its_canary_short_of_100_is_rolled_back() {
+    let w = World::new();
+    active(&w, "1").await;
+    let d = w.run("short");
+    d.begin_upgrade(spec("2")).await.unwrap();
+    d.start_instance("svc").await.unwrap();
+    d.shift_traffic("svc", 60).await.unwrap();
+    let ledger = d.settle(false, OnFailure::Rollback).await;
+    assert!(ledger.unfinished.contains("svc") && ledger.rolled_back.contains("svc"));
+    let r = d.status("svc").await.unwrap();
+    assert_eq!((r.state, r.traffic), (State::Active, None));
+    assert_eq!(r.current.unwrap().revision.version, "1");
+    assert_eq!(w.running(), 2);
+}
+
 #[tokio::test]
 async fn a_resumed_run_carries_on_the_upgrade_it_adopts() {
     let w = World::new();

@@ -88,6 +88,10 @@ pub enum Transition {
     RollbackFailed,
     /// The run failed and `on-failure: pause` left the upgrade for a person.
     Paused,
+    /// A canary's share of traffic changed.
+    Shifted,
+    /// An analysis could not decide: the upgrade waits, as it stands, for a person.
+    Held,
     /// The run succeeded without deciding its upgrade.
     LeftUpgraded,
     Removed,

@@ -5,7 +5,9 @@
 //! fail the analysis (at once, without measuring on); else more inconclusive ones than
 //! `inconclusive-limit` make it inconclusive; else it is successful. The step fails with
 //! kind `gate-failed` unless successful, or never with `dry-run` (measured and recorded,
-//! deciding nothing).
+//! deciding nothing). With `service`, an inconclusive analysis also holds that service's
+//! upgrade as it stands (a canary keeps its split) for a person: the run does not roll it
+//! back and exits with code 6 until `wharf confirm` or `wharf rollback`.
 //!
 //! Providers: `http` (a number in the body, or at a JSON pointer) and `prometheus` (an
 //! instant PromQL query that must come back as one number). Both speak `wasi:http`, so the
@@ -17,7 +19,7 @@ mod condition;
 use condition::Condition;
 use std::time::Duration;
 use step_http::{get, split_url};
-use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, log, param};
+use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, deploy, error, log, param};
 
 struct Analysis;
 
@@ -89,12 +91,21 @@ impl Step for Analysis {
         .param(param::integer("inconclusive-limit", "Inconclusive measurements tolerated").default_int(0))
         .param(param::boolean("dry-run", "Measure and record, decide nothing").default_bool(false))
         .param(param::duration("request-timeout", "Timeout of one request").default_ms(5_000))
+        .param(param::text(
+            "service",
+            "The service whose upgrade an inconclusive analysis holds, as it stands, for a person (`wharf confirm` or `wharf rollback`); empty: inconclusive fails the step like failed",
+        ))
         .output("phase", "successful, failed or inconclusive")
         .output("measurements", "Measurements taken")
         .output("failed", "Failed measurements")
         .output("inconclusive", "Inconclusive measurements")
         .output("values", "Every result, comma-separated (`-` for none)")
         .needs(CapabilityKind::Http, "GETs the metric", Some("url"))
+        .needs(
+            CapabilityKind::Deploy,
+            "holds the upgrade an inconclusive result cannot decide",
+            Some("service"),
+        )
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
@@ -216,6 +227,12 @@ impl Step for Analysis {
             (_, true) => {
                 log::warn(&format!("dry run, deciding nothing: {summary}"));
                 Ok(outputs)
+            }
+            (Verdict::Inconclusive, false) => {
+                if let Some(service) = ctx.opt_text("service")?.filter(|s| !s.is_empty()) {
+                    deploy::hold(&service, &format!("analysis {summary}"))?;
+                }
+                Err(error::gate_failed(format!("analysis {summary}")))
             }
             _ => Err(error::gate_failed(format!("analysis {summary}"))),
         }

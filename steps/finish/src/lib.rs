@@ -71,6 +71,13 @@ impl Step for Finish {
             ("none", status)
         } else if confirm && status.state == ServiceState::Upgraded {
             ("confirmed", deploy::confirm(&service)?)
+        } else if confirm && status.state == ServiceState::Upgrading {
+            // Nothing half-done is confirmed (a canary plan that stopped short of 100%).
+            let after = deploy::rollback(&service)?;
+            return Err(error::permanent(format!(
+                "{service} cannot be confirmed: its upgrade did not finish (a canary plan ends with `traffic: 100`); rolled back to {}",
+                after.current.map(|c| c.version).unwrap_or_else(|| "nothing".into())
+            )));
         } else {
             ("rolled-back", deploy::rollback(&service)?)
         };

@@ -3,9 +3,12 @@
 //! when the file changed. With no instance running, the template's `{% else %}` branch
 //! renders: the article's "force a 502" upstream.
 //!
+//! Each instance offers `id`, `address`, `port`, `version`, `digest`, `labels` and `weight`
+//! (1, or during a canary its share as the host weighs it, for nginx's `weight=`).
+//!
 //! ```jinja
 //! upstream seed {
-//! {% for i in services["seed"] %}  server {{ i.address }}:{{ i.port }};
+//! {% for i in services["seed"] %}  server {{ i.address }}:{{ i.port }} weight={{ i.weight }};
 //! {% else %}  server 127.0.0.1:65535; # force a 502
 //! {% endfor %}}
 //! ```
@@ -24,6 +27,9 @@ struct InstanceView {
     port: u16,
     version: String,
     digest: String,
+    /// The instance's relative share of traffic: 1, or while a canary runs the weight the
+    /// host gives it (`wharf.weight`), for a load balancer's `weight=`.
+    weight: u64,
     labels: BTreeMap<String, String>,
 }
 
@@ -44,7 +50,7 @@ impl Step for Render {
         )
         .param(param::text_list(
             "reload",
-            "Program and arguments to run when the file changed, e.g. [nginx, -s, reload]",
+            "Program and arguments to run when the file changed, e.g. [nginx, -s, reload]; an empty program runs nothing",
         ))
         .output("changed", "true when the file was rewritten")
         .output("instances", "Running instances the template saw")
@@ -69,6 +75,12 @@ impl Step for Render {
             let instances: Vec<InstanceView> = deploy::instances(&name)?
                 .into_iter()
                 .map(|i| InstanceView {
+                    weight: i
+                        .labels
+                        .iter()
+                        .find(|(k, _)| k == "wharf.weight")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(1),
                     id: i.id,
                     address: i.address,
                     port: i.port,
@@ -101,7 +113,8 @@ impl Step for Render {
                 .map_err(|e| error::permanent(format!("cannot write `{output_path}`: {e}")))?;
             log::info(&format!("rendered {output_path} over {count} instance(s)"));
             let reload = ctx.list("reload")?;
-            if let Some((program, args)) = reload.split_first() {
+            // An empty program (a pipeline variable left empty) reloads nothing.
+            if let Some((program, args)) = reload.split_first().filter(|(program, _)| !program.is_empty()) {
                 let done = process::run(&Command {
                     program: program.clone(),
                     args: args.to_vec(),

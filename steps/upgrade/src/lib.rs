@@ -4,6 +4,13 @@
 //! one must pass its health check, and the service is left `upgraded`, awaiting confirm.
 //! A target that schedules services itself (`swarm`) gets the whole rollout in one call,
 //! with the same batches, order and health timeout as its policy.
+//!
+//! A canary is the same upgrade in steps: `traffic: 10` starts enough new instances for a
+//! tenth of the replicas (one at least), keeps every old one, and asks the host to weigh
+//! them so the new revision takes 10% of the traffic (`wharf.weight`, which a render of the
+//! load balancer writes); the service stays `upgrading`. A later step of the same run with
+//! `traffic: 50` carries on from there, and `traffic: 100` ends as any upgrade does: the
+//! rest of the new instances started, the old ones stopped, the service `upgraded`.
 
 use std::time::Duration;
 use wharf_step::deploy::{self, Placement, Revision, RolloutPolicy, ServiceSpec};
@@ -64,6 +71,13 @@ impl Step for Upgrade {
                 "host-labels",
                 "Labels a host must carry to run an instance; a label with an empty value is ignored, so a pipeline variable can turn it off",
             ))
+            .param(
+                param::integer(
+                    "traffic",
+                    "Percent of the traffic for the new revision: below 100 a canary step (both revisions run, weighted), 100 the whole upgrade",
+                )
+                .default_int(100),
+            )
             .param(param::boolean("allow-mutable-tag", "Accept tags like `latest` or `master`").default_bool(false))
             .param(param::text(
                 "require-provenance",
@@ -77,6 +91,7 @@ impl Step for Upgrade {
             .output("previous-digest", "The digest it replaced")
             .output("url", "http://ADDRESS:PORT of the first new instance")
             .output("instances", "Number of new instances")
+            .output("traffic", "Percent of the traffic the new revision takes")
             .needs(
                 CapabilityKind::Deploy,
                 "replaces the service's instances",
@@ -111,6 +126,14 @@ impl Step for Upgrade {
         let port = u16::try_from(ctx.int("port")?).map_err(|_| error::invalid_input("`port` must be 1-65535"))?;
         let health_timeout = ctx.duration_ms("health-timeout")?;
         let interval = ctx.duration_ms("interval")?;
+        let traffic = match u8::try_from(ctx.int("traffic")?) {
+            Ok(p @ 1..=100) => p,
+            _ => {
+                return Err(error::invalid_input(
+                    "`traffic` is a percent from 1 to 100: below 100 a canary step, 100 the whole upgrade",
+                ));
+            }
+        };
 
         let spec = ServiceSpec {
             service: service.clone(),
@@ -141,33 +164,77 @@ impl Step for Upgrade {
             health_timeout_ms: health_timeout,
             health_command: ctx.list("health-command")?,
         };
-        if let Some(after) = deploy::rollout(&spec, &policy)? {
+        let canary = traffic < 100;
+        if canary {
+            // Swarm's scheduler replaces a service's tasks itself; it holds no two revisions
+            // side by side under one service.
+            if spec.target == "swarm" {
+                return Err(error::invalid_input(
+                    "a canary (`traffic` below 100) needs a target whose instances wharf starts (`local`, `docker`); on a swarm, upgrade with `traffic: 100`",
+                ));
+            }
+        } else if let Some(after) = deploy::rollout(&spec, &policy)? {
             let url = after
                 .instances
                 .iter()
                 .find(|i| i.running && i.digest == digest)
                 .map(|i| format!("http://{}:{}", i.address, i.port))
                 .unwrap_or_default();
-            return Ok(outputs(service, version, digest, &after, url));
+            return Ok(outputs(service, version, digest, &after, url, 100));
         }
+        // Begun by this step, or carried on from an earlier canary step of this run.
         let before = deploy::begin_upgrade(&spec)?;
         let previous = before.previous.clone();
-        let mut old: Vec<String> = before
+        let (mut started, running_old): (Vec<deploy::Instance>, Vec<deploy::Instance>) = before
             .instances
             .iter()
             .filter(|i| i.running)
-            .map(|i| i.id.clone())
-            .collect();
+            .cloned()
+            .partition(|i| i.digest == digest);
+        let mut old: Vec<String> = running_old.into_iter().map(|i| i.id).collect();
         match &previous {
-            Some(p) => log::info(&format!(
+            Some(p) if started.is_empty() => log::info(&format!(
                 "{service}: {} -> {version}, {} running instance(s) to replace",
                 p.version,
                 old.len()
             )),
+            Some(p) => log::info(&format!(
+                "{service}: {} -> {version} carries on: {} new, {} old instance(s) running",
+                p.version,
+                started.len(),
+                old.len()
+            )),
             None => log::info(&format!("{service}: first deploy of {version}")),
         }
+        if canary {
+            if previous.is_none() {
+                log::info(&format!(
+                    "{service}: first deploy: no earlier revision shares the traffic, every request meets {version}"
+                ));
+            }
+            // Enough new instances for the share of the replicas, one at least.
+            let wanted = (u32::from(traffic) * replicas).div_ceil(100).max(1) as usize;
+            while started.len() < wanted {
+                let instance = deploy::start_instance(&service)?;
+                deploy::wait_healthy(&service, &instance.id, health_timeout)?;
+                started.push(instance);
+            }
+            let after = deploy::shift_traffic(&service, traffic)?;
+            log::info(&format!(
+                "{service}: {traffic}% of the traffic to {version} ({} new, {} old instance(s))",
+                started.len(),
+                old.len()
+            ));
+            let url = started
+                .first()
+                .map(|i| format!("http://{}:{}", i.address, i.port))
+                .unwrap_or_default();
+            let mut out = outputs(service, version, digest, &after, url, traffic);
+            out.retain(|(k, _)| k != "state");
+            out.push(("state".into(), "upgrading".into()));
+            return Ok(out);
+        }
 
-        let mut started: Vec<deploy::Instance> = Vec::new();
         let mut round = 0;
         while (started.len() as u32) < replicas || !old.is_empty() {
             if round > 0 && interval > 0 {
@@ -198,11 +265,18 @@ impl Step for Upgrade {
             .first()
             .map(|i| format!("http://{}:{}", i.address, i.port))
             .unwrap_or_default();
-        Ok(outputs(service, version, digest, &after, url))
+        Ok(outputs(service, version, digest, &after, url, 100))
     }
 }
 
-fn outputs(service: String, version: String, digest: String, after: &deploy::ServiceStatus, url: String) -> Outputs {
+fn outputs(
+    service: String,
+    version: String,
+    digest: String,
+    after: &deploy::ServiceStatus,
+    url: String,
+    traffic: u8,
+) -> Outputs {
     let previous = after.previous.as_ref();
     vec![
         ("service".into(), service),
@@ -220,8 +294,14 @@ fn outputs(service: String, version: String, digest: String, after: &deploy::Ser
         ("url".into(), url),
         (
             "instances".into(),
-            after.instances.iter().filter(|i| i.running).count().to_string(),
+            after
+                .instances
+                .iter()
+                .filter(|i| i.running && i.digest == after.current.as_ref().map_or("", |c| c.digest.as_str()))
+                .count()
+                .to_string(),
         ),
+        ("traffic".into(), traffic.to_string()),
     ]
 }
 

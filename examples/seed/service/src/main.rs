@@ -6,6 +6,9 @@
 //! - `GET /` is the service's own work: built with `SEED_ERROR_RATE=0.2`, one request in
 //!   five fails with a 500 (deterministically: the fifth, the tenth, ...), while the status
 //!   endpoint still says `OK`: a release only measurement catches;
+//! - `GET /api/v1/stats` answers `GET /`'s record as JSON, for a measurement without a
+//!   Prometheus: `{"version": ..., "requests": N, "errors": E, "error-rate": E/N}` (0 before
+//!   the first request);
 //! - `GET /metrics` answers in Prometheus' text format: requests by path and code, errors
 //!   by path, and a latency histogram;
 //! - it listens on `$PORT` (default 8080);
@@ -110,6 +113,7 @@ fn serve(mut stream: TcpStream, version: &str) -> std::io::Result<()> {
         "/api/v1/status" => ("/api/v1/status", 200, format!("{STATUS}\n")),
         "/api/v1/version" => ("/api/v1/version", 200, format!("{version}\n")),
         "/metrics" => ("/metrics", 200, exposition(version)),
+        "/api/v1/stats" => ("/api/v1/stats", 200, stats(version)),
         "/" => {
             let rate = error_rate();
             let fails = metrics(|m| {
@@ -130,10 +134,10 @@ fn serve(mut stream: TcpStream, version: &str) -> std::io::Result<()> {
         404 => "Not Found",
         _ => "Internal Server Error",
     };
-    let content_type = if label == "/metrics" {
-        "text/plain; version=0.0.4"
-    } else {
-        "text/plain"
+    let content_type = match label {
+        "/metrics" => "text/plain; version=0.0.4",
+        "/api/v1/stats" => "application/json",
+        _ => "text/plain",
     };
     write!(
         stream,
@@ -151,6 +155,22 @@ fn serve(mut stream: TcpStream, version: &str) -> std::io::Result<()> {
         m.count += 1;
     });
     Ok(())
+}
+
+/// `GET /`'s requests and errors so far, as JSON.
+fn stats(version: &str) -> String {
+    metrics(|m| {
+        let count = |code: Option<u16>| -> u64 {
+            m.requests
+                .iter()
+                .filter(|((path, c), _)| *path == "/" && code.is_none_or(|code| *c == code))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let (requests, errors) = (count(None), count(Some(500)));
+        let rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
+        format!("{{\"version\":\"{version}\",\"requests\":{requests},\"errors\":{errors},\"error-rate\":{rate}}}\n")
+    })
 }
 
 /// The metrics in Prometheus' text exposition format (version 0.0.4).

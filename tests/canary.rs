@@ -1,0 +1,331 @@
+//! Canary releases on real parts: the seed's `canary.yml` shifts real traffic, carried by
+//! Debian's nginx (reloaded by the pipeline's render steps with the weights wharf gives each
+//! instance), from a small load generator on loopback, and judges the canary by its own
+//! error rate over HTTP. A good release goes 10/50/100; a release failing one request in five
+//! is stopped at the first judge and rolled back, having met a tenth of the traffic; a
+//! release the judge cannot decide is held, split as it was, until `wharf confirm`.
+
+mod common;
+use common::Workspace;
+use common::services::Nginx;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One answer through nginx: its status and the version that served it (none for a 502).
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    version: Option<String>,
+}
+
+/// Requests `GET /` through nginx every few milliseconds until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (stopped, seen) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(answer) = get(port) {
+                    seen.lock().unwrap().push(answer);
+                }
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        });
+        Load {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.answers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn get(port: u16) -> Option<Answer> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET / HTTP/1.0\r\nHost: seed\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let version = response
+        .lines()
+        .take_while(|l| !l.is_empty() && *l != "\r")
+        .find_map(|l| l.strip_prefix("X-Version: "))
+        .map(|v| v.trim().to_string());
+    Some(Answer { status, version })
+}
+
+/// A seed workspace running its first release behind nginx (prefix `nginx/`, as the
+/// canary pipeline reloads it), with the next commit ready to go out as a canary.
+fn behind_nginx() -> (Workspace, Nginx, String) {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    let old = first.output_of("version", "version").unwrap();
+    let nginx = Nginx::start_in(&ws.path().join("nginx"), &ws.path().join("nginx/upstreams.conf"));
+    ws.commit("the release to canary");
+    (ws, nginx, old)
+}
+
+/// `canary.yml` with nginx reloaded and quick judges, and `vars` on top.
+fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
+    let mut args = vec![
+        "run",
+        "canary.yml",
+        "-v",
+        "--var",
+        "reload=nginx",
+        "--var",
+        "interval=1s",
+    ];
+    for var in vars {
+        args.extend(["--var", var]);
+    }
+    ws.wharf(&args)
+}
+
+fn upstreams(ws: &Workspace) -> String {
+    std::fs::read_to_string(ws.path().join("nginx/upstreams.conf")).unwrap()
+}
+
+/// The answers from the first the new release served to the last: the canary's window.
+fn canary_window<'a>(answers: &'a [Answer], new: &str) -> &'a [Answer] {
+    let served = |a: &Answer| a.version.as_deref() == Some(new);
+    match (answers.iter().position(served), answers.iter().rposition(served)) {
+        (Some(first), Some(last)) => &answers[first..=last],
+        _ => &[],
+    }
+}
+
+#[test]
+fn a_good_release_is_promoted_through_10_50_100_with_every_request_answered() {
+    let (ws, nginx, old) = behind_nginx();
+    let load = Load::start(nginx.port);
+    let run = canary(&ws, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.finish();
+    assert_eq!(run.code(), 0, "{}", run.all());
+    let new = run.output_of("version", "version").unwrap();
+    for step in ["canary-10", "judge-10", "canary-50", "judge-50", "promote", "finish"] {
+        assert_eq!(run.status_of(step), "ok", "{step}: {}", run.all());
+    }
+    assert_eq!(run.status_of("abort"), "skip", "{}", run.all());
+    assert_eq!(run.output_of("canary-10", "traffic").unwrap(), "10");
+    assert_eq!(run.output_of("canary-10", "state").unwrap(), "upgrading");
+    assert_eq!(run.output_of("judge-10", "phase").unwrap(), "successful");
+    // Each shift reached nginx: the split was rendered with weights, then the whole release.
+    let out = run.stdout();
+    assert!(out.contains("seed: 10% of traffic to"), "{out}");
+    assert!(out.contains("seed: 50% of traffic to"), "{out}");
+    let text = upstreams(&ws);
+    assert!(!text.contains(&old), "{text}");
+    assert_eq!(text.matches("weight=1;").count(), 2, "{text}");
+    assert_eq!(ws.service_state("seed")["state"], "active");
+
+    // Every request was answered by one release or the other, none dropped by a reload.
+    assert!(answers.len() > 200, "{} answers", answers.len());
+    let failed: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let window = canary_window(&answers, &new);
+    let to_new = window
+        .iter()
+        .filter(|a| a.version.as_deref() == Some(new.as_str()))
+        .count();
+    assert!(
+        to_new > 0 && to_new < window.len(),
+        "the canary and the old release both served"
+    );
+}
+
+#[test]
+fn a_release_failing_one_request_in_five_is_stopped_at_10_percent_and_rolled_back() {
+    let (ws, nginx, old) = behind_nginx();
+    let load = Load::start(nginx.port);
+    let run = canary(&ws, &["error-rate=0.2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.finish();
+    // Failed after deploying, rolled back: exit code 3.
+    assert_eq!(run.code(), 3, "{}", run.all());
+    let new = run.output_of("version", "version").unwrap();
+    assert_eq!(run.status_of("judge-10"), "FAIL", "{}", run.all());
+    for skipped in ["canary-50", "judge-50", "promote", "finish"] {
+        assert_eq!(run.status_of(skipped), "skip", "{skipped}: {}", run.all());
+    }
+    assert_eq!(run.status_of("abort"), "ok", "{}", run.all());
+    assert_eq!(run.status_of("reroute"), "ok", "{}", run.all());
+    let out = run.stdout();
+    assert!(out.contains("analysis failed"), "{out}");
+    assert!(!out.contains("50% of traffic"), "{out}");
+
+    // The old release takes every request again: nginx names its instances alone.
+    let text = upstreams(&ws);
+    assert!(!text.contains(&new), "{text}");
+    assert_eq!(text.matches("weight=1;").count(), 2, "{text}");
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["version"], old.as_str());
+
+    // While the canary ran, it met about a tenth of the requests, not a third.
+    let window = canary_window(&answers, &new);
+    let to_new = window
+        .iter()
+        .filter(|a| a.version.as_deref() == Some(new.as_str()))
+        .count();
+    assert!(window.len() > 50, "{} answers in the canary's window", window.len());
+    assert!(
+        to_new * 3 < window.len(),
+        "{to_new} of {} requests during the canary reached it",
+        window.len()
+    );
+    // Its failures were among those; the old release failed none.
+    let errors = answers.iter().filter(|a| a.status == 500).count();
+    assert!(
+        errors > 0 && errors <= to_new,
+        "{errors} errors, {to_new} to the canary"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == 200 || a.version.as_deref() == Some(new.as_str()))
+    );
+}
+
+#[test]
+fn an_analysis_that_cannot_decide_holds_the_split_until_wharf_confirm() {
+    let (ws, nginx, old) = behind_nginx();
+    let load = Load::start(nginx.port);
+    // One request in five fails: over the budget, under the limit.
+    let run = canary(&ws, &["error-rate=0.2", "error-budget=0.01", "error-limit=0.5"]);
+    let answers = load.finish();
+    assert_eq!(run.code(), 6, "{}", run.all());
+    let new = run.output_of("version", "version").unwrap();
+    assert_eq!(run.status_of("judge-10"), "FAIL", "{}", run.all());
+    let out = run.stdout();
+    assert!(out.contains("analysis inconclusive"), "{out}");
+    assert!(out.contains("seed: held for a person"), "{out}");
+    // The run's own rollback step is refused: the upgrade is a person's to decide.
+    assert!(out.contains("is held for a person"), "{out}");
+
+    // Held as it stood: both releases serve, weighted 10/90.
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "upgrading");
+    assert_eq!(state["traffic"], 10);
+    let text = upstreams(&ws);
+    assert!(text.contains(&old) && text.contains(&new), "{text}");
+    assert!(text.contains("weight=2;") && text.contains("weight=9;"), "{text}");
+    assert!(answers.iter().any(|a| a.version.as_deref() == Some(new.as_str())));
+
+    // A later run cannot take it over; a person decides.
+    ws.commit("another");
+    let next = ws.wharf(&["run", "pipeline.yml"]);
+    assert_ne!(next.code(), 0, "{}", next.all());
+    let confirm = ws.wharf(&["confirm", "seed"]);
+    assert_eq!(confirm.code(), 0, "{}", confirm.all());
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["current"]["revision"]["version"], new.as_str());
+    assert!(state.get("held").is_none() && state.get("traffic").is_none(), "{state}");
+    let running: Vec<&serde_json::Value> = state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["running"] == true)
+        .collect();
+    assert_eq!(running.len(), 2, "{state}");
+    assert!(running.iter().all(|i| i["version"] == new.as_str()), "{state}");
+}
+
+#[test]
+fn a_canary_plan_goes_forward_only() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    ws.commit("next");
+    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
+        .unwrap()
+        .replace("traffic: 50", "traffic: 5");
+    ws.write("backwards.yml", &plan);
+    let run = ws.wharf(&[
+        "run",
+        "backwards.yml",
+        "--var",
+        "interval=100ms",
+        "--var",
+        "measurements=1",
+    ]);
+    assert_eq!(run.code(), 3, "{}", run.all());
+    let out = run.stdout();
+    assert!(
+        out.contains("already takes 10% of the traffic; a plan only goes forward (10 -> 5)"),
+        "{out}"
+    );
+    assert_eq!(ws.service_state("seed")["state"], "active");
+
+    // A plan that stops short of 100% is undone at the run's end: never left split.
+    ws.commit("short");
+    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
+        .unwrap()
+        .replace("traffic: 100", "traffic: 60");
+    ws.write("short.yml", &plan);
+    let run = ws.wharf(&["run", "short.yml", "--var", "interval=100ms", "--var", "measurements=1"]);
+    assert_eq!(run.code(), 3, "{}", run.all());
+    assert!(
+        run.stdout()
+            .contains("seed cannot be confirmed: its upgrade did not finish (a canary plan ends with `traffic: 100`); rolled back to"),
+        "{}",
+        run.all()
+    );
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    assert_eq!(
+        state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["running"] == true)
+            .count(),
+        2
+    );
+
+    ws.commit("again");
+    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
+        .unwrap()
+        .replace("traffic: 10", "traffic: 0");
+    ws.write("zero.yml", &plan);
+    let run = ws.wharf(&["run", "zero.yml"]);
+    assert_ne!(run.code(), 0, "{}", run.all());
+    assert!(
+        run.stdout().contains("`traffic` is a percent from 1 to 100"),
+        "{}",
+        run.all()
+    );
+}
