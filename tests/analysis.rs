@@ -101,7 +101,8 @@ fn conditions_and_plans_that_do_not_read_stop_before_anything_is_measured() {
     assert_eq!(good.code(), 0, "{}", good.all());
     assert_eq!(good.output_of("judge", "values").as_deref(), Some("0.01,0.01"));
     assert!(
-        good.all().contains("measurement 2/2: result 0.01: successful"),
+        good.all()
+            .contains("/metric = 0.01: successful (measurement 2/2; success: result"),
         "{}",
         good.all()
     );

@@ -91,7 +91,8 @@ fn behind_nginx() -> (Workspace, Nginx, String) {
     (ws, nginx, old)
 }
 
-/// `canary.yml` with nginx reloaded and quick judges, and `vars` on top.
+/// `canary.yml` with nginx reloaded and quick judges, and `vars` on top (`junit=FILE` and
+/// `events=FILE` are the run's `--junit` and `--events`).
 fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
     let mut args = vec![
         "run",
@@ -103,7 +104,11 @@ fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
         "interval=1s",
     ];
     for var in vars {
-        args.extend(["--var", var]);
+        match var.split_once('=') {
+            Some(("junit", file)) => args.extend(["--junit", file]),
+            Some(("events", file)) => args.extend(["--events", file]),
+            _ => args.extend(["--var", var]),
+        }
     }
     ws.wharf(&args)
 }
@@ -170,7 +175,13 @@ fn a_good_release_is_promoted_through_10_50_100_with_every_request_answered() {
 fn a_release_failing_one_request_in_five_is_stopped_at_10_percent_and_rolled_back() {
     let (ws, nginx, old) = behind_nginx();
     let load = Load::start(nginx.port);
-    let run = canary(&ws, &["error-rate=0.2"]);
+    let junit = ws.path().join("junit.xml");
+    let events = ws.path().join("events.ndjson");
+    let (junit_arg, events_arg) = (
+        format!("junit={}", junit.display()),
+        format!("events={}", events.display()),
+    );
+    let run = canary(&ws, &["error-rate=0.2", &junit_arg, &events_arg]);
     std::thread::sleep(Duration::from_millis(300));
     let answers = load.finish();
     // Failed after deploying, rolled back: exit code 3.
@@ -216,6 +227,60 @@ fn a_release_failing_one_request_in_five_is_stopped_at_10_percent_and_rolled_bac
         answers
             .iter()
             .all(|a| a.status == 200 || a.version.as_deref() == Some(new.as_str()))
+    );
+
+    // Every measurement is in the record: the live view printed it, `wharf log` and the
+    // report show it, the report draws the traffic over time (10%, then none), and JUnit
+    // (read by junitparser) has the metric as a failed case of the judge.
+    let judged = out
+        .lines()
+        .find(|l| l.contains("≈ judge-10: error-rate = "))
+        .unwrap_or_else(|| panic!("no measurement line: {out}"));
+    assert!(
+        judged.contains(": failed (measurement 1/3; success: result <= 0.05"),
+        "{judged}"
+    );
+    let log = ws.wharf(&["log", &run.run_id()]);
+    assert!(log.stdout().contains("judge-10 ≈ error-rate = 0."), "{}", log.all());
+    assert!(log.stdout().contains("» traffic: 10% of `seed` to"), "{}", log.all());
+    let report = ws.path().join("report.html");
+    let wrote = ws.wharf(&["report", &run.run_id(), "-o", report.to_str().unwrap()]);
+    assert_eq!(wrote.code(), 0, "{}", wrote.all());
+    let html = std::fs::read_to_string(&report).unwrap();
+    let traffic = &html[html.find("id=\"traffic\"").expect("a traffic table")..];
+    let table = traffic.split("</table>").next().unwrap();
+    let percents: Vec<&str> = table
+        .split("%</td></tr>")
+        .filter_map(|row| row.rsplit_once("<td>").map(|(_, percent)| percent))
+        .collect();
+    assert_eq!(percents, ["10", "0"], "{traffic}");
+    assert!(
+        html.contains("<tr class=\"measure failed\">"),
+        "no failed measurement in the report"
+    );
+    assert!(
+        html.contains("<circle class=\"measure failed\""),
+        "no measurement on the timeline"
+    );
+    let cases = common::python(
+        "import sys\nfrom junitparser import JUnitXml, Failure\nfor suite in JUnitXml.fromfile(sys.argv[1]):\n  for case in suite:\n    failed = any(isinstance(r, Failure) for r in case.result)\n    print(case.classname, case.name, 'failed' if failed else 'ok')\n",
+        &[&junit],
+    );
+    let cases = String::from_utf8_lossy(&cases.stdout).into_owned();
+    assert!(cases.contains("judge-10.analysis error-rate failed"), "{cases}");
+    // The event stream carries them as documented (docs/events.schema.json, jsonschema).
+    common::validate_events(&events);
+    let stream = std::fs::read_to_string(&events).unwrap();
+    let events: Vec<serde_json::Value> = stream.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "measurement" && e["verdict"] == "failed" && e["metric"] == "error-rate")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "deploy" && e["transition"] == "shifted" && e["traffic"] == 10)
     );
 }
 

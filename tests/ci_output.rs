@@ -6,7 +6,7 @@
 
 mod common;
 use common::github_runner::runner_commands;
-use common::{Run, Workspace, python};
+use common::{Run, Workspace, python, validate_events};
 use std::path::Path;
 
 /// A step that annotates with text GitHub must escape, and a `cargo test`-like step that
@@ -453,33 +453,6 @@ fn junit_report_is_read_by_junitparser_with_counts_times_and_failure_output() {
     assert!(text.contains("output line 30") && text.contains("wharf log"), "{text}");
     assert!(test["time"].as_f64().unwrap() > 0.0, "{parsed}");
     assert_eq!(cases[2]["result"], "Skipped", "{parsed}");
-}
-
-/// Every line of an `--events` file validates against `docs/events.schema.json`.
-fn validate_events(events: &Path) {
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
-    let check = python(
-        r#"
-import sys, json, jsonschema
-schema = json.load(open(sys.argv[1]))
-validator = jsonschema.Draft202012Validator(schema)
-validator.check_schema(schema)
-n = 0
-for number, line in enumerate(open(sys.argv[2]), 1):
-    errors = list(validator.iter_errors(json.loads(line)))
-    if errors:
-        sys.exit(f"line {number}: {errors[0].message}\n{line}")
-    n += 1
-print(n)
-"#,
-        &[&schema, events],
-    );
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
 }
 
 #[test]

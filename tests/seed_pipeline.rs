@@ -820,7 +820,9 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
     assert_eq!(failed.code(), 1, "{}", failed.all());
     assert!(failed.step_line("errors").contains("gate-failed"), "{}", failed.all());
     assert!(
-        failed.all().contains("measurement 1/3: result 0.2: failed")
+        failed
+            .all()
+            .contains(" = 0.2: failed (measurement 1/3; success: result < 0.05)")
             && failed
                 .all()
                 .contains("analysis failed: 1 measurement(s), 1 failed (limit 0)"),
@@ -854,7 +856,8 @@ fn a_release_failing_one_request_in_five_passes_the_gate_and_its_metrics_count_t
     let http = ws.wharf(&["run", "http.yml", "-v", "--no-cache"]);
     assert_eq!(http.code(), 1, "{}", http.all());
     assert!(
-        http.all().contains("measurement 1/1: result 10: failed"),
+        http.all()
+            .contains("/data/result/0/value/1 = 10: failed (measurement 1/1;"),
         "{}",
         http.all()
     );

@@ -362,6 +362,33 @@ pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> std::proce
     out
 }
 
+/// Every line of an `--events` file validates against `docs/events.schema.json`.
+pub fn validate_events(events: &Path) {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+    let check = python(
+        r#"
+import sys, json, jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+validator.check_schema(schema)
+n = 0
+for number, line in enumerate(open(sys.argv[2]), 1):
+    errors = list(validator.iter_errors(json.loads(line)))
+    if errors:
+        sys.exit(f"line {number}: {errors[0].message}\n{line}")
+    n += 1
+print(n)
+"#,
+        &[&schema, events],
+    );
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// Run `cmd` to its end: its exit code and the most memory it held at once (peak resident
 /// set, bytes), as the kernel counted it.
 #[allow(clippy::zombie_processes, reason = "wait4 below reaps it, and reports its usage")]

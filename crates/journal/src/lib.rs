@@ -139,6 +139,19 @@ pub enum Entry {
     /// ran (the first input that differed, or why it is never cached). `wharf cache why`
     /// prints it.
     Cache { step: String, hit: bool, detail: String },
+    /// One measurement a step took of a metric (`builtin:analysis`), and what it decided.
+    Measurement {
+        step: String,
+        #[serde(flatten)]
+        measurement: Measurement,
+    },
+    /// A canary's share of traffic changed: the percent `version` of `service` takes now
+    /// (0 after a rollback, 100 once every instance runs it).
+    Traffic {
+        service: String,
+        version: String,
+        percent: u8,
+    },
     /// Host decisions outside any step: rollbacks after a failure, interruptions.
     Notice { message: String },
     RunFinished {
@@ -146,6 +159,45 @@ pub enum Entry {
         exit_code: u8,
         millis: u64,
     },
+}
+
+/// One measurement of a metric, and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub metric: String,
+    /// None when no number could be taken (no answer, no data, not a number).
+    pub value: Option<f64>,
+    /// `successful`, `failed` or `inconclusive`.
+    pub verdict: String,
+    /// Recorded, deciding nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Which measurement, the rule it was judged by, why no number was taken.
+    pub detail: String,
+}
+
+impl Measurement {
+    /// The value as people read it: at most six decimals, no trailing zeros.
+    pub fn value_text(&self) -> String {
+        let Some(value) = self.value else {
+            return "no value".into();
+        };
+        let text = format!("{value:.6}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        if text == "-0" { "0".into() } else { text.into() }
+    }
+
+    /// `METRIC = VALUE: VERDICT (DETAIL)`, `[dry run]` after the verdict of one.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} = {}: {}{} ({})",
+            self.metric,
+            self.value_text(),
+            self.verdict,
+            if self.dry_run { " [dry run]" } else { "" },
+            self.detail
+        )
+    }
 }
 
 /// What a name in a journal is used as, and so the rule it must meet.
@@ -234,6 +286,11 @@ impl Entry {
                 names.extend(outputs.iter().map(|(name, _)| (NameKind::Output, name.as_str())));
             }
             Entry::Audited { needed, .. } => names.extend(needed.iter().map(|n| (NameKind::Line, n.as_str()))),
+            Entry::Measurement { measurement, .. } => names.push((NameKind::Line, measurement.metric.as_str())),
+            Entry::Traffic { service, version, .. } => {
+                names.push((NameKind::Step, service.as_str()));
+                names.push((NameKind::Line, version.as_str()));
+            }
             _ => {}
         }
         names
@@ -250,8 +307,13 @@ impl Entry {
             | Entry::Log { step, .. }
             | Entry::StepFinished { step, .. }
             | Entry::Audited { step, .. }
+            | Entry::Measurement { step, .. }
             | Entry::Cache { step, .. } => Some(step),
-            Entry::Header { .. } | Entry::RunStarted { .. } | Entry::Notice { .. } | Entry::RunFinished { .. } => None,
+            Entry::Header { .. }
+            | Entry::RunStarted { .. }
+            | Entry::Traffic { .. }
+            | Entry::Notice { .. }
+            | Entry::RunFinished { .. } => None,
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use super::StepScope;
 use super::bindings::wharf::step::log::{
-    Annotation, Host, Level as WitLevel, TestCase, TestOutcome, TestReport, TestStatus,
+    Annotation, Host, Level as WitLevel, Measurement, TestCase, TestOutcome, TestReport, TestStatus,
+    Verdict as WitVerdict,
 };
 use crate::events::{Event, Level, TestResult};
 
@@ -94,6 +95,27 @@ impl Host for &mut StepScope {
             stderr: None,
         })
         .await
+    }
+
+    async fn measure(&mut self, m: Measurement) -> wasmtime::Result<()> {
+        self.spend_or_stop(m.metric.len() + m.detail.len() + 16)?;
+        self.events.emit(Event::Measurement {
+            step: self.step_id.clone(),
+            measurement: wharf_journal::Measurement {
+                metric: m.metric,
+                // JSON has no infinities or NaN: such a value is no number.
+                value: m.value.filter(|v| v.is_finite()),
+                verdict: match m.verdict {
+                    WitVerdict::Successful => "successful",
+                    WitVerdict::Failed => "failed",
+                    WitVerdict::Inconclusive => "inconclusive",
+                }
+                .into(),
+                dry_run: m.dry_run,
+                detail: m.detail,
+            },
+        });
+        Ok(())
     }
 
     async fn report_test(&mut self, test: TestReport) -> wasmtime::Result<()> {

@@ -299,6 +299,12 @@ pub(super) fn log(args: LogArgs) -> CommandResult {
                 text
             }
             Entry::Notice { message } => format!("» {message}"),
+            Entry::Measurement { step, measurement } => format!("    {step} ≈ {}", measurement.describe()),
+            Entry::Traffic {
+                service,
+                version,
+                percent,
+            } => format!("» traffic: {percent}% of `{service}` to {version}"),
             Entry::Audited { step, needed, .. } => format!("» audit: `{step}` needed {}", needed.join(", ")),
             Entry::Cache { step, hit, detail } => format!(
                 "» cache: `{step}` {}: {detail}",

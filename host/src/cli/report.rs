@@ -1,6 +1,7 @@
 //! `wharf report RUN`: a recorded run as one self-contained HTML file (no script, no network,
 //! no fonts from elsewhere): a timeline of the steps as bars on a time axis with their host
-//! calls as ticks and the deploy transitions marked, then each step's grants, parameters,
+//! calls as ticks, its measurements as dots and the deploy transitions marked, a canary's
+//! share of traffic over time, the measurements, then each step's grants, parameters,
 //! outputs and log, and the deploy decision. Everything from the run folder is escaped: a
 //! run folder may come from anywhere.
 
@@ -58,7 +59,30 @@ struct Attempt {
     more_calls: usize,
     log: std::collections::VecDeque<String>,
     log_total: usize,
+    measurements: Vec<Measured>,
 }
+
+/// One measurement a step took, and when.
+struct Measured {
+    at: u64,
+    m: crate::journal::Measurement,
+}
+
+impl Measured {
+    /// The verdict as a CSS class: one of three, whatever the run folder says.
+    fn class(&self) -> &'static str {
+        match self.m.verdict.as_str() {
+            "successful" => "successful",
+            "failed" => "failed",
+            _ => "inconclusive",
+        }
+    }
+}
+
+/// Measurements drawn per step attempt, like ticks.
+const MAX_MEASUREMENTS: usize = 2000;
+/// Changes of a canary's traffic kept for the chart.
+const MAX_SHIFTS: usize = 10_000;
 
 pub(super) fn report(args: ReportArgs) -> CommandResult {
     let dir = crate::journal::find_run(&args.workspace, &args.run).map_err(Stop::invalid)?;
@@ -86,6 +110,8 @@ fn render(journal: &Journal) -> String {
         (String::new(), Vec::new(), String::new(), journal.run_id());
     let mut unconfined = false;
     let mut skipped: Vec<(u64, String, Option<String>)> = Vec::new();
+    // (at, service, version, percent)
+    let mut traffic: Vec<(u64, String, String, u8)> = Vec::new();
     let open = |attempts: &[Attempt], step: &str| -> Option<usize> { attempts.iter().rposition(|a| a.step == step) };
     for record in &journal.records {
         let at = record.at_ms;
@@ -174,6 +200,23 @@ fn render(journal: &Journal) -> String {
                 _ => skipped.push((at, step.clone(), detail.clone())),
             },
             Entry::Notice { message } => notices.push((at, message.clone())),
+            Entry::Measurement { step, measurement } => {
+                if let Some(i) = open(&attempts, step)
+                    && attempts[i].measurements.len() < MAX_MEASUREMENTS
+                {
+                    attempts[i].measurements.push(Measured {
+                        at,
+                        m: measurement.clone(),
+                    });
+                }
+            }
+            Entry::Traffic {
+                service,
+                version,
+                percent,
+            } if traffic.len() < MAX_SHIFTS => {
+                traffic.push((at, service.clone(), version.clone(), (*percent).min(100)))
+            }
             _ => {}
         }
     }
@@ -220,6 +263,8 @@ fn render(journal: &Journal) -> String {
     }
 
     timeline(&mut h, &attempts, &skipped, &notices, end_ms);
+    traffic_chart(&mut h, &traffic, end_ms);
+    measurements(&mut h, &attempts);
 
     h.push_str("<h2>Deploy</h2>\n");
     if notices.is_empty() {
@@ -372,6 +417,17 @@ fn timeline(
                 seconds(*at)
             );
         }
+        for m in &a.measurements {
+            let _ = write!(
+                h,
+                "<circle class=\"measure {}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\"><title>{} at {}</title></circle>",
+                m.class(),
+                x(m.at),
+                y + 8.0,
+                esc(&m.m.describe()),
+                seconds(m.at)
+            );
+        }
         if a.more_calls > 0 {
             let _ = write!(
                 h,
@@ -408,6 +464,105 @@ fn timeline(
         );
     }
     h.push_str("</svg>\n");
+}
+
+/// A canary's share of traffic over the run: per service, a step line of the percent the
+/// new release took, on the timeline's axis, and the changes as a table.
+fn traffic_chart(h: &mut String, traffic: &[(u64, String, String, u8)], end_ms: u64) {
+    if traffic.is_empty() {
+        return;
+    }
+    const LEFT: f64 = 160.0;
+    const WIDTH: f64 = 800.0;
+    const HEIGHT: f64 = 100.0;
+    let x = |ms: u64| LEFT + WIDTH * ms as f64 / end_ms as f64;
+    let y = |percent: u8| 20.0 + HEIGHT * (1.0 - f64::from(percent) / 100.0);
+    let mut services: Vec<&str> = traffic.iter().map(|(_, s, _, _)| s.as_str()).collect();
+    services.dedup();
+    services.sort_unstable();
+    services.dedup();
+    h.push_str("<h2>Traffic</h2>\n");
+    for service in services {
+        let _ = write!(
+            h,
+            "<svg class=\"traffic\" data-service=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {} {}\" width=\"100%\">\
+             <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            attr(service),
+            LEFT + WIDTH + 50.0,
+            HEIGHT + 40.0,
+            LEFT - 8.0,
+            y(50) + 4.0,
+            esc(service)
+        );
+        for percent in [0u8, 50, 100] {
+            let _ = write!(
+                h,
+                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{0:.1}\" y1=\"{2:.1}\" y2=\"{2:.1}\"/><text class=\"axis\" x=\"{1:.1}\" y=\"{3:.1}\">{percent}%</text>",
+                LEFT + WIDTH,
+                LEFT + WIDTH + 4.0,
+                y(percent),
+                y(percent) + 4.0
+            );
+        }
+        // From 0% at the start, each change held until the next, to the run's end.
+        let mut points = format!("{:.1},{:.1}", x(0), y(0));
+        let mut now = 0u8;
+        for (at, _, version, percent) in traffic.iter().filter(|(_, s, _, _)| s == service) {
+            let _ = write!(points, " {0:.1},{1:.1} {0:.1},{2:.1}", x(*at), y(now), y(*percent));
+            let _ = write!(
+                h,
+                "<circle class=\"shift\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{percent}% to {} at {}</title></circle>",
+                x(*at),
+                y(*percent),
+                esc(version),
+                seconds(*at)
+            );
+            now = *percent;
+        }
+        let _ = write!(points, " {:.1},{:.1}", x(end_ms), y(now));
+        let _ = writeln!(h, "<polyline class=\"weight\" points=\"{points}\"/></svg>");
+    }
+    h.push_str(
+        "<table class=\"kv\" id=\"traffic\"><tr><th>at</th><th>service</th><th>release</th><th>traffic</th></tr>",
+    );
+    for (at, service, version, percent) in traffic {
+        let _ = write!(
+            h,
+            "<tr><td class=\"at\">{}</td><td>{}</td><td>{}</td><td>{percent}%</td></tr>",
+            seconds(*at),
+            esc(service),
+            esc(version)
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// Every measurement of the run, in order, with the step that took it.
+fn measurements(h: &mut String, attempts: &[Attempt]) {
+    let mut all: Vec<(&Attempt, &Measured)> = attempts
+        .iter()
+        .flat_map(|a| a.measurements.iter().map(move |m| (a, m)))
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    all.sort_by_key(|(_, m)| m.at);
+    h.push_str("<h2>Measurements</h2>\n<table class=\"kv\" id=\"measurements\"><tr><th>at</th><th>step</th><th>metric</th><th>value</th><th>verdict</th><th>how</th></tr>");
+    for (a, m) in all {
+        let _ = write!(
+            h,
+            "<tr class=\"measure {}\"><td class=\"at\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            m.class(),
+            seconds(m.at),
+            esc(&a.step),
+            esc(&m.m.metric),
+            esc(&m.m.value_text()),
+            m.class(),
+            if m.m.dry_run { " (dry run)" } else { "" },
+            esc(&m.m.detail)
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn seconds(ms: u64) -> String {
@@ -460,7 +615,10 @@ svg text{font-size:11px;fill:#333}.label{text-anchor:end}.axis{fill:#777}\
 table.kv{border-collapse:collapse;margin:.4em 0}table.kv caption{text-align:left;font-weight:600}\
 table.kv th,table.kv td{border:1px solid #e3e3e3;padding:.15em .5em;text-align:left;vertical-align:top;word-break:break-all}\
 pre{background:#f6f8fa;padding:.5em;overflow:auto;max-height:30em;white-space:pre-wrap;word-break:break-all}\
-.detail{background:#fff0f0}.at{color:#777;font-family:monospace}";
+.detail{background:#fff0f0}.at{color:#777;font-family:monospace}\
+circle.measure.successful{fill:#2d6a4f}circle.measure.failed{fill:#d00000}circle.measure.inconclusive{fill:#f4a261}\
+tr.measure.failed td{background:#fff0f0}tr.measure.inconclusive td{background:#fff8e6}\
+.weight{fill:none;stroke:#1d3557;stroke-width:2}.shift{fill:#1d3557}";
 
 #[cfg(test)]
 mod tests {

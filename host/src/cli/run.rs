@@ -565,7 +565,7 @@ fn start_journal(
         audit: facts.audit,
         sandbox: Some(facts.sandbox.as_str().to_string()),
     });
-    events.add_sink(Arc::new(crate::journal::JournalSink(journal.clone())));
+    events.add_sink(Arc::new(crate::journal::JournalSink::new(journal.clone())));
     Ok(journal)
 }
 

@@ -139,11 +139,24 @@ impl Deployer {
 
     /// Tell the run's events that `service` went through `transition`, to `spec` if any.
     fn note(&self, service: &str, transition: Transition, spec: Option<&Spec>, message: String) {
+        self.note_traffic(service, transition, spec, None, message);
+    }
+
+    /// [`Deployer::note`], saying the share of traffic `spec` takes now.
+    fn note_traffic(
+        &self,
+        service: &str,
+        transition: Transition,
+        spec: Option<&Spec>,
+        traffic: Option<u8>,
+        message: String,
+    ) {
         self.events.emit(Event::Deploy {
             service: service.to_string(),
             transition,
             version: spec.map(|s| s.revision.version.clone()),
             digest: spec.map(|s| s.revision.digest.clone()),
+            traffic,
             message,
         });
     }
@@ -597,10 +610,11 @@ impl Deployer {
         record.traffic = Some(percent);
         self.save(&mut record)?;
         let current = current_spec(&record)?;
-        self.note(
+        self.note_traffic(
             service,
             Transition::Shifted,
             Some(&current),
+            Some(percent),
             format!("{service}: {percent}% of traffic to {}", current.revision.version),
         );
         Ok(weigh(record))

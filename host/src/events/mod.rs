@@ -160,6 +160,12 @@ pub enum Event {
         stdout: Option<String>,
         stderr: Option<String>,
     },
+    /// A measurement a step took of a metric, and its verdict.
+    Measurement {
+        step: String,
+        #[serde(flatten)]
+        measurement: wharf_journal::Measurement,
+    },
     StepRetrying {
         step: String,
         attempt: u32,
@@ -188,6 +194,10 @@ pub enum Event {
         transition: Transition,
         version: Option<String>,
         digest: Option<String>,
+        /// The percent of the traffic `version` takes after the transition, where a canary
+        /// shares it (`shifted`, and the `upgraded` or `rolled-back` that ends a canary).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        traffic: Option<u8>,
         message: String,
     },
     /// The last event of a run: after its deploys were settled.
@@ -226,6 +236,10 @@ impl Event {
                 file.iter_mut().for_each(fix);
             }
             Event::StepRetrying { error, .. } => fix(error),
+            Event::Measurement { measurement, .. } => {
+                fix(&mut measurement.metric);
+                fix(&mut measurement.detail);
+            }
             Event::TestCase {
                 suite,
                 name,

@@ -8,10 +8,10 @@ pub mod tape;
 pub mod witness;
 
 pub use wharf_journal::{
-    Entry, FORMAT, Record, VERSION, clocks, component_store, find_run, reader, runs_dir, snapshot, writer,
+    Entry, FORMAT, Measurement, Record, VERSION, clocks, component_store, find_run, reader, runs_dir, snapshot, writer,
 };
 
-use crate::events::{Event, Events, Level, Sink, Stream};
+use crate::events::{Event, Events, Level, Sink, Stream, Transition};
 use std::path::Path;
 use std::sync::Arc;
 use writer::JournalWriter;
@@ -35,12 +35,53 @@ pub fn open(workspace: &Path, run_id: &str, events: &Events) -> std::io::Result<
     )?))
 }
 
-/// The journal as a renderer of run events: log lines, step outcomes and notices.
-pub struct JournalSink(pub Arc<JournalWriter>);
+/// The journal as a renderer of run events: log lines, step outcomes, measurements, a
+/// canary's traffic and notices.
+pub struct JournalSink {
+    journal: Arc<JournalWriter>,
+    /// Services whose traffic a canary shares, and the canary's version.
+    canaries: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl JournalSink {
+    pub fn new(journal: Arc<JournalWriter>) -> Self {
+        Self {
+            journal,
+            canaries: Default::default(),
+        }
+    }
+
+    /// The traffic a deploy transition gives a canary: the share it was shifted to, all of
+    /// it once upgraded, none once rolled back.
+    fn traffic(
+        &self,
+        service: &str,
+        transition: Transition,
+        version: Option<&str>,
+        shifted: Option<u8>,
+    ) -> Option<Entry> {
+        let mut canaries = self.canaries.lock().unwrap();
+        let (version, percent) = match (transition, shifted) {
+            (Transition::Shifted, Some(percent)) => {
+                let version = version?.to_string();
+                canaries.insert(service.to_string(), version.clone());
+                (version, percent)
+            }
+            (Transition::Upgraded, _) => (canaries.remove(service)?, 100),
+            (Transition::RolledBack, _) => (canaries.remove(service)?, 0),
+            _ => return None,
+        };
+        Some(Entry::Traffic {
+            service: service.to_string(),
+            version,
+            percent,
+        })
+    }
+}
 
 impl Sink for JournalSink {
     fn event(&self, event: &Event) {
-        let journal = &self.0;
+        let journal = &self.journal;
         let level = |l: &Level| {
             serde_json::to_value(l)
                 .ok()
@@ -112,7 +153,26 @@ impl Sink for JournalSink {
                 outputs: outputs.clone(),
                 millis: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             }),
-            Event::Notice { message } | Event::Deploy { message, .. } => journal.write(Entry::Notice {
+            Event::Measurement { step, measurement } => journal.write(Entry::Measurement {
+                step: step.clone(),
+                measurement: measurement.clone(),
+            }),
+            Event::Deploy {
+                service,
+                transition,
+                version,
+                traffic,
+                message,
+                ..
+            } => {
+                if let Some(traffic) = self.traffic(service, *transition, version.as_deref(), *traffic) {
+                    journal.write(traffic);
+                }
+                journal.write(Entry::Notice {
+                    message: message.clone(),
+                })
+            }
+            Event::Notice { message } => journal.write(Entry::Notice {
                 message: message.clone(),
             }),
             _ => 0,

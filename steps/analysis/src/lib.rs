@@ -19,6 +19,7 @@ mod condition;
 use condition::Condition;
 use std::time::Duration;
 use step_http::{get, split_url};
+use wharf_step::log::{Measurement, TestReport, TestStatus, Verdict};
 use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, deploy, error, log, param};
 
 struct Analysis;
@@ -29,20 +30,11 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// Measurements one analysis may take.
 const COUNT_LIMIT: i64 = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Verdict {
-    Successful,
-    Failed,
-    Inconclusive,
-}
-
-impl Verdict {
-    fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Successful => "successful",
-            Verdict::Failed => "failed",
-            Verdict::Inconclusive => "inconclusive",
-        }
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Successful => "successful",
+        Verdict::Failed => "failed",
+        Verdict::Inconclusive => "inconclusive",
     }
 }
 
@@ -58,6 +50,10 @@ impl Step for Analysis {
             "Measure a metric over time; pass, fail or stay inconclusive by its conditions",
         )
         .param(param::text("provider", "`http` or `prometheus`").default_text("http"))
+        .param(param::text(
+            "metric",
+            "The metric's name in the log, the report and JUnit [default: the query, the JSON pointer or the URL's path]",
+        ))
         .param(
             param::text(
                 "url",
@@ -153,14 +149,23 @@ impl Step for Analysis {
                 encode(query)
             ),
         };
+        let metric = match (ctx.opt_text("metric")?.filter(|m| !m.trim().is_empty()), &provider) {
+            (Some(name), _) => name,
+            (None, Provider::Prometheus { query }) => query.clone(),
+            (None, Provider::Http { pointer: Some(pointer) }) => pointer.clone(),
+            (None, Provider::Http { pointer: None }) => path.split('?').next().unwrap_or("/").to_string(),
+        };
         let rule = match &failure {
             Some(f) => format!("success: {}, failure: {}", success.text(), f.text()),
             None => format!("success: {}", success.text()),
         };
 
+        let started = std::time::Instant::now();
         std::thread::sleep(Duration::from_millis(ctx.duration_ms("initial-delay")?));
         let (mut failed, mut inconclusive) = (0u64, 0u64);
         let mut values = Vec::new();
+        // Each measurement as a line of the JUnit case.
+        let mut journal = Vec::new();
         let mut taken = 0;
         for n in 1..=count {
             if n > 1 {
@@ -176,25 +181,35 @@ impl Step for Analysis {
                 Ok(result) => result.to_string(),
                 Err(_) => "-".into(),
             });
-            let (verdict, said) = match measured {
-                Ok(result) if failure.as_ref().map_or(!success.holds(result), |f| f.holds(result)) => {
-                    (Verdict::Failed, format!("result {result}"))
+            let (verdict, why) = match &measured {
+                Ok(result) if failure.as_ref().map_or(!success.holds(*result), |f| f.holds(*result)) => {
+                    (Verdict::Failed, None)
                 }
-                Ok(result) if success.holds(result) => (Verdict::Successful, format!("result {result}")),
-                Ok(result) => (
-                    Verdict::Inconclusive,
-                    format!("result {result}, neither condition holds"),
-                ),
-                Err(why) => (Verdict::Inconclusive, why),
+                Ok(result) if success.holds(*result) => (Verdict::Successful, None),
+                Ok(_) => (Verdict::Inconclusive, Some("neither condition holds".to_string())),
+                Err(why) => (Verdict::Inconclusive, Some(why.clone())),
             };
             match verdict {
                 Verdict::Failed => failed += 1,
                 Verdict::Inconclusive => inconclusive += 1,
                 Verdict::Successful => {}
             }
-            log::info(&format!(
-                "measurement {n}/{count}: {said}: {} ({rule})",
-                verdict.as_str()
+            let detail = match &why {
+                Some(why) => format!("measurement {n}/{count}; {why}; {rule}"),
+                None => format!("measurement {n}/{count}; {rule}"),
+            };
+            log::measure(&Measurement {
+                metric: metric.clone(),
+                value: measured.ok(),
+                verdict,
+                dry_run,
+                detail: detail.clone(),
+            });
+            journal.push(format!(
+                "{}: {} {}",
+                values.last().map_or("-", String::as_str),
+                verdict_name(verdict),
+                detail
             ));
             if failed > failure_limit && !dry_run {
                 break;
@@ -209,16 +224,38 @@ impl Step for Analysis {
         };
         let summary = format!(
             "{}: {taken} measurement(s), {failed} failed (limit {failure_limit}), {inconclusive} inconclusive (limit {inconclusive_limit}); values {}",
-            phase.as_str(),
+            verdict_name(phase),
             values.join(", ")
         );
         let outputs = vec![
-            ("phase".to_string(), phase.as_str().to_string()),
+            ("phase".to_string(), verdict_name(phase).to_string()),
             ("measurements".to_string(), taken.to_string()),
             ("failed".to_string(), failed.to_string()),
             ("inconclusive".to_string(), inconclusive.to_string()),
             ("values".to_string(), values.join(",")),
         ];
+        // A case per metric in the run's JUnit report.
+        log::report_test(&TestReport {
+            suite: "analysis".into(),
+            name: metric.clone(),
+            classname: None,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status: match (phase, dry_run) {
+                (Verdict::Successful, _) => TestStatus::Passed,
+                (_, true) => TestStatus::Skipped,
+                (Verdict::Failed, false) => TestStatus::Failed,
+                (Verdict::Inconclusive, false) => TestStatus::Errored,
+            },
+            message: Some(if dry_run && phase != Verdict::Successful {
+                format!("dry run, deciding nothing: {summary}")
+            } else {
+                summary.clone()
+            }),
+            kind: None,
+            details: None,
+            stdout: Some(journal.join("\n")),
+            stderr: None,
+        });
         match (phase, dry_run) {
             (Verdict::Successful, _) => {
                 log::info(&summary);
@@ -310,6 +347,7 @@ fn number(text: &str) -> Result<f64, String> {
     let shown: String = text.chars().take(40).flat_map(char::escape_debug).collect();
     match text.trim().parse::<f64>() {
         Ok(n) if n.is_nan() => Err("the result is NaN".into()),
+        Ok(n) if n.is_infinite() => Err(format!("`{shown}` is not a finite number")),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{shown}` is not a number")),
     }

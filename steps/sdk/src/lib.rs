@@ -293,8 +293,8 @@ pub mod error {
 /// Logging through the host's `log` interface.
 pub mod log {
     pub use super::bindings::wharf::step::log::{
-        Annotation, Level, TestCase, TestOutcome, TestReport, TestStatus, annotate, progress, report_test, test_result,
-        write,
+        Annotation, Level, Measurement, TestCase, TestOutcome, TestReport, TestStatus, Verdict, annotate, measure,
+        progress, report_test, test_result, write,
     };
 
     pub fn debug(message: &str) {

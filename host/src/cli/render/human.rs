@@ -280,6 +280,20 @@ impl Human {
                 printable(step),
                 printable(&progress_text(label, *done, *total))
             ),
+            // Every measurement is shown: it is what a release is judged by.
+            Event::Measurement { step, measurement } => {
+                let color = match measurement.verdict.as_str() {
+                    "successful" => "32",
+                    "failed" => "31",
+                    _ => "33",
+                };
+                format!(
+                    "    {} {}: {}",
+                    self.paint(color, "≈"),
+                    printable(step),
+                    printable(&measurement.describe())
+                )
+            }
             Event::Notice { message } | Event::Deploy { message, .. } => {
                 format!("  {} {}", self.paint("1", "»"), lines(message, "    "))
             }
