@@ -7,7 +7,7 @@
 
 mod common;
 use common::Workspace;
-use common::services::Nginx;
+use common::services::{Nginx, Registry};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -392,5 +392,80 @@ fn a_canary_plan_goes_forward_only() {
         run.stdout().contains("`traffic` is a percent from 1 to 100"),
         "{}",
         run.all()
+    );
+}
+
+/// The same plan on the docker target: each instance a container of the engine pulled by
+/// digest from a loopback registry, weighed in nginx the same way; a good release is
+/// promoted, a bad one stopped at 10% and rolled back to the containers of the old.
+#[test]
+fn the_plan_runs_on_the_docker_target() {
+    let registry = Registry::start();
+    let ws = Workspace::seed();
+    // Unique per test run: containers of other runs on the same engine stay out of the way.
+    let service = format!("canary-{}", std::process::id());
+    let vars = [
+        format!("registry={}", registry.addr),
+        "target=docker".to_string(),
+        format!("service={service}"),
+    ];
+    let mut first = vec!["run", "pipeline.yml"];
+    for var in &vars {
+        first.extend(["--var", var]);
+    }
+    let deployed = ws.wharf(&first);
+    assert_eq!(deployed.code(), 0, "{}", deployed.all());
+    let nginx = Nginx::start_for(
+        &service,
+        &ws.path().join("nginx"),
+        &ws.path().join("nginx/upstreams.conf"),
+    );
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+
+    ws.commit("good");
+    let load = Load::start(nginx.port);
+    let good = canary(&ws, &vars);
+    let answers = load.finish();
+    assert_eq!(good.code(), 0, "{}", good.all());
+    let new = good.output_of("version", "version").unwrap();
+    assert!(good.stdout().contains(&format!("{service}: 50% of traffic to {new}")));
+    assert!(
+        answers.len() > 100 && answers.iter().all(|a| a.status == 200),
+        "{} answers",
+        answers.len()
+    );
+    assert!(answers.iter().any(|a| a.version.as_deref() == Some(new.as_str())));
+    let state = ws.service_state(&service);
+    assert_eq!(
+        (state["state"].as_str(), state["target"].as_str()),
+        (Some("active"), Some("docker"))
+    );
+    assert_eq!(upstreams(&ws).matches(&new).count(), 2, "{}", upstreams(&ws));
+
+    ws.commit("bad");
+    let load = Load::start(nginx.port);
+    let mut bad_vars = vars.clone();
+    bad_vars.push("error-rate=0.2");
+    let bad = canary(&ws, &bad_vars);
+    let answers = load.finish();
+    assert_eq!(bad.code(), 3, "{}", bad.all());
+    assert_eq!(bad.status_of("judge-10"), "FAIL", "{}", bad.all());
+    let bad_version = bad.output_of("version", "version").unwrap();
+    let window = canary_window(&answers, &bad_version);
+    let to_bad = window
+        .iter()
+        .filter(|a| a.version.as_deref() == Some(bad_version.as_str()))
+        .count();
+    assert!(
+        to_bad * 3 < window.len(),
+        "{to_bad} of {} reached the canary",
+        window.len()
+    );
+    let state = ws.service_state(&service);
+    assert_eq!(state["current"]["revision"]["version"], new.as_str());
+    let text = upstreams(&ws);
+    assert!(
+        !text.contains(&bad_version) && text.matches(&new).count() == 2,
+        "{text}"
     );
 }

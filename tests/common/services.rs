@@ -211,6 +211,11 @@ impl Nginx {
     /// nginx whose configuration, pid and logs are in `prefix` (a directory a pipeline may
     /// reload it from).
     pub fn start_in(prefix: &Path, upstreams: &Path) -> Self {
+        Self::start_for("seed", prefix, upstreams)
+    }
+
+    /// nginx in `prefix` proxying to `upstream`.
+    pub fn start_for(upstream: &str, prefix: &Path, upstreams: &Path) -> Self {
         require("nginx", "nginx");
         std::fs::create_dir_all(prefix).unwrap();
         let port = free_port();
@@ -219,7 +224,7 @@ impl Nginx {
             "daemon off;\nworker_processes 1;\nerror_log {p}/error.log;\npid {p}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
-             include {};\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://seed; }}\n  }}\n}}\n",
+             include {};\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://{upstream}; }}\n  }}\n}}\n",
             upstreams.display()
         );
         std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
