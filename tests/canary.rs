@@ -469,3 +469,72 @@ fn the_plan_runs_on_the_docker_target() {
         "{text}"
     );
 }
+
+/// Ctrl-C while the canary is judged: the run stops, rolls the canary back and leaves every
+/// instance on the old release. A killed wharf leaves the split recorded, and
+/// `wharf rollback` (what the next run asks for) ends it the same way.
+#[test]
+fn an_interrupted_or_killed_canary_ends_on_one_release() {
+    let ws = Workspace::seed();
+    let first = ws.wharf(&["run", "pipeline.yml", "-v"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    let old = first.output_of("version", "version").unwrap();
+    let state_file = ws.path().join(".wharf/state/services/seed.json");
+    let on_old_alone = |ws: &Workspace| {
+        let state = ws.service_state("seed");
+        assert_eq!(state["state"], "active", "{state}");
+        assert_eq!(state["current"]["revision"]["version"], old.as_str(), "{state}");
+        let running: Vec<&serde_json::Value> = state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["running"] == true)
+            .collect();
+        assert_eq!(running.len(), 2, "{state}");
+        assert!(running.iter().all(|i| i["version"] == old.as_str()), "{state}");
+        for url in ws.running_urls("seed") {
+            let (_, body) = common::services::http_get(&format!("{url}/api/v1/version")).unwrap();
+            assert_eq!(body.trim(), old);
+        }
+    };
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        ws.commit("canary");
+        let mut child = ws
+            .command(&["run", "canary.yml", "--var", "measurements=60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&state_file)
+            .unwrap_or_default()
+            .contains("\"traffic\": 10")
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "the canary never took 10%");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        if signal == libc::SIGINT {
+            assert_eq!(status.code(), Some(130), "{out}");
+            assert!(out.contains(&format!("seed: rolled back to {old}")), "{out}");
+        } else {
+            // Killed: the split is on record, and the next run will not start over it.
+            let state = ws.service_state("seed");
+            assert_eq!(
+                (state["state"].as_str(), state["traffic"].as_u64()),
+                (Some("upgrading"), Some(10))
+            );
+            let next = ws.wharf(&["run", "canary.yml"]);
+            assert_eq!(next.code(), 1, "{}", next.all());
+            assert!(next.all().contains("wharf rollback seed"), "{}", next.all());
+            let rollback = ws.wharf(&["rollback", "seed"]);
+            assert_eq!(rollback.code(), 0, "{}", rollback.all());
+            assert!(ws.service_state("seed").get("traffic").is_none());
+        }
+        on_old_alone(&ws);
+    }
+}
