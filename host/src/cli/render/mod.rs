@@ -221,23 +221,31 @@ impl Tails {
             Event::Log {
                 step, stream, message, ..
             } => {
-                let mut steps = self.steps.lock().unwrap();
-                let (tail, total) = steps.entry(step.clone()).or_default();
                 for line in message.split('\n') {
                     let line = line.trim_end_matches('\r');
-                    let line = match stream {
-                        Stream::Stderr => format!("stderr {line}"),
-                        _ => line.to_string(),
-                    };
-                    if tail.len() == TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                    *total += 1;
+                    self.keep(
+                        step,
+                        match stream {
+                            Stream::Stderr => format!("stderr {line}"),
+                            _ => line.to_string(),
+                        },
+                    );
                 }
             }
+            // What a judge measured is what its failure is about.
+            Event::Measurement { step, measurement } => self.keep(step, format!("≈ {}", measurement.describe())),
             _ => {}
         }
+    }
+
+    fn keep(&self, step: &str, line: String) {
+        let mut steps = self.steps.lock().unwrap();
+        let (tail, total) = steps.entry(step.to_string()).or_default();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+        *total += 1;
     }
 
     /// The last lines of `step`'s output and how many there were in all.
