@@ -7,77 +7,8 @@
 
 mod common;
 use common::Workspace;
-use common::services::{Nginx, Registry};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use common::services::{Answer, CANARY_RUN, Load, Nginx, Registry, reached};
 use std::time::Duration;
-
-/// One answer through nginx: its status and the version that served it (none for a 502).
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    version: Option<String>,
-}
-
-/// Requests `GET /` through nginx every few milliseconds until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Answer>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let (stopped, seen) = (stop.clone(), answers.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                if let Some(answer) = get(port) {
-                    seen.lock().unwrap().push(answer);
-                }
-                std::thread::sleep(Duration::from_millis(4));
-            }
-        });
-        Load {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        self.answers.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn get(port: u16) -> Option<Answer> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET / HTTP/1.0\r\nHost: seed\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let version = response
-        .lines()
-        .take_while(|l| !l.is_empty() && *l != "\r")
-        .find_map(|l| l.strip_prefix("X-Version: "))
-        .map(|v| v.trim().to_string());
-    Some(Answer { status, version })
-}
 
 /// A seed workspace running its first release behind nginx (prefix `nginx/`, as the
 /// canary pipeline reloads it), with the next commit ready to go out as a canary.
@@ -94,15 +25,7 @@ fn behind_nginx() -> (Workspace, Nginx, String) {
 /// `canary.yml` with nginx reloaded and quick judges, and `vars` on top (`junit=FILE` and
 /// `events=FILE` are the run's `--junit` and `--events`).
 fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
-    let mut args = vec![
-        "run",
-        "canary.yml",
-        "-v",
-        "--var",
-        "reload=nginx",
-        "--var",
-        "interval=1s",
-    ];
+    let mut args = CANARY_RUN.to_vec();
     for var in vars {
         match var.split_once('=') {
             Some(("junit", file)) => args.extend(["--junit", file]),
@@ -115,15 +38,6 @@ fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
 
 fn upstreams(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.path().join("nginx/upstreams.conf")).unwrap()
-}
-
-/// The answers from the first the new release served to the last: the canary's window.
-fn canary_window<'a>(answers: &'a [Answer], new: &str) -> &'a [Answer] {
-    let served = |a: &Answer| a.version.as_deref() == Some(new);
-    match (answers.iter().position(served), answers.iter().rposition(served)) {
-        (Some(first), Some(last)) => &answers[first..=last],
-        _ => &[],
-    }
 }
 
 #[test]
@@ -160,13 +74,9 @@ fn a_good_release_is_promoted_through_10_50_100_with_every_request_answered() {
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    let window = canary_window(&answers, &new);
-    let to_new = window
-        .iter()
-        .filter(|a| a.version.as_deref() == Some(new.as_str()))
-        .count();
+    let (to_new, window) = reached(&answers, &new);
     assert!(
-        to_new > 0 && to_new < window.len(),
+        to_new > 0 && to_new < window,
         "the canary and the old release both served"
     );
 }
@@ -206,16 +116,12 @@ fn a_release_failing_one_request_in_five_is_stopped_at_10_percent_and_rolled_bac
     assert_eq!(state["current"]["revision"]["version"], old.as_str());
 
     // While the canary ran, it met about a tenth of the requests, not a third.
-    let window = canary_window(&answers, &new);
-    let to_new = window
-        .iter()
-        .filter(|a| a.version.as_deref() == Some(new.as_str()))
-        .count();
-    assert!(window.len() > 50, "{} answers in the canary's window", window.len());
+    let (to_new, window) = reached(&answers, &new);
+    assert!(window > 50, "{} answers in the canary's window", window);
     assert!(
-        to_new * 3 < window.len(),
+        to_new * 3 < window,
         "{to_new} of {} requests during the canary reached it",
-        window.len()
+        window
     );
     // Its failures were among those; the old release failed none.
     let errors = answers.iter().filter(|a| a.status == 500).count();
@@ -451,16 +357,8 @@ fn the_plan_runs_on_the_docker_target() {
     assert_eq!(bad.code(), 3, "{}", bad.all());
     assert_eq!(bad.status_of("judge-10"), "FAIL", "{}", bad.all());
     let bad_version = bad.output_of("version", "version").unwrap();
-    let window = canary_window(&answers, &bad_version);
-    let to_bad = window
-        .iter()
-        .filter(|a| a.version.as_deref() == Some(bad_version.as_str()))
-        .count();
-    assert!(
-        to_bad * 3 < window.len(),
-        "{to_bad} of {} reached the canary",
-        window.len()
-    );
+    let (to_bad, window) = reached(&answers, &bad_version);
+    assert!(to_bad * 3 < window, "{to_bad} of {} reached the canary", window);
     let state = ws.service_state(&service);
     assert_eq!(state["current"]["revision"]["version"], new.as_str());
     let text = upstreams(&ws);

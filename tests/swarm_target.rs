@@ -5,7 +5,7 @@
 
 mod common;
 use common::Workspace;
-use common::services::{Nginx, Registry, http_get};
+use common::services::{CANARY_RUN, Load, Nginx, Registry, http_get, reached};
 use common::swarm::Swarm;
 use std::time::{Duration, Instant};
 
@@ -494,4 +494,88 @@ fn a_release_without_provenance_is_not_rolled_out_on_the_swarm() {
         "{{index .Spec.Labels \"wharf.revision\"}}",
     ]);
     assert_eq!(spec.trim(), digest, "the service spec was not touched");
+}
+
+/// The canary plan on the swarm: the new release runs as a service of its own,
+/// `seed-canary`, with its share of the replicas (one of two) beside the old service scaled
+/// down by as many, and nginx weighs the tasks 10/90, then 50/50. A good release rolls out
+/// to every task and the canary service goes; a release failing one request in five is
+/// stopped at the first judge, having met about a tenth of the requests: the canary service
+/// removed, the old one back to a task on each node.
+#[test]
+fn the_canary_plan_runs_on_the_swarm_by_a_share_of_replicas() {
+    let cluster = Cluster::up();
+    let (_, old_digest) = cluster.deploy_good();
+    let ws = &cluster.ws;
+    let nginx = Nginx::start_in(&ws.path().join("nginx"), &ws.path().join("nginx/upstreams.conf"));
+    let services = || {
+        cluster
+            .swarm
+            .docker(&["service", "ls", "--format", "{{.Name}} {{.Replicas}}"])
+    };
+    // canary.yml under load through nginx: its exit code and output, the services while the
+    // canary took 10%, and every answer.
+    let canary = |extra: &[&str]| {
+        let load = Load::start(nginx.port);
+        let mut args = CANARY_RUN.to_vec();
+        args.extend(extra.iter().flat_map(|v| ["--var", *v]));
+        let child = cluster
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let mut during = services();
+        while !during.contains("seed-canary 1/1") {
+            assert!(started.elapsed() < Duration::from_secs(180), "no canary task: {during}");
+            std::thread::sleep(Duration::from_millis(200));
+            during = services();
+        }
+        let (code, out) = wait_output(child);
+        (code, out, during, load.finish())
+    };
+
+    cluster.ws.commit("good");
+    let (code, out, during, answers) = canary(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("seed: 10% of traffic to") && out.contains("1 of 2 replicas"),
+        "{out}"
+    );
+    assert!(
+        during.contains("seed 1/1") && during.contains("seed-canary 1/1"),
+        "{during}"
+    );
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active");
+    let new_version = state["current"]["revision"]["version"].as_str().unwrap().to_string();
+    let new_digest = state["current"]["revision"]["digest"].as_str().unwrap().to_string();
+    assert_ne!(new_digest, old_digest);
+    cluster.assert_every_task_runs(&new_version, &new_digest);
+    assert!(!services().contains("seed-canary"), "{}", services());
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.version.as_deref() == Some(new_version.as_str()))
+    );
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        answers.iter().find(|a| a.status != 200)
+    );
+
+    cluster.ws.commit("bad");
+    let (code, out, during, answers) = canary(&["error-rate=0.2"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(during.contains("seed-canary 1/1"), "{during}");
+    assert!(out.contains("FAIL judge-10"), "{out}");
+    assert!(!services().contains("seed-canary"), "{}", services());
+    cluster.assert_every_task_runs(&new_version, &new_digest);
+    let bad = answers
+        .iter()
+        .filter_map(|a| a.version.clone())
+        .find(|v| *v != new_version)
+        .expect("the canary served some requests");
+    let (to_bad, window) = reached(&answers, &bad);
+    assert!(to_bad * 3 < window, "{to_bad} of {window} requests reached the canary");
 }

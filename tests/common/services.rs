@@ -348,3 +348,96 @@ impl Drop for StandIn {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// One answer through nginx: its status and the version that served it (none for a 502).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub version: Option<String>,
+}
+
+/// A small load generator: `GET /` through nginx every few milliseconds until stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<Answer>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stopped, seen) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(answer) = get(port) {
+                    seen.lock().unwrap().push(answer);
+                }
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        });
+        Load {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.answers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn get(port: u16) -> Option<Answer> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET / HTTP/1.0\r\nHost: seed\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let version = response
+        .lines()
+        .take_while(|l| !l.is_empty() && *l != "\r")
+        .find_map(|l| l.strip_prefix("X-Version: "))
+        .map(|v| v.trim().to_string());
+    Some(Answer { status, version })
+}
+
+/// The answers from the first the new release served to the last: the canary's window.
+pub fn canary_window<'a>(answers: &'a [Answer], new: &str) -> &'a [Answer] {
+    let served = |a: &Answer| a.version.as_deref() == Some(new);
+    match (answers.iter().position(served), answers.iter().rposition(served)) {
+        (Some(first), Some(last)) => &answers[first..=last],
+        _ => &[],
+    }
+}
+
+/// Of the answers in the canary's window, how many `version` served, and how many there were.
+pub fn reached(answers: &[Answer], version: &str) -> (usize, usize) {
+    let window = canary_window(answers, version);
+    let served = window.iter().filter(|a| a.version.as_deref() == Some(version)).count();
+    (served, window.len())
+}
+
+/// `wharf run canary.yml` of the seed with nginx (prefix `nginx/`) reloaded at each shift and
+/// the judges measuring a second apart.
+pub const CANARY_RUN: [&str; 7] = [
+    "run",
+    "canary.yml",
+    "-v",
+    "--var",
+    "reload=nginx",
+    "--var",
+    "interval=1s",
+];

@@ -141,6 +141,16 @@ fn spec(s: ServiceSpec) -> state::Spec {
     }
 }
 
+fn policy(p: &RolloutPolicy) -> state::RolloutPolicy {
+    state::RolloutPolicy {
+        batch_size: p.batch_size,
+        interval_ms: p.interval_ms,
+        start_first: p.start_first,
+        health_timeout_ms: p.health_timeout_ms,
+        health_command: p.health_command.clone(),
+    }
+}
+
 const DEPLOY: &str = "wharf:step/deploy";
 
 impl Host for DeployView<'_> {
@@ -150,18 +160,29 @@ impl Host for DeployView<'_> {
             .call
             .taped(DEPLOY, "rollout", &(&s, &p), async {
                 let spec = state::Spec {
-                    rollout: state::RolloutPolicy {
-                        batch_size: p.batch_size,
-                        interval_ms: p.interval_ms,
-                        start_first: p.start_first,
-                        health_timeout_ms: p.health_timeout_ms,
-                        health_command: p.health_command.clone(),
-                    },
+                    rollout: policy(&p),
                     ..spec(s.clone())
                 };
                 let deployer = this.deployer(&s.service)?;
                 this.check_provenance(&s.revision).await?;
                 Ok(deployer.rollout(spec).await?.as_ref().map(status))
+            })
+            .await;
+        this.durable(result)
+    }
+
+    async fn canary(&mut self, s: ServiceSpec, p: RolloutPolicy, percent: u8) -> CallResult<Option<ServiceStatus>> {
+        let this = &*self;
+        let result = this
+            .call
+            .taped(DEPLOY, "canary", &(&s, &p, percent), async {
+                let spec = state::Spec {
+                    rollout: policy(&p),
+                    ..spec(s.clone())
+                };
+                let deployer = this.deployer(&s.service)?;
+                this.check_provenance(&s.revision).await?;
+                Ok(deployer.canary(spec, percent).await?.as_ref().map(status))
             })
             .await;
         this.durable(result)

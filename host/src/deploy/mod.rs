@@ -299,18 +299,19 @@ impl Deployer {
 
     pub async fn begin_upgrade(&self, spec: Spec) -> Result<ServiceRecord, DeployError> {
         check_spec(&spec)?;
-        let service = spec.service.clone();
         let target = self.target(&spec.target).await?;
         if target.rollout().is_some() {
             return Err(TargetError::Scheduled { target: target.name() }.into());
         }
+        self.begin_or_carry_on(spec, target).await
+    }
+
+    /// The upgrade of `spec`'s revision: this run's own, carried on (a canary's next step),
+    /// or begun now under the service's lock.
+    async fn begin_or_carry_on(&self, spec: Spec, target: &dyn Target) -> Result<ServiceRecord, DeployError> {
+        let service = spec.service.clone();
         let fresh = self.lock(&service)?;
-        // A canary's next step: the revision this run is rolling out carries on as it is.
-        if !fresh
-            && let Some(record) = self.load(&service)?
-            && record.state == State::Upgrading
-            && record.current.as_ref().map(|c| &c.revision.digest) == Some(&spec.revision.digest)
-        {
+        if let Some(record) = self.carried_on(fresh, &spec)? {
             return Ok(record);
         }
         let result = self.begin_locked(spec, target).await;
@@ -320,6 +321,102 @@ impl Deployer {
             self.unlock(&service);
         }
         result
+    }
+
+    /// A canary's next step: the upgrade of `spec`'s revision this run holds (`fresh`: the
+    /// lock was taken just now, so it holds none), as it stands.
+    fn carried_on(&self, fresh: bool, spec: &Spec) -> Result<Option<ServiceRecord>, DeployError> {
+        if fresh {
+            return Ok(None);
+        }
+        Ok(self.load(&spec.service)?.filter(|record| {
+            record.state == State::Upgrading
+                && record.current.as_ref().map(|c| &c.revision.digest) == Some(&spec.revision.digest)
+        }))
+    }
+
+    /// A canary step on a target whose scheduler places the tasks: the new revision as a
+    /// service of its own ([`canary_service`]) with `percent` of the replicas, rounded up and
+    /// kept between one and all but one, started before the previous revision's service is
+    /// scaled down by as many. `None`, having done nothing, on a target whose instances the
+    /// upgrade step starts itself (it calls [`Deployer::shift_traffic`]).
+    pub async fn canary(&self, spec: Spec, percent: u8) -> Result<Option<ServiceRecord>, DeployError> {
+        check_spec(&spec)?;
+        let target = self.target(&spec.target).await?;
+        let Some(scheduler) = target.rollout() else {
+            return Ok(None);
+        };
+        let service = spec.service.clone();
+        if !(1..=99).contains(&percent) {
+            return Err(refused(
+                &service,
+                format!("a canary takes 1 to 99 percent of the traffic, not {percent}; at 100 the upgrade rolls out"),
+            ));
+        }
+        let mut record = self.begin_or_carry_on(spec, target).await?;
+        let current = current_spec(&record)?;
+        let Some(previous) = record.previous.clone() else {
+            return Err(refused(
+                &service,
+                format!(
+                    "`{service}` runs no earlier revision to share traffic with on target `{}`: deploy it first with `traffic: 100`",
+                    target.name()
+                ),
+            ));
+        };
+        if let Some(now) = record.traffic.filter(|now| percent < *now) {
+            return Err(refused(
+                &service,
+                format!(
+                    "the canary of `{service}` already takes {now}% of the traffic; a plan only goes forward ({now} -> {percent}): roll back to start again"
+                ),
+            ));
+        }
+        let replicas = current.replicas;
+        if replicas < 2 {
+            return Err(refused(
+                &service,
+                format!(
+                    "on target `{}` a canary is a share of the replicas: it needs 2 at least, not {replicas}",
+                    target.name()
+                ),
+            ));
+        }
+        let share = canary_share(replicas, percent);
+        let canary = Spec {
+            service: canary_service(&service),
+            replicas: share,
+            ..current.clone()
+        };
+        let stable = Spec {
+            replicas: replicas - share,
+            ..previous
+        };
+        record.traffic = Some(percent);
+        self.save(&mut record)?;
+        // In the upgrade's order: the canary's tasks start before the old ones stop, or (one
+        // instance per host) the old make room first.
+        let (first, then) = if current.rollout.start_first {
+            (&canary, &stable)
+        } else {
+            (&stable, &canary)
+        };
+        let mut tasks = scheduler.apply(first).await?;
+        tasks.extend(scheduler.apply(then).await?);
+        self.check_rolled_out(target, &canary, &tasks).await?;
+        record.instances = tasks;
+        self.save(&mut record)?;
+        self.note_traffic(
+            &service,
+            Transition::Shifted,
+            Some(&current),
+            Some(percent),
+            format!(
+                "{service}: {percent}% of traffic to {}: {share} of {replicas} replicas",
+                current.revision.version
+            ),
+        );
+        Ok(Some(weigh(record)))
     }
 
     /// The whole upgrade, on a target whose scheduler replaces the tasks: from absent or
@@ -334,18 +431,13 @@ impl Deployer {
             return Ok(None);
         };
         let service = spec.service.clone();
-        let fresh = self.lock(&service)?;
-        let mut record = match self.begin_locked(spec, target).await {
-            Ok(record) => record,
-            Err(e) => {
-                if fresh {
-                    self.unlock(&service);
-                }
-                return Err(e);
-            }
-        };
+        // Begun now, or the end of this run's canary.
+        let mut record = self.begin_or_carry_on(spec, target).await?;
         let spec = current_spec(&record)?;
-        record.instances = scheduler.apply(&spec).await?;
+        record.instances = match record.traffic.take() {
+            Some(traffic) => end_canary(scheduler, &spec, traffic).await?,
+            None => scheduler.apply(&spec).await?,
+        };
         self.save(&mut record)?;
         self.check_rolled_out(target, &spec, &record.instances).await?;
         Ok(Some(self.finish_upgrade(&service).await?))
@@ -735,11 +827,16 @@ impl Deployer {
     async fn promote(&self, mut record: ServiceRecord) -> Result<ServiceRecord, DeployError> {
         let service = record.service.clone();
         let target = self.target(&record.target).await?;
-        if target.rollout().is_some() {
-            return Err(TargetError::Scheduled { target: target.name() }.into());
+        let spec = current_spec(&record)?;
+        if let Some(scheduler) = target.rollout() {
+            record.instances = end_canary(scheduler, &spec, record.traffic.take().unwrap_or(1)).await?;
+            self.save(&mut record)?;
+            self.check_rolled_out(target, &spec, &record.instances).await?;
+            record.state = State::Upgraded;
+            self.save(&mut record)?;
+            return Ok(record);
         }
         self.reconcile(&mut record, target).await?;
-        let spec = current_spec(&record)?;
         let timeout = Duration::from_millis(spec.rollout.health_timeout_ms.max(60_000));
         let new = |r: &ServiceRecord| {
             r.instances
@@ -902,6 +999,8 @@ impl Deployer {
     ) -> Result<ServiceRecord, DeployError> {
         let service = record.service.clone();
         let mut shortfall = String::new();
+        // A canary beside it, if any (recorded or not: a wharf killed while starting one).
+        scheduler.delete(&canary_service(&service)).await?;
         match record.previous.clone() {
             Some(mut previous) => {
                 // Every task at once: the revision going away failed, and replica by replica
@@ -953,7 +1052,10 @@ impl Deployer {
             let target = self.target(&record.target).await?;
             self.reconcile(&mut record, target).await?;
             match target.rollout() {
-                Some(scheduler) => scheduler.delete(service).await?,
+                Some(scheduler) => {
+                    scheduler.delete(&canary_service(service)).await?;
+                    scheduler.delete(service).await?;
+                }
                 None => {
                     for instance in &record.instances {
                         target.remove(instance).await?;
@@ -983,7 +1085,12 @@ impl Deployer {
         let target = self.target(&record.target).await?;
         if let Some(scheduler) = target.rollout() {
             record.instances = scheduler.tasks(service).await?;
-            return Ok(record);
+            if record.traffic.is_some() {
+                record
+                    .instances
+                    .extend(scheduler.tasks(&canary_service(service)).await?);
+            }
+            return Ok(weigh(record));
         }
         // Shown as found; a decision (rollback, remove) records it.
         self.reconcile(&mut record, target).await?;
@@ -1157,6 +1264,33 @@ fn check_service(service: &str) -> Result<(), DeployError> {
             format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
         ))
     }
+}
+
+/// On a target that schedules services itself, the service a canary of `service` runs as.
+fn canary_service(service: &str) -> String {
+    format!("{service}-canary")
+}
+
+/// The replicas a canary of `percent` takes of `replicas` on a scheduling target: rounded
+/// up, one at least, all but one at most.
+fn canary_share(replicas: u32, percent: u8) -> u32 {
+    (u32::from(percent) * replicas)
+        .div_ceil(100)
+        .clamp(1, replicas.saturating_sub(1).max(1))
+}
+
+/// The end of a canary on a scheduling target, some task serving throughout: the previous
+/// revision's service takes the new revision at its reduced size (the canary's tasks serve
+/// while its tasks are replaced), the canary service goes, and the service grows to all its
+/// replicas. The tasks afterwards.
+async fn end_canary(scheduler: &dyn Rollout, spec: &Spec, traffic: u8) -> Result<Vec<Instance>, DeployError> {
+    let reduced = Spec {
+        replicas: spec.replicas - canary_share(spec.replicas, traffic).min(spec.replicas.saturating_sub(1)),
+        ..spec.clone()
+    };
+    scheduler.apply(&reduced).await?;
+    scheduler.delete(&canary_service(&spec.service)).await?;
+    Ok(scheduler.apply(spec).await?)
 }
 
 /// The label a load balancer's template reads an instance's weight from.

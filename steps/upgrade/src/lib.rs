@@ -84,7 +84,7 @@ impl Step for Upgrade {
                 "Public-key file in the workspace: deploy only an image whose provenance that key signed (checked by wharf at the image's registry before any instance changes)",
             ))
             .output("service", "The service")
-            .output("state", "Its state afterwards: upgraded")
+            .output("state", "Its state afterwards: upgraded, or upgrading after a canary step")
             .output("version", "The version now running")
             .output("digest", "The digest now running")
             .output("previous-version", "The version it replaced (empty on a first deploy)")
@@ -165,22 +165,20 @@ impl Step for Upgrade {
             health_command: ctx.list("health-command")?,
         };
         let canary = traffic < 100;
-        if canary {
-            // Swarm's scheduler replaces a service's tasks itself; it holds no two revisions
-            // side by side under one service.
-            if spec.target == "swarm" {
-                return Err(error::invalid_input(
-                    "a canary (`traffic` below 100) needs a target whose instances wharf starts (`local`, `docker`); on a swarm, upgrade with `traffic: 100`",
-                ));
-            }
-        } else if let Some(after) = deploy::rollout(&spec, &policy)? {
+        let scheduled = if canary {
+            // A scheduler's share of replicas, the new revision as a service of its own.
+            deploy::canary(&spec, &policy, traffic)?.map(|after| (after, traffic))
+        } else {
+            deploy::rollout(&spec, &policy)?.map(|after| (after, 100))
+        };
+        if let Some((after, traffic)) = scheduled {
             let url = after
                 .instances
                 .iter()
                 .find(|i| i.running && i.digest == digest)
                 .map(|i| format!("http://{}:{}", i.address, i.port))
                 .unwrap_or_default();
-            return Ok(outputs(service, version, digest, &after, url, 100));
+            return Ok(outputs(service, version, digest, &after, url, traffic));
         }
         // Begun by this step, or carried on from an earlier canary step of this run.
         let before = deploy::begin_upgrade(&spec)?;
@@ -229,10 +227,7 @@ impl Step for Upgrade {
                 .first()
                 .map(|i| format!("http://{}:{}", i.address, i.port))
                 .unwrap_or_default();
-            let mut out = outputs(service, version, digest, &after, url, traffic);
-            out.retain(|(k, _)| k != "state");
-            out.push(("state".into(), "upgrading".into()));
-            return Ok(out);
+            return Ok(outputs(service, version, digest, &after, url, traffic));
         }
 
         let mut round = 0;
@@ -280,7 +275,11 @@ fn outputs(
     let previous = after.previous.as_ref();
     vec![
         ("service".into(), service),
-        ("state".into(), "upgraded".into()),
+        // A canary step leaves the upgrade under way.
+        (
+            "state".into(),
+            if traffic < 100 { "upgrading" } else { "upgraded" }.into(),
+        ),
         ("version".into(), version),
         ("digest".into(), digest),
         (
