@@ -44,12 +44,14 @@ fn a_hanging_flooding_or_nonsense_metric_is_inconclusive_in_bounded_time() {
         while conn.write_all(&zeros).is_ok() {}
     });
     let nan = StandIn::start(|_, _, conn| answer(conn, "NaN\n"));
+    let infinite = StandIn::start(|_, _, conn| answer(conn, "1e999\n"));
     let words = StandIn::start(|_, _, conn| answer(conn, "\u{1b}[2Jlots\n"));
     let ws = Workspace::new();
     for (endpoint, expected) in [
         (&hangs, "request failed"),
         (&floods, "the answer is over the host's size limit for a response"),
         (&nan, "the result is NaN"),
+        (&infinite, "`1e999` is not a finite number"),
         (&words, "`\\u{1b}[2Jlots` is not a number"),
     ] {
         let started = Instant::now();

@@ -266,8 +266,11 @@ impl Step for Analysis {
                 Ok(outputs)
             }
             (Verdict::Inconclusive, false) => {
-                if let Some(service) = ctx.opt_text("service")?.filter(|s| !s.is_empty()) {
-                    deploy::hold(&service, &format!("analysis {summary}"))?;
+                if let Some(service) = ctx.opt_text("service")?.filter(|s| !s.is_empty())
+                    && let Err(e) = deploy::hold(&service, &format!("analysis {summary}"))
+                {
+                    // Nothing to hold (no upgrade under way): inconclusive fails the step.
+                    log::warn(&format!("{service} is not held: {}", e.message));
                 }
                 Err(error::gate_failed(format!("analysis {summary}")))
             }

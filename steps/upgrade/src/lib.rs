@@ -190,6 +190,7 @@ impl Step for Upgrade {
             .cloned()
             .partition(|i| i.digest == digest);
         let mut old: Vec<String> = running_old.into_iter().map(|i| i.id).collect();
+        let replacing = old.len();
         match &previous {
             Some(p) if started.is_empty() => log::info(&format!(
                 "{service}: {} -> {version}, {} running instance(s) to replace",
@@ -253,7 +254,10 @@ impl Step for Upgrade {
                     deploy::stop_instance(&service, id)?;
                 }
             }
-            log::progress("instances replaced", started.len() as u64, Some(u64::from(replicas)));
+            match replacing {
+                0 => log::progress("instances started", started.len() as u64, Some(u64::from(replicas))),
+                n => log::progress("instances replaced", (n - old.len()) as u64, Some(n as u64)),
+            }
         }
         let after = deploy::finish_upgrade(&service)?;
         let url = started
