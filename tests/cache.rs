@@ -209,6 +209,28 @@ fn parameters_variables_secrets_and_components_are_part_of_a_step() {
     assert!(why(&ws, &swapped, "command").contains("component changed"));
 }
 
+#[test]
+fn a_hit_says_again_the_measurements_the_step_took() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("probe_step"), ws.path().join("probe.wasm")).unwrap();
+    ws.write(
+        PIPELINE,
+        "name: c\nsteps:\n  - id: judge\n    uses: ./probe.wasm\n    with: { mode: measure, echo: latency, count: 7 }\n",
+    );
+    let said = "≈ judge: latency = 7: successful (measured on purpose)";
+    let first = run(&ws, &[]);
+    assert!(first.stdout().contains(said), "{}", first.all());
+    let again = run(&ws, &[]);
+    assert!(cached(&again, "judge"), "{}", again.all());
+    assert!(again.stdout().contains(said), "{}", again.all());
+    let log = ws.wharf(&["log", &again.run_id()]);
+    assert!(
+        log.stdout().contains("judge ≈ latency = 7: successful"),
+        "{}",
+        log.all()
+    );
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

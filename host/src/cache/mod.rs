@@ -688,8 +688,8 @@ pub struct Attempt {
     pub calls: observe::Calls,
 }
 
-/// What the steps being cached say (log lines, annotations, test results, where each
-/// progress bar ended), kept per step from its attempt's start.
+/// What the steps being cached say (log lines, annotations, test results, measurements,
+/// where each progress bar ended), kept per step from its attempt's start.
 #[derive(Default)]
 struct Said {
     steps: Mutex<HashMap<String, Buffer>>,
@@ -714,6 +714,7 @@ impl Sink for Said {
             Event::Log { step, .. }
             | Event::Annotation { step, .. }
             | Event::TestCase { step, .. }
+            | Event::Measurement { step, .. }
             | Event::Progress { step, .. } => step,
             _ => return,
         };
@@ -786,6 +787,10 @@ fn event_of(step: &str, value: &Value) -> Option<Event> {
             output: text("output"),
             stdout: text("stdout"),
             stderr: text("stderr"),
+        }),
+        "measurement" => Some(Event::Measurement {
+            step,
+            measurement: serde_json::from_value(value.clone()).ok()?,
         }),
         _ => None,
     }

@@ -60,6 +60,14 @@ impl Step for Probe {
                 line: Some(7),
                 column: Some(3),
             }),
+            // A judge's measurement: `count` as the value of metric `echo`.
+            "measure" => log::measure(&log::Measurement {
+                metric: echo.clone(),
+                value: Some(ctx.int("count")? as f64),
+                verdict: log::Verdict::Successful,
+                dry_run: false,
+                detail: "measured on purpose".into(),
+            }),
             "panic" => panic!("probe panicked on purpose"),
             // The length of secret `echo` (its value never leaves the step).
             "secret" => {
