@@ -1,11 +1,12 @@
 //! `builtin:analysis` on what a metric endpoint can do wrong: hang, send a gigabyte, answer
 //! NaN or not a number; and conditions that do not read. No real service misbehaves like
 //! this on purpose, so stand-ins play the endpoints (each counts its requests); the run
-//! against real Prometheus is in `seed_pipeline.rs`.
+//! against real Prometheus is in `seed_pipeline.rs`. And a judge of an organisation's own,
+//! a WebAssembly step that only measures, decided by the same analysis.
 
 mod common;
-use common::Workspace;
 use common::services::StandIn;
+use common::{Workspace, guest, python};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -114,4 +115,68 @@ fn conditions_and_plans_that_do_not_read_stop_before_anything_is_measured() {
     let replay = ws.wharf(&["replay", &good.run_id()]);
     assert_eq!(replay.code(), 0, "{}", replay.all());
     assert!(replay.stdout().contains("matched the journal"), "{}", replay.all());
+}
+
+/// A judge of an organisation's own (tests/steps/judge: a step built on the SDK's
+/// `analysis`, measuring the readings it is given) is decided, reported and replayed as
+/// `builtin:analysis` is.
+#[test]
+fn an_organisations_own_judge_is_decided_like_the_builtin() {
+    let ws = Workspace::new();
+    std::fs::copy(guest("judge_step"), ws.path().join("judge.wasm")).unwrap();
+    let judge = |readings: &str, extra: &str| {
+        ws.write(
+            "judge.yml",
+            &format!(
+                "name: j\nsteps:\n  - id: queue\n    uses: ./judge.wasm\n    with:\n      readings: [{readings}]\n      metric: queue-depth\n      count: 3\n      interval: 10ms\n      success: result < 10\n      failure: result >= 100\n{extra}"
+            ),
+        );
+        let junit = ws.path().join("junit.xml");
+        ws.wharf(&[
+            "run",
+            "judge.yml",
+            "-v",
+            "--no-cache",
+            "--junit",
+            junit.to_str().unwrap(),
+        ])
+    };
+    // A failed measurement fails it at once; past the limit it does not.
+    let failed = judge("3, 250, 4", "");
+    assert_eq!(failed.code(), 1, "{}", failed.all());
+    assert!(
+        failed
+            .step_line("queue")
+            .contains("gate-failed: analysis failed: 2 measurement(s), 1 failed")
+    );
+    assert!(failed.stdout().contains(
+        "≈ queue: queue-depth = 250: failed (measurement 2/3; success: result < 10, failure: result >= 100)"
+    ));
+    let cases = python(
+        "import sys\nfrom junitparser import JUnitXml, Failure\nfor suite in JUnitXml.fromfile(sys.argv[1]):\n  for case in suite:\n    failed = any(isinstance(r, Failure) for r in case.result)\n    print(case.classname, case.name, 'failed' if failed else 'ok')\n",
+        &[ws.path().join("junit.xml")],
+    );
+    assert!(String::from_utf8_lossy(&cases.stdout).contains("queue.analysis queue-depth failed"));
+    let tolerated = judge("3, 250, 4", "      failure-limit: 1\n");
+    assert_eq!(tolerated.code(), 0, "{}", tolerated.all());
+    assert_eq!(tolerated.output_of("queue", "values").as_deref(), Some("3,250,4"));
+    // Neither condition, or no number at all: inconclusive.
+    let unsure = judge("50, gone, 60", "");
+    assert_eq!(unsure.code(), 1, "{}", unsure.all());
+    assert!(unsure.stdout().contains("no reading in `gone`"), "{}", unsure.all());
+    assert!(
+        unsure
+            .step_line("queue")
+            .contains("analysis inconclusive: 3 measurement(s), 0 failed (limit 0), 3 inconclusive"),
+        "{}",
+        unsure.all()
+    );
+    // A dry run decides nothing.
+    let dry = judge("3, 250, 400", "      dry-run: true\n");
+    assert_eq!(dry.code(), 0, "{}", dry.all());
+    assert_eq!(dry.output_of("queue", "phase").as_deref(), Some("failed"));
+    assert!(dry.stdout().contains("[dry run]"), "{}", dry.all());
+    // Its decision replays from the journal.
+    let replay = ws.wharf(&["replay", &failed.run_id()]);
+    assert_eq!(replay.code(), 0, "{}", replay.all());
 }

@@ -69,6 +69,14 @@ const STEP_RUST: &[File] = &[
         include_str!("../../templates/new/sdk-Cargo.toml.tmpl"),
     ),
     ("wharf-step/src/lib.rs", include_str!("../../../steps/sdk/src/lib.rs")),
+    (
+        "wharf-step/src/analysis.rs",
+        include_str!("../../../steps/sdk/src/analysis.rs"),
+    ),
+    (
+        "wharf-step/src/condition.rs",
+        include_str!("../../../steps/sdk/src/condition.rs"),
+    ),
 ];
 
 /// The contract, for the SDK and componentize-py to bind: `wit/` of this repository.

@@ -32,6 +32,9 @@ pub mod bindings {
     });
 }
 
+pub mod analysis;
+mod condition;
+
 pub use bindings::exports::wharf::step::step::Guest;
 pub use bindings::wharf::step::types::{
     Capability, CapabilityKind, Context as RawContext, ErrorKind, OutputSpec, ParamSpec, ParamType, StepError,
