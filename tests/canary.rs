@@ -238,67 +238,65 @@ fn an_analysis_that_cannot_decide_holds_the_split_until_wharf_confirm() {
 #[test]
 fn a_canary_plan_goes_forward_only() {
     let ws = Workspace::seed();
-    let first = ws.wharf(&["run", "pipeline.yml"]);
+    let first = ws.wharf(&["run", "pipeline.yml", "-v"]);
     assert_eq!(first.code(), 0, "{}", first.all());
+    let old = first.output_of("version", "version").unwrap();
     ws.commit("next");
-    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
-        .unwrap()
-        .replace("traffic: 50", "traffic: 5");
-    ws.write("backwards.yml", &plan);
-    let run = ws.wharf(&[
-        "run",
-        "backwards.yml",
-        "--var",
-        "interval=100ms",
-        "--var",
-        "measurements=1",
-    ]);
-    assert_eq!(run.code(), 3, "{}", run.all());
-    let out = run.stdout();
-    assert!(
-        out.contains("already takes 10% of the traffic; a plan only goes forward (10 -> 5)"),
-        "{out}"
-    );
-    assert_eq!(ws.service_state("seed")["state"], "active");
+    let canary = std::fs::read_to_string(ws.path().join("canary.yml")).unwrap();
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.trim() == needle.trim()).unwrap() + 1;
 
-    // A plan that stops short of 100% is undone at the run's end: never left split.
-    ws.commit("short");
-    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
-        .unwrap()
-        .replace("traffic: 100", "traffic: 60");
-    ws.write("short.yml", &plan);
-    let run = ws.wharf(&["run", "short.yml", "--var", "interval=100ms", "--var", "measurements=1"]);
+    // Known before the run: refused with where it is written, nothing deployed.
+    for (name, from, to, expected) in [
+        (
+            "backwards.yml",
+            "traffic: 50\n",
+            "traffic: 5\n",
+            "step `canary-50` gives `seed`'s new release 5% of the traffic after `canary-10` gave it 10%: a canary plan only goes forward",
+        ),
+        (
+            "short.yml",
+            "traffic: 100\n",
+            "traffic: 60\n",
+            "the canary plan of `seed` ends at 60% (step `promote`): no step gives the new release all the traffic",
+        ),
+        (
+            "zero.yml",
+            "traffic: 10",
+            "traffic: 0",
+            "`traffic: 0` is not a share of the traffic",
+        ),
+    ] {
+        let plan = canary.replace(from, to);
+        ws.write(name, &plan);
+        let run = ws.wharf(&["run", name]);
+        assert_eq!(run.code(), 2, "{}", run.all());
+        assert!(run.all().contains(expected), "{expected}: {}", run.all());
+        let at = format!("{name}:{}:", line_of(&plan, to));
+        assert!(run.all().contains(&at), "{at}: {}", run.all());
+        assert_eq!(ws.service_state("seed")["current"]["revision"]["version"], old.as_str());
+    }
+
+    // Known only when the run gets there (another step's output): refused at the step that
+    // goes back, before anything changes, and the canary is rolled back.
+    let plan = canary.replace("traffic: 50", "traffic: \"${{ steps.version.outputs.commits }}\"");
+    ws.write("late.yml", &plan);
+    let run = ws.wharf(&["run", "late.yml", "--var", "interval=100ms", "--var", "measurements=1"]);
     assert_eq!(run.code(), 3, "{}", run.all());
     assert!(
         run.stdout()
-            .contains("seed cannot be confirmed: its upgrade did not finish (a canary plan ends with `traffic: 100`); rolled back to"),
+            .contains("already takes 10% of the traffic; a plan only goes forward (10 -> 2)"),
         "{}",
         run.all()
     );
     let state = ws.service_state("seed");
     assert_eq!(state["state"], "active");
-    assert_eq!(
-        state["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["running"] == true)
-            .count(),
-        2
-    );
-
-    ws.commit("again");
-    let plan = std::fs::read_to_string(ws.path().join("canary.yml"))
+    assert_eq!(state["current"]["revision"]["version"], old.as_str());
+    let running = state["instances"]
+        .as_array()
         .unwrap()
-        .replace("traffic: 10", "traffic: 0");
-    ws.write("zero.yml", &plan);
-    let run = ws.wharf(&["run", "zero.yml"]);
-    assert_ne!(run.code(), 0, "{}", run.all());
-    assert!(
-        run.stdout().contains("`traffic` is a percent from 1 to 100"),
-        "{}",
-        run.all()
-    );
+        .iter()
+        .filter(|i| i["running"] == true);
+    assert_eq!(running.count(), 2, "{state}");
 }
 
 /// The same plan on the docker target: each instance a container of the engine pulled by
@@ -435,4 +433,43 @@ fn an_interrupted_or_killed_canary_ends_on_one_release() {
         }
         on_old_alone(&ws);
     }
+}
+
+/// A step of 100 ends a plan and a later share begins another; each service has its own;
+/// a share from a var is known before the run.
+#[test]
+fn plans_are_checked_per_service_and_one_after_another() {
+    let ws = Workspace::new();
+    ws.write(
+        "plans.yml",
+        "name: p\nvars: { share: \"20\" }\nsteps:\n\
+         - { id: a, uses: builtin:upgrade, with: { service: web, image: x, traffic: 10 } }\n\
+         - { id: b, uses: builtin:upgrade, with: { service: api, image: x, traffic: 50 } }\n\
+         - { id: c, uses: builtin:upgrade, with: { service: web, image: x, traffic: 100 } }\n\
+         - { id: d, uses: builtin:upgrade, with: { service: web, image: x, traffic: \"${{ vars.share }}\" } }\n\
+         - { id: e, uses: builtin:upgrade, with: { service: web, image: x } }\n\
+         - { id: f, uses: builtin:upgrade, with: { service: api, image: x } }\n",
+    );
+    let valid = ws.wharf(&["validate", "plans.yml"]);
+    assert_eq!(valid.code(), 0, "{}", valid.all());
+    // After `c` (100) a share of 5 begins a new plan: not a step back.
+    let anew = ws.wharf(&["validate", "plans.yml", "--var", "share=5"]);
+    assert_eq!(anew.code(), 0, "{}", anew.all());
+    let text = std::fs::read_to_string(ws.path().join("plans.yml")).unwrap();
+    ws.write(
+        "short.yml",
+        &text
+            .lines()
+            .filter(|l| !l.contains("id: f,"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    let short = ws.wharf(&["validate", "short.yml"]);
+    assert_eq!(short.code(), 2, "{}", short.all());
+    assert!(
+        short.all().contains("the canary plan of `api` ends at 50% (step `b`)"),
+        "{}",
+        short.all()
+    );
+    assert!(!short.all().contains("`web`"), "{}", short.all());
 }

@@ -2,6 +2,7 @@
 //! matches the step's `describe`, every reference points at a var or an earlier step.
 //! Problems are collected, not stopped at, so one run of `wharf validate` shows them all.
 
+mod plan;
 mod races;
 
 use super::diagnostic::{Diagnostic, Diagnostics, suggest};
@@ -60,6 +61,7 @@ pub fn validate(
         .collect();
     vars.extend(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     races::check(pipeline, graph, shapes, &vars, &mut errors);
+    plan::check(pipeline, shapes, &vars, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {

@@ -15,12 +15,12 @@ use std::convert::Infallible;
 
 /// What one step may reach.
 #[derive(Debug)]
-struct Reach {
+pub(super) struct Reach {
     /// Workspace paths, normalized (`.` is all of it).
     reads: Vec<String>,
     writes: Vec<String>,
     /// Services; None for one named only when the run gets there.
-    deploys: Vec<Option<String>>,
+    pub(super) deploys: Vec<Option<String>>,
 }
 
 pub(super) fn check(
@@ -125,7 +125,7 @@ fn overlap(a: &str, b: &str) -> bool {
 
 /// What a step may reach: its `allow:`, and for a built-in what [`crate::grants::Grants::derive`]
 /// grants it from its parameters, as at run time, with the values known before the run.
-fn reach_of(step: &StepDecl, info: Option<&StepInfo>, vars: &BTreeMap<&str, &str>) -> Reach {
+pub(super) fn reach_of(step: &StepDecl, info: Option<&StepInfo>, vars: &BTreeMap<&str, &str>) -> Reach {
     let mut grants = step.allow.clone();
     if let Some(info) = info {
         let scope = Known { vars, step };
@@ -164,7 +164,7 @@ const UNKNOWN: &str = ".";
 /// another step's outputs are not. A value with an unknown part becomes the directory
 /// written out before it (a path known only at run time may be anywhere below that), or
 /// [`UNKNOWN`].
-fn known_part(s: &Scalar, scope: &Known<'_>) -> String {
+pub(super) fn known_part(s: &Scalar, scope: &Known<'_>) -> String {
     if let Some(known) = template(s).ok().and_then(|t| t.render(scope).ok()) {
         return known;
     }
@@ -175,9 +175,9 @@ fn known_part(s: &Scalar, scope: &Known<'_>) -> String {
 }
 
 /// What validation knows of a step's references.
-struct Known<'a> {
-    vars: &'a BTreeMap<&'a str, &'a str>,
-    step: &'a StepDecl,
+pub(super) struct Known<'a> {
+    pub(super) vars: &'a BTreeMap<&'a str, &'a str>,
+    pub(super) step: &'a StepDecl,
 }
 
 impl Scope for Known<'_> {
