@@ -215,6 +215,18 @@ fn an_analysis_that_cannot_decide_holds_the_split_until_wharf_confirm() {
     assert!(text.contains("weight=2;") && text.contains("weight=9;"), "{text}");
     assert!(answers.iter().any(|a| a.version.as_deref() == Some(new.as_str())));
 
+    let status = ws.wharf(&["status", "seed"]);
+    assert!(
+        status.stdout().contains(&format!("traffic   10% to {new} (a canary)")),
+        "{}",
+        status.all()
+    );
+    assert!(
+        status.stdout().contains("held      analysis inconclusive"),
+        "{}",
+        status.all()
+    );
+
     // A later run cannot take it over; a person decides.
     ws.commit("another");
     let next = ws.wharf(&["run", "pipeline.yml"]);

@@ -34,6 +34,17 @@ fn print_service(r: &ServiceRecord) {
             outln!("  {label:<9} {}  {}", spec.revision.version, spec.revision.image);
         }
     }
+    if let (Some(traffic), Some(current)) = (r.traffic, &r.current) {
+        outln!("  traffic   {traffic}% to {} (a canary)", current.revision.version);
+    }
+    if let Some(why) = &r.held {
+        outln!(
+            "  held      {}; decide with `wharf confirm {}` or `wharf rollback {}`",
+            crate::cli::render::printable(why),
+            r.service,
+            r.service
+        );
+    }
     if r.instances.is_empty() {
         outln!("  no instances");
     }
