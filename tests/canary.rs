@@ -36,6 +36,21 @@ fn canary(ws: &Workspace, vars: &[&str]) -> common::Run {
     ws.wharf(&args)
 }
 
+/// `seed` is active on `version` alone: its two running instances run it.
+fn assert_on_alone(ws: &Workspace, version: &str) {
+    let state = ws.service_state("seed");
+    assert_eq!(state["state"], "active", "{state}");
+    assert_eq!(state["current"]["revision"]["version"], version, "{state}");
+    let running: Vec<&serde_json::Value> = state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["running"] == true)
+        .collect();
+    assert_eq!(running.len(), 2, "{state}");
+    assert!(running.iter().all(|i| i["version"] == version), "{state}");
+}
+
 fn upstreams(ws: &Workspace) -> String {
     std::fs::read_to_string(ws.path().join("nginx/upstreams.conf")).unwrap()
 }
@@ -234,17 +249,8 @@ fn an_analysis_that_cannot_decide_holds_the_split_until_wharf_confirm() {
     let confirm = ws.wharf(&["confirm", "seed"]);
     assert_eq!(confirm.code(), 0, "{}", confirm.all());
     let state = ws.service_state("seed");
-    assert_eq!(state["state"], "active");
-    assert_eq!(state["current"]["revision"]["version"], new.as_str());
     assert!(state.get("held").is_none() && state.get("traffic").is_none(), "{state}");
-    let running: Vec<&serde_json::Value> = state["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["running"] == true)
-        .collect();
-    assert_eq!(running.len(), 2, "{state}");
-    assert!(running.iter().all(|i| i["version"] == new.as_str()), "{state}");
+    assert_on_alone(&ws, &new);
 }
 
 #[test]
@@ -300,15 +306,7 @@ fn a_canary_plan_goes_forward_only() {
         "{}",
         run.all()
     );
-    let state = ws.service_state("seed");
-    assert_eq!(state["state"], "active");
-    assert_eq!(state["current"]["revision"]["version"], old.as_str());
-    let running = state["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["running"] == true);
-    assert_eq!(running.count(), 2, "{state}");
+    assert_on_alone(&ws, &old);
 }
 
 /// The same plan on the docker target: each instance a container of the engine pulled by
@@ -389,17 +387,7 @@ fn an_interrupted_or_killed_canary_ends_on_one_release() {
     let old = first.output_of("version", "version").unwrap();
     let state_file = ws.path().join(".wharf/state/services/seed.json");
     let on_old_alone = |ws: &Workspace| {
-        let state = ws.service_state("seed");
-        assert_eq!(state["state"], "active", "{state}");
-        assert_eq!(state["current"]["revision"]["version"], old.as_str(), "{state}");
-        let running: Vec<&serde_json::Value> = state["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["running"] == true)
-            .collect();
-        assert_eq!(running.len(), 2, "{state}");
-        assert!(running.iter().all(|i| i["version"] == old.as_str()), "{state}");
+        assert_on_alone(ws, &old);
         for url in ws.running_urls("seed") {
             let (_, body) = common::services::http_get(&format!("{url}/api/v1/version")).unwrap();
             assert_eq!(body.trim(), old);

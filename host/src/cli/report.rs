@@ -477,10 +477,7 @@ fn traffic_chart(h: &mut String, traffic: &[(u64, String, String, u8)], end_ms: 
     const HEIGHT: f64 = 100.0;
     let x = |ms: u64| LEFT + WIDTH * ms as f64 / end_ms as f64;
     let y = |percent: u8| 20.0 + HEIGHT * (1.0 - f64::from(percent) / 100.0);
-    let mut services: Vec<&str> = traffic.iter().map(|(_, s, _, _)| s.as_str()).collect();
-    services.dedup();
-    services.sort_unstable();
-    services.dedup();
+    let services: std::collections::BTreeSet<&str> = traffic.iter().map(|(_, s, _, _)| s.as_str()).collect();
     h.push_str("<h2>Traffic</h2>\n");
     for service in services {
         let _ = write!(

@@ -347,12 +347,7 @@ impl Deployer {
             return Ok(None);
         };
         let service = spec.service.clone();
-        if !(1..=99).contains(&percent) {
-            return Err(refused(
-                &service,
-                format!("a canary takes 1 to 99 percent of the traffic, not {percent}; at 100 the upgrade rolls out"),
-            ));
-        }
+        check_share(&service, None, percent)?;
         let mut record = self.begin_or_carry_on(spec, target).await?;
         let current = current_spec(&record)?;
         let Some(previous) = record.previous.clone() else {
@@ -364,14 +359,7 @@ impl Deployer {
                 ),
             ));
         };
-        if let Some(now) = record.traffic.filter(|now| percent < *now) {
-            return Err(refused(
-                &service,
-                format!(
-                    "the canary of `{service}` already takes {now}% of the traffic; a plan only goes forward ({now} -> {percent}): roll back to start again"
-                ),
-            ));
-        }
+        check_share(&service, record.traffic, percent)?;
         let replicas = current.replicas;
         if replicas < 2 {
             return Err(refused(
@@ -683,22 +671,7 @@ impl Deployer {
     /// upgrade ([`Deployer::finish_upgrade`]), not a share.
     pub async fn shift_traffic(&self, service: &str, percent: u8) -> Result<ServiceRecord, DeployError> {
         let mut record = self.upgrading(service)?;
-        if !(1..=99).contains(&percent) {
-            return Err(refused(
-                service,
-                format!(
-                    "a canary takes 1 to 99 percent of the traffic, not {percent}; at 100 the upgrade finishes and the previous revision's instances stop"
-                ),
-            ));
-        }
-        if let Some(now) = record.traffic.filter(|now| percent < *now) {
-            return Err(refused(
-                service,
-                format!(
-                    "the canary of `{service}` already takes {now}% of the traffic; a plan only goes forward ({now} -> {percent}): roll back to start again"
-                ),
-            ));
-        }
+        check_share(service, record.traffic, percent)?;
         record.traffic = Some(percent);
         self.save(&mut record)?;
         let current = current_spec(&record)?;
@@ -1131,6 +1104,23 @@ impl Deployer {
             .collect())
     }
 
+    /// Roll back what a run left, saying `why` first, and saying so if it fails: the service
+    /// then needs a human.
+    async fn settle_by_rollback(&self, record: &ServiceRecord, why: String) {
+        let service = &record.service;
+        self.note(service, Transition::RollingBack, record.previous.as_ref(), why);
+        if let Err(e) = self.rollback(service).await {
+            self.note(
+                service,
+                Transition::RollbackFailed,
+                record.previous.as_ref(),
+                format!(
+                    "{service}: the rollback FAILED: {e}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`"
+                ),
+            );
+        }
+    }
+
     /// After a run: a failed or interrupted run rolls back what it left unconfirmed, unless
     /// the pipeline says `on-failure: pause`.
     pub async fn settle(&self, run_failed: bool, on_failure: OnFailure) -> Ledger {
@@ -1150,25 +1140,14 @@ impl Deployer {
             if !run_failed && record.state == State::Upgrading {
                 // Never left split: a plan that stops short of 100% is undone.
                 self.ledger.lock().unwrap().unfinished.insert(service.clone());
-                self.note(
-                    &service,
-                    Transition::RollingBack,
-                    record.previous.as_ref(),
-                    format!(
-                        "{service}: the run ended with the upgrade unfinished{}; a canary plan ends with `traffic: 100`. Rolling back",
-                        record.traffic.map(|t| format!(" at {t}% of the traffic")).unwrap_or_default()
-                    ),
+                let why = format!(
+                    "{service}: the run ended with the upgrade unfinished{}; a canary plan ends with `traffic: 100`. Rolling back",
+                    record
+                        .traffic
+                        .map(|t| format!(" at {t}% of the traffic"))
+                        .unwrap_or_default()
                 );
-                if let Err(e) = self.rollback(&service).await {
-                    self.note(
-                        &service,
-                        Transition::RollbackFailed,
-                        record.previous.as_ref(),
-                        format!(
-                            "{service}: the rollback FAILED: {e}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`"
-                        ),
-                    );
-                }
+                self.settle_by_rollback(&record, why).await;
                 continue;
             }
             if !run_failed {
@@ -1186,22 +1165,8 @@ impl Deployer {
             }
             match on_failure {
                 OnFailure::Rollback => {
-                    self.note(
-                        &service,
-                        Transition::RollingBack,
-                        record.previous.as_ref(),
-                        format!("{service}: the run failed; rolling back"),
-                    );
-                    if let Err(e) = self.rollback(&service).await {
-                        self.note(
-                            &service,
-                            Transition::RollbackFailed,
-                            record.previous.as_ref(),
-                            format!(
-                                "{service}: the rollback FAILED: {e}; the service needs a human: see `wharf status {service}`, then `wharf rollback {service}`"
-                            ),
-                        );
-                    }
+                    self.settle_by_rollback(&record, format!("{service}: the run failed; rolling back"))
+                        .await;
                 }
                 OnFailure::Pause => {
                     self.unlock(&service);
@@ -1263,6 +1228,28 @@ fn check_service(service: &str) -> Result<(), DeployError> {
             service,
             format!("`{service}` is not a valid service name (letters, digits, `-`, `_`)"),
         ))
+    }
+}
+
+/// A canary's next share of the traffic, after `now`: 1 to 99 (100 ends the upgrade instead),
+/// and never less than it had (a plan only goes forward).
+fn check_share(service: &str, now: Option<u8>, percent: u8) -> Result<(), DeployError> {
+    if !(1..=99).contains(&percent) {
+        return Err(refused(
+            service,
+            format!(
+                "a canary takes 1 to 99 percent of the traffic, not {percent}; at 100 the upgrade finishes and the previous revision's instances stop"
+            ),
+        ));
+    }
+    match now.filter(|now| percent < *now) {
+        Some(now) => Err(refused(
+            service,
+            format!(
+                "the canary of `{service}` already takes {now}% of the traffic; a plan only goes forward ({now} -> {percent}): roll back to start again"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

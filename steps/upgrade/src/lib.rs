@@ -172,13 +172,7 @@ impl Step for Upgrade {
             deploy::rollout(&spec, &policy)?.map(|after| (after, 100))
         };
         if let Some((after, traffic)) = scheduled {
-            let url = after
-                .instances
-                .iter()
-                .find(|i| i.running && i.digest == digest)
-                .map(|i| format!("http://{}:{}", i.address, i.port))
-                .unwrap_or_default();
-            return Ok(outputs(service, version, digest, &after, url, traffic));
+            return Ok(outputs(service, version, digest, &after, traffic));
         }
         // Begun by this step, or carried on from an earlier canary step of this run.
         let before = deploy::begin_upgrade(&spec)?;
@@ -224,11 +218,7 @@ impl Step for Upgrade {
                 started.len(),
                 old.len()
             ));
-            let url = started
-                .first()
-                .map(|i| format!("http://{}:{}", i.address, i.port))
-                .unwrap_or_default();
-            return Ok(outputs(service, version, digest, &after, url, traffic));
+            return Ok(outputs(service, version, digest, &after, traffic));
         }
 
         let mut round = 0;
@@ -260,23 +250,23 @@ impl Step for Upgrade {
             }
         }
         let after = deploy::finish_upgrade(&service)?;
-        let url = started
-            .first()
-            .map(|i| format!("http://{}:{}", i.address, i.port))
-            .unwrap_or_default();
-        Ok(outputs(service, version, digest, &after, url, 100))
+        Ok(outputs(service, version, digest, &after, 100))
     }
 }
 
-fn outputs(
-    service: String,
-    version: String,
-    digest: String,
-    after: &deploy::ServiceStatus,
-    url: String,
-    traffic: u8,
-) -> Outputs {
+/// The step's outputs from the service as the upgrade (or canary step) left it: `url` is
+/// that of the first running instance of the new revision.
+fn outputs(service: String, version: String, digest: String, after: &deploy::ServiceStatus, traffic: u8) -> Outputs {
     let previous = after.previous.as_ref();
+    let new: Vec<&deploy::Instance> = after
+        .instances
+        .iter()
+        .filter(|i| i.running && i.digest == digest)
+        .collect();
+    let url = new
+        .first()
+        .map(|i| format!("http://{}:{}", i.address, i.port))
+        .unwrap_or_default();
     vec![
         ("service".into(), service),
         // A canary step leaves the upgrade under way.
@@ -295,15 +285,7 @@ fn outputs(
             previous.map(|p| p.digest.clone()).unwrap_or_default(),
         ),
         ("url".into(), url),
-        (
-            "instances".into(),
-            after
-                .instances
-                .iter()
-                .filter(|i| i.running && i.digest == after.current.as_ref().map_or("", |c| c.digest.as_str()))
-                .count()
-                .to_string(),
-        ),
+        ("instances".into(), new.len().to_string()),
         ("traffic".into(), traffic.to_string()),
     ]
 }
