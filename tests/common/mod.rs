@@ -344,6 +344,25 @@ impl Run {
     }
 }
 
+/// PATH with the tools `.ci/run` installs for step authors' toolchains first: `wasm-tools`
+/// and `wit-bindgen` (crates.io, in `target/ci-tools/bin`) and componentize-py (beside
+/// WHARF_TEST_PYTHON).
+pub fn tools_path() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tools = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("ci-tools/bin");
+    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let venv = Path::new(&python).parent().map(Path::to_path_buf).unwrap_or_default();
+    format!(
+        "{}:{}:{}",
+        tools.display(),
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Python with `junitparser`, `selenium`, `pytest` and `oras` (PyPI) and `jsonschema`:
 /// `.ci/run` makes a virtual environment with them and names it in WHARF_TEST_PYTHON.
 pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> std::process::Output {

@@ -121,6 +121,15 @@ fn short_digest(d: &str) -> String {
 }
 
 pub(super) async fn steps(runtime: &Runtime) -> CommandResult {
+    outln!(
+        "contract {}@{} (runs steps built against 1.0 to {}.{}; reads {}@{} steps with a warning)\n",
+        wharf_contract::PACKAGE,
+        wharf_contract::CURRENT,
+        wharf_contract::CURRENT.major,
+        wharf_contract::CURRENT.minor,
+        wharf_contract::PACKAGE,
+        wharf_contract::LEGACY
+    );
     let events = Events::new();
     let mut rows = Vec::new();
     for name in crate::builtins::names() {
@@ -173,6 +182,10 @@ pub(super) async fn inspect(runtime: &Runtime, args: InspectArgs, secrets: &Secr
 
 /// What a loaded step declares: parameters, outputs, capabilities; or how a command works.
 pub(super) fn describe(step: &LoadedStep) {
+    outln!("contract: {}", step.contract);
+    if let Some(advice) = step.contract.advice() {
+        outln!("  = note: {advice}");
+    }
     match &step.info {
         Some(info) => print_info(info),
         None => {

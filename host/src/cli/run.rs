@@ -226,6 +226,13 @@ pub(super) async fn prepare(
     }
     let (loaded, mut warnings) =
         super::packages::load_steps(runtime, &pipeline, file, &inputs.sources, secrets, events).await?;
+    for (decl, step) in pipeline.steps.iter().zip(&loaded) {
+        if let Ok(step) = step
+            && let Some(advice) = step.contract.advice()
+        {
+            warnings.push(format!("step `{}` ({}) was {advice}", decl.id, step.origin));
+        }
+    }
     let shapes: Vec<Result<StepShape, LoadProblem>> = loaded
         .iter()
         .map(|l| l.as_ref().map(|s| s.shape()).map_err(Clone::clone))

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wharf_contract::Support;
 
 /// How often the epoch advances: the granularity at which a busy step yields so timeouts
 /// can fire.
@@ -39,6 +40,8 @@ pub struct LoadedStep {
     pub info: Option<StepInfo>,
     /// The component itself, for the run's journal.
     pub bytes: Arc<[u8]>,
+    /// The `wharf:step` contract it was built against, as this host serves it.
+    pub contract: Support,
 }
 
 pub enum StepKind {
@@ -88,7 +91,10 @@ impl Drop for Runtime {
     }
 }
 
-pub const TYPED_EXPORT: &str = "wharf:step/step@0.1.0";
+/// What a typed step exports; an older 1.x or a legacy step's name is matched to it by
+/// semver (a legacy step's names are read as 1.0.0 first).
+pub const TYPED_EXPORT: &str = "wharf:step/step@1.0.0";
+const TYPED_EXPORT_MAJOR: &str = "wharf:step/step@1.";
 pub const COMMAND_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
 
 impl Runtime {
@@ -173,10 +179,20 @@ impl Runtime {
             return Ok(step.clone());
         }
         check_header(&origin, &bytes)?;
+        let contract = contract_of(&origin, &bytes)?;
+        // A legacy step is compiled from its names read as 1.0.0: another cache entry.
+        let legacy = matches!(contract, Support::Legacy(_))
+            .then(|| wharf_contract::read_legacy_as_current(&bytes))
+            .transpose()
+            .map_err(|e| not_a_component(&origin, &e))?;
+        let (engine_bytes, cache_key) = match &legacy {
+            Some(read) => (&read[..], hex::encode(Sha256::digest(read))),
+            None => (&bytes[..], digest["sha256:".len()..].to_string()),
+        };
         let started = Instant::now();
         let (component, cached) = self
             .cache
-            .load(&self.engine, &digest["sha256:".len()..], &bytes)
+            .load(&self.engine, &cache_key, engine_bytes)
             .map_err(|e| LoadProblem {
                 message: format!("{origin} is not a valid WebAssembly component: {}", root_cause(&e)),
                 help: "build it for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or with a componentizing toolchain".into(),
@@ -187,7 +203,9 @@ impl Runtime {
             cached,
             duration: started.elapsed(),
         });
-        let step = self.link(origin, digest.clone(), &component, bytes.into()).await?;
+        let step = self
+            .link(origin, digest.clone(), &component, bytes.into(), contract)
+            .await?;
         let step = Arc::new(step);
         self.loaded.lock().unwrap().insert(digest, step.clone());
         Ok(step)
@@ -199,13 +217,14 @@ impl Runtime {
         digest: String,
         component: &Component,
         bytes: Arc<[u8]>,
+        contract: Support,
     ) -> Result<LoadedStep, LoadProblem> {
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
-        let typed = exports.iter().any(|e| e == TYPED_EXPORT);
+        let typed = exports.iter().any(|e| e.starts_with(TYPED_EXPORT_MAJOR));
         let command = exports.iter().any(|e| e.starts_with(COMMAND_EXPORT_PREFIX));
         if !typed && !command {
             return Err(LoadProblem {
@@ -230,12 +249,20 @@ impl Runtime {
                 } else {
                     format!("{origin} imports what wharf does not provide: {}", missing.join(", "))
                 },
-                help: "steps may import the wharf:step@0.1.0 interfaces and WASI 0.2 (cli, clocks, filesystem, random, io, http)".into(),
+                help: format!(
+                    "steps may import the {}@{} interfaces and WASI 0.2 (cli, clocks, filesystem, random, io, http)",
+                    wharf_contract::PACKAGE,
+                    wharf_contract::CURRENT
+                ),
             }
         })?;
         let bad_link = |e: wasmtime::Error| LoadProblem {
             message: format!("{origin} does not match the step contract: {}", root_cause(&e)),
-            help: format!("rebuild it against wharf:step@0.1.0 (exports `{TYPED_EXPORT}`)"),
+            help: format!(
+                "rebuild it against {}@{} (exports `{TYPED_EXPORT}`)",
+                wharf_contract::PACKAGE,
+                wharf_contract::CURRENT
+            ),
         };
         if typed {
             let pre = TypedStepPre::new(pre).map_err(bad_link)?;
@@ -249,6 +276,7 @@ impl Runtime {
                 kind: StepKind::Typed(pre),
                 info: Some(info),
                 bytes,
+                contract,
             })
         } else {
             let pre = CommandPre::new(pre).map_err(bad_link)?;
@@ -258,6 +286,7 @@ impl Runtime {
                 kind: StepKind::Command(pre),
                 info: None,
                 bytes,
+                contract,
             })
         }
     }
@@ -300,14 +329,14 @@ impl Runtime {
             "wasi:sockets/",
             "wasi:http/types@0.2",
             "wasi:http/outgoing-handler@0.2",
-            "wharf:step/types@0.1",
-            "wharf:step/log@0.1",
-            "wharf:step/process@0.1",
-            "wharf:step/source@0.1",
-            "wharf:step/secrets@0.1",
-            "wharf:step/images@0.1",
-            "wharf:step/registry@0.1",
-            "wharf:step/deploy@0.1",
+            "wharf:step/types@1.",
+            "wharf:step/log@1.",
+            "wharf:step/process@1.",
+            "wharf:step/source@1.",
+            "wharf:step/secrets@1.",
+            "wharf:step/images@1.",
+            "wharf:step/registry@1.",
+            "wharf:step/deploy@1.",
         ]
     }
 }
@@ -377,6 +406,28 @@ fn read_source(source: &StepSource) -> Result<(String, Vec<u8>), LoadProblem> {
 }
 
 /// Name the common mistakes before wasmtime's parser does.
+/// The contract a component was built against; refused before it compiles when this host
+/// does not speak it.
+fn contract_of(origin: &str, bytes: &[u8]) -> Result<Support, LoadProblem> {
+    let built = wharf_contract::built_against(bytes).map_err(|e| not_a_component(origin, &e))?;
+    let support = Support::of(&built);
+    match support.advice() {
+        Some(advice) if !support.runs() => Err(LoadProblem {
+            message: format!("{origin} cannot run on this wharf: {support}"),
+            help: advice,
+        }),
+        _ => Ok(support),
+    }
+}
+
+fn not_a_component(origin: &str, e: &wharf_contract::Error) -> LoadProblem {
+    LoadProblem {
+        message: format!("{origin} is not a valid WebAssembly component: {e}"),
+        help: "build it for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or with a componentizing toolchain"
+            .into(),
+    }
+}
+
 fn check_header(origin: &str, bytes: &[u8]) -> Result<(), LoadProblem> {
     const MAGIC: &[u8] = b"\0asm";
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
