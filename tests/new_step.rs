@@ -20,6 +20,21 @@ fn cargo_build(dir: &Path) {
     );
 }
 
+/// A template's `./build.sh`, with the tools `.ci/run` installs on PATH.
+fn build_script(dir: &Path, needs: &str) {
+    let build = std::process::Command::new("./build.sh")
+        .current_dir(dir)
+        .env("PATH", common::tools_path())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh ({needs}): {}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+}
+
 /// `wharf ARGS` in `dir`, with the workspace's caches.
 fn wharf_in(ws: &Workspace, dir: &Path, args: &[&str]) -> Run {
     Run(ws.command(args).current_dir(dir).output().unwrap())
@@ -80,19 +95,7 @@ fn a_new_python_step_builds_with_componentize_py_and_runs() {
     let created = ws.wharf(&["new", "step", "py-step", "--lang", "python"]);
     assert_eq!(created.code(), 0, "{}", created.all());
     let dir = ws.path().join("py-step");
-    let python = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let bin = Path::new(&python).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let build = std::process::Command::new("./build.sh")
-        .current_dir(&dir)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "build.sh (componentize-py from PyPI; .ci/run installs it): {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    build_script(&dir, "componentize-py from PyPI; .ci/run installs it");
     let run = wharf_in(&ws, &dir, &["run", "pipeline.yml", "-v"]);
     assert_eq!(run.code(), 0, "{}", run.all());
     assert_eq!(
@@ -127,6 +130,60 @@ fn a_new_python_step_builds_with_componentize_py_and_runs() {
         "the typed error: {}",
         more.all()
     );
+}
+
+/// The C template from scratch: bindings by wit-bindgen, clang for wasm32-wasi with
+/// wasi-libc (Debian), the preview-1 adapter `wharf new` wrote, wasm-tools (crates.io;
+/// `.ci/run` installs these).
+#[test]
+fn a_new_c_step_builds_with_clang_and_runs() {
+    let ws = Workspace::new();
+    let created = ws.wharf(&["new", "step", "c-step", "--lang", "c"]);
+    assert_eq!(created.code(), 0, "{}", created.all());
+    let dir = ws.path().join("c-step");
+    for file in ["app.c", "build.sh", "pipeline.yml", "README.md", "wit/world.wit"] {
+        assert!(dir.join(file).is_file(), "no {file}");
+    }
+    let adapter = std::fs::read(dir.join("wasi_snapshot_preview1.reactor.wasm")).unwrap();
+    assert!(adapter.starts_with(b"\0asm"), "the adapter is a wasm module");
+    build_script(
+        &dir,
+        "clang, wasi-libc from Debian; wit-bindgen, wasm-tools from crates.io: .ci/run installs them",
+    );
+    let run = wharf_in(&ws, &dir, &["run", "pipeline.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert_eq!(
+        run.output_of("greet", "greeting").as_deref(),
+        Some("hello, wharf"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout().contains("greet │ hello, wharf"), "its log: {}", run.all());
+    let inspect = wharf_in(&ws, &dir, &["inspect", "c-step.wasm"]);
+    for said in [
+        "contract: wharf:step@1.0.0: runs",
+        "c-step 0.1.0 · Greets someone",
+        "(text, required)",
+    ] {
+        assert!(inspect.stdout().contains(said), "{said}: {}", inspect.all());
+    }
+    // Its parameters are checked before a run, and its typed error reaches the run.
+    std::fs::write(
+        dir.join("more.yml"),
+        "name: more\nsteps:\n  - id: empty\n    uses: ./c-step.wasm\n    with: { name: \"\" }\n",
+    )
+    .unwrap();
+    let more = wharf_in(&ws, &dir, &["run", "more.yml"]);
+    assert_eq!(more.code(), 1, "{}", more.all());
+    assert!(more.all().contains("invalid-input: `name` is empty"), "{}", more.all());
+    std::fs::write(
+        dir.join("bad.yml"),
+        "name: bad\nsteps:\n  - id: greet\n    uses: ./c-step.wasm\n",
+    )
+    .unwrap();
+    let bad = wharf_in(&ws, &dir, &["run", "bad.yml"]);
+    assert_eq!(bad.code(), 2, "{}", bad.all());
+    assert!(bad.stderr().contains("needs parameter `name`"), "{}", bad.all());
 }
 
 #[test]

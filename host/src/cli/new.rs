@@ -11,6 +11,7 @@ pub enum NewCommand {
     #[command(after_help = "Examples:
   wharf new step hello                    # a typed step in Rust (the SDK is copied in)
   wharf new step hello --lang python      # a typed step in Python (componentize-py)
+  wharf new step hello --lang c           # a typed step in C (wit-bindgen, clang, wasm-tools)
   wharf new step hello --lang command     # a plain WASI command, no SDK
   cd hello && cargo build --target wasm32-wasip2 --release && wharf run pipeline.yml -v")]
     Step(NewStepArgs),
@@ -27,6 +28,8 @@ pub enum Lang {
     Rust,
     /// A typed step in Python, built with componentize-py (PyPI)
     Python,
+    /// A typed step in C, built with wit-bindgen, clang for wasm32-wasi and wasm-tools
+    C,
     /// A plain WASI command: parameters in WHARF_PARAM_*, outputs to WHARF_OUTPUT
     Command,
 }
@@ -107,6 +110,21 @@ const STEP_PYTHON: &[File] = &[
     (".gitignore", include_str!("../../templates/new/step-python/gitignore")),
 ];
 
+const STEP_C: &[File] = &[
+    ("app.c", include_str!("../../templates/new/step-c/app.c")),
+    ("build.sh", include_str!("../../templates/new/step-c/build.sh")),
+    ("pipeline.yml", include_str!("../../templates/new/step-c/pipeline.yml")),
+    ("README.md", include_str!("../../templates/new/step-c/README.md")),
+    (".gitignore", include_str!("../../templates/new/step-c/gitignore")),
+];
+
+/// The WASI preview-1 adapter of the WASI this wharf runs, which turns a wasm32-wasi
+/// module (C, C++) into a component.
+const REACTOR_ADAPTER: (&str, &[u8]) = (
+    "wasi_snapshot_preview1.reactor.wasm",
+    wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+);
+
 const STEP_COMMAND: &[File] = &[
     (
         "Cargo.toml",
@@ -168,6 +186,11 @@ pub(super) fn new(command: NewCommand) -> CommandResult {
                     "cargo build --target wasm32-wasip2 --release",
                 ),
                 Lang::Python => (STEP_PYTHON, Some("wit"), "./build.sh   # needs componentize-py (PyPI)"),
+                Lang::C => (
+                    STEP_C,
+                    Some("wit"),
+                    "./build.sh   # needs clang, wasi-libc, wit-bindgen and wasm-tools (README.md)",
+                ),
                 Lang::Command => (STEP_COMMAND, None, "cargo build --target wasm32-wasip2 --release"),
             };
             let wit_files: Vec<(String, &str)> = wit
@@ -177,17 +200,20 @@ pub(super) fn new(command: NewCommand) -> CommandResult {
                         .collect()
                 })
                 .unwrap_or_default();
-            let all = files
-                .iter()
-                .map(|(path, text)| (path.to_string(), *text))
-                .chain(wit_files);
             let fill = |text: &str| {
                 text.replace("{{name}}", &args.name)
                     .replace("{{crate}}", &args.name.replace('-', "_"))
                     .replace("{{version}}", env!("CARGO_PKG_VERSION"))
                     .replace("{{wit_bindgen}}", WIT_BINDGEN)
             };
-            write_all(&dir, all, fill)?;
+            let adapter = matches!(args.lang, Lang::C).then_some(REACTOR_ADAPTER);
+            let all = files
+                .iter()
+                .map(|(path, text)| (path.to_string(), *text))
+                .chain(wit_files)
+                .map(|(path, text)| (path, fill(text).into_bytes()))
+                .chain(adapter.map(|(path, bytes)| (path.to_string(), bytes.to_vec())));
+            write_all(&dir, all)?;
             outln!("created {}", dir.display());
             outln!("  cd {}", dir.display());
             outln!("  {build}");
@@ -195,8 +221,10 @@ pub(super) fn new(command: NewCommand) -> CommandResult {
             Ok(Exit::Success)
         }
         NewCommand::Pipeline(args) => {
-            let files = PIPELINE.iter().map(|(path, text)| (path.to_string(), *text));
-            write_all(&args.dir, files, str::to_string)?;
+            let files = PIPELINE
+                .iter()
+                .map(|(path, text)| (path.to_string(), text.as_bytes().to_vec()));
+            write_all(&args.dir, files)?;
             outln!("created {}", args.dir.display());
             outln!("  wharf validate {}", args.dir.join("pipeline.yml").display());
             outln!("  (it versions from git: `git init`, commit and tag v0.1.0 before a run)");
@@ -216,11 +244,7 @@ fn valid_name(name: &str) -> bool {
 
 /// Write every file beneath `dir`, which must not exist yet (nothing of the user's is
 /// overwritten); on failure, what was created is removed again.
-fn write_all<'a>(
-    dir: &Path,
-    files: impl Iterator<Item = (String, &'a str)>,
-    fill: impl Fn(&str) -> String,
-) -> Result<(), Stop> {
+fn write_all(dir: &Path, files: impl Iterator<Item = (String, Vec<u8>)>) -> Result<(), Stop> {
     let taken = || {
         Stop::invalid(format!(
             "{} already exists; `wharf new` creates a new directory (pick another name or --dir)",
@@ -248,7 +272,7 @@ fn write_all<'a>(
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&to, fill(text))?;
+            std::fs::write(&to, text)?;
             if path.ends_with(".sh") {
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
             }
