@@ -184,6 +184,26 @@ fn a_new_c_step_builds_with_clang_and_runs() {
     let bad = wharf_in(&ws, &dir, &["run", "bad.yml"]);
     assert_eq!(bad.code(), 2, "{}", bad.all());
     assert!(bad.stderr().contains("needs parameter `name`"), "{}", bad.all());
+
+    // C++: the same file as app.cpp, with the C++ library, through the same bindings.
+    let app = std::fs::read_to_string(dir.join("app.c")).unwrap();
+    std::fs::remove_file(dir.join("app.c")).unwrap();
+    std::fs::write(
+        dir.join("app.cpp"),
+        app.replace(
+            "#include \"typed_step.h\"",
+            "#include \"typed_step.h\"\n#include <string>",
+        )
+        .replace(
+            "    log_info(greeting);",
+            "    std::string said = std::string(greeting) + \" (C++)\";\n    log_info(said.c_str());",
+        ),
+    )
+    .unwrap();
+    build_script(&dir, "clang++ and libc++-dev-wasm32 from Debian: .ci/run installs them");
+    let run = wharf_in(&ws, &dir, &["run", "pipeline.yml", "-v"]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    assert!(run.stdout().contains("greet │ hello, wharf (C++)"), "{}", run.all());
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub enum NewCommand {
     #[command(after_help = "Examples:
   wharf new step hello                    # a typed step in Rust (the SDK is copied in)
   wharf new step hello --lang python      # a typed step in Python (componentize-py)
-  wharf new step hello --lang c           # a typed step in C (wit-bindgen, clang, wasm-tools)
+  wharf new step hello --lang c           # a typed step in C or C++ (wit-bindgen, clang, wasm-tools)
   wharf new step hello --lang command     # a plain WASI command, no SDK
   cd hello && cargo build --target wasm32-wasip2 --release && wharf run pipeline.yml -v")]
     Step(NewStepArgs),
@@ -28,7 +28,8 @@ pub enum Lang {
     Rust,
     /// A typed step in Python, built with componentize-py (PyPI)
     Python,
-    /// A typed step in C, built with wit-bindgen, clang for wasm32-wasi and wasm-tools
+    /// A typed step in C (or C++: rename app.c to app.cpp), built with wit-bindgen, clang for
+    /// wasm32-wasi and wasm-tools
     C,
     /// A plain WASI command: parameters in WHARF_PARAM_*, outputs to WHARF_OUTPUT
     Command,

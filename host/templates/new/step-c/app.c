@@ -44,7 +44,7 @@ void exports_wharf_step_step_describe(wharf_step_types_step_info_t *ret) {
     ret->summary = text("Greets someone");
 
     ret->params.len = 1;
-    ret->params.ptr = calloc(1, sizeof *ret->params.ptr);
+    ret->params.ptr = (wharf_step_types_param_spec_t *)calloc(1, sizeof *ret->params.ptr);
     ret->params.ptr[0] = (wharf_step_types_param_spec_t){
         .name = text("name"),
         .type = WHARF_STEP_TYPES_PARAM_TYPE_TEXT,
@@ -53,7 +53,7 @@ void exports_wharf_step_step_describe(wharf_step_types_step_info_t *ret) {
     };
 
     ret->outputs.len = 1;
-    ret->outputs.ptr = calloc(1, sizeof *ret->outputs.ptr);
+    ret->outputs.ptr = (wharf_step_types_output_spec_t *)calloc(1, sizeof *ret->outputs.ptr);
     ret->outputs.ptr[0] = (wharf_step_types_output_spec_t){
         .name = text("greeting"),
         .description = text("What was said"),
@@ -75,7 +75,7 @@ bool exports_wharf_step_step_run(wharf_step_types_context_t *ctx, wharf_step_typ
 
     log_info(greeting);
     ret->len = 1;
-    ret->ptr = calloc(1, sizeof *ret->ptr);
+    ret->ptr = (typed_step_tuple2_string_string_t *)calloc(1, sizeof *ret->ptr);
     ret->ptr[0].f0 = text("greeting");
     ret->ptr[0].f1 = text(greeting);
     return true;
