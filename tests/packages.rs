@@ -102,6 +102,8 @@ print(json.dumps({"manifest": manifest, "files": [[f, hashlib.sha256(open(f, "rb
         "gate-v2 2.0.0 · ",
         "org.opencontainers.image.version: 2.0.0",
         "dev.wharf.step.name: gate-v2",
+        "dev.wharf.step.contract: 1.0.0",
+        "contract: wharf:step@1.0.0: runs",
         "url ",
     ] {
         assert!(inspect.stdout().contains(line), "{line}: {}", inspect.all());

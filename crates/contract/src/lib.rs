@@ -58,6 +58,14 @@ impl Support {
         }
     }
 
+    /// The contract version the component was built against; None for a WASI command.
+    pub fn built(&self) -> Option<&Version> {
+        match self {
+            Support::Unversioned => None,
+            Support::Runs(v) | Support::Legacy(v) | Support::Refused(v) => Some(v),
+        }
+    }
+
     pub fn runs(&self) -> bool {
         !matches!(self, Support::Refused(_))
     }

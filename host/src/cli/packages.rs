@@ -419,6 +419,10 @@ async fn publish(runtime: &Runtime, args: PublishArgs, secrets: &SecretStore) ->
     annotations.insert("org.opencontainers.image.created".to_string(), created.clone());
     annotations.insert("org.opencontainers.image.title".to_string(), name.clone());
     annotations.insert("dev.wharf.step.name".to_string(), name.clone());
+    // What a registry's reader needs to know before pulling: which wharf runs it.
+    if let Some(contract) = loaded.contract.built() {
+        annotations.insert("dev.wharf.step.contract".to_string(), contract.to_string());
+    }
     let version = loaded
         .info
         .as_ref()
