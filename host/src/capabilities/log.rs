@@ -26,6 +26,36 @@ impl From<WitLevel> for Level {
     }
 }
 
+/// `file` as a path relative to the workspace, when it lies in it: an absolute path (what
+/// many tools write) with the workspace's real path taken off, then resolved beneath the
+/// workspace by the kernel (`..` and links may not lead out). A file that does not exist
+/// (any more) is judged by its path alone, which may not climb.
+fn in_workspace(workspace: &std::path::Path, file: &str) -> Option<String> {
+    use std::path::{Component, Path};
+    let path = Path::new(file);
+    let relative = if path.is_absolute() {
+        let root = std::fs::canonicalize(workspace).ok()?;
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        real.strip_prefix(&root).ok()?.to_str()?.to_string()
+    } else {
+        file.to_string()
+    };
+    if relative.is_empty() {
+        return None;
+    }
+    match crate::beneath::existing(workspace, &relative) {
+        Ok(_) => Some(relative),
+        Err(crate::beneath::Error::NotFound { .. })
+            if Path::new(&relative)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) =>
+        {
+            Some(relative)
+        }
+        Err(_) => None,
+    }
+}
+
 impl StepScope {
     /// Spend log budget for something other than a line; past the limit the step stops.
     fn spend_or_stop(&self, bytes: usize) -> wasmtime::Result<()> {
@@ -62,14 +92,28 @@ impl Host for &mut StepScope {
         let size =
             note.message.len() + note.title.as_ref().map_or(0, String::len) + note.file.as_ref().map_or(0, String::len);
         self.spend_or_stop(size)?;
+        // Every CI shows a file relative to the checkout: a tool's absolute path is made
+        // relative, and a place outside the workspace is named in the message instead.
+        let (file, message, line, column) = match note.file {
+            Some(file) => match in_workspace(&self.workspace, &file) {
+                Some(relative) => (Some(relative), note.message, note.line, note.column),
+                None => (
+                    None,
+                    format!("{} (at {file}, outside the workspace)", note.message),
+                    None,
+                    None,
+                ),
+            },
+            None => (None, note.message, note.line, note.column),
+        };
         self.events.emit(Event::Annotation {
             step: self.step_id.clone(),
             level: note.level.into(),
             title: note.title,
-            message: note.message,
-            file: note.file,
-            line: note.line,
-            column: note.column,
+            message,
+            file,
+            line,
+            column,
         });
         Ok(())
     }
@@ -149,5 +193,39 @@ impl Host for &mut StepScope {
             stderr: test.stderr,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_workspace;
+
+    #[test]
+    fn an_annotations_file_is_shown_relative_to_the_workspace_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        std::fs::write(ws.join("src/a.rs"), "").unwrap();
+        std::fs::write(dir.path().join("secret"), "").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), ws.join("link")).unwrap();
+        let real = std::fs::canonicalize(&ws).unwrap();
+        let abs = |p: &str| real.join(p).to_string_lossy().into_owned();
+        assert_eq!(in_workspace(&ws, "src/a.rs").as_deref(), Some("src/a.rs"));
+        assert_eq!(in_workspace(&ws, &abs("src/a.rs")).as_deref(), Some("src/a.rs"));
+        // Gone since, or not written yet: judged by the path, which may not climb.
+        assert_eq!(in_workspace(&ws, "src/gone.rs").as_deref(), Some("src/gone.rs"));
+        assert_eq!(in_workspace(&ws, &abs("src/gone.rs")).as_deref(), Some("src/gone.rs"));
+        for outside in [
+            "../secret".to_string(),
+            "src/../../secret".to_string(),
+            "link".to_string(),
+            dir.path().join("secret").to_string_lossy().into_owned(),
+            abs("src/../../secret"),
+            abs("link"),
+            "/etc/passwd".to_string(),
+            abs(""),
+        ] {
+            assert_eq!(in_workspace(&ws, &outside), None, "{outside}");
+        }
     }
 }
