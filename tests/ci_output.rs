@@ -705,3 +705,221 @@ fn a_test_tools_own_junit_file_joins_the_report_as_the_steps_test_cases() {
         "{parsed}"
     );
 }
+
+/// A SARIF log as an independent reader (`sarif-pydantic`, PyPI) reads it: each result's
+/// rule, level, message and first location.
+fn read_sarif(log: &Path) -> serde_json::Value {
+    let read = python(
+        r#"
+import sys, json
+from sarif_pydantic import Sarif
+log = Sarif.model_validate_json(open(sys.argv[1]).read())
+run = log.runs[0]
+results = []
+for r in run.results or []:
+    loc = r.locations[0].physical_location if r.locations else None
+    art = loc.artifact_location if loc else None
+    reg = loc.region if loc else None
+    results.append({
+        "rule": r.rule_id, "level": r.level.value if hasattr(r.level, "value") else r.level,
+        "message": r.message.text,
+        "uri": art.uri if art else None, "base": art.uri_base_id if art else None,
+        "line": reg.start_line if reg else None, "column": reg.start_column if reg else None,
+        "step": (r.properties or {}).get("wharf.step") if isinstance(r.properties, dict) else getattr(r.properties, "wharf.step", None),
+    })
+print(json.dumps({
+    "version": log.version.value if hasattr(log.version, "value") else log.version,
+    "tool": run.tool.driver.name,
+    "rules": [rule.id for rule in run.tool.driver.rules or []],
+    "results": results,
+}))
+"#,
+        &[log],
+    );
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    serde_json::from_slice(&read.stdout).unwrap()
+}
+
+/// PATH with the test environment's Python tools (ruff, from PyPI) first.
+fn python_tools_path() -> String {
+    let interpreter = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let bin = Path::new(&interpreter).parent().unwrap().to_path_buf();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// A real linter's SARIF (ruff, PyPI) read by `builtin:exec` becomes the step's
+/// annotations, which reach GitHub's annotations, the JUnit report, the events, the HTML
+/// report, and wharf's own SARIF log, as an independent reader sees it.
+#[test]
+fn a_linters_sarif_becomes_annotations_everywhere_and_wharf_writes_sarif_an_independent_reader_reads() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path().join("lint")).unwrap();
+    ws.write("lint/bad.py", "import os\n\n\ndef f():\n    return undefined_name\n");
+    ws.write(
+        "ci.yml",
+        r#"name: lint
+steps:
+  - id: note
+    uses: ./probe.wasm
+    with: { mode: annotate, echo: "x" }
+  - id: ruff
+    uses: builtin:exec
+    allow: { read: [lint], write: [reports] }
+    with:
+      program: ruff
+      args: [check, --no-cache, --output-format, sarif, --output-file, reports/ruff.sarif, lint]
+      sarif: reports/ruff.sarif
+"#,
+    );
+    let run = Run(ws
+        .command(&[
+            "run",
+            "ci.yml",
+            "--output",
+            "github",
+            "--junit",
+            "junit.xml",
+            "--sarif",
+            "wharf.sarif",
+            "--events",
+            "events.ndjson",
+        ])
+        .env("PATH", python_tools_path())
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap());
+    // ruff exits 1 with findings: the step fails, and its findings are reported first.
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let out = run.stdout();
+    // GitHub: each finding on its line, titled with the tool and the rule, the path
+    // relative to the workspace although ruff wrote an absolute file: URI.
+    let github: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("::error file=lint/") || l.starts_with("::warning file="))
+        .collect();
+    assert!(
+        github
+            .iter()
+            .any(|l| l.starts_with("::error file=lint/bad.py,line=1,col=8,title=ruff F401::")),
+        "{out}"
+    );
+    assert!(
+        github
+            .iter()
+            .any(|l| l.starts_with("::error file=lint/bad.py,line=5,col=12,title=ruff F821::")),
+        "{out}"
+    );
+    assert_eq!(github.len(), 3, "the probe's and ruff's two: {github:#?}");
+
+    // wharf's SARIF, as sarif-pydantic reads it: every result with the level and place
+    // GitHub was shown.
+    let sarif = read_sarif(&ws.path().join("wharf.sarif"));
+    assert_eq!(sarif["version"], "2.1.0", "{sarif}");
+    assert_eq!(sarif["tool"], "wharf", "{sarif}");
+    assert_eq!(sarif["rules"], serde_json::json!(["note", "ruff"]), "{sarif}");
+    let results = sarif["results"].as_array().unwrap();
+    assert_eq!(results.len(), github.len(), "{sarif}");
+    for line in &github {
+        let (level, rest) = line.trim_start_matches("::").split_once(' ').unwrap();
+        let (props, message) = rest.split_once("::").unwrap();
+        let prop = |k: &str| props.split(',').find_map(|p| p.strip_prefix(&format!("{k}="))).unwrap();
+        let found = results.iter().find(|r| {
+            r["uri"] == prop("file")
+                && r["line"].as_u64() == prop("line").parse().ok()
+                && r["column"].as_u64() == prop("col").parse().ok()
+        });
+        let found = found.unwrap_or_else(|| panic!("{line} is not in the SARIF log: {sarif}"));
+        assert_eq!(found["level"], level, "{line}: {found}");
+        assert_eq!(found["base"], "%SRCROOT%", "{found}");
+        let first_words = message.split("%0A").next().unwrap().replace("%25", "%");
+        assert!(
+            found["message"].as_str().unwrap().contains(&first_words),
+            "{line}: {found}"
+        );
+    }
+    let ruff = results.iter().find(|r| r["rule"] == "ruff").unwrap();
+    assert_eq!(ruff["step"], "ruff", "{sarif}");
+
+    // JUnit: the step's case carries its findings as its output.
+    let junit = read_junit(&ws.path().join("junit.xml"));
+    let case = junit["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ruff")
+        .unwrap();
+    let said = case["system_out"].as_str().unwrap_or_default();
+    assert!(said.contains("error lint/bad.py:1:8: ruff F401: "), "{junit}");
+    assert!(said.contains("error lint/bad.py:5:12: ruff F821: "), "{junit}");
+
+    // The events and the HTML report of the run.
+    validate_events(&ws.path().join("events.ndjson"));
+    let events = std::fs::read_to_string(ws.path().join("events.ndjson")).unwrap();
+    assert_eq!(events.matches("\"event\":\"annotation\"").count(), 3, "{events}");
+    let report = ws.wharf(&["report", &run.run_id(), "-o", "report.html"]);
+    assert_eq!(report.code(), 0, "{}", report.all());
+    let html = std::fs::read_to_string(ws.path().join("report.html")).unwrap();
+    assert!(html.contains("lint/bad.py:1: "), "the finding in the step's log");
+}
+
+/// A SARIF log that is too large, nested too deep or not SARIF fails its step saying which,
+/// in bounded memory; a finding outside the workspace keeps its message and loses its place.
+#[test]
+fn a_sarif_log_too_large_too_deep_or_not_sarif_is_a_clear_step_error() {
+    let ws = Workspace::new();
+    // 1 GB that would be read, were it read: a sparse file.
+    let huge = std::fs::File::create(ws.path().join("huge.sarif")).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    ws.write(
+        "deep.sarif",
+        &format!(
+            r#"{{"version":"2.1.0","runs":[{{"tool":{{"driver":{{"name":"x"}}}},"properties":{}1{}}}]}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        ),
+    );
+    ws.write("junit.sarif", "<testsuite name=\"not sarif\"/>");
+    ws.write(
+        "outside.sarif",
+        r#"{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"scan"}},"results":[
+            {"ruleId":"S1","level":"warning","message":{"text":"a secret in passwd"},
+             "locations":[{"physicalLocation":{"artifactLocation":{"uri":"file:///etc/passwd"},"region":{"startLine":1}}}]},
+            {"ruleId":"S2","level":"note","message":{"text":"climbs out"},
+             "locations":[{"physicalLocation":{"artifactLocation":{"uri":"../../up.txt"}}}]}]}]}"#,
+    );
+    let step = |id: &str, file: &str| {
+        format!("  - {{ id: {id}, if: always(), uses: builtin:exec, with: {{ program: \"true\", sarif: {file} }} }}\n")
+    };
+    ws.write(
+        "ci.yml",
+        &format!(
+            "name: bad-logs\nsteps:\n{}{}{}{}",
+            step("huge", "huge.sarif"),
+            step("deep", "deep.sarif"),
+            step("junit", "junit.sarif"),
+            step("outside", "outside.sarif")
+        ),
+    );
+    let (code, peak) = common::peak_memory(ws.command(&["run", "ci.yml"]));
+    assert_eq!(code, 1);
+    assert!(peak < 200 << 20, "wharf's peak RSS {peak} bytes reading a 1 GB log");
+    let run = ws.wharf(&["run", "ci.yml", "--output", "github"]);
+    assert_eq!(run.code(), 1, "{}", run.all());
+    let all = run.all();
+    for said in [
+        "the SARIF log `huge.sarif` could not be read: 1073741824 bytes, more than the 16777216 read",
+        "the SARIF log `deep.sarif` could not be read: nested deeper than the 64 levels read (line 1, column",
+        "the SARIF log `junit.sarif` could not be read: not a SARIF 2.1.0 log: expected value at line 1 column 1",
+    ] {
+        assert!(all.contains(said), "{said}: {all}");
+    }
+    assert_eq!(run.status_of("outside"), "ok", "{all}");
+    assert!(
+        all.contains("::warning title=scan S1::a secret in passwd (at /etc/passwd, outside the workspace)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("::notice title=scan S2::climbs out (at ../../up.txt, outside the workspace)"),
+        "{all}"
+    );
+}

@@ -56,6 +56,7 @@ Examples:
   wharf run pipeline.yml --resume 20261129-101500-3f2a   # the failed steps and what needs them
   wharf run pipeline.yml --output json > events.ndjson
   wharf run pipeline.yml --events events.ndjson --codequality gl-code-quality.json
+  wharf run pipeline.yml --sarif wharf.sarif --junit junit.xml   # Jenkins Warnings NG, code scanning
   wharf run pipeline.yml --no-cache             # run every step, even those the step cache holds
   wharf run pipeline.yml --cache oci://registry.example.com/team/cache --cache-write   # share entries (docs/cache.md)
   WHARF_SECRET_REGISTRY_PASSWORD=... wharf run pipeline.yml

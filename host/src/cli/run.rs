@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Write the run to FILE as a JUnit XML report: a test case per step
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write the steps' annotations to FILE as a SARIF 2.1.0 log (Jenkins Warnings NG,
+    /// GitHub code scanning)
+    #[arg(long, value_name = "FILE")]
+    sarif: Option<PathBuf>,
     /// How many steps may run at once [default: the pipeline's `concurrency:`, else the
     /// number of cores]
     #[arg(short, long, value_name = "N", env = "WHARF_JOBS",
@@ -298,6 +302,8 @@ pub(super) async fn run(
         events_file: args.events.clone(),
         codequality: args.codequality.clone(),
         junit: args.junit.clone(),
+        sarif: args.sarif.clone(),
+        workspace_root: early_workspace.clone(),
     };
     let secret_values: Vec<&str> = secrets.values().collect();
     let screen = view.attach(&events, &secret_values).map_err(Stop::invalid)?;

@@ -124,12 +124,5 @@ fn legal_xml(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn bounded(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_string();
-    }
-    let mut cut = MAX_TEXT;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
+    crate::cut(text, MAX_TEXT)
 }

@@ -1,7 +1,9 @@
-//! `builtin:exec`: run one program in the workspace (the app's build or test command), and
-//! with `junit:` report the tests of the tool's JUnit file as this step's.
+//! `builtin:exec`: run one program in the workspace (the app's build or test command), with
+//! `junit:` report the tests of the tool's JUnit file as this step's, and with `sarif:` the
+//! findings of the tool's SARIF log as this step's annotations.
 
 mod junit;
+mod sarif;
 
 use wharf_step::process::{self, Command};
 use wharf_step::{CapabilityKind, Context, Outputs, Step, StepError, StepInfo, error, log, param};
@@ -27,19 +29,25 @@ impl Step for Exec {
                 "junit",
                 "A JUnit XML file the program writes (cargo nextest, pytest --junitxml): its tests join the run's test report",
             ))
+            .param(param::text(
+                "sarif",
+                "A SARIF 2.1.0 log the program writes (ruff, semgrep, bandit, trivy): its findings become this step's annotations",
+            ))
             .output("exit-code", "The program's exit code")
             .output("stdout", "The program's standard output, trimmed (first 4 KiB)")
             .needs(CapabilityKind::Process, "runs the program", Some("program"))
             .needs(CapabilityKind::WorkspaceRead, "reads the test tool's JUnit file", Some("junit"))
+            .needs(CapabilityKind::WorkspaceRead, "reads the tool's SARIF log", Some("sarif"))
     }
 
     fn run(ctx: Context) -> Result<Outputs, StepError> {
         let program = ctx.text("program")?;
+        let cwd = ctx.opt_text("cwd")?;
         let done = process::run(&Command {
             program: program.clone(),
             args: ctx.list("args")?,
             env: ctx.map("env")?,
-            cwd: ctx.opt_text("cwd")?,
+            cwd: cwd.clone(),
             timeout_ms: ctx.opt_duration_ms("timeout")?,
         })?;
         let code = done.exit_code;
@@ -64,6 +72,19 @@ impl Step for Exec {
                         stderr: None,
                     });
                 }
+            }
+        }
+        // A linter that found something exits non-zero: its findings are reported first.
+        if let Some(path) = ctx.opt_text("sarif")?.filter(|p| !p.trim().is_empty()) {
+            let found = sarif::read(&path, cwd.as_deref())
+                .map_err(|why| error::permanent(format!("the SARIF log `{path}` could not be read: {why}")))?;
+            found.annotations.iter().for_each(log::annotate);
+            if found.left_out > 0 {
+                log::warn(&format!(
+                    "{} more findings in `{path}` were not reported (the first {} were)",
+                    found.left_out,
+                    found.annotations.len()
+                ));
             }
         }
         if code != Some(0) && !ctx.flag("allow-failure")? {
@@ -92,6 +113,18 @@ impl Step for Exec {
             ("stdout".into(), stdout),
         ])
     }
+}
+
+/// `text` within `max` bytes, cut at a character and marked `…` when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}…", &text[..at])
 }
 
 fn last_lines(text: &str, n: usize) -> String {

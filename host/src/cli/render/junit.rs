@@ -6,7 +6,7 @@
 //! FILE, so a reader never sees half a report.
 
 use super::Tails;
-use crate::events::{Event, Outcome, Sink, TestResult};
+use crate::events::{Event, Level, Outcome, Sink, TestResult};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,8 @@ struct Case {
     tail: Vec<String>,
     /// The tests the step reported.
     tests: Vec<Test>,
+    /// Its annotations (a linter's findings among them), one line each.
+    annotations: Vec<String>,
 }
 
 struct Test {
@@ -90,7 +92,33 @@ impl Sink for Junit {
                     detail: None,
                     tail: Vec::new(),
                     tests: Vec::new(),
+                    annotations: Vec::new(),
                 });
+            }
+            Event::Annotation {
+                step,
+                level,
+                title,
+                message,
+                file,
+                line,
+                column,
+            } => {
+                if let Some(case) = suite.cases.iter_mut().rfind(|c| c.step == *step) {
+                    let place = match (file, line, column) {
+                        (Some(f), Some(l), Some(c)) => format!("{f}:{l}:{c}: "),
+                        (Some(f), Some(l), None) => format!("{f}:{l}: "),
+                        (Some(f), None, _) => format!("{f}: "),
+                        (None, ..) => String::new(),
+                    };
+                    let title = title.as_ref().map(|t| format!("{t}: ")).unwrap_or_default();
+                    let level = match level {
+                        Level::Error => "error",
+                        Level::Warn => "warning",
+                        _ => "notice",
+                    };
+                    case.annotations.push(format!("{level} {place}{title}{message}"));
+                }
             }
             Event::TestCase {
                 step,
@@ -139,12 +167,19 @@ impl Sink for Junit {
                     detail: detail.clone(),
                     tail,
                     tests: Vec::new(),
+                    annotations: Vec::new(),
                 };
                 match suite.cases.iter_mut().find(|c| c.step == *step) {
                     Some(started) => {
                         let uses = std::mem::take(&mut started.uses);
                         let tests = std::mem::take(&mut started.tests);
-                        *started = Case { uses, tests, ..case };
+                        let annotations = std::mem::take(&mut started.annotations);
+                        *started = Case {
+                            uses,
+                            tests,
+                            annotations,
+                            ..case
+                        };
                     }
                     // Skipped and reused steps never start.
                     None => suite.cases.push(case),
@@ -205,12 +240,23 @@ impl Suite {
                 attr(&format!("{}.{}", self.pipeline, case.step)),
                 case.time.as_secs_f64()
             );
+            // What the step annotated, as the case's output (Jenkins and GitLab show it).
+            let annotations = match case.annotations.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "\n      <system-out>{}</system-out>",
+                    text(&(case.annotations.join("\n") + "\n"))
+                ),
+            };
             match case.outcome {
-                Outcome::Success => x.push_str("/>\n"),
+                Outcome::Success if annotations.is_empty() => x.push_str("/>\n"),
+                Outcome::Success => {
+                    let _ = writeln!(x, ">{annotations}\n    </testcase>");
+                }
                 Outcome::Skipped => {
                     let _ = writeln!(
                         x,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        ">\n      <skipped message=\"{}\"/>{annotations}\n    </testcase>",
                         attr(case.detail.as_deref().unwrap_or("skipped"))
                     );
                 }
@@ -227,7 +273,7 @@ impl Suite {
                     }
                     let _ = writeln!(
                         x,
-                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>",
+                        ">\n      <failure type=\"{}\" message=\"{}\">{}</failure>{annotations}\n    </testcase>",
                         attr(kind),
                         attr(message.lines().next().unwrap_or("")),
                         text(&body)

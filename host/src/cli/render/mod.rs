@@ -6,6 +6,7 @@ mod gitlab;
 mod human;
 mod junit;
 mod live;
+mod sarif;
 mod untrusted;
 
 pub use github::Github;
@@ -13,6 +14,7 @@ pub use gitlab::{CodeQuality, Gitlab};
 pub use human::Human;
 pub use junit::Junit;
 pub use live::Live;
+pub use sarif::Sarif;
 pub use untrusted::{lines, printable};
 
 pub use crate::events::human_duration as duration;
@@ -66,6 +68,10 @@ pub struct View {
     pub codequality: Option<PathBuf>,
     /// `--junit FILE`: the steps as JUnit test cases.
     pub junit: Option<PathBuf>,
+    /// `--sarif FILE`: annotations as a SARIF log.
+    pub sarif: Option<PathBuf>,
+    /// The workspace, resolved: what annotations' files are relative to.
+    pub workspace_root: Option<PathBuf>,
 }
 
 /// The renderer on stdout, for what it needs to know before the run starts.
@@ -106,6 +112,9 @@ impl View {
         }
         if let Some(path) = &self.codequality {
             events.add_sink(Arc::new(CodeQuality::new(path.clone())));
+        }
+        if let Some(path) = &self.sarif {
+            events.add_sink(Arc::new(Sarif::new(path.clone(), self.workspace_root.clone())));
         }
         if let Some(path) = &self.junit {
             let tails = Arc::new(Tails::new(self.workspace.clone()));
