@@ -121,13 +121,13 @@ fn short_digest(d: &str) -> String {
 }
 
 pub(super) async fn steps(runtime: &Runtime) -> CommandResult {
+    let (package, current) = (wharf_contract::PACKAGE, &wharf_contract::CURRENT);
+    let runs = match current.minor {
+        0 => format!("{package}@{}.0", current.major),
+        minor => format!("{package}@{}.0 to {}.{minor}", current.major, current.major),
+    };
     outln!(
-        "contract {}@{} (runs steps built against 1.0 to {}.{}; reads {}@{} steps with a warning)\n",
-        wharf_contract::PACKAGE,
-        wharf_contract::CURRENT,
-        wharf_contract::CURRENT.major,
-        wharf_contract::CURRENT.minor,
-        wharf_contract::PACKAGE,
+        "contract {package}@{current}: runs steps built against {runs}, and {package}@{} steps with a warning\n",
         wharf_contract::LEGACY
     );
     let events = Events::new();
