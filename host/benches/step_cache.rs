@@ -34,7 +34,8 @@ fn build(cache: bool) -> String {
     let step = seed[start..end]
         .replace("${{ steps.version.outputs.version }}", "1.0.0")
         .replace("${{ vars.service }}", "seed")
-        .replace("${{ vars.status }}", "OK");
+        .replace("${{ vars.status }}", "OK")
+        .replace("${{ vars.error-rate }}", "0");
     let off = if cache { "" } else { "    cache: false\n" };
     format!("name: build\nsteps:\n{step}{off}")
 }
