@@ -2,7 +2,10 @@
 //! once, in one write, so a killed run leaves a journal that reads up to its last whole entry
 //! (the kernel keeps what was written when the process dies). It is synced to the disk only
 //! where durability matters, which the caller decides: after a change to a deploy, and at
-//! the end of the run. Every line passes the secret redactor before it is written.
+//! the end of a run that made one. A run that changed no deploy leaves its end to the
+//! kernel (written back within seconds) rather than wait for the disk: only a machine that
+//! loses power in those seconds loses it. Every line passes the secret redactor before it
+//! is written.
 //!
 //! When a write fails (the disk is full), the half-written line is cut off again, the run is
 //! told once that its journal is incomplete from there and why, and nothing more is written:
@@ -30,6 +33,8 @@ pub struct JournalWriter {
     mask: Mask,
     on_break: OnBreak,
     components: Mutex<HashSet<String>>,
+    /// Whether anything was made durable on purpose: then the end is too.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 struct Output {
@@ -62,6 +67,7 @@ impl JournalWriter {
             mask,
             on_break,
             components: Mutex::new(HashSet::new()),
+            synced: std::sync::atomic::AtomicBool::new(false),
         };
         writer.write(Entry::Header {
             format: FORMAT.into(),
@@ -140,6 +146,15 @@ impl JournalWriter {
     pub fn sync(&self) {
         let out = self.file.lock().unwrap();
         let _ = out.file.sync_data();
+        self.synced.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// At the end of a run: durable if the run made something durable on the way (a deploy
+    /// changed), so the record of that change is whole; otherwise left to the kernel.
+    pub fn sync_at_end(&self) {
+        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
+            self.sync();
+        }
     }
 
     pub fn store_pipeline(&self, text: &str) -> std::io::Result<()> {

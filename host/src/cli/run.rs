@@ -480,7 +480,7 @@ pub(super) async fn run(
             exit_code: code.code(),
             millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
-        journal.sync();
+        journal.sync_at_end();
     }
     drop(scratch);
     if args.keep_runs > 0 {
