@@ -110,6 +110,8 @@ impl fmt::Display for Support {
 pub enum Error {
     #[error("not a WebAssembly component: {0}")]
     Malformed(#[from] wasmparser::BinaryReaderError),
+    #[error("not a WebAssembly component: a nested module runs past the end of the file")]
+    Truncated,
     #[error("`{name}` names {PACKAGE} with a version that is not semver: {reason}")]
     BadVersion { name: String, reason: semver::Error },
 }
@@ -156,7 +158,7 @@ fn wharf_names(bytes: &[u8]) -> Result<Vec<Name>, Error> {
         data = &data[consumed..];
         match payload {
             Payload::ModuleSection { unchecked_range, .. } | Payload::ComponentSection { unchecked_range, .. } => {
-                data = &data[unchecked_range.len()..];
+                data = data.get(unchecked_range.len()..).ok_or(Error::Truncated)?;
             }
             Payload::ComponentImportSection(reader) => {
                 for import in reader {
@@ -246,5 +248,29 @@ mod tests {
         assert!(built_against(b"not wasm").is_err());
         assert!(built_against(b"\0asm\x0d\0\x01\0\x0a\x05").is_err());
         assert!(read_legacy_as_current(b"").is_err());
+        // A component whose nested module claims more bytes than the file has.
+        assert!(built_against(b"\0asm\x0d\0\x01\0\x01\x7f\0asm").is_err());
+    }
+
+    /// Every prefix of a real component (a legacy fixture) is an error or a reading, never
+    /// a panic; the whole of it reads as 0.1.0 and, rewritten, as 1.0.0 with nothing else
+    /// moved.
+    #[test]
+    fn a_legacy_component_reads_as_current_and_its_prefixes_never_panic() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/contract/0.1.0/rust-typed.wasm"
+        ))
+        .unwrap();
+        assert_eq!(built_against(&bytes).unwrap().version, Some(LEGACY));
+        let read = read_legacy_as_current(&bytes).unwrap();
+        assert_eq!(read.len(), bytes.len());
+        assert_eq!(built_against(&read).unwrap().version, Some(CURRENT));
+        let changed = bytes.iter().zip(&read).filter(|(a, b)| a != b).count();
+        let names = wharf_names(&bytes).unwrap().len();
+        assert!(changed > 0 && changed <= names * 3, "{changed} bytes for {names} names");
+        for cut in (0..bytes.len()).step_by(97) {
+            let _ = built_against(&bytes[..cut]);
+        }
     }
 }
