@@ -740,13 +740,6 @@ print(json.dumps({
     serde_json::from_slice(&read.stdout).unwrap()
 }
 
-/// PATH with the test environment's Python tools (ruff, from PyPI) first.
-fn python_tools_path() -> String {
-    let interpreter = std::env::var("WHARF_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let bin = Path::new(&interpreter).parent().unwrap().to_path_buf();
-    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
-}
-
 /// A real linter's SARIF (ruff, PyPI) read by `builtin:exec` becomes the step's
 /// annotations, which reach GitHub's annotations, the JUnit report, the events, the HTML
 /// report, and wharf's own SARIF log, as an independent reader sees it.
@@ -784,7 +777,7 @@ steps:
             "--events",
             "events.ndjson",
         ])
-        .env("PATH", python_tools_path())
+        .env("PATH", common::tools_path())
         .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap());

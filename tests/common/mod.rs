@@ -345,7 +345,7 @@ impl Run {
 }
 
 /// PATH with the tools `.ci/run` installs for step authors' toolchains first: `wasm-tools`
-/// and `wit-bindgen` (crates.io, in `target/ci-tools/bin`) and componentize-py (beside
+/// and `wit-bindgen` (crates.io, in `target/ci-tools/bin`), componentize-py and ruff (beside
 /// WHARF_TEST_PYTHON).
 pub fn tools_path() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

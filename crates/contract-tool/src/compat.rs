@@ -17,10 +17,8 @@ use anyhow::{Context, Result, bail};
 use semver::Version;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use wharf_contract::LEGACY;
 use wit_parser::{PackageId, Resolve, Stability};
-
-/// The pre-release contract that 1.0.0 kept whole.
-pub const LEGACY: Version = Version::new(0, 1, 0);
 
 /// A contract read from a directory of WIT files.
 pub struct Contract {
@@ -110,27 +108,28 @@ pub fn released(released: &Path) -> Result<Vec<(Version, PathBuf)>> {
 pub fn check(wit: &Path, released_dir: &Path) -> Result<Verdict> {
     let current = Contract::read(wit)?;
     let version = current.version()?;
-    let releases = released(released_dir)?;
-    let mut lines = Vec::new();
-    for (v, dir) in &releases {
-        let release = Contract::read(dir)?;
-        if release.version()? != *v {
+    // Each release read once, and checked to be the version its directory names.
+    let mut releases = Vec::new();
+    for (v, dir) in released(released_dir)? {
+        let release = Contract::read(&dir)?;
+        if release.version()? != v {
             bail!(
                 "{}: the directory says {v} but its package line says {}",
                 dir.display(),
                 release.version()?
             );
         }
+        releases.push((v, release));
     }
-    if let Some((_, dir)) = releases.iter().find(|(v, _)| *v == version) {
-        let release = Contract::read(dir)?;
+    let mut lines = Vec::new();
+    if let Some((_, release)) = releases.iter().find(|(v, _)| *v == version) {
         if release.shape()? != current.shape()? {
             bail!(
                 "wit/ changed but its version is still {version}, which is released ({}): a \
                  released contract never changes. Bump the package version in every wit/*.wit \
                  (to {}.{}.0 for an addition) and mark each addition \
                  `@since(version = {}.{}.0)`",
-                dir.display(),
+                release.dir.display(),
                 version.major,
                 version.minor + 1,
                 version.major,
@@ -141,10 +140,9 @@ pub fn check(wit: &Path, released_dir: &Path) -> Result<Verdict> {
     } else {
         let newest = releases.iter().rfind(|(v, _)| v.major == version.major && *v < version);
         match newest {
-            Some((base, dir)) => {
-                let base_contract = Contract::read(dir)?;
-                compatible(&base_contract, &current)?;
-                since_marked(&base_contract, &current, &version)?;
+            Some((base, release)) => {
+                compatible(release, &current)?;
+                since_marked(release, &current, &version)?;
                 lines.push(format!(
                     "wit/ {version} is a compatible successor of the released {base}"
                 ));
@@ -155,12 +153,11 @@ pub fn check(wit: &Path, released_dir: &Path) -> Result<Verdict> {
             None => lines.push(format!("wit/ {version} is the first of its major version")),
         }
     }
-    if version.major >= 1
-        && version.major < 2
-        && let Some((_, dir)) = releases.iter().find(|(v, _)| *v == LEGACY)
+    // Legacy steps are read as 1.x, so only 1.x must keep them whole.
+    if version.major == 1
+        && let Some((_, legacy)) = releases.iter().find(|(v, _)| *v == LEGACY)
     {
-        compatible(&Contract::read(dir)?, &current)
-            .context("wharf reads 0.1.0 steps as 1.x: 1.x must keep the whole of 0.1.0")?;
+        compatible(legacy, &current).context("wharf reads 0.1.0 steps as 1.x: 1.x must keep the whole of 0.1.0")?;
         lines.push(format!(
             "wit/ {version} keeps the whole of {LEGACY} (read as {version})"
         ));

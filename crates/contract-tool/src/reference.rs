@@ -45,7 +45,7 @@ pub fn render(contract: &Contract, releases: &[semver::Version]) -> Result<Strin
     writeln!(out, "| Version | Kept in | This wharf |")?;
     writeln!(out, "|---|---|---|")?;
     for v in releases.iter().rev() {
-        let runs = if *v == crate::compat::LEGACY {
+        let runs = if *v == wharf_contract::LEGACY {
             format!("runs, read as {version}, with a warning to rebuild")
         } else if v.major == version.major && *v <= version {
             "runs".to_string()
