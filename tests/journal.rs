@@ -800,7 +800,7 @@ fn old_runs_are_pruned_by_count_and_age_and_every_run_keeps_a_cap() {
     let ws = Workspace::new();
     std::fs::copy(guest("escape_step"), ws.path().join("a.wasm")).unwrap();
     std::fs::copy(guest("cmd-step"), ws.path().join("b.wasm")).unwrap();
-    std::fs::copy(guest("escape-cmd"), ws.path().join("wait.wasm")).unwrap();
+    std::fs::copy(guest("probe_step"), ws.path().join("wait.wasm")).unwrap();
     ws.write(
         "a.yml",
         "name: a\nsteps:\n  - id: a\n    uses: ./a.wasm\n    with: { attack: env, target: x }\n",
@@ -880,10 +880,11 @@ fn old_runs_are_pruned_by_count_and_age_and_every_run_keeps_a_cap() {
     );
     assert_eq!(run_ids(&ws), sorted([&a3, &capped.run_id()]));
 
-    // A run still going stays, whatever the policy.
+    // A run still going stays, whatever the policy: one whose step waits and has made
+    // nothing but its journal (no scratch space), so the journal's lock is what says so.
     ws.write(
         "wait.yml",
-        "name: wait\nsteps:\n  - id: wait\n    uses: ./wait.wasm\n    with: { attack: fill-and-wait, target: \"/run/wharf/junk=1\" }\n",
+        "name: wait\nsteps:\n  - id: wait\n    uses: ./wait.wasm\n    cache: false\n    with: { mode: sleep, wait: 60s }\n",
     );
     let mut live = ws
         .command(&["run", "wait.yml"])
@@ -897,16 +898,17 @@ fn old_runs_are_pruned_by_count_and_age_and_every_run_keeps_a_cap() {
             "the waiting run never started its step"
         );
         if let Some(id) = run_ids(&ws).into_iter().find(|id| {
-            ws.path()
-                .join(".wharf/runs")
-                .join(id)
-                .join("scratch/step-1/junk")
-                .exists()
+            std::fs::read_to_string(ws.path().join(".wharf/runs").join(id).join("journal.jsonl"))
+                .is_ok_and(|j| j.contains("\"kind\":\"step-started\""))
         }) {
             break id;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    assert!(
+        !ws.path().join(".wharf/scratch").join(&live_id).exists(),
+        "a component step needs no scratch space"
+    );
     let all = ws.wharf(&["runs", "prune", "--keep", "0"]);
     live.kill().unwrap();
     live.wait().unwrap();

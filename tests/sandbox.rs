@@ -735,8 +735,8 @@ fn an_output_file_over_the_limit_is_refused_unread() {
 }
 
 /// What a step may write (through a grant, or a WASI command into its scratch directory) is
-/// bounded by its disk limit; the step fails naming it, and its scratch space lives under
-/// the run's own folder and is gone afterwards.
+/// bounded by its disk limit; the step fails naming it, and its scratch space is gone
+/// afterwards.
 #[test]
 fn writes_are_bounded_by_the_disk_limit() {
     let ws = workspace();
@@ -776,9 +776,8 @@ fn writes_are_bounded_by_the_disk_limit() {
     assert_eq!(run.code(), 0, "{}", run.all());
     assert_eq!(std::fs::metadata(ws.path().join("out/big")).unwrap().len(), 4 << 20);
     // Scratch space is the run's own and does not outlive it.
-    for run in std::fs::read_dir(ws.path().join(".wharf/runs")).unwrap() {
-        assert!(!run.unwrap().path().join("scratch").exists());
-    }
+    let left = std::fs::read_dir(ws.path().join(".wharf/scratch")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "a run's scratch space outlived it");
 }
 
 /// A killed run's scratch space is swept by the next run.
@@ -794,18 +793,18 @@ fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let runs = ws.path().join(".wharf/runs");
+    let scratch = ws.path().join(".wharf/scratch");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let junk = loop {
         assert!(
             std::time::Instant::now() < deadline,
             "the step never wrote its scratch file"
         );
-        let found = std::fs::read_dir(&runs)
+        let found = std::fs::read_dir(&scratch)
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.path().join("scratch/step-1/junk"))
+            .map(|e| e.path().join("step-1/junk"))
             .find(|j| std::fs::metadata(j).is_ok_and(|m| m.len() == 8 << 20));
         if let Some(j) = found {
             break j;
@@ -817,7 +816,7 @@ fn a_killed_runs_scratch_space_is_swept_at_the_next_start() {
     assert!(junk.exists(), "a killed run leaves its scratch behind");
     assert!(
         junk.starts_with(ws.path()),
-        "scratch space lives in the run's own folder"
+        "scratch space lives in the workspace's .wharf"
     );
     ws.write("next.yml", "name: next\nsteps:\n  - id: a\n    uses: ./probe.wasm\n");
     let next = ws.wharf(&["run", "next.yml"]);

@@ -2,7 +2,7 @@
 //! retention policy, and which stored components no remaining run names.
 //!
 //! A run's age is the time its journal was last written (its end, or where it was killed).
-//! A run still going is never removed: the caller says which are live.
+//! A run still going is never removed: its writer holds a lock on its journal ([`is_live`]).
 
 use crate::Entry;
 use std::io::{BufRead, BufReader, Read};
@@ -54,6 +54,12 @@ pub fn list(runs_dir: &Path) -> std::io::Result<Vec<RunFolder>> {
     }
     runs.sort_by(|a, b| b.ended.cmp(&a.ended).then_with(|| b.id.cmp(&a.id)));
     Ok(runs)
+}
+
+/// Whether the run in `run` is still going: its journal's writer holds the lock on it.
+pub fn is_live(run: &Path) -> bool {
+    std::fs::File::open(run.join("journal.jsonl"))
+        .is_ok_and(|journal| matches!(journal.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// Which of `runs` (newest first) the policy removes, given which are live.

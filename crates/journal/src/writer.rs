@@ -55,6 +55,10 @@ impl JournalWriter {
             .create_new(true)
             .append(true)
             .open(dir.join("journal.jsonl"))?;
+        // Held while the run lives: how a prune tells a run still going from one that ended
+        // or was killed (the kernel lets go of a dead process's lock). Where the filesystem
+        // has no locks, the run is still recorded.
+        let _ = file.try_lock();
         let writer = JournalWriter {
             dir: dir.to_path_buf(),
             store: store.to_path_buf(),

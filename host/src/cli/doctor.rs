@@ -14,7 +14,7 @@ pub(super) async fn doctor() -> CommandResult {
     let programs = Programs::new(
         Mode::Auto,
         &workspace,
-        &scratch.join("scratch"),
+        std::sync::Arc::new(wharf_fs::held::HeldDir::new(&scratch.join("scratch"))),
         Vec::new(),
         Vec::new(),
         Events::new(),

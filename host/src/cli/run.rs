@@ -6,12 +6,12 @@ use crate::capabilities::secrets::SecretStore;
 use crate::deploy::{Actor, Deployer, Ledger};
 use crate::engine::{LoadedStep, Runtime};
 use crate::events::{Event, Events, Outcome};
+use crate::journal::Entry;
 use crate::journal::reader::Journal;
 use crate::journal::writer::JournalWriter;
-use crate::journal::{Entry, runs_dir};
 use crate::pipeline::Pipeline;
 use crate::pipeline::validate::{LoadProblem, StepShape, validate};
-use crate::run::scratch::{ScratchSpace, run_scratches};
+use crate::run::scratch::{ScratchSpace, run_scratches, scratch_root};
 use crate::run::{Reuse, RunRequest, execute, new_run_id};
 use crate::sandbox::programs::{Mode, Programs};
 use clap::Args;
@@ -333,15 +333,9 @@ pub(super) async fn run(
     };
     screen.set_name_width(prepared.pipeline.steps.iter().map(|s| s.id.len()).max().unwrap_or(4));
     let run_id = new_run_id();
-    let runs = runs_dir(&workspace);
     // What killed runs left in their scratch space goes first.
-    ScratchSpace::sweep(run_scratches(&runs));
-    let scratch = ScratchSpace::create(&runs.join(&run_id).join("scratch")).map_err(|e| {
-        Stop::failed(format!(
-            "cannot create the run's scratch space in {}: {e}",
-            runs.display()
-        ))
-    })?;
+    ScratchSpace::sweep(run_scratches(&workspace));
+    let scratch = ScratchSpace::new(&scratch_root(&workspace).join(&run_id));
     let mode = match args.sandbox {
         Some(SandboxMode::Off) => Mode::Off,
         Some(SandboxMode::Strict) => Mode::Strict,
@@ -350,7 +344,7 @@ pub(super) async fn run(
         None => Mode::Auto,
     };
     let (host_read, host_write) = host_grants(&prepared.pipeline);
-    let programs = Programs::new(mode, &workspace, scratch.path(), host_read, host_write, events.clone());
+    let programs = Programs::new(mode, &workspace, scratch.held(), host_read, host_write, events.clone());
     let programs = Arc::new(if args.audit { programs.audited() } else { programs });
     if may_run_programs(&prepared) {
         programs.start_early();

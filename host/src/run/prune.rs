@@ -1,7 +1,6 @@
 //! Removing old recorded runs (`wharf runs prune`, and the cap a run applies when it ends),
 //! then the stored components no remaining run names.
 
-use super::scratch::ScratchSpace;
 use crate::journal::{component_store, runs_dir};
 use std::path::Path;
 use std::time::SystemTime;
@@ -32,7 +31,7 @@ pub enum Sweep {
 pub fn prune(workspace: &Path, retention: Retention, sweep: Sweep) -> std::io::Result<Pruned> {
     let dry_run = sweep == Sweep::DryRun;
     let runs = retention::list(&runs_dir(workspace))?;
-    let live = |run: &RunFolder| ScratchSpace::is_held(&run.path.join("scratch"));
+    let live = |run: &RunFolder| retention::is_live(&run.path);
     let going = retention::select(&runs, retention, SystemTime::now(), live);
     let mut pruned = Pruned::default();
     // The components only the removed runs may have been the last to name.

@@ -1,30 +1,30 @@
 //! Scratch space of one run (or replay): the directory a WASI command step gets for its
-//! output file, and a replay's copies of the workspace. It lives under the run's own folder
-//! (`.wharf/runs/RUN/scratch`), is held with a lock while its run lives and removed when the
-//! run ends; what a killed run left behind is swept at the next start, recognised by a lock
-//! nobody holds any more. What a step may write there counts against its disk limit.
+//! output file, programs' temporary directories, and a replay's copies of the workspace. A
+//! run's lives in `.wharf/scratch/RUN`, made when a step first needs it ([`HeldDir`]: most
+//! runs never do), held with a lock while its run lives and removed when the run ends; what
+//! a killed run left behind is swept at the next start, recognised by a lock nobody holds
+//! any more, in one read of `.wharf/scratch`. What a step may write there counts against
+//! its disk limit.
 //!
 //! A step's directory is emptied when the step ends and handed to the next step
 //! ([`wharf_fs::pool`]): a chain of commands then reuses a few directories and output files
 //! instead of allocating and freeing inodes for every step, which was a fifth of what a step
 //! cost.
 
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wharf_fs::held::{self, HeldDir};
 use wharf_fs::pool::DirPool;
 
 use crate::engine::step::OUTPUT_NAME as OUTPUT;
 
-const LOCK: &str = ".lock";
-
 pub struct ScratchSpace {
-    dir: PathBuf,
+    /// Shared with the run's programs, whose temporary directories live in it too.
+    held: Arc<HeldDir>,
     /// Step directories, emptied by the step that used them for another.
     steps: DirPool,
-    /// Held (flock) for the life of the run; the kernel lets go when the process dies.
-    _lock: File,
 }
 
 /// One step's scratch directory, empty when handed out and emptied again when dropped.
@@ -68,24 +68,35 @@ fn kept_output(path: &Path, meta: &std::fs::Metadata) -> bool {
 }
 
 impl ScratchSpace {
-    pub fn create(dir: &Path) -> io::Result<ScratchSpace> {
-        std::fs::create_dir_all(dir)?;
-        let lock = File::create(dir.join(LOCK))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
-        Ok(ScratchSpace {
-            dir: dir.to_path_buf(),
+    /// Scratch space at `dir`, made when a step first needs it.
+    pub fn new(dir: &Path) -> ScratchSpace {
+        ScratchSpace {
+            held: Arc::new(HeldDir::new(dir)),
             steps: DirPool::new(dir, "step"),
-            _lock: lock,
-        })
+        }
     }
 
+    /// Scratch space at `dir`, made now.
+    pub fn create(dir: &Path) -> io::Result<ScratchSpace> {
+        let space = ScratchSpace::new(dir);
+        space.held.make()?;
+        Ok(space)
+    }
+
+    /// The directory itself, for those who make theirs in it when they need to.
+    pub fn held(&self) -> Arc<HeldDir> {
+        self.held.clone()
+    }
+
+    /// Where the scratch space is, or will be once a step needs it.
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.held.path()
     }
 
     /// A directory for one step attempt, until the returned guard is dropped: empty, or
     /// holding only an empty `output` file.
     pub fn step_dir(&self) -> io::Result<StepDir<'_>> {
+        self.held.make()?;
         Ok(StepDir {
             space: self,
             path: self.steps.take()?,
@@ -103,11 +114,11 @@ impl ScratchSpace {
             ));
         }
         let here = rustix::fs::open(
-            &self.dir,
+            self.held.make()?,
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )?;
-        let dir = self.dir.join(name);
+        let dir = self.path().join(name);
         // A link of that name is removed, never followed.
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -118,63 +129,46 @@ impl ScratchSpace {
         Ok(dir)
     }
 
-    /// Whether the run whose scratch space is `dir` is still going (it holds the lock).
-    pub fn is_held(dir: &Path) -> bool {
-        let Ok(lock) = File::open(dir.join(LOCK)) else {
-            return false;
-        };
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared) {
-            Ok(()) => false,
-            Err(e) => e == rustix::io::Errno::WOULDBLOCK,
-        }
-    }
-
-    /// Remove the scratch directories among `candidates` whose run is gone; those of live
-    /// runs (their lock is held) stay.
+    /// Remove the scratch spaces among `candidates` whose run is gone; those of live runs
+    /// (their lock is held) stay.
     pub fn sweep(candidates: impl IntoIterator<Item = PathBuf>) {
-        for dir in candidates {
-            let Ok(lock) = File::open(dir.join(LOCK)) else {
-                continue;
-            };
-            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
+        held::sweep(candidates)
     }
 }
 
-impl Drop for ScratchSpace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Where the runs of a workspace keep their scratch spaces (`.wharf/scratch`): one
+/// directory, so that the sweep at a run's start is one read of it.
+pub fn scratch_root(workspace: &Path) -> PathBuf {
+    workspace.join(crate::pipeline::grants::RESERVED).join("scratch")
 }
 
-/// The scratch directories of the runs recorded in `runs_dir`.
-pub fn run_scratches(runs_dir: &Path) -> impl Iterator<Item = PathBuf> {
-    std::fs::read_dir(runs_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("scratch"))
-        .filter(|d| d.is_dir())
+/// The scratch spaces of the runs of `workspace`, live or left by killed runs.
+pub fn run_scratches(workspace: &Path) -> impl Iterator<Item = PathBuf> + use<> {
+    held::entries(&scratch_root(workspace))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A run's scratch space is made when a step first asks for a directory, in the
+    /// workspace's one scratch folder; a killed run's is swept, a live one's stays, and it
+    /// goes when its run ends.
     #[test]
-    fn live_scratch_stays_and_dead_scratch_goes() {
-        let runs = tempfile::tempdir().unwrap();
-        let live = ScratchSpace::create(&runs.path().join("a/scratch")).unwrap();
-        std::fs::write(live.named("s-1").unwrap().join("f"), "x").unwrap();
+    fn scratch_is_made_when_needed_and_a_dead_runs_is_swept() {
+        let ws = tempfile::tempdir().unwrap();
+        let live = ScratchSpace::new(&scratch_root(ws.path()).join("a"));
+        assert!(!live.path().exists(), "made only when needed");
+        let step = live.step_dir().unwrap();
+        std::fs::write(step.path().join("f"), "x").unwrap();
         // A killed run: its lock file is there, nobody holds it.
-        let dead = runs.path().join("b/scratch");
-        std::fs::create_dir_all(dead.join("s-1")).unwrap();
-        std::fs::write(dead.join(LOCK), "").unwrap();
-        ScratchSpace::sweep(run_scratches(runs.path()));
+        let dead = scratch_root(ws.path()).join("b");
+        std::fs::create_dir_all(dead.join("step-1")).unwrap();
+        std::fs::write(dead.join(".lock"), "").unwrap();
+        ScratchSpace::sweep(run_scratches(ws.path()));
         assert!(!dead.exists());
-        assert!(live.path().join("s-1/f").exists());
+        assert!(step.path().join("f").exists());
+        drop(step);
         let path = live.path().to_path_buf();
         drop(live);
         assert!(!path.exists());

@@ -13,6 +13,7 @@ use crate::events::{Event, Events};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use wharf_confine::{Confiner, Level, Setup};
+use wharf_fs::held::HeldDir;
 use wharf_fs::pool::DirPool;
 
 /// How programs are confined (`--sandbox`, or `sandbox:` in a pipeline).
@@ -51,6 +52,8 @@ pub struct Programs {
     /// and which attempt holds which.
     temps: DirPool,
     temps_taken: std::sync::Mutex<std::collections::HashMap<(String, u32), PathBuf>>,
+    /// The run's scratch space, which holds them; made when the first program starts.
+    scratch: std::sync::Arc<HeldDir>,
 }
 
 impl Programs {
@@ -59,14 +62,14 @@ impl Programs {
     pub fn new(
         mode: Mode,
         workspace: &Path,
-        scratch: &Path,
+        scratch: std::sync::Arc<HeldDir>,
         host_read: Vec<PathBuf>,
         host_write: Vec<PathBuf>,
         events: Events,
     ) -> Programs {
         let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let workspace = real(workspace);
-        let temp = real(scratch).join("tmp");
+        let temp = real(scratch.path()).join("tmp");
         Programs {
             mode,
             setup: std::sync::OnceLock::new(),
@@ -84,6 +87,7 @@ impl Programs {
             events,
             told: AtomicBool::new(false),
             temps: DirPool::new(&temp, "temp"),
+            scratch,
             temps_taken: std::sync::Mutex::default(),
         }
     }
@@ -122,6 +126,9 @@ impl Programs {
         self.confiner
             .get_or_init(|| async {
                 let setup = self.setup();
+                self.scratch
+                    .make()
+                    .map_err(|e| format!("cannot make {}: {e}", self.scratch.path().display()))?;
                 std::fs::create_dir_all(&setup.temp)
                     .map_err(|e| format!("cannot make {}: {e}", setup.temp.display()))?;
                 let exe = std::env::current_exe()
