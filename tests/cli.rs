@@ -57,15 +57,91 @@ fn steps_lists_the_builtins_and_inspect_describes_them() {
     );
 }
 
+/// The compile cache records how each component linked: a later run checks the step and
+/// its parameters against that record's description and reads the compiled code only when
+/// the step runs. A step taken from the step cache never reads it; a damaged record is as
+/// none (the step is linked again before the run).
+#[test]
+fn a_step_is_described_from_the_compile_caches_record_and_compiled_only_when_it_runs() {
+    let ws = Workspace::new();
+    ws.write(
+        "p.yml",
+        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { echo: hi }\n",
+    );
+    let components = ws.cache.path().join("components");
+    let files = |ext: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&components)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect()
+    };
+    let loaded = |run: &common::Run| {
+        run.stdout()
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("compiled ") || l.starts_with("cached ")
+            })
+            .count()
+    };
+    let first = ws.wharf(&["run", "p.yml", "-v"]);
+    assert_eq!(first.code(), 0, "{}", first.all());
+    assert_eq!(loaded(&first), 1, "{}", first.all());
+    let records = files("linked");
+    assert_eq!(records.len(), 1, "one record for probe.wasm");
+    // Without its compiled code, a step taken from the step cache still runs: it is not read.
+    for entry in files("cwasm") {
+        std::fs::remove_file(entry).unwrap();
+    }
+    let hit = ws.wharf(&["run", "p.yml", "-v"]);
+    assert_eq!(hit.code(), 0, "{}", hit.all());
+    assert!(hit.step_line("a").contains("cached from run"), "{}", hit.all());
+    assert_eq!(loaded(&hit), 0, "no component was read:\n{}", hit.all());
+    assert!(files("cwasm").is_empty());
+    // Run (`cache: false`), it is compiled then, and gives what it gave before.
+    ws.write(
+        "off.yml",
+        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    cache: false\n    with: { echo: hi }\n",
+    );
+    let ran = ws.wharf(&["run", "off.yml", "-v"]);
+    assert_eq!(ran.code(), 0, "{}", ran.all());
+    assert!(ran.stdout().contains("compiled "), "{}", ran.all());
+    assert_eq!(ran.output_of("a", "echo").as_deref(), Some("hi"));
+    assert_eq!(files("cwasm").len(), 1);
+    // The record's description still checks parameters before anything runs.
+    ws.write(
+        "bad.yml",
+        "name: bad\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { ech: hi }\n",
+    );
+    let bad = ws.wharf(&["run", "bad.yml"]);
+    assert_eq!(bad.code(), 2, "{}", bad.all());
+    assert!(bad.all().contains("ech"), "{}", bad.all());
+    assert!(
+        !bad.all().contains("run 2"),
+        "refused before a run started:\n{}",
+        bad.all()
+    );
+    // A damaged record is as none: the step is linked and described again, and recorded.
+    std::fs::write(&records[0], "{\"command\": tru").unwrap();
+    let again = ws.wharf(&["run", "off.yml", "-v"]);
+    assert_eq!(again.code(), 0, "{}", again.all());
+    assert_eq!(again.output_of("a", "echo").as_deref(), Some("hi"));
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(record["command"], false, "{record}");
+    assert_eq!(record["info"]["name"], "probe", "{record}");
+}
+
 /// A damaged compile-cache entry is compiled again, not loaded (it crashed every later run);
 /// a cache directory of another user, open to others, below a directory another user could
 /// swap it in, or inside the workspace is not used.
 #[test]
 fn the_compile_cache_loads_only_intact_entries_from_a_private_directory() {
     let ws = Workspace::new();
+    // Not taken from the step cache: each run reads the compiled code.
     ws.write(
         "p.yml",
-        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    with: { echo: hi }\n",
+        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    cache: false\n    with: { echo: hi }\n",
     );
     let first = ws.wharf(&["run", "p.yml", "-v"]);
     assert_eq!(first.code(), 0, "{}", first.all());

@@ -298,18 +298,25 @@ fn the_second_run_compiles_nothing() {
     let ws = Workspace::new();
     ws.write(
         "pipeline.yml",
-        "name: cache\nsteps:\n  - id: a\n    uses: builtin:exec\n    with: { program: 'true' }\n  - id: b\n    uses: ./probe.wasm\n  - id: c\n    uses: ./cmd.wasm\n",
+        "name: cache\nsteps:\n  - id: a\n    uses: builtin:exec\n    cache: false\n    with: { program: 'true' }\n  - id: b\n    uses: ./probe.wasm\n    cache: false\n  - id: c\n    uses: ./cmd.wasm\n    cache: false\n",
     );
     let first = ws.wharf(&["run", "pipeline.yml", "-v"]);
     assert_eq!(first.code(), 0, "{}", first.all());
     assert_eq!(first.stdout().matches("  compiled ").count(), 3, "{}", first.all());
-    let entries = std::fs::read_dir(ws.cache.path().join("components")).unwrap().count();
-    assert_eq!(entries, 3);
+    // Each compiled, and how each linked recorded beside it.
+    let entries = |ext: &str| {
+        std::fs::read_dir(ws.cache.path().join("components"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == ext))
+            .count()
+    };
+    assert_eq!((entries("cwasm"), entries("linked")), (3, 3));
 
     let second = ws.wharf(&["run", "pipeline.yml", "-v"]);
     assert_eq!(second.code(), 0, "{}", second.all());
     assert_eq!(second.stdout().matches("  compiled ").count(), 0, "{}", second.all());
-    // Components read from the compile cache (`cached   builtin:exec (2ms)`), not steps.
+    // Components read from the compile cache (`cached   builtin:exec (2ms)`) as their
+    // steps run (the step cache is off for them), not steps.
     let loaded = second
         .stdout()
         .lines()

@@ -9,6 +9,11 @@
 //! workspace a pipeline's steps write to, and the entry's checksum (stored in front of it)
 //! matches its bytes. A damaged entry (a flipped bit, a cut-off write) is compiled again
 //! instead of crashing every later run.
+//!
+//! Beside a compiled entry lies what linking it found ([`Linked`]: a typed step's
+//! description, or that it is a WASI command), keyed as well by the wharf build that linked
+//! it: the next run checks and describes the step from that record and reads the compiled
+//! code only when the step runs, which a step taken from the step cache never does.
 
 use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -26,7 +31,20 @@ const ENTRY_LIMIT: u64 = 1 << 30;
 pub struct ComponentCache {
     dir: Option<PathBuf>,
     engine_hash: u64,
+    /// The engine's hash and this build of wharf (its linker, its contract).
+    link_hash: u64,
 }
+
+/// How a component linked on this build of wharf: a WASI command, or a typed step and its
+/// `describe()`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Linked {
+    pub command: bool,
+    pub info: Option<crate::pipeline::describe::StepInfo>,
+}
+
+/// Largest record of a link read back.
+const LINKED_LIMIT: u64 = 1 << 20;
 
 /// Why a cache directory is not used.
 pub fn check_dir(dir: &Path, workspace: Option<&Path>) -> Result<(), String> {
@@ -97,9 +115,13 @@ impl ComponentCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let engine_hash = hasher.finish();
+        env!("WHARF_COMMIT").hash(&mut hasher);
+        wharf_contract::CURRENT.hash(&mut hasher);
         Self {
             dir: dir.filter(|d| check_dir(d, None).is_ok()),
-            engine_hash: hasher.finish(),
+            engine_hash,
+            link_hash: hasher.finish(),
         }
     }
 
@@ -114,6 +136,40 @@ impl ComponentCache {
         Some(dir.join(format!("{sha256}-{:016x}.cwasm", self.engine_hash)))
     }
 
+    fn linked_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{:016x}.linked", self.link_hash)))
+    }
+
+    /// How the component whose bytes have this sha256 linked on this build, if recorded.
+    /// A record that does not read is as none: the component is linked again.
+    pub fn linked(&self, sha256: &str) -> Option<Linked> {
+        let bytes = crate::bounded::read(&self.linked_path(sha256)?, LINKED_LIMIT).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Record how the component whose bytes have this sha256 linked.
+    pub fn remember_linked(&self, sha256: &str, linked: &Linked) {
+        let Some(path) = self.linked_path(sha256) else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_vec(linked)?)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("could not record how {} linked: {e}", path.display());
+        }
+    }
+
+    /// Drop the record of how a component linked: it did not hold.
+    pub fn forget_linked(&self, sha256: &str) {
+        if let Some(path) = self.linked_path(sha256) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// The component for `bytes`, and whether it came from the cache.
     pub fn load(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
         if let Some(path) = self.path_for(sha256)
@@ -122,7 +178,7 @@ impl ComponentCache {
             // SAFETY: the bytes are what `store` below wrote from `Component::serialize` of
             // an engine with the same compatibility hash (it is in the file name), in a
             // directory only this user can enter, and their checksum matches.
-            match unsafe { Component::deserialize(engine, &entry) } {
+            match unsafe { Component::deserialize(engine, &entry[HEADER..]) } {
                 Ok(component) => return Ok((component, true)),
                 Err(e) => {
                     tracing::warn!("discarding unreadable cache entry {}: {e}", path.display());
@@ -140,9 +196,9 @@ impl ComponentCache {
     }
 }
 
-/// The compiled bytes of an entry whose checksum holds; a damaged entry is removed.
+/// An entry whose checksum holds, header and all; a damaged entry is removed.
 fn read_entry(path: &Path) -> Option<Vec<u8>> {
-    let mut bytes = match crate::bounded::read(path, ENTRY_LIMIT) {
+    let bytes = match crate::bounded::read(path, ENTRY_LIMIT) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return None,
         Err(e) => {
@@ -159,7 +215,6 @@ fn read_entry(path: &Path) -> Option<Vec<u8>> {
         let _ = std::fs::remove_file(path);
         return None;
     }
-    bytes.drain(..HEADER);
     Some(bytes)
 }
 

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod filesystem;
 pub mod limits;
+pub mod linking;
 pub mod state;
 pub mod step;
 
@@ -13,14 +14,15 @@ use crate::events::{Event, Events};
 use crate::pipeline::StepSource;
 use crate::pipeline::describe::StepInfo;
 use crate::pipeline::validate::{LoadProblem, StepShape};
-use cache::ComponentCache;
+use cache::{ComponentCache, Linked};
+use linking::Linking;
 use sha2::{Digest, Sha256};
 use state::StepState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wharf_contract::Support;
@@ -29,19 +31,24 @@ use wharf_contract::Support;
 /// can fire.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// A step ready to instantiate.
+/// A step, checked and described: ready to instantiate once linked.
 pub struct LoadedStep {
     /// `builtin:NAME` or the file path.
     pub origin: String,
     /// `sha256:HEX` of the component bytes.
     pub digest: String,
-    pub kind: StepKind,
     /// `describe()` of a typed step.
     pub info: Option<StepInfo>,
     /// The component itself, for the run's journal.
     pub bytes: Arc<[u8]>,
     /// The `wharf:step` contract it was built against, as this host serves it.
     pub contract: Support,
+    /// A WASI command, not a typed step.
+    command: bool,
+    /// Linked when loaded, or (described from the compile cache's record of an earlier
+    /// link) when it first runs.
+    linked: tokio::sync::OnceCell<StepKind>,
+    linking: Arc<Linking>,
 }
 
 pub enum StepKind {
@@ -51,15 +58,48 @@ pub enum StepKind {
 
 impl LoadedStep {
     pub fn engine(&self) -> &Engine {
-        match &self.kind {
-            StepKind::Typed(pre) => pre.engine(),
-            StepKind::Command(pre) => pre.engine(),
-        }
+        &self.linking.engine
+    }
+
+    /// Ready to instantiate: compiled and linked now if that was left until it ran (its
+    /// `component-loaded` event is then told to `events`).
+    pub async fn kind(&self, events: &Events) -> Result<&StepKind, String> {
+        self.linked
+            .get_or_try_init(|| async {
+                let started = Instant::now();
+                let (component, cached) = self
+                    .linking
+                    .compile(&self.origin, &self.digest, &self.bytes, &self.contract)
+                    .map_err(|p| p.message)?;
+                let hex = &self.digest["sha256:".len()..];
+                let (kind, _) = self.linking.link(&self.origin, &component, false).await.map_err(|p| {
+                    // The record said otherwise: the next run links it before it runs.
+                    self.linking.cache.forget_linked(hex);
+                    p.message
+                })?;
+                events.emit(Event::ComponentLoaded {
+                    origin: self.origin.clone(),
+                    digest: self.digest.clone(),
+                    cached,
+                    duration: started.elapsed(),
+                });
+                match (&kind, self.command) {
+                    (StepKind::Command(_), true) | (StepKind::Typed(_), false) => Ok(kind),
+                    _ => Err({
+                        self.linking.cache.forget_linked(hex);
+                        format!(
+                            "{} links as another kind of step than the compile cache recorded; run again",
+                            self.origin
+                        )
+                    }),
+                }
+            })
+            .await
     }
 
     /// A WASI command writes its outputs to a file in a scratch directory.
     pub fn needs_scratch(&self) -> bool {
-        matches!(self.kind, StepKind::Command(_))
+        self.command
     }
 
     pub fn is_builtin(&self) -> bool {
@@ -75,9 +115,7 @@ impl LoadedStep {
 }
 
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<StepState>,
-    cache: ComponentCache,
+    linking: Arc<Linking>,
     /// Loaded steps by digest, and by where they came from: a component used by many steps
     /// (or runs of a process) is read, hashed and linked once.
     loaded: Mutex<HashMap<String, Arc<LoadedStep>>>,
@@ -91,11 +129,7 @@ impl Drop for Runtime {
     }
 }
 
-/// What a typed step exports; an older 1.x or a legacy step's name is matched to it by
-/// semver (a legacy step's names are read as 1.0.0 first).
-pub const TYPED_EXPORT: &str = "wharf:step/step@1.0.0";
-const TYPED_EXPORT_MAJOR: &str = "wharf:step/step@1.";
-pub const COMMAND_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
+pub use linking::{COMMAND_EXPORT_PREFIX, TYPED_EXPORT};
 
 impl Runtime {
     /// `cache_dir` None: compile in memory only.
@@ -133,9 +167,7 @@ impl Runtime {
             }
         })?;
         Ok(Self {
-            engine,
-            linker,
-            cache,
+            linking: Arc::new(Linking { engine, linker, cache }),
             loaded: Mutex::new(HashMap::new()),
             by_source: Mutex::new(HashMap::new()),
             ticker,
@@ -143,10 +175,11 @@ impl Runtime {
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.linking.engine
     }
 
-    /// Read, compile (or fetch from the cache), link and describe a step.
+    /// Read, check and describe a step: compiled (or fetched from the compile cache) and
+    /// linked now, or when it first runs if the compile cache recorded its shape.
     pub async fn load(&self, source: &StepSource, events: &Events) -> Result<Arc<LoadedStep>, LoadProblem> {
         if let Some(step) = self.by_source.lock().unwrap().get(source) {
             return Ok(step.clone());
@@ -160,10 +193,11 @@ impl Runtime {
     /// The names a component imports and exports (interfaces, functions).
     pub fn interfaces(&self, bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let digest = hex::encode(Sha256::digest(bytes));
-        let (component, _) = self.cache.load(&self.engine, &digest, bytes)?;
+        let engine = self.engine();
+        let (component, _) = self.linking.cache.load(engine, &digest, bytes)?;
         let ty = component.component_type();
-        let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        let imports = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
         Ok((imports, exports))
     }
 
@@ -180,164 +214,43 @@ impl Runtime {
         }
         check_header(&origin, &bytes)?;
         let contract = contract_of(&origin, &bytes)?;
-        // A legacy step is compiled from its names read as 1.0.0: another cache entry.
-        let legacy = matches!(contract, Support::Legacy(_))
-            .then(|| wharf_contract::read_legacy_as_current(&bytes))
-            .transpose()
-            .map_err(|e| not_a_component(&origin, &e))?;
-        let (engine_bytes, cache_key) = match &legacy {
-            Some(read) => (&read[..], hex::encode(Sha256::digest(read))),
-            None => (&bytes[..], digest["sha256:".len()..].to_string()),
-        };
         let started = Instant::now();
-        let (component, cached) = self
-            .cache
-            .load(&self.engine, &cache_key, engine_bytes)
-            .map_err(|e| LoadProblem {
-                message: format!("{origin} is not a valid WebAssembly component: {}", root_cause(&e)),
-                help: "build it for wasm32-wasip2 (`cargo build --target wasm32-wasip2`) or with a componentizing toolchain".into(),
-            })?;
-        events.emit(Event::ComponentLoaded {
-            origin: origin.clone(),
+        let hex = &digest["sha256:".len()..];
+        let linking = &self.linking;
+        // Described from the record of an earlier link, the step is compiled and linked
+        // when it first runs; else now.
+        let (linked, recorded) = match linking.cache.linked(hex) {
+            Some(recorded) => (None, recorded),
+            None => {
+                let (component, cached) = linking.compile(&origin, &digest, &bytes, &contract)?;
+                let (kind, info) = linking.link(&origin, &component, true).await?;
+                events.emit(Event::ComponentLoaded {
+                    origin: origin.clone(),
+                    digest: digest.clone(),
+                    cached,
+                    duration: started.elapsed(),
+                });
+                let recorded = Linked {
+                    command: matches!(kind, StepKind::Command(_)),
+                    info,
+                };
+                linking.cache.remember_linked(hex, &recorded);
+                (Some(kind), recorded)
+            }
+        };
+        let step = LoadedStep {
+            origin,
             digest: digest.clone(),
-            cached,
-            duration: started.elapsed(),
-        });
-        let step = self
-            .link(origin, digest.clone(), &component, bytes.into(), contract)
-            .await?;
+            info: recorded.info,
+            bytes: bytes.into(),
+            contract,
+            command: recorded.command,
+            linked: tokio::sync::OnceCell::new_with(linked),
+            linking: linking.clone(),
+        };
         let step = Arc::new(step);
         self.loaded.lock().unwrap().insert(digest, step.clone());
         Ok(step)
-    }
-
-    async fn link(
-        &self,
-        origin: String,
-        digest: String,
-        component: &Component,
-        bytes: Arc<[u8]>,
-        contract: Support,
-    ) -> Result<LoadedStep, LoadProblem> {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let typed = exports.iter().any(|e| e.starts_with(TYPED_EXPORT_MAJOR));
-        let command = exports.iter().any(|e| e.starts_with(COMMAND_EXPORT_PREFIX));
-        if !typed && !command {
-            return Err(LoadProblem {
-                message: format!(
-                    "{origin} is neither a typed step (exporting `{TYPED_EXPORT}`) nor a WASI command (exporting `wasi:cli/run`); it exports: {}",
-                    if exports.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        exports.join(", ")
-                    }
-                ),
-                help:
-                    "build a typed step with the wharf-step crate, or a plain command with `fn main` for wasm32-wasip2"
-                        .into(),
-            });
-        }
-        let pre = self.linker.instantiate_pre(component).map_err(|e| {
-            let missing = self.missing_imports(component);
-            LoadProblem {
-                message: if missing.is_empty() {
-                    format!("{origin} cannot be linked: {}", root_cause(&e))
-                } else {
-                    format!("{origin} imports what wharf does not provide: {}", missing.join(", "))
-                },
-                help: format!(
-                    "steps may import the {}@{} interfaces and WASI 0.2 (cli, clocks, filesystem, random, io, http)",
-                    wharf_contract::PACKAGE,
-                    wharf_contract::CURRENT
-                ),
-            }
-        })?;
-        let bad_link = |e: wasmtime::Error| LoadProblem {
-            message: format!("{origin} does not match the step contract: {}", root_cause(&e)),
-            help: format!(
-                "rebuild it against {}@{} (exports `{TYPED_EXPORT}`)",
-                wharf_contract::PACKAGE,
-                wharf_contract::CURRENT
-            ),
-        };
-        if typed {
-            let pre = TypedStepPre::new(pre).map_err(bad_link)?;
-            let info = step::describe(&pre).await.map_err(|message| LoadProblem {
-                message: format!("{origin}: describe() failed: {message}"),
-                help: "describe() must return without side effects; fix the step".into(),
-            })?;
-            Ok(LoadedStep {
-                origin,
-                digest,
-                kind: StepKind::Typed(pre),
-                info: Some(info),
-                bytes,
-                contract,
-            })
-        } else {
-            let pre = CommandPre::new(pre).map_err(bad_link)?;
-            Ok(LoadedStep {
-                origin,
-                digest,
-                kind: StepKind::Command(pre),
-                info: None,
-                bytes,
-                contract,
-            })
-        }
-    }
-
-    /// Imports of `component` this host's linker does not define.
-    fn missing_imports(&self, component: &Component) -> Vec<String> {
-        let provided = self.provided_interfaces();
-        component
-            .component_type()
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .filter(|name| !provided.iter().any(|p| name.starts_with(p)))
-            .collect()
-    }
-
-    /// Interface-name prefixes the linker defines; only consulted to explain a failed link
-    /// (wasmtime names just the first missing import, and the linker cannot be queried).
-    fn provided_interfaces(&self) -> &'static [&'static str] {
-        &[
-            "wasi:cli/environment@0.2",
-            "wasi:cli/exit@0.2",
-            "wasi:cli/stdin@0.2",
-            "wasi:cli/stdout@0.2",
-            "wasi:cli/stderr@0.2",
-            "wasi:cli/terminal-input@0.2",
-            "wasi:cli/terminal-output@0.2",
-            "wasi:cli/terminal-stdin@0.2",
-            "wasi:cli/terminal-stdout@0.2",
-            "wasi:cli/terminal-stderr@0.2",
-            "wasi:clocks/monotonic-clock@0.2",
-            "wasi:clocks/wall-clock@0.2",
-            "wasi:filesystem/types@0.2",
-            "wasi:filesystem/preopens@0.2",
-            "wasi:io/error@0.2",
-            "wasi:io/poll@0.2",
-            "wasi:io/streams@0.2",
-            "wasi:random/random@0.2",
-            "wasi:random/insecure@0.2",
-            "wasi:random/insecure-seed@0.2",
-            "wasi:sockets/",
-            "wasi:http/types@0.2",
-            "wasi:http/outgoing-handler@0.2",
-            "wharf:step/types@1.",
-            "wharf:step/log@1.",
-            "wharf:step/process@1.",
-            "wharf:step/source@1.",
-            "wharf:step/secrets@1.",
-            "wharf:step/images@1.",
-            "wharf:step/registry@1.",
-            "wharf:step/deploy@1.",
-        ]
     }
 }
 

@@ -160,12 +160,13 @@ enum Ended<T> {
 }
 
 pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFailure> {
+    let kind = step.kind(&input.scope.events).await.map_err(permanent)?;
     let tail = StderrTail::default();
     let limits = input.limits;
     let budget = input.scope.log_budget.clone();
     let mut builder = base_wasi(&input.scope, &input.preopens, &tail);
     // A WASI command's output file lives in a scratch directory only it sees.
-    let output_file = match &step.kind {
+    let output_file = match kind {
         StepKind::Typed(_) => None,
         StepKind::Command(_) => {
             builder.arg(&step.origin);
@@ -212,7 +213,7 @@ pub async fn run(step: &LoadedStep, input: StepInput) -> Result<Outputs, StepFai
     };
     let mut store = new_store(step.engine(), parts, builder.build(), &limits);
     // Typed steps return outputs; commands return an exit code (0 when `run` said ok).
-    let ended: Ended<Result<Outputs, StepFailure>> = match &step.kind {
+    let ended: Ended<Result<Outputs, StepFailure>> = match kind {
         StepKind::Typed(pre) => {
             let call = async {
                 let instance = pre.instantiate_async(&mut store).await?;
