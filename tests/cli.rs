@@ -122,6 +122,26 @@ fn a_step_is_described_from_the_compile_caches_record_and_compiled_only_when_it_
         "refused before a run started:\n{}",
         bad.all()
     );
+    // A record that does not hold (it calls the typed step a WASI command) fails the step
+    // that runs on it, saying so, and is removed: the next run links the step first.
+    std::fs::write(&records[0], r#"{"command":true,"info":null}"#).unwrap();
+    ws.write(
+        "plain.yml",
+        "name: p\nsteps:\n  - id: a\n    uses: ./probe.wasm\n    cache: false\n",
+    );
+    let wrong = ws.wharf(&["run", "plain.yml"]);
+    assert_ne!(wrong.code(), 0, "{}", wrong.all());
+    assert!(
+        wrong
+            .all()
+            .contains("links as another kind of step than the compile cache recorded"),
+        "{}",
+        wrong.all()
+    );
+    assert!(!records[0].exists(), "the record that did not hold is gone");
+    let relinked = ws.wharf(&["run", "plain.yml"]);
+    assert_eq!(relinked.code(), 0, "{}", relinked.all());
+    assert!(records[0].exists(), "recorded again");
     // A damaged record is as none: the step is linked and described again, and recorded.
     std::fs::write(&records[0], "{\"command\": tru").unwrap();
     let again = ws.wharf(&["run", "off.yml", "-v"]);

@@ -66,35 +66,40 @@ impl LoadedStep {
     pub async fn kind(&self, events: &Events) -> Result<&StepKind, String> {
         self.linked
             .get_or_try_init(|| async {
-                let started = Instant::now();
-                let (component, cached) = self
-                    .linking
-                    .compile(&self.origin, &self.digest, &self.bytes, &self.contract)
-                    .map_err(|p| p.message)?;
-                let hex = &self.digest["sha256:".len()..];
-                let (kind, _) = self.linking.link(&self.origin, &component, false).await.map_err(|p| {
-                    // The record said otherwise: the next run links it before it runs.
-                    self.linking.cache.forget_linked(hex);
-                    p.message
-                })?;
-                events.emit(Event::ComponentLoaded {
-                    origin: self.origin.clone(),
-                    digest: self.digest.clone(),
-                    cached,
-                    duration: started.elapsed(),
-                });
-                match (&kind, self.command) {
-                    (StepKind::Command(_), true) | (StepKind::Typed(_), false) => Ok(kind),
-                    _ => Err({
-                        self.linking.cache.forget_linked(hex);
-                        format!(
-                            "{} links as another kind of step than the compile cache recorded; run again",
-                            self.origin
-                        )
-                    }),
+                let linked = self.link_now(events).await;
+                if linked.is_err() {
+                    // The record did not hold: the next run links the step before it runs.
+                    self.linking.cache.forget_linked(&self.digest["sha256:".len()..]);
                 }
+                linked
             })
             .await
+    }
+
+    async fn link_now(&self, events: &Events) -> Result<StepKind, String> {
+        let started = Instant::now();
+        let (component, cached) = self
+            .linking
+            .compile(&self.origin, &self.digest, &self.bytes, &self.contract)
+            .map_err(|p| p.message)?;
+        let (kind, _) = self
+            .linking
+            .link(&self.origin, &component, false)
+            .await
+            .map_err(|p| p.message)?;
+        events.emit(Event::ComponentLoaded {
+            origin: self.origin.clone(),
+            digest: self.digest.clone(),
+            cached,
+            duration: started.elapsed(),
+        });
+        match (&kind, self.command) {
+            (StepKind::Command(_), true) | (StepKind::Typed(_), false) => Ok(kind),
+            _ => Err(format!(
+                "{} links as another kind of step than the compile cache recorded; run again",
+                self.origin
+            )),
+        }
     }
 
     /// A WASI command writes its outputs to a file in a scratch directory.
