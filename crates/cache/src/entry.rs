@@ -14,10 +14,10 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub format: u32,
-    /// The digest of [`Entry::identity_parts`]: where the entry is filed.
+    /// The step's identity ([`crate::identity::Identity`]): where the entry is filed.
     pub identity: String,
-    /// What the step is, part by part (`component`, `param count`, `grants`, `env HOME`):
-    /// each part's digest, so a miss can name the part that changed.
+    /// What the identity was made of, part by part (the component, each parameter, the
+    /// grants, each variable): each part's digest.
     pub identity_parts: BTreeMap<String, String>,
     pub step: String,
     /// The run that did the work.
@@ -258,29 +258,6 @@ pub fn host_file(path: &Path, known: &mut Known) -> Found {
             errno: e.raw_os_error().unwrap_or(5),
         },
     }
-}
-
-/// The digest of an identity, from its parts.
-pub fn identity_of(parts: &BTreeMap<String, String>) -> String {
-    crate::sha256_hex(serde_json::to_string(parts).unwrap_or_default().as_bytes())
-}
-
-/// The identity parts of `entry` that differ from `parts`: (part, how), missing parts too.
-pub fn identity_differences(entry: &BTreeMap<String, String>, parts: &BTreeMap<String, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, digest) in parts {
-        match entry.get(name) {
-            Some(d) if d == digest => {}
-            Some(_) => out.push(format!("{name} changed")),
-            None => out.push(format!("{name} is new")),
-        }
-    }
-    for name in entry.keys() {
-        if !parts.contains_key(name) {
-            out.push(format!("{name} is gone"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! ```text
 //! key                      32 random bytes, made once, readable by the workspace's owner only
 //! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
-//! steps.json               the identity each step last had, part by part: what changed
-//!                          when no entry has a step's identity
+//! steps.json               the identity each step last had, part by part (the parts its
+//!                          run shared kept once): what changed when no entry has a
+//!                          step's identity
 //! oci/                     files the entries restore, by digest, as an OCI image layout
 //!                          (`oci/blobs/sha256/HEX`), so a shared cache moves them as they are
 //! known.json               digests of files by inode and times (see `tree`)
@@ -16,11 +17,13 @@
 //! workspace carries another key's HMAC: refused.
 
 use crate::entry::{Entry, FORMAT};
+use crate::identity::{Identity, Parts, Shared};
 use crate::tree::Known;
 use hmac::Mac as _;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -39,13 +42,39 @@ const MAGIC: &str = "wharf-cache-entry";
 const STEPS_LIMIT: u64 = 64 << 20;
 
 /// The identity a step last had.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Last {
-    pub identity: String,
-    pub parts: BTreeMap<String, String>,
+    pub identity: Identity,
     /// Runs in a row in which the step missed with an identity its run before did not have.
-    #[serde(default)]
     pub new_in_a_row: u32,
+}
+
+/// `steps.json`: the parts steps' runs shared, once each, and each step's own.
+#[derive(serde::Deserialize)]
+struct StepsFile {
+    shared: BTreeMap<String, Parts>,
+    steps: BTreeMap<String, StepLine>,
+}
+
+#[derive(serde::Deserialize)]
+struct StepLine {
+    shared: String,
+    own: Parts,
+    new_in_a_row: u32,
+}
+
+/// [`StepsFile`] as written, borrowing what the run holds.
+#[derive(serde::Serialize)]
+struct StepsOut<'a> {
+    shared: BTreeMap<&'a str, &'a Parts>,
+    steps: BTreeMap<&'a str, StepOut<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct StepOut<'a> {
+    shared: &'a str,
+    own: &'a Parts,
+    new_in_a_row: u32,
 }
 
 #[derive(Clone)]
@@ -54,6 +83,8 @@ pub struct Store {
     key: Vec<u8>,
     /// Bytes this process added (entries and new blobs), not yet counted in `size`.
     added: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `entries/`, opened when first looked in.
+    entries: Arc<std::sync::OnceLock<Option<rustix::fd::OwnedFd>>>,
 }
 
 /// An entry that was found but not accepted as an entry.
@@ -82,6 +113,7 @@ impl Store {
             dir: dir.to_path_buf(),
             key: key.to_vec(),
             added: Default::default(),
+            entries: Default::default(),
         })
     }
 
@@ -91,6 +123,7 @@ impl Store {
             dir: dir.to_path_buf(),
             key: key.to_vec(),
             added: Default::default(),
+            entries: Default::default(),
         }
     }
 
@@ -126,6 +159,9 @@ impl Store {
         let Some(dir) = self.identity_dir(identity) else {
             return (found, refused);
         };
+        if !self.may_have(identity) {
+            return (found, refused);
+        }
         let Ok(listing) = std::fs::read_dir(&dir) else {
             return (found, refused);
         };
@@ -149,6 +185,23 @@ impl Store {
             }
         }
         (found, refused)
+    }
+
+    /// Whether entries may be filed under `identity` (a digest): one lookup in `entries/`
+    /// through a handle held from the first, since most steps of most runs have none.
+    fn may_have(&self, identity: &str) -> bool {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let entries = self.entries.get_or_init(|| {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(self.dir.join("entries"), flags, Mode::empty()).ok()
+        });
+        match entries {
+            Some(dir) => !matches!(
+                rustix::fs::statat(dir, identity, AtFlags::SYMLINK_NOFOLLOW),
+                Err(rustix::io::Errno::NOENT)
+            ),
+            None => true,
+        }
     }
 
     /// One entry file, checked: size, HMAC, format.
@@ -208,23 +261,58 @@ impl Store {
         Ok(path)
     }
 
-    /// The identity each step had when an entry of it was last saved, by step id.
+    /// The identity each step had in the last run that ran it, by step id. An unreadable
+    /// record is as none: it only explains misses.
     pub fn last_identities(&self) -> BTreeMap<String, Last> {
-        wharf_fs::bounded::read(&self.dir.join("steps.json"), STEPS_LIMIT)
+        let Some(file) = wharf_fs::bounded::read(&self.dir.join("steps.json"), STEPS_LIMIT)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, Last>>(&bytes).ok())
-            .unwrap_or_default()
+            .and_then(|bytes| serde_json::from_slice::<StepsFile>(&bytes).ok())
+        else {
+            return BTreeMap::new();
+        };
+        let shared: BTreeMap<String, Arc<Shared>> = file
+            .shared
             .into_iter()
-            .filter(|(_, last)| is_hex(&last.identity))
+            .map(|(digest, parts)| (digest, Arc::new(Shared::new(parts))))
+            .collect();
+        file.steps
+            .into_iter()
+            .filter_map(|(step, line)| {
+                let identity = Identity::new(shared.get(&line.shared)?.clone(), line.own);
+                Some((
+                    step,
+                    Last {
+                        identity,
+                        new_in_a_row: line.new_in_a_row,
+                    },
+                ))
+            })
             .collect()
     }
 
     /// Record the identities steps had in a run, once per run: `all` is what
     /// [`Store::last_identities`] read at its start with the run's own put over it.
     pub fn remember(&self, all: &BTreeMap<String, Last>) -> std::io::Result<()> {
+        let out = StepsOut {
+            shared: all
+                .values()
+                .map(|l| (l.identity.shared.digest.as_str(), &l.identity.shared.parts))
+                .collect(),
+            steps: all
+                .iter()
+                .map(|(step, l)| {
+                    let line = StepOut {
+                        shared: &l.identity.shared.digest,
+                        own: &l.identity.own,
+                        new_in_a_row: l.new_in_a_row,
+                    };
+                    (step.as_str(), line)
+                })
+                .collect(),
+        };
         let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&self.dir)?;
         // One write: the temporary file is not buffered.
-        temp.write_all(&serde_json::to_vec(&all).map_err(std::io::Error::other)?)?;
+        temp.write_all(&serde_json::to_vec(&out).map_err(std::io::Error::other)?)?;
         temp.persist(self.dir.join("steps.json")).map_err(|e| e.error)?;
         Ok(())
     }
@@ -462,15 +550,27 @@ mod tests {
         let path = store.save(&entry("build", &id, &blob)).unwrap();
         let (found, refused) = store.candidates(&id);
         assert_eq!((found.len(), refused.len()), (1, 0));
+        let shared = Arc::new(Shared::new(BTreeMap::from([("pipeline".into(), "p".into())])));
         let last = Last {
-            identity: id.clone(),
-            parts: BTreeMap::new(),
+            identity: Identity::new(shared, BTreeMap::from([("component".into(), "c".into())])),
             new_in_a_row: 2,
         };
         store
             .remember(&BTreeMap::from([("build".to_string(), last.clone())]))
             .unwrap();
         assert_eq!(store.last_identities().get("build"), Some(&last));
+        // The record only explains misses: one of an older layout, or naming shared parts
+        // it does not hold, is as none.
+        let steps = store.dir().join("steps.json");
+        let older = format!(r#"{{"build":{{"identity":"{id}","parts":{{}},"new_in_a_row":2}}}}"#);
+        std::fs::write(&steps, older).unwrap();
+        assert!(store.last_identities().is_empty());
+        std::fs::write(
+            &steps,
+            r#"{"shared":{},"steps":{"build":{"shared":"x","own":{},"new_in_a_row":1}}}"#,
+        )
+        .unwrap();
+        assert!(store.last_identities().is_empty());
 
         // Tampered: one byte of the body changed.
         let text = std::fs::read_to_string(&path).unwrap();

@@ -24,7 +24,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use wharf_cache::entry::{FORMAT, identity_differences, identity_of};
+use wharf_cache::entry::FORMAT;
+pub use wharf_cache::identity::Identity;
+use wharf_cache::identity::Shared;
 use wharf_cache::store::Last;
 use wharf_cache::{Effects, Entry, Found, Input, Store};
 
@@ -54,13 +56,10 @@ pub struct StepCache {
     last: Mutex<Option<BTreeMap<String, Last>>>,
     /// The identities steps have in this run, for `steps.json` when it ends.
     this_run: Mutex<BTreeMap<String, Last>>,
-}
-
-/// Who a step is, part by part.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub parts: BTreeMap<String, String>,
-    pub digest: String,
+    /// The identity parts every step of the run shares, from its first step.
+    shared: std::sync::OnceLock<Arc<Shared>>,
+    /// The last limits digested, and their digest.
+    limits: Mutex<Option<(crate::engine::limits::StepLimits, String)>>,
 }
 
 pub enum Lookup {
@@ -96,6 +95,8 @@ impl StepCache {
             sharing: Mutex::default(),
             last: Mutex::default(),
             this_run: Mutex::default(),
+            shared: Default::default(),
+            limits: Mutex::default(),
         })
     }
 
@@ -111,11 +112,12 @@ impl StepCache {
         &self.store
     }
 
-    /// The step's identity: its id and pipeline, its component (a built-in's is wharf's own), wharf's version,
-    /// its parameters as resolved, its grants and limits, the variables passed to the
-    /// pipeline, the variables of wharf's environment its programs get, and how programs
-    /// are confined.
-    pub fn identity(step: &StepFacts<'_>) -> Identity {
+    /// The step's identity: its id, its component (a built-in's is wharf's own), its
+    /// parameters as resolved, its grants and limits; and what every step of the run shares:
+    /// the pipeline, wharf's version, the variables passed to the pipeline, the variables of
+    /// wharf's environment its programs get, and how programs are confined. The shared parts
+    /// are digested once, by the run's first step.
+    pub fn identity(&self, step: &StepFacts<'_>) -> Identity {
         let StepFacts {
             decl,
             pipeline,
@@ -127,55 +129,59 @@ impl StepCache {
             confinement,
         } = step;
         let digest = |text: &str| wharf_cache::sha256_hex(text.as_bytes());
-        let mut parts = BTreeMap::new();
-        // A typed step is handed its id and its pipeline's name.
-        parts.insert("step id".to_string(), decl.id.clone());
-        parts.insert("pipeline".to_string(), digest(pipeline));
-        parts.insert("component".to_string(), loaded.digest.clone());
-        parts.insert(
-            "wharf's version".to_string(),
-            concat!(env!("CARGO_PKG_VERSION"), " ", env!("WHARF_COMMIT")).to_string(),
-        );
+        let shared = self.shared.get_or_init(|| {
+            let mut parts = BTreeMap::new();
+            // A typed step is handed its pipeline's name.
+            parts.insert("pipeline".to_string(), digest(pipeline));
+            parts.insert(
+                "wharf's version".to_string(),
+                concat!(env!("CARGO_PKG_VERSION"), " ", env!("WHARF_COMMIT")).to_string(),
+            );
+            for (name, value) in *passed {
+                parts.insert(format!("passed variable `{name}`"), digest(value));
+            }
+            for name in crate::capabilities::process::PASSTHROUGH_ENV
+                .iter()
+                .chain(&["SOURCE_DATE_EPOCH"])
+            {
+                if let Some(value) = std::env::var_os(name) {
+                    parts.insert(
+                        format!("variable `{name}` of wharf's environment"),
+                        digest(&value.to_string_lossy()),
+                    );
+                }
+            }
+            parts.insert("programs' confinement".to_string(), confinement.to_string());
+            Arc::new(Shared::new(parts))
+        });
+        let mut own = BTreeMap::new();
+        // A typed step is handed its id.
+        own.insert("step id".to_string(), decl.id.clone());
+        own.insert("component".to_string(), loaded.digest.clone());
         match params {
             StepParams::Typed(values) => {
                 for (name, value) in values {
                     let json = serde_json::to_string(value).unwrap_or_default();
-                    parts.insert(format!("parameter `{name}`"), digest(&json));
+                    own.insert(format!("parameter `{name}`"), digest(&json));
                 }
             }
             StepParams::Command(values) => {
                 for (name, value) in values {
-                    parts.insert(format!("parameter `{name}`"), digest(value));
+                    own.insert(format!("parameter `{name}`"), digest(value));
                 }
             }
         }
-        parts.insert("grants".to_string(), digest(&grants.describe().join("\n")));
-        // A tighter limit could fail what succeeded.
-        parts.insert("limits".to_string(), digest(&format!("{limits:?}")));
-        for (name, value) in *passed {
-            parts.insert(format!("passed variable `{name}`"), digest(value));
-        }
-        // wharf's own environment does not change while it runs: read once per process.
-        static INHERITED: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
-        let inherited = INHERITED.get_or_init(|| {
-            crate::capabilities::process::PASSTHROUGH_ENV
-                .iter()
-                .chain(&["SOURCE_DATE_EPOCH"])
-                .filter_map(|name| {
-                    let value = std::env::var_os(name)?;
-                    Some((
-                        format!("variable `{name}` of wharf's environment"),
-                        digest(&value.to_string_lossy()),
-                    ))
-                })
-                .collect()
-        });
-        parts.extend(inherited.iter().cloned());
-        parts.insert("programs' confinement".to_string(), confinement.to_string());
-        Identity {
-            digest: identity_of(&parts),
-            parts,
-        }
+        own.insert("grants".to_string(), digest(&grants.describe().join("\n")));
+        // A tighter limit could fail what succeeded. Steps mostly share theirs.
+        let limits = {
+            let mut last = self.limits.lock().unwrap();
+            match &*last {
+                Some((seen, digest)) if seen == *limits => digest.clone(),
+                _ => last.insert((**limits, digest(&format!("{limits:?}")))).1.clone(),
+            }
+        };
+        own.insert("limits".to_string(), limits);
+        Identity::new(shared.clone(), own)
     }
 
     /// Why a step is never cached, from what it may do; None when it may be.
@@ -355,15 +361,14 @@ impl StepCache {
         let last = last.get_or_insert_with(|| self.store.last_identities());
         let new_in_a_row = match last.get(step) {
             _ if hit => 0,
-            Some(before) if before.identity != identity.digest => before.new_in_a_row.saturating_add(1),
+            Some(before) if before.identity.digest != identity.digest => before.new_in_a_row.saturating_add(1),
             Some(_) => 0,
             None => 1,
         };
         self.this_run.lock().unwrap().insert(
             step.to_string(),
             Last {
-                identity: identity.digest.clone(),
-                parts: identity.parts.clone(),
+                identity: identity.clone(),
                 new_in_a_row,
             },
         );
@@ -374,14 +379,14 @@ impl StepCache {
     fn nearest(&self, step: &str, identity: &Identity) -> String {
         let mut last = self.last.lock().unwrap();
         let last = last.get_or_insert_with(|| self.store.last_identities());
-        let Some(parts) = last
+        let Some(before) = last
             .get(step)
-            .filter(|l| l.identity != identity.digest)
-            .map(|l| &l.parts)
+            .filter(|l| l.identity.digest != identity.digest)
+            .map(|l| &l.identity)
         else {
             return "nothing is cached for it yet".into();
         };
-        let changed = identity_differences(parts, &identity.parts);
+        let changed = identity.differences(before);
         if changed.is_empty() {
             "nothing is cached for it yet".into()
         } else {
@@ -574,8 +579,8 @@ impl StepCache {
         }
         let entry = Entry {
             format: FORMAT,
+            identity_parts: identity.parts(),
             identity: identity.digest,
-            identity_parts: identity.parts,
             step,
             run_id,
             created: std::time::SystemTime::now()

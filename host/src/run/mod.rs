@@ -691,7 +691,7 @@ async fn cached(
         decided(false, format!("never cached: {why}"));
         return Cached::Run(None);
     }
-    let identity = StepCache::identity(&crate::cache::StepFacts {
+    let identity = cache.identity(&crate::cache::StepFacts {
         decl,
         pipeline: &req.pipeline.name,
         loaded,
