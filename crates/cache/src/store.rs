@@ -310,11 +310,8 @@ impl Store {
                 })
                 .collect(),
         };
-        let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(&self.dir)?;
-        // One write: the temporary file is not buffered.
-        temp.write_all(&serde_json::to_vec(&out).map_err(std::io::Error::other)?)?;
-        temp.persist(self.dir.join("steps.json")).map_err(|e| e.error)?;
-        Ok(())
+        let bytes = serde_json::to_vec(&out).map_err(std::io::Error::other)?;
+        write_over(&self.dir, "steps.json", &bytes)
     }
 
     /// Mark an entry as used: pruning takes the least recently used first.
@@ -472,6 +469,32 @@ impl Store {
     }
 }
 
+/// Make `bytes` the content of `dir/name`, a record rewritten by every run: in place when it
+/// is a regular file with no other name, since on ext4 a file renamed over another is
+/// written out at once (`auto_da_alloc`), half a millisecond a run. Anything else there (a
+/// symlink, a hard link to a file elsewhere, a pipe) is replaced, never written through.
+/// Two runs writing at once, or a crash, can leave it torn: it must be a record whose loss
+/// costs little, and that reads as none when it does not parse.
+fn write_over(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+    let path = dir.join(name);
+    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if let Ok(fd) = rustix::fs::open(&path, flags, Mode::empty()) {
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.nlink() == 1 {
+            file.write_all_at(bytes, 0)?;
+            return file.set_len(bytes.len() as u64);
+        }
+    }
+    let mut temp = tempfile::Builder::new().prefix(".").tempfile_in(dir)?;
+    // One write: the temporary file is not buffered.
+    temp.write_all(bytes)?;
+    temp.persist(&path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 fn blobs_of(entry: &Entry) -> impl Iterator<Item = &str> {
     entry.effects.files.iter().filter_map(|(_, found)| match found {
         crate::Found::File { sha256, .. } => Some(sha256.as_str()),
@@ -599,6 +622,51 @@ mod tests {
         std::fs::write(store.blob_layout().join("blobs/sha256").join(&blob), "changed").unwrap();
         assert!(store.copy_blob(&blob, &mut Vec::new()).is_err());
         assert!(store.copy_blob("../key", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_steps_record_is_rewritten_in_place_and_never_through_a_link() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let steps = store.dir().join("steps.json");
+        let shared = Arc::new(Shared::new(BTreeMap::new()));
+        let record = |n: usize| -> BTreeMap<String, Last> {
+            (0..n)
+                .map(|i| {
+                    let own = BTreeMap::from([("step id".to_string(), format!("s{i}"))]);
+                    let identity = Identity::new(shared.clone(), own);
+                    (
+                        format!("s{i}"),
+                        Last {
+                            identity,
+                            new_in_a_row: 1,
+                        },
+                    )
+                })
+                .collect()
+        };
+        store.remember(&record(5)).unwrap();
+        let inode = std::fs::metadata(&steps).unwrap().ino();
+        // Shorter the second time: nothing of the first is left after it.
+        store.remember(&record(2)).unwrap();
+        assert_eq!(std::fs::metadata(&steps).unwrap().ino(), inode, "rewritten in place");
+        assert_eq!(store.last_identities(), record(2));
+
+        // Planted: a hard link to a file elsewhere, then a symlink to one. Each is replaced.
+        for plant in ["hard", "symbolic"] {
+            let victim = dir.path().join(format!("victim-{plant}"));
+            std::fs::write(&victim, "keep").unwrap();
+            std::fs::remove_file(&steps).unwrap();
+            match plant {
+                "hard" => std::fs::hard_link(&victim, &steps).unwrap(),
+                _ => std::os::unix::fs::symlink(&victim, &steps).unwrap(),
+            }
+            store.remember(&record(3)).unwrap();
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{plant} link");
+            assert!(std::fs::symlink_metadata(&steps).unwrap().is_file());
+            assert_eq!(store.last_identities(), record(3));
+        }
     }
 
     #[test]
