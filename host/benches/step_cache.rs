@@ -5,8 +5,10 @@
 //!   pipeline with a fixed tag: taken from the cache, against the same step with
 //!   `cache: false` run warm (cargo has nothing to do: what a re-run cost before the cache);
 //! - a chain of 100 WASI steps that always misses (each step's parameter carries the run id)
-//!   with the cache on (identity, lookup, what each step used, an entry saved), against the
-//!   same chain with `cache: false` on every step (none of that);
+//!   with the cache on, against the same chain with `cache: false` on every step. The
+//!   warm-up runs the chain until its steps are no longer saved (their identity was new in
+//!   each of their last runs), so the rounds measure what every later run pays: identity,
+//!   lookup, the explanation, `steps.json`;
 //! - a one-step run taken from the cache, and the same step with `cache: false`, against
 //!   `wharf --version`.
 //!
@@ -78,10 +80,19 @@ fn main() {
         let run = w.wharf(&["run", file]);
         assert_eq!(run.code(), 0, "{}", run.all());
     }
-    for file in ["miss.yml", "off.yml", "one-off.yml"] {
+    // The always-missing chain, until its steps are no longer saved (a new identity in
+    // each of their last runs): the rounds measure what every later run of it costs.
+    let misses = std::iter::repeat_n("miss.yml", wharf::cache::NEW_IN_A_ROW_NOT_SAVED as usize);
+    for file in misses.chain(["off.yml", "one-off.yml"]) {
         let run = ws.wharf(&["run", file]);
         assert_eq!(run.code(), 0, "{}", run.all());
     }
+    let steady = ws.wharf(&["run", "-v", "miss.yml"]);
+    assert!(
+        steady.all().contains("not saved: its identity was new"),
+        "{}",
+        steady.all()
+    );
     let hit = seed.wharf(&["run", "build.yml"]);
     assert!(hit.step_line("build").contains("cached from run"), "{}", hit.all());
 
