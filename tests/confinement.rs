@@ -636,3 +636,81 @@ fn an_audit_finds_the_grants_a_program_needs() {
         );
     }
 }
+
+/// The parent of `pid`, from `/proc`.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The pid of the process running `sleep MARKER`, once it runs.
+fn sleeping(marker: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline.starts_with(b"sleep\0") && cmdline.windows(marker.len()).any(|w| w == marker.as_bytes())
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "`sleep {marker}` never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// wharf killed as one of its programs ends: the confinement process cannot tell wharf of
+/// the exit, and must still end what every other program of the run started before it goes
+/// (at the Landlock level no process namespace does it), and not call that a failure. It is
+/// held stopped while wharf and the program are killed, so that it finds both at once, the
+/// exit first.
+#[test]
+fn a_program_ending_as_wharf_is_killed_leaves_nothing_behind() {
+    let ws = Workspace::new();
+    let (ending, left) = (marker(), marker());
+    let step = |id: &str, program: &str, args: &str| {
+        format!(
+            "  - {{ id: {id}, uses: builtin:exec, needs: [], cache: false, with: {{ program: {program}, args: [{args}] }} }}\n"
+        )
+    };
+    // Step b's `sleep` is a child of its program: the kernel ends the program with the
+    // confinement process, not what it started.
+    let a = step("a", "sleep", &format!("\"{ending}\""));
+    let b = step("b", "sh", &format!("\"-c\", \"sleep {left} & wait\""));
+    ws.write("p.yml", &format!("name: p\nsteps:\n{a}{b}"));
+    let mut command = ws.command(&["run", "p.yml", "--jobs", "2"]);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    degrade(&mut command, false);
+    let mut wharf = command.spawn().unwrap();
+    let (program, other) = (sleeping(&ending), sleeping(&left));
+    let confiner = parent_of(program);
+    assert_eq!(
+        parent_of(confiner),
+        wharf.id() as i32,
+        "programs are children of the confiner"
+    );
+    assert_eq!(parent_of(parent_of(other)), confiner);
+    // SAFETY: signalling processes this test started; a stale pid only fails.
+    unsafe {
+        libc::kill(confiner, libc::SIGSTOP);
+        libc::kill(wharf.id() as i32, libc::SIGKILL);
+    }
+    let _ = wharf.wait();
+    // SAFETY: as above.
+    unsafe { libc::kill(program, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(confiner, libc::SIGCONT) };
+    let mut said = String::new();
+    wharf.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    let survivors = end_marked(&left);
+    assert!(
+        survivors.is_empty(),
+        "step b's program outlived the run: {survivors:?}\n{said}"
+    );
+    assert!(!said.contains("failed"), "{said}");
+}

@@ -146,7 +146,19 @@ fn prepare(setup: &Setup) -> Report {
 }
 
 impl Confiner {
+    /// Serve wharf until it is gone, however it ended: its socket closed, or a message to
+    /// it refused (a program's exit found in the same wake-up as wharf's end). Then so is
+    /// everything it started.
     fn serve(&mut self, buffer: &mut [u8]) -> io::Result<()> {
+        let served = self.serve_requests(buffer);
+        self.end_all();
+        match served {
+            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn serve_requests(&mut self, buffer: &mut [u8]) -> io::Result<()> {
         let children = child_signals()?;
         loop {
             let watched: Vec<u64> = self
@@ -198,11 +210,7 @@ impl Confiner {
             if message {
                 match wire::recv::<ToConfiner>(self.socket.as_fd(), buffer) {
                     Ok(Some((request, fds))) => self.handle(request, fds)?,
-                    // wharf is gone, however it ended: so is everything it started.
-                    Ok(None) | Err(_) => {
-                        self.end_all();
-                        return Ok(());
-                    }
+                    Ok(None) | Err(_) => return Ok(()),
                 }
             }
         }

@@ -116,7 +116,7 @@ impl StepCache {
     /// parameters as resolved, its grants and limits; and what every step of the run shares:
     /// the pipeline, wharf's version, the variables passed to the pipeline, the variables of
     /// wharf's environment its programs get, and how programs are confined. The shared parts
-    /// are digested once, by the run's first step.
+    /// are digested once, by the run's first step: a cache serves one run.
     pub fn identity(&self, step: &StepFacts<'_>) -> Identity {
         let StepFacts {
             decl,
