@@ -3,8 +3,9 @@
 //! A step is cached by what it used, not by what anyone declared: the host notes what the
 //! sandbox saw a step look at, and an entry is accepted only when each of those inputs is
 //! still what it was. Here: what a path is ([`found`]), a directory as a whole ([`tree`]),
-//! who a step is ([`identity`]), an entry, what a step used and what it did ([`entry`]), and the store that keeps entries
-//! beneath `.wharf/cache`, each authenticated by a key only the workspace holds ([`store`]).
+//! who a step is ([`identity`]), an entry, what a step used and what it did ([`entry`]),
+//! and the store that keeps entries beneath `.wharf/cache`, each authenticated by a key
+//! only the workspace holds ([`store`]).
 
 pub mod entry;
 pub mod found;
@@ -23,7 +24,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// `bytes` in lower-case hex, through a table (`hex::encode` goes character by character).
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     hex::encode_to_slice(bytes, &mut out).expect("twice the length");
     String::from_utf8(out).expect("hex is ASCII")

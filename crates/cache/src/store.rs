@@ -364,12 +364,9 @@ impl Store {
         if !known.changed() {
             return;
         }
-        let Ok(mut temp) = tempfile::NamedTempFile::new_in(&self.dir) else {
-            return;
-        };
-        let written = serde_json::to_vec(known).map(|bytes| temp.write_all(&bytes));
-        if matches!(written, Ok(Ok(()))) {
-            let _ = temp.persist(self.dir.join("known.json"));
+        // Lost or torn, it costs the next run only hashing again.
+        if let Ok(bytes) = serde_json::to_vec(known) {
+            let _ = write_over(&self.dir, "known.json", &bytes);
         }
     }
 
@@ -469,9 +466,10 @@ impl Store {
     }
 }
 
-/// Make `bytes` the content of `dir/name`, a record rewritten by every run: in place when it
-/// is a regular file with no other name, since on ext4 a file renamed over another is
-/// written out at once (`auto_da_alloc`), half a millisecond a run. Anything else there (a
+/// Make `bytes` the content of `dir/name`, a record runs rewrite (`steps.json`,
+/// `known.json`): in place when it is a regular file with no other name, since on ext4 a
+/// file renamed over another is written out at once (`auto_da_alloc`), half a millisecond
+/// a run. Anything else there (a
 /// symlink, a hard link to a file elsewhere, a pipe) is replaced, never written through.
 /// Two runs writing at once, or a crash, can leave it torn: it must be a record whose loss
 /// costs little, and that reads as none when it does not parse.
