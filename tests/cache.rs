@@ -684,3 +684,34 @@ fn a_step_new_every_run_stops_being_saved_until_its_identity_repeats() {
     let reused = run(&ws, &[]);
     assert!(cached(&reused, "s"), "{}", reused.all());
 }
+
+#[test]
+fn pipelines_with_a_step_of_the_same_id_keep_their_records_apart() {
+    let ws = data_step("read-workspace", "data/a.txt");
+    let text = std::fs::read_to_string(ws.path().join(PIPELINE)).unwrap();
+    ws.write("ci.yml", &text.replace("name: c\n", "name: ci\n"));
+    ws.write("release.yml", &text.replace("name: c\n", "name: release\n"));
+    // Both pipelines run on every commit, and every commit changes what the step reads:
+    // each run misses, but the step is the same step of its pipeline run after run, so it
+    // is saved every time, and a miss names the file, not the other pipeline.
+    for commit in 0..6 {
+        ws.write("data/a.txt", &format!("commit {commit}"));
+        for file in ["ci.yml", "release.yml"] {
+            let run = ws.wharf(&["run", file, "-v"]);
+            assert_eq!(run.code(), 0, "{}", run.all());
+            assert!(!cached(&run, "step"), "{}", run.all());
+            let said = why(&ws, &run, "step");
+            match commit {
+                0 => assert!(said.contains("nothing is cached for it yet"), "{file}: {said}"),
+                _ => assert!(
+                    said.contains("file `data/a.txt` was a file") && !said.contains("not saved"),
+                    "{file}, commit {commit}: {said}"
+                ),
+            }
+        }
+    }
+    for file in ["ci.yml", "release.yml"] {
+        let again = ws.wharf(&["run", file, "-v"]);
+        assert!(cached(&again, "step"), "{file}: {}", again.all());
+    }
+}

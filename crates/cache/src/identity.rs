@@ -4,7 +4,7 @@
 //!
 //! The shared parts are digested once per run and the step's own parts once per step: a run
 //! of a hundred steps does not digest its environment a hundred times, and the record of
-//! the identities steps last had (`steps.json`) keeps the shared parts once.
+//! the identities a pipeline's steps last had (`steps/PIPELINE.json`) keeps the shared parts once.
 
 use sha2::Digest as _;
 use std::collections::BTreeMap;

@@ -3,9 +3,9 @@
 //! ```text
 //! key                      32 random bytes, made once, readable by the workspace's owner only
 //! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
-//! steps.json               the identity each step last had, part by part (the parts its
-//!                          run shared kept once): what changed when no entry has a
-//!                          step's identity
+//! steps/PIPELINE.json      by pipeline (the digest of its name), the identity each of its
+//!                          steps last had, part by part (the parts its run shared kept
+//!                          once): what changed when no entry has a step's identity
 //! oci/                     files the entries restore, by digest, as an OCI image layout
 //!                          (`oci/blobs/sha256/HEX`), so a shared cache moves them as they are
 //! known.json               digests of files by inode and times (see `tree`)
@@ -38,7 +38,7 @@ const KNOWN_LIMIT: u64 = 256 << 20;
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 const MAGIC: &str = "wharf-cache-entry";
-/// Largest `steps.json` read back.
+/// Largest record of a pipeline's steps read back.
 const STEPS_LIMIT: u64 = 64 << 20;
 
 /// The identity a step last had.
@@ -49,7 +49,7 @@ pub struct Last {
     pub new_in_a_row: u32,
 }
 
-/// `steps.json`: the parts steps' runs shared, once each, and each step's own.
+/// `steps/PIPELINE.json`: the parts its steps' runs shared, once each, and each step's own.
 #[derive(serde::Deserialize)]
 struct StepsFile {
     shared: BTreeMap<String, Parts>,
@@ -261,10 +261,11 @@ impl Store {
         Ok(path)
     }
 
-    /// The identity each step had in the last run that ran it, by step id. An unreadable
-    /// record is as none: it only explains misses.
-    pub fn last_identities(&self) -> BTreeMap<String, Last> {
-        let Some(file) = wharf_fs::bounded::read(&self.dir.join("steps.json"), STEPS_LIMIT)
+    /// The identity each step of `pipeline` had in the last run that ran it, by step id.
+    /// An unreadable record is as none: it only explains misses.
+    pub fn last_identities(&self, pipeline: &str) -> BTreeMap<String, Last> {
+        let path = self.dir.join(STEPS_DIR).join(steps_record(pipeline));
+        let Some(file) = wharf_fs::bounded::read(&path, STEPS_LIMIT)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<StepsFile>(&bytes).ok())
         else {
@@ -290,9 +291,12 @@ impl Store {
             .collect()
     }
 
-    /// Record the identities steps had in a run, once per run: `all` is what
-    /// [`Store::last_identities`] read at its start with the run's own put over it.
-    pub fn remember(&self, all: &BTreeMap<String, Last>) -> std::io::Result<()> {
+    /// Record the identities the steps of `pipeline` had in a run, once per run: `all` is
+    /// what [`Store::last_identities`] read at its start with the run's own put over it.
+    /// Each pipeline has a record of its own: two pipelines with a step of the same id do
+    /// not take each other's identity for the step's last, and a run reads and writes
+    /// only its own pipeline's steps.
+    pub fn remember(&self, pipeline: &str, all: &BTreeMap<String, Last>) -> std::io::Result<()> {
         let out = StepsOut {
             shared: all
                 .values()
@@ -311,7 +315,16 @@ impl Store {
                 .collect(),
         };
         let bytes = serde_json::to_vec(&out).map_err(std::io::Error::other)?;
-        write_over(&self.dir, "steps.json", &bytes)
+        let (dir, name) = (self.dir.join(STEPS_DIR), steps_record(pipeline));
+        match write_over(&dir, &name, &bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                // The one record of all pipelines that came before, of no use now.
+                let _ = std::fs::remove_file(self.dir.join("steps.json"));
+                write_over(&dir, &name, &bytes)
+            }
+            written => written,
+        }
     }
 
     /// Mark an entry as used: pruning takes the least recently used first.
@@ -466,7 +479,7 @@ impl Store {
     }
 }
 
-/// Make `bytes` the content of `dir/name`, a record runs rewrite (`steps.json`,
+/// Make `bytes` the content of `dir/name`, a record runs rewrite (`steps/PIPELINE.json`,
 /// `known.json`): in place when it is a regular file with no other name, since on ext4 a
 /// file renamed over another is written out at once (`auto_da_alloc`), half a millisecond
 /// a run. Anything else there (a
@@ -491,6 +504,15 @@ fn write_over(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     temp.write_all(bytes)?;
     temp.persist(&path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Where the records of pipelines' steps are, in the store.
+const STEPS_DIR: &str = "steps";
+
+/// The file name of the record of `pipeline`'s steps, in [`STEPS_DIR`]: the digest of the
+/// pipeline's name, whatever the name holds.
+fn steps_record(pipeline: &str) -> String {
+    format!("{}.json", crate::sha256_hex(pipeline.as_bytes()))
 }
 
 fn blobs_of(entry: &Entry) -> impl Iterator<Item = &str> {
@@ -576,22 +598,38 @@ mod tests {
             identity: Identity::new(shared, BTreeMap::from([("component".into(), "c".into())])),
             new_in_a_row: 2,
         };
+        // The one record of all pipelines an earlier wharf kept goes with the first of the
+        // records by pipeline.
+        let legacy = store.dir().join("steps.json");
+        std::fs::write(&legacy, "{}").unwrap();
         store
-            .remember(&BTreeMap::from([("build".to_string(), last.clone())]))
+            .remember("p", &BTreeMap::from([("build".to_string(), last.clone())]))
             .unwrap();
-        assert_eq!(store.last_identities().get("build"), Some(&last));
+        assert!(!legacy.exists());
+        assert_eq!(store.last_identities("p").get("build"), Some(&last));
+        // Another pipeline's step of the same id is another step.
+        assert!(store.last_identities("q").is_empty());
+        let other = Last {
+            new_in_a_row: 4,
+            ..last.clone()
+        };
+        store
+            .remember("q", &BTreeMap::from([("build".to_string(), other.clone())]))
+            .unwrap();
+        assert_eq!(store.last_identities("p").get("build"), Some(&last));
+        assert_eq!(store.last_identities("q").get("build"), Some(&other));
         // The record only explains misses: one of an older layout, or naming shared parts
         // it does not hold, is as none.
-        let steps = store.dir().join("steps.json");
+        let steps = store.dir().join(STEPS_DIR).join(steps_record("p"));
         let older = format!(r#"{{"build":{{"identity":"{id}","parts":{{}},"new_in_a_row":2}}}}"#);
         std::fs::write(&steps, older).unwrap();
-        assert!(store.last_identities().is_empty());
+        assert!(store.last_identities("p").is_empty());
         std::fs::write(
             &steps,
             r#"{"shared":{},"steps":{"build":{"shared":"x","own":{},"new_in_a_row":1}}}"#,
         )
         .unwrap();
-        assert!(store.last_identities().is_empty());
+        assert!(store.last_identities("p").is_empty());
 
         // Tampered: one byte of the body changed.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -627,7 +665,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt as _;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("cache")).unwrap();
-        let steps = store.dir().join("steps.json");
+        let steps = store.dir().join(STEPS_DIR).join(steps_record("p"));
         let shared = Arc::new(Shared::new(BTreeMap::new()));
         let record = |n: usize| -> BTreeMap<String, Last> {
             (0..n)
@@ -644,12 +682,12 @@ mod tests {
                 })
                 .collect()
         };
-        store.remember(&record(5)).unwrap();
+        store.remember("p", &record(5)).unwrap();
         let inode = std::fs::metadata(&steps).unwrap().ino();
         // Shorter the second time: nothing of the first is left after it.
-        store.remember(&record(2)).unwrap();
+        store.remember("p", &record(2)).unwrap();
         assert_eq!(std::fs::metadata(&steps).unwrap().ino(), inode, "rewritten in place");
-        assert_eq!(store.last_identities(), record(2));
+        assert_eq!(store.last_identities("p"), record(2));
 
         // Planted: a hard link to a file elsewhere, then a symlink to one. Each is replaced.
         for plant in ["hard", "symbolic"] {
@@ -660,10 +698,10 @@ mod tests {
                 "hard" => std::fs::hard_link(&victim, &steps).unwrap(),
                 _ => std::os::unix::fs::symlink(&victim, &steps).unwrap(),
             }
-            store.remember(&record(3)).unwrap();
+            store.remember("p", &record(3)).unwrap();
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{plant} link");
             assert!(std::fs::symlink_metadata(&steps).unwrap().is_file());
-            assert_eq!(store.last_identities(), record(3));
+            assert_eq!(store.last_identities("p"), record(3));
         }
     }
 

@@ -41,6 +41,8 @@ pub const NEW_IN_A_ROW_NOT_SAVED: u32 = 5;
 pub struct StepCache {
     store: Store,
     workspace: PathBuf,
+    /// The name of the pipeline the run runs: a cache serves one run.
+    pipeline: String,
     /// Digests of files hashed before, read on first use.
     learnt: learnt::Learnt,
     said: Arc<Said>,
@@ -52,9 +54,10 @@ pub struct StepCache {
     filer: Mutex<Option<Filer>>,
     /// Entries being added to the shared cache.
     sharing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// The identities steps last had (`steps.json`), read on first use.
+    /// The identities the pipeline's steps last had (`steps/PIPELINE.json`), read on first
+    /// use.
     last: Mutex<Option<BTreeMap<String, Last>>>,
-    /// The identities steps have in this run, for `steps.json` when it ends.
+    /// The identities steps have in this run, for the record when it ends.
     this_run: Mutex<BTreeMap<String, Last>>,
     /// The identity parts every step of the run shares, from its first step.
     shared: std::sync::OnceLock<Arc<Shared>>,
@@ -78,13 +81,20 @@ pub fn cache_dir(workspace: &Path) -> PathBuf {
 }
 
 impl StepCache {
-    /// The workspace's cache, listening to the run's events for what steps say.
-    pub fn open(workspace: &Path, events: &Events, secrets: Arc<SecretStore>) -> std::io::Result<StepCache> {
+    /// The workspace's cache for a run of `pipeline` (its name), listening to the run's
+    /// events for what steps say.
+    pub fn open(
+        workspace: &Path,
+        pipeline: &str,
+        events: &Events,
+        secrets: Arc<SecretStore>,
+    ) -> std::io::Result<StepCache> {
         let store = Store::open(&cache_dir(workspace))?;
         let said = Arc::new(Said::default());
         events.add_sink(said.clone());
         Ok(StepCache {
             workspace: workspace.to_path_buf(),
+            pipeline: pipeline.to_string(),
             learnt: learnt::Learnt::new(store.clone()),
             store,
             said,
@@ -120,7 +130,6 @@ impl StepCache {
     pub fn identity(&self, step: &StepFacts<'_>) -> Identity {
         let StepFacts {
             decl,
-            pipeline,
             loaded,
             params,
             grants,
@@ -132,7 +141,7 @@ impl StepCache {
         let shared = self.shared.get_or_init(|| {
             let mut parts = BTreeMap::new();
             // A typed step is handed its pipeline's name.
-            parts.insert("pipeline".to_string(), digest(pipeline));
+            parts.insert("pipeline".to_string(), digest(&self.pipeline));
             parts.insert(
                 "wharf's version".to_string(),
                 concat!(env!("CARGO_PKG_VERSION"), " ", env!("WHARF_COMMIT")).to_string(),
@@ -358,7 +367,7 @@ impl StepCache {
     /// one.
     fn note(&self, step: &str, identity: &Identity, hit: bool) -> u32 {
         let mut last = self.last.lock().unwrap();
-        let last = last.get_or_insert_with(|| self.store.last_identities());
+        let last = last.get_or_insert_with(|| self.store.last_identities(&self.pipeline));
         let new_in_a_row = match last.get(step) {
             _ if hit => 0,
             Some(before) if before.identity.digest != identity.digest => before.new_in_a_row.saturating_add(1),
@@ -378,7 +387,7 @@ impl StepCache {
     /// Why no entry has this identity: what changed since the step's last run.
     fn nearest(&self, step: &str, identity: &Identity) -> String {
         let mut last = self.last.lock().unwrap();
-        let last = last.get_or_insert_with(|| self.store.last_identities());
+        let last = last.get_or_insert_with(|| self.store.last_identities(&self.pipeline));
         let Some(before) = last
             .get(step)
             .filter(|l| l.identity.digest != identity.digest)
@@ -616,7 +625,7 @@ impl StepCache {
             && this_run.iter().any(|(step, now)| last.get(step) != Some(now))
         {
             last.extend(this_run);
-            if let Err(e) = self.store.remember(last) {
+            if let Err(e) = self.store.remember(&self.pipeline, last) {
                 tracing::warn!("cache: cannot record the steps' identities: {e}");
             }
         }
@@ -637,7 +646,6 @@ fn overlaps(a: &str, b: &str) -> bool {
 /// What the run knows of a step before it runs it: what its identity is made of.
 pub struct StepFacts<'a> {
     pub decl: &'a StepDecl,
-    pub pipeline: &'a str,
     pub loaded: &'a LoadedStep,
     pub params: &'a StepParams,
     pub grants: &'a Grants,

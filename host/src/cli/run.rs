@@ -395,21 +395,23 @@ pub(super) async fn run(
     // The step cache: not in an audit (its grants are not the steps'), and only for a
     // recorded run (a hit is journaled like any step).
     let cache = match (args.reuse_results && !args.audit, &journal) {
-        (true, Some(_)) => match crate::cache::StepCache::open(&workspace, &events, secrets.clone()) {
-            Ok(cache) => Some(Arc::new(match &args.shared_cache {
-                Some(spec) => shared(cache, spec, &secrets, args.cache_write, &events),
-                None => cache,
-            })),
-            Err(e) => {
-                events.emit(Event::Notice {
-                    message: format!(
-                        "the step cache in {} cannot be used ({e}); every step runs",
-                        crate::cache::cache_dir(&workspace).display()
-                    ),
-                });
-                None
+        (true, Some(_)) => {
+            match crate::cache::StepCache::open(&workspace, &prepared.pipeline.name, &events, secrets.clone()) {
+                Ok(cache) => Some(Arc::new(match &args.shared_cache {
+                    Some(spec) => shared(cache, spec, &secrets, args.cache_write, &events),
+                    None => cache,
+                })),
+                Err(e) => {
+                    events.emit(Event::Notice {
+                        message: format!(
+                            "the step cache in {} cannot be used ({e}); every step runs",
+                            crate::cache::cache_dir(&workspace).display()
+                        ),
+                    });
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     let provenance = Arc::new(provenance_recorder(&run_id, &prepared, journal.as_ref(), &events));

@@ -693,7 +693,6 @@ async fn cached(
     }
     let identity = cache.identity(&crate::cache::StepFacts {
         decl,
-        pipeline: &req.pipeline.name,
         loaded,
         params,
         grants,
