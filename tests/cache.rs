@@ -715,3 +715,34 @@ fn pipelines_with_a_step_of_the_same_id_keep_their_records_apart() {
         assert!(cached(&again, "step"), "{file}: {}", again.all());
     }
 }
+
+#[test]
+fn a_parameter_that_goes_back_finds_the_entry_saved_before_even_without_the_record() {
+    let ws = Workspace::new();
+    let pipeline = |x: &str| format!("name: c\nsteps:\n  - {{ id: s, uses: ./cmd.wasm, with: {{ x: {x} }} }}\n");
+    ws.write(PIPELINE, &pipeline("a"));
+    let first = run(&ws, &[]);
+    ws.write(PIPELINE, &pipeline("b"));
+    let second = run(&ws, &[]);
+    assert!(!cached(&second, "s"), "{}", second.all());
+    // The pipeline's record lists the identities the step was saved under: `a` is one.
+    ws.write(PIPELINE, &pipeline("a"));
+    let back = run(&ws, &[]);
+    assert!(
+        back.step_line("s")
+            .contains(&format!("cached from run {}", first.run_id())),
+        "{}",
+        back.all()
+    );
+    // A lost record only explains less: the store is asked, and `b`'s entry found.
+    std::fs::remove_dir_all(ws.path().join(".wharf/cache/steps")).unwrap();
+    ws.write(PIPELINE, &pipeline("b"));
+    let without = run(&ws, &[]);
+    assert!(
+        without
+            .step_line("s")
+            .contains(&format!("cached from run {}", second.run_id())),
+        "{}",
+        without.all()
+    );
+}

@@ -1,5 +1,6 @@
 //! What the step cache saves and what it costs, as whole `wharf run` processes, side by side
-//! in one run of this program, interleaved round by round:
+//! in one run of this program, interleaved round by round (the order rotates each round and
+//! is reversed every other one):
 //!
 //! - the seed's `build` step (cargo, then the image assembled into the store), alone in a
 //!   pipeline with a fixed tag: taken from the cache, against the same step with
@@ -8,9 +9,13 @@
 //!   with the cache on, against the same chain with `cache: false` on every step. The
 //!   warm-up runs the chain until its steps are no longer saved (their identity was new in
 //!   each of their last runs), so the rounds measure what every later run pays: identity,
-//!   lookup, the explanation, `steps.json`;
+//!   lookup, the explanation, the pipeline's record of its steps;
 //! - a one-step run taken from the cache, and the same step with `cache: false`, against
 //!   `wharf --version`.
+//!
+//! Each ratio is given twice: as the ratio of the two medians, and as the median of the
+//! ratios within a round (the two runs of a round are close in time, so a guest whose speed
+//! wanders over minutes moves both alike).
 //!
 //! `cargo bench --bench step_cache`
 
@@ -26,7 +31,7 @@ use measure::{median, ms, timed};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const ROUNDS: usize = 25;
+const ROUNDS: usize = 61;
 
 /// The seed pipeline's `build` step, alone, with a fixed tag.
 fn build(cache: bool) -> String {
@@ -114,30 +119,48 @@ fn main() {
         ];
         let len = cases.len();
         cases.rotate_left(round % len);
+        // Each case follows each other case as often as it precedes it: a run after one of
+        // the same workspace finds its files in the page cache.
+        if round % 2 == 1 {
+            cases.reverse();
+        }
         for (name, case) in cases {
             samples.entry(name).or_default().push(case());
         }
     }
-    let medians: BTreeMap<&str, f64> = samples.into_iter().map(|(k, v)| (k, ms(median(v)))).collect();
+    let paired = |a: &str, b: &str| {
+        let ratios = samples[a]
+            .iter()
+            .zip(&samples[b])
+            .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64());
+        let mut ratios: Vec<f64> = ratios.collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    let medians: BTreeMap<&str, f64> = samples.iter().map(|(k, v)| (*k, ms(median(v.clone())))).collect();
     println!("medians of {ROUNDS} rounds, whole processes:");
     for (name, value) in &medians {
         println!("  {name:<36} {value:>9.1} ms");
     }
-    let ratio = |a: &str, b: &str| medians[a] / medians[b];
-    println!(
-        "build cached / build warm:             {:.3}",
-        ratio("build: cached", "build: cache: false (warm cargo)")
-    );
-    println!(
-        "100-step miss / 100 steps uncached:    {:.3}",
-        ratio("100 steps: every step misses", "100 steps: cache: false")
-    );
-    println!(
-        "1 step cached / wharf --version:       {:.2}",
-        ratio("1 step: cached", "wharf --version")
-    );
-    println!(
-        "1 step uncached / wharf --version:     {:.2}",
-        ratio("1 step: cache: false", "wharf --version")
-    );
+    println!("ratios: of the medians; median of the ratios within a round");
+    for (what, a, b) in [
+        (
+            "build cached / build warm",
+            "build: cached",
+            "build: cache: false (warm cargo)",
+        ),
+        (
+            "100-step miss / 100 steps uncached",
+            "100 steps: every step misses",
+            "100 steps: cache: false",
+        ),
+        ("1 step cached / wharf --version", "1 step: cached", "wharf --version"),
+        (
+            "1 step uncached / wharf --version",
+            "1 step: cache: false",
+            "wharf --version",
+        ),
+    ] {
+        println!("  {what:<36} {:>6.3} {:>6.3}", medians[a] / medians[b], paired(a, b));
+    }
 }

@@ -5,7 +5,9 @@
 //! entries/IDENTITY/DIGEST  an entry: a line with its HMAC under the key, then its JSON
 //! steps/PIPELINE.json      by pipeline (the digest of its name), the identity each of its
 //!                          steps last had, part by part (the parts its run shared kept
-//!                          once): what changed when no entry has a step's identity
+//!                          once): what changed when no entry has a step's identity; and
+//!                          the identities its entries were saved under, so that a miss
+//!                          does not look in `entries/`
 //! oci/                     files the entries restore, by digest, as an OCI image layout
 //!                          (`oci/blobs/sha256/HEX`), so a shared cache moves them as they are
 //! known.json               digests of files by inode and times (see `tree`)
@@ -47,7 +49,15 @@ pub struct Last {
     pub identity: Identity,
     /// Runs in a row in which the step missed with an identity its run before did not have.
     pub new_in_a_row: u32,
+    /// The identities the step's entries were saved under by its pipeline's runs, newest
+    /// first, at most [`SAVED_KEPT`]: a step whose identity is not among them is not looked
+    /// for in `entries/`. A record that lost one (two runs at once, a crash) costs a miss,
+    /// never a wrong hit: an entry is still accepted only by its inputs.
+    pub saved: Vec<String>,
 }
+
+/// Identities kept in a step's [`Last::saved`].
+pub const SAVED_KEPT: usize = 8;
 
 /// `steps/PIPELINE.json`: the parts its steps' runs shared, once each, and each step's own.
 #[derive(serde::Deserialize)]
@@ -61,6 +71,7 @@ struct StepLine {
     shared: String,
     own: Parts,
     new_in_a_row: u32,
+    saved: Vec<String>,
 }
 
 /// [`StepsFile`] as written, borrowing what the run holds.
@@ -75,6 +86,7 @@ struct StepOut<'a> {
     shared: &'a str,
     own: &'a Parts,
     new_in_a_row: u32,
+    saved: &'a [String],
 }
 
 #[derive(Clone)]
@@ -280,11 +292,14 @@ impl Store {
             .into_iter()
             .filter_map(|(step, line)| {
                 let identity = Identity::new(shared.get(&line.shared)?.clone(), line.own);
+                let mut saved = line.saved;
+                saved.truncate(SAVED_KEPT);
                 Some((
                     step,
                     Last {
                         identity,
                         new_in_a_row: line.new_in_a_row,
+                        saved,
                     },
                 ))
             })
@@ -309,6 +324,7 @@ impl Store {
                         shared: &l.identity.shared.digest,
                         own: &l.identity.own,
                         new_in_a_row: l.new_in_a_row,
+                        saved: &l.saved,
                     };
                     (step.as_str(), line)
                 })
@@ -597,6 +613,7 @@ mod tests {
         let last = Last {
             identity: Identity::new(shared, BTreeMap::from([("component".into(), "c".into())])),
             new_in_a_row: 2,
+            saved: vec![id.clone()],
         };
         // The one record of all pipelines an earlier wharf kept goes with the first of the
         // records by pipeline.
@@ -626,7 +643,7 @@ mod tests {
         assert!(store.last_identities("p").is_empty());
         std::fs::write(
             &steps,
-            r#"{"shared":{},"steps":{"build":{"shared":"x","own":{},"new_in_a_row":1}}}"#,
+            r#"{"shared":{},"steps":{"build":{"shared":"x","own":{},"new_in_a_row":1,"saved":[]}}}"#,
         )
         .unwrap();
         assert!(store.last_identities("p").is_empty());
@@ -677,6 +694,7 @@ mod tests {
                         Last {
                             identity,
                             new_in_a_row: 1,
+                            saved: Vec::new(),
                         },
                     )
                 })

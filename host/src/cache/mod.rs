@@ -220,7 +220,9 @@ impl StepCache {
     /// and its effects can be restored; otherwise why not. Damaged or forged entries are
     /// warned of and passed over; the shared cache is asked when the local one has none.
     pub async fn lookup(&self, step: &str, identity: &Identity) -> Lookup {
-        let found = self.find(step, identity).await;
+        // Most misses have an identity no run of the step saved: `entries/` is not asked.
+        let saved_here = self.with_last(|last| last.get(step).is_none_or(|l| l.saved.contains(&identity.digest)));
+        let found = self.find(step, identity, saved_here).await;
         let new_in_a_row = self.note(step, identity, matches!(found, Lookup::Hit(_)));
         match found {
             Lookup::Miss(why) if new_in_a_row >= NEW_IN_A_ROW_NOT_SAVED => Lookup::MissNotSaved(format!(
@@ -230,8 +232,13 @@ impl StepCache {
         }
     }
 
-    async fn find(&self, step: &str, identity: &Identity) -> Lookup {
-        let (candidates, refused) = self.store.candidates(&identity.digest);
+    /// The entry to reuse, looked for in the workspace's store when `local`, then in the
+    /// shared cache.
+    async fn find(&self, step: &str, identity: &Identity, local: bool) -> Lookup {
+        let (candidates, refused) = match local {
+            true => self.store.candidates(&identity.digest),
+            false => Default::default(),
+        };
         for r in refused {
             self.warn(format!(
                 "an entry of step `{step}` was refused and removed ({}): {}; the step runs",
@@ -363,44 +370,62 @@ impl StepCache {
         });
     }
 
+    /// The identities the pipeline's steps last had, read from the store on first use.
+    fn with_last<R>(&self, f: impl FnOnce(&BTreeMap<String, Last>) -> R) -> R {
+        let mut last = self.last.lock().unwrap();
+        f(last.get_or_insert_with(|| self.store.last_identities(&self.pipeline)))
+    }
+
     /// Keep the identity the step has in this run; the runs in a row it missed with a new
     /// one.
     fn note(&self, step: &str, identity: &Identity, hit: bool) -> u32 {
-        let mut last = self.last.lock().unwrap();
-        let last = last.get_or_insert_with(|| self.store.last_identities(&self.pipeline));
-        let new_in_a_row = match last.get(step) {
-            _ if hit => 0,
-            Some(before) if before.identity.digest != identity.digest => before.new_in_a_row.saturating_add(1),
-            Some(_) => 0,
-            None => 1,
-        };
+        let (new_in_a_row, mut saved) = self.with_last(|last| match last.get(step) {
+            Some(before) => {
+                let new = before.identity.digest != identity.digest;
+                let count = if new { before.new_in_a_row.saturating_add(1) } else { 0 };
+                (count, before.saved.clone())
+            }
+            None => (1, Vec::new()),
+        });
+        let new_in_a_row = if hit { 0 } else { new_in_a_row };
+        if hit {
+            newest_first(&mut saved, &identity.digest);
+        }
         self.this_run.lock().unwrap().insert(
             step.to_string(),
             Last {
                 identity: identity.clone(),
                 new_in_a_row,
+                saved,
             },
         );
         new_in_a_row
     }
 
+    /// An entry of the step is being filed under its identity in this run.
+    fn note_saved(&self, step: &str, identity: &str) {
+        if let Some(now) = self.this_run.lock().unwrap().get_mut(step) {
+            newest_first(&mut now.saved, identity);
+        }
+    }
+
     /// Why no entry has this identity: what changed since the step's last run.
     fn nearest(&self, step: &str, identity: &Identity) -> String {
-        let mut last = self.last.lock().unwrap();
-        let last = last.get_or_insert_with(|| self.store.last_identities(&self.pipeline));
-        let Some(before) = last
-            .get(step)
-            .filter(|l| l.identity.digest != identity.digest)
-            .map(|l| &l.identity)
-        else {
-            return "nothing is cached for it yet".into();
-        };
-        let changed = identity.differences(before);
-        if changed.is_empty() {
-            "nothing is cached for it yet".into()
-        } else {
-            changed.join(", ")
-        }
+        self.with_last(|last| {
+            let Some(before) = last
+                .get(step)
+                .filter(|l| l.identity.digest != identity.digest)
+                .map(|l| &l.identity)
+            else {
+                return "nothing is cached for it yet".into();
+            };
+            let changed = identity.differences(before);
+            if changed.is_empty() {
+                "nothing is cached for it yet".into()
+            } else {
+                changed.join(", ")
+            }
+        })
     }
 
     /// Do again what the entry's step did: its files, its images, what it said. Its outputs
@@ -481,6 +506,7 @@ impl StepCache {
             });
             self.sharing.lock().unwrap().push(shared);
         }
+        self.note_saved(&entry.step, &entry.identity);
         let mut filer = self.filer.lock().unwrap();
         let filer = filer.get_or_insert_with(|| Filer::start(self.store.clone(), refused));
         filer.file(entry);
@@ -633,6 +659,13 @@ impl StepCache {
             tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());
         }
     }
+}
+
+/// Put `identity` first in a step's saved identities, keeping the newest few.
+fn newest_first(saved: &mut Vec<String>, identity: &str) {
+    saved.retain(|s| s != identity);
+    saved.insert(0, identity.to_string());
+    saved.truncate(wharf_cache::store::SAVED_KEPT);
 }
 
 /// Whether one workspace path is the other or lies beneath it (`""` is the workspace).
