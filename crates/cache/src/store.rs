@@ -50,14 +50,33 @@ pub struct Last {
     /// Runs in a row in which the step missed with an identity its run before did not have.
     pub new_in_a_row: u32,
     /// The identities the step's entries were saved under by its pipeline's runs, newest
-    /// first, at most [`SAVED_KEPT`]: a step whose identity is not among them is not looked
-    /// for in `entries/`. A record that lost one (two runs at once, a crash) costs a miss,
-    /// never a wrong hit: an entry is still accepted only by its inputs.
+    /// first, at most [`SAVED_KEPT`], each by its first [`SAVED_PREFIX`] hex digits: a step
+    /// whose identity is not among them is not looked for in `entries/`. A record that lost
+    /// one (two runs at once, a crash) costs a miss, never a wrong hit: an entry is still
+    /// accepted only by its inputs.
     pub saved: Vec<String>,
 }
 
 /// Identities kept in a step's [`Last::saved`].
-pub const SAVED_KEPT: usize = 8;
+const SAVED_KEPT: usize = 8;
+/// Hex digits of an identity kept in [`Last::saved`]: enough to tell a step's identities
+/// apart; one that matched another's would only cost a look in `entries/`.
+const SAVED_PREFIX: usize = 16;
+
+impl Last {
+    /// Whether entries of the step may be filed under `identity`.
+    pub fn saved_under(&self, identity: &str) -> bool {
+        self.saved.iter().any(|s| identity.starts_with(s.as_str()))
+    }
+
+    /// Entries of the step are filed under `identity`: it goes first.
+    pub fn note_saved(&mut self, identity: &str) {
+        let prefix = identity.get(..SAVED_PREFIX).unwrap_or(identity);
+        self.saved.retain(|s| s != prefix);
+        self.saved.insert(0, prefix.to_string());
+        self.saved.truncate(SAVED_KEPT);
+    }
+}
 
 /// `steps/PIPELINE.json`: the parts its steps' runs shared, once each, and each step's own.
 #[derive(serde::Deserialize)]
@@ -613,7 +632,7 @@ mod tests {
         let last = Last {
             identity: Identity::new(shared, BTreeMap::from([("component".into(), "c".into())])),
             new_in_a_row: 2,
-            saved: vec![id.clone()],
+            saved: vec![id[..16].to_string()],
         };
         // The one record of all pipelines an earlier wharf kept goes with the first of the
         // records by pipeline.
@@ -721,6 +740,33 @@ mod tests {
             assert!(std::fs::symlink_metadata(&steps).unwrap().is_file());
             assert_eq!(store.last_identities("p"), record(3));
         }
+    }
+
+    #[test]
+    fn a_step_keeps_the_identities_it_was_saved_under_newest_first_and_bounded() {
+        let shared = Arc::new(Shared::new(BTreeMap::new()));
+        let mut last = Last {
+            identity: Identity::new(shared, BTreeMap::new()),
+            new_in_a_row: 0,
+            saved: Vec::new(),
+        };
+        let ids: Vec<String> = (0..10)
+            .map(|i| crate::sha256_hex(format!("id{i}").as_bytes()))
+            .collect();
+        for id in &ids {
+            last.note_saved(id);
+        }
+        assert_eq!(last.saved.len(), SAVED_KEPT);
+        assert!(last.saved_under(&ids[9]) && last.saved_under(&ids[2]));
+        assert!(
+            !last.saved_under(&ids[1]) && !last.saved_under(&ids[0]),
+            "the oldest go"
+        );
+        assert!(last.saved.iter().all(|s| s.len() == SAVED_PREFIX));
+        // Saved again: first, and kept once.
+        last.note_saved(&ids[2]);
+        assert!(ids[2].starts_with(&last.saved[0]) && last.saved.len() == SAVED_KEPT);
+        assert!(last.saved_under(&ids[3]), "{:?}", last.saved);
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl StepCache {
     /// warned of and passed over; the shared cache is asked when the local one has none.
     pub async fn lookup(&self, step: &str, identity: &Identity) -> Lookup {
         // Most misses have an identity no run of the step saved: `entries/` is not asked.
-        let saved_here = self.with_last(|last| last.get(step).is_none_or(|l| l.saved.contains(&identity.digest)));
+        let saved_here = self.with_last(|last| last.get(step).is_none_or(|l| l.saved_under(&identity.digest)));
         let found = self.find(step, identity, saved_here).await;
         let new_in_a_row = self.note(step, identity, matches!(found, Lookup::Hit(_)));
         match found {
@@ -379,7 +379,7 @@ impl StepCache {
     /// Keep the identity the step has in this run; the runs in a row it missed with a new
     /// one.
     fn note(&self, step: &str, identity: &Identity, hit: bool) -> u32 {
-        let (new_in_a_row, mut saved) = self.with_last(|last| match last.get(step) {
+        let (new_in_a_row, saved) = self.with_last(|last| match last.get(step) {
             Some(before) => {
                 let new = before.identity.digest != identity.digest;
                 let count = if new { before.new_in_a_row.saturating_add(1) } else { 0 };
@@ -387,25 +387,23 @@ impl StepCache {
             }
             None => (1, Vec::new()),
         });
-        let new_in_a_row = if hit { 0 } else { new_in_a_row };
+        let mut now = Last {
+            identity: identity.clone(),
+            new_in_a_row: if hit { 0 } else { new_in_a_row },
+            saved,
+        };
         if hit {
-            newest_first(&mut saved, &identity.digest);
+            now.note_saved(&identity.digest);
         }
-        self.this_run.lock().unwrap().insert(
-            step.to_string(),
-            Last {
-                identity: identity.clone(),
-                new_in_a_row,
-                saved,
-            },
-        );
+        let new_in_a_row = now.new_in_a_row;
+        self.this_run.lock().unwrap().insert(step.to_string(), now);
         new_in_a_row
     }
 
     /// An entry of the step is being filed under its identity in this run.
     fn note_saved(&self, step: &str, identity: &str) {
         if let Some(now) = self.this_run.lock().unwrap().get_mut(step) {
-            newest_first(&mut now.saved, identity);
+            now.note_saved(identity);
         }
     }
 
@@ -659,13 +657,6 @@ impl StepCache {
             tracing::warn!("cache: cannot prune {}: {e}", self.store.dir().display());
         }
     }
-}
-
-/// Put `identity` first in a step's saved identities, keeping the newest few.
-fn newest_first(saved: &mut Vec<String>, identity: &str) {
-    saved.retain(|s| s != identity);
-    saved.insert(0, identity.to_string());
-    saved.truncate(wharf_cache::store::SAVED_KEPT);
 }
 
 /// Whether one workspace path is the other or lies beneath it (`""` is the workspace).
