@@ -22,6 +22,12 @@ fn cached(run: &Run, step: &str) -> bool {
     run.step_line(step).contains("cached from run")
 }
 
+/// Whether `run` took `step` from the entry `from` saved.
+fn cached_from(run: &Run, step: &str, from: &Run) -> bool {
+    run.step_line(step)
+        .contains(&format!("cached from run {}", from.run_id()))
+}
+
 /// What `wharf cache why` says of a run's step.
 fn why(ws: &Workspace, run: &Run, step: &str) -> String {
     let out = ws.wharf(&["cache", "why", &run.run_id(), step]);
@@ -55,13 +61,7 @@ fn a_webassembly_step_is_reused_until_a_file_it_read_changes() {
     let second = run(&ws, &[]);
     assert!(cached(&second, "step"), "{}", second.all());
     assert_eq!(second.output_of("step", "result").unwrap(), "read: one");
-    assert!(
-        second
-            .step_line("step")
-            .contains(&format!("cached from run {}", first.run_id())),
-        "{}",
-        second.all()
-    );
+    assert!(cached_from(&second, "step", &first), "{}", second.all());
     // Its log comes back with it.
     assert!(second.stdout().contains("read: one"), "{}", second.all());
 
@@ -566,13 +566,7 @@ fn clones_share_entries_through_a_registry_and_only_a_trusted_writer_writes() {
     let fresh = clone();
     let reused = shared_run(&fresh, &spec, Some(key), &[]);
     for step in ["step", "image"] {
-        assert!(
-            reused
-                .step_line(step)
-                .contains(&format!("cached from run {}", wrote.run_id())),
-            "{step}: {}",
-            reused.all()
-        );
+        assert!(cached_from(&reused, step, &wrote), "{step}: {}", reused.all());
     }
     assert_eq!(reused.output_of("step", "result").unwrap(), "read: one");
     assert_eq!(reused.output_of("image", "digest").unwrap(), digest);
@@ -728,21 +722,10 @@ fn a_parameter_that_goes_back_finds_the_entry_saved_before_even_without_the_reco
     // The pipeline's record lists the identities the step was saved under: `a` is one.
     ws.write(PIPELINE, &pipeline("a"));
     let back = run(&ws, &[]);
-    assert!(
-        back.step_line("s")
-            .contains(&format!("cached from run {}", first.run_id())),
-        "{}",
-        back.all()
-    );
+    assert!(cached_from(&back, "s", &first), "{}", back.all());
     // A lost record only explains less: the store is asked, and `b`'s entry found.
     std::fs::remove_dir_all(ws.path().join(".wharf/cache/steps")).unwrap();
     ws.write(PIPELINE, &pipeline("b"));
     let without = run(&ws, &[]);
-    assert!(
-        without
-            .step_line("s")
-            .contains(&format!("cached from run {}", second.run_id())),
-        "{}",
-        without.all()
-    );
+    assert!(cached_from(&without, "s", &second), "{}", without.all());
 }

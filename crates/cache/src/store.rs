@@ -517,10 +517,10 @@ impl Store {
 /// Make `bytes` the content of `dir/name`, a record runs rewrite (`steps/PIPELINE.json`,
 /// `known.json`): in place when it is a regular file with no other name, since on ext4 a
 /// file renamed over another is written out at once (`auto_da_alloc`), half a millisecond
-/// a run. Anything else there (a
-/// symlink, a hard link to a file elsewhere, a pipe) is replaced, never written through.
-/// Two runs writing at once, or a crash, can leave it torn: it must be a record whose loss
-/// costs little, and that reads as none when it does not parse.
+/// a run. Anything else there (a symlink, a hard link to a file elsewhere, a pipe) is
+/// replaced, never written through. Two runs writing at once, or a crash, can leave it
+/// torn: it must be a record whose loss costs little, and that reads as none when it does
+/// not parse.
 fn write_over(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags};
     use std::os::unix::fs::{FileExt as _, MetadataExt as _};

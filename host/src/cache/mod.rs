@@ -235,9 +235,10 @@ impl StepCache {
     /// The entry to reuse, looked for in the workspace's store when `local`, then in the
     /// shared cache.
     async fn find(&self, step: &str, identity: &Identity, local: bool) -> Lookup {
-        let (candidates, refused) = match local {
-            true => self.store.candidates(&identity.digest),
-            false => Default::default(),
+        let (candidates, refused) = if local {
+            self.store.candidates(&identity.digest)
+        } else {
+            Default::default()
         };
         for r in refused {
             self.warn(format!(
