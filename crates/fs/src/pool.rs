@@ -59,10 +59,23 @@ impl DirPool {
 }
 
 /// Remove every entry of `dir` but those `keep` keeps (given each entry's own metadata,
-/// links not followed).
+/// links not followed). A step's directory is emptied after every step: its names are read
+/// into a buffer on the stack, sparing the 32 KiB `opendir` takes from the heap each time
+/// (and the fresh pages it faults in once smaller allocations have split the last one).
 fn empty(dir: &Path, keep: impl Fn(&Path, &Metadata) -> bool) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    use rustix::fs::{Mode, OFlags, RawDir};
+    use std::os::unix::ffi::OsStrExt as _;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())?;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    let mut names = RawDir::new(&fd, &mut buf);
+    while let Some(entry) = names.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let path = dir.join(std::ffi::OsStr::from_bytes(name));
         let meta = std::fs::symlink_metadata(&path)?;
         if keep(&path, &meta) {
             continue;
@@ -102,5 +115,22 @@ mod tests {
             .collect();
         assert_eq!(left, ["kept"]);
         assert!(outside.path().join("precious").exists());
+    }
+
+    #[test]
+    fn a_directory_with_more_names_than_one_read_holds_is_emptied_whole() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let pool = DirPool::new(root.path(), "step");
+        let dir = pool.take().unwrap();
+        // Nine of these names fill one read of the directory into its 2 KiB buffer.
+        for i in 0..400 {
+            std::fs::write(dir.join(format!("{i:0>200}")), "x").unwrap();
+        }
+        // A name that is not UTF-8 is a name like any other.
+        std::fs::write(dir.join(std::ffi::OsStr::from_bytes(b"\xff\xfe")), "x").unwrap();
+        pool.give_back(dir.clone(), |_, _| false);
+        assert_eq!(pool.take().unwrap(), dir, "reused");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 }
