@@ -729,3 +729,57 @@ fn a_parameter_that_goes_back_finds_the_entry_saved_before_even_without_the_reco
     let without = run(&ws, &[]);
     assert!(cached_from(&without, "s", &second), "{}", without.all());
 }
+
+#[test]
+fn each_decision_is_one_event_the_journal_keeps_and_the_log_says_once() {
+    let ws = data_step("read-workspace", "data/a.txt");
+    let events = ws.path().join("events.ndjson");
+    let stream = |run: &Run| -> Vec<serde_json::Value> {
+        common::validate_events(&events);
+        let text = std::fs::read_to_string(&events).unwrap();
+        let all: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(all.iter().any(|e| e["run_id"] == run.run_id().as_str()));
+        all.into_iter()
+            .filter(|e| e["step"] == "step" && (e["event"] == "cache" || e["event"] == "step-started"))
+            .collect()
+    };
+    let first = run(&ws, &["--events", events.to_str().unwrap()]);
+    let seen = stream(&first);
+    // Why it runs, before it starts: once.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["event"], "cache");
+    assert_eq!(seen[0]["hit"], false);
+    assert_eq!(seen[0]["detail"], "nothing is cached for it yet");
+    assert_eq!(seen[1]["event"], "step-started");
+    // `-v` shows it as the step's line it was.
+    assert!(
+        first
+            .stdout()
+            .contains("step │ not taken from the cache: nothing is cached for it yet"),
+        "{}",
+        first.all()
+    );
+    // The journal has it once: `wharf log` says it once, `wharf cache why` reads it.
+    let log = ws.wharf(&["log", &first.run_id()]);
+    assert_eq!(
+        log.stdout().matches("nothing is cached for it yet").count(),
+        1,
+        "{}",
+        log.all()
+    );
+    assert!(why(&ws, &first, "step").contains("nothing is cached for it yet"));
+
+    let second = run(&ws, &["--events", events.to_str().unwrap()]);
+    let seen = stream(&second);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["event"], "step-started");
+    assert_eq!(seen[1]["event"], "cache");
+    assert_eq!(seen[1]["hit"], true);
+    let from = format!("cached from run {}", first.run_id());
+    assert!(seen[1]["detail"].as_str().unwrap().starts_with(&from), "{seen:?}");
+    assert!(
+        !second.stdout().contains("not taken from the cache"),
+        "{}",
+        second.all()
+    );
+}

@@ -166,6 +166,14 @@ pub enum Event {
         #[serde(flatten)]
         measurement: wharf_journal::Measurement,
     },
+    /// The step cache's decision on a step: why it runs (before its `StepStarted`), or that
+    /// it was taken from the cache (`detail` names the run it came from and the time it
+    /// saved).
+    Cache {
+        step: String,
+        hit: bool,
+        detail: String,
+    },
     StepRetrying {
         step: String,
         attempt: u32,
@@ -236,6 +244,7 @@ impl Event {
                 file.iter_mut().for_each(fix);
             }
             Event::StepRetrying { error, .. } => fix(error),
+            Event::Cache { detail, .. } => fix(detail),
             Event::Measurement { measurement, .. } => {
                 fix(&mut measurement.metric);
                 fix(&mut measurement.detail);

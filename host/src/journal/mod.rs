@@ -107,6 +107,11 @@ impl Sink for JournalSink {
                 stream: stream(s),
                 message: message.clone(),
             }),
+            Event::Cache { step, hit, detail } => journal.write(Entry::Cache {
+                step: step.clone(),
+                hit: *hit,
+                detail: detail.clone(),
+            }),
             Event::Annotation {
                 step,
                 level: l,

@@ -658,8 +658,8 @@ enum Cached {
 }
 
 /// Whether the step cache holds this step's result, and the record of a hit: its files,
-/// images and log restored, its outputs as they were. The decision is journaled
-/// (`wharf cache why`).
+/// images and log restored, its outputs as they were. The decision is an event: the journal
+/// keeps it (`wharf cache why`), `-v` shows a miss.
 async fn cached(
     req: &RunRequest<'_>,
     decl: &StepDecl,
@@ -669,19 +669,12 @@ async fn cached(
     limits: &StepLimits,
 ) -> Cached {
     use crate::cache::{Lookup, StepCache};
-    let (Some(cache), Some(journal)) = (&req.cache, &req.journal) else {
+    // Only a recorded run uses the cache: its journal keeps each decision.
+    let (Some(cache), Some(_)) = (&req.cache, &req.journal) else {
         return Cached::Run(None);
     };
     let decided = |hit: bool, detail: String| {
-        if !hit {
-            req.events.emit(Event::Log {
-                step: decl.id.clone(),
-                level: crate::events::Level::Debug,
-                stream: crate::events::Stream::Log,
-                message: format!("not taken from the cache: {detail}"),
-            });
-        }
-        journal.write(Entry::Cache {
+        req.events.emit(Event::Cache {
             step: decl.id.clone(),
             hit,
             detail,

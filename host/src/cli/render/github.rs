@@ -189,7 +189,7 @@ impl Sink for Github {
                     self.lines.write(&format!("{title} (beside other steps)"));
                 }
             }
-            Event::Log { .. } => {
+            Event::Log { .. } | Event::Cache { .. } => {
                 // Inside the step's group, collapsed: all of its output, not only with -v.
                 if let Some(text) = self.all_lines.text(event) {
                     self.lines.write(&text);

@@ -51,7 +51,7 @@ impl Sink for Gitlab {
                     self.lines.write(&format!("{step} · {uses} (beside other steps)"));
                 }
             }
-            Event::Log { .. } => {
+            Event::Log { .. } | Event::Cache { .. } => {
                 if let Some(text) = self.all_lines.text(event) {
                     self.lines.write(&text);
                 }

@@ -207,6 +207,20 @@ impl Human {
                 let gutter = self.paint("2", &format!("{} │", printable(step)));
                 format!("    {gutter} {tag}{}", lines(message, &format!("    {gutter} ")))
             }
+            Event::Cache {
+                step,
+                hit: false,
+                detail,
+            } if self.verbose => {
+                let gutter = self.paint("2", &format!("{} │", printable(step)));
+                format!(
+                    "    {gutter} {}",
+                    lines(
+                        &format!("not taken from the cache: {detail}"),
+                        &format!("    {gutter} ")
+                    )
+                )
+            }
             Event::Annotation {
                 level,
                 message,
