@@ -64,6 +64,13 @@ impl Human {
         self
     }
 
+    /// `text` as lines of `step`'s: each names its step, since steps that run side by side
+    /// interleave.
+    fn step_says(&self, step: &str, text: &str) -> String {
+        let gutter = self.paint("2", &format!("{} │", printable(step)));
+        format!("    {gutter} {}", lines(text, &format!("    {gutter} ")))
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -203,24 +210,13 @@ impl Human {
                     Stream::Stdout => "",
                     Stream::Stderr => "stderr ",
                 };
-                // Each line names its step: steps that run side by side interleave.
-                let gutter = self.paint("2", &format!("{} │", printable(step)));
-                format!("    {gutter} {tag}{}", lines(message, &format!("    {gutter} ")))
+                self.step_says(step, &format!("{tag}{message}"))
             }
             Event::Cache {
                 step,
                 hit: false,
                 detail,
-            } if self.verbose => {
-                let gutter = self.paint("2", &format!("{} │", printable(step)));
-                format!(
-                    "    {gutter} {}",
-                    lines(
-                        &format!("not taken from the cache: {detail}"),
-                        &format!("    {gutter} ")
-                    )
-                )
-            }
+            } if self.verbose => self.step_says(step, &format!("not taken from the cache: {detail}")),
             Event::Annotation {
                 level,
                 message,
